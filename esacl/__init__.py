@@ -1,0 +1,12 @@
+"""EsaCL workbench: efficient continual learning of sparse models.
+
+    import esacl
+    record = esacl.run(esacl.RunConfig(benchmark="split_digits", method="er", seed=0))
+    print(record.text())
+"""
+from .config import RunConfig, UserError
+from .record import Record, load_run
+from .train import resume, run
+
+__all__ = ["RunConfig", "Record", "UserError", "load_run", "resume", "run"]
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""Command line: `esacl run | show | compare | methods | benchmarks`.
+
+User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
+"""
+import argparse
+import difflib
+import itertools
+import sys
+from pathlib import Path
+
+from .config import KEYS, RunConfig, UserError, help_lines
+
+# Keys that take a comma-separated list in `esacl run`: the run becomes a grid over them.
+GRID_KEYS = ("method", "seed", "sparsity")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):                  # argparse would print usage + exit; we want one line
+        raise UserError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="esacl", description="Efficient continual learning of sparse models: run, "
+                     "inspect and compare EsaCL and its baselines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train and evaluate one run (or a grid: comma lists for "
+                         + ", ".join(GRID_KEYS) + ")")
+    for key, type_name, text in help_lines():
+        flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
+        run.add_argument(*flags, dest=key, metavar=type_name.split()[0].upper(), help=text)
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
+    show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+
+    compare = sub.add_parser("compare", help="mean +- std over seeds of every run found under the folders")
+    compare.add_argument("folders", nargs="+", metavar="FOLDER")
+
+    sub.add_parser("methods", help="list the method presets and their composition")
+    sub.add_parser("benchmarks", help="list the benchmarks and their protocol defaults")
+    return parser
+
+
+def _unknown_flag(extra: list[str]) -> UserError:
+    flag = extra[0]
+    options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet"]
+    near = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--"), options, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return UserError(f"unknown option '{flag}'{hint}; see 'esacl run --help'")
+
+
+def _grid(strings: dict[str, str]) -> list[RunConfig]:
+    """Every config of the cross product of comma lists, all validated before anything runs."""
+    axes = {k: strings[k].split(",") for k in GRID_KEYS if k in strings}
+    fixed = {k: v for k, v in strings.items() if k not in axes}
+    configs = []
+    for values in itertools.product(*axes.values()):
+        configs.append(RunConfig.from_strings(dict(fixed, **dict(zip(axes, values)))))
+    if len(configs) > 1 and "name" in strings:
+        raise UserError("config key 'name' names one run; drop it when running a grid")
+    return configs
+
+
+def cmd_run(args) -> None:
+    from .record import comparison_table
+    from .train import resume, run
+    if args.resume:
+        given = [k for k in KEYS if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"--resume continues a run with its own config; drop --{given[0]}")
+        record = resume(args.resume, progress=False if args.quiet else None)
+        print(record.text())
+        print(f"\nresults in {record.path}")
+        return
+    strings = {k: getattr(args, k) for k in KEYS if getattr(args, k) is not None}
+    if args.quiet:
+        strings["progress"] = "false"
+    configs = _grid(strings)
+    records = []
+    for i, cfg in enumerate(configs):
+        if len(configs) > 1:
+            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method} seed {cfg.seed}", flush=True)
+        records.append(run(cfg))
+        if len(configs) == 1:
+            print(records[-1].text())
+    if len(configs) > 1:
+        print("\n" + comparison_table(records))
+    print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
+
+
+def _find_runs(folders: list[str]) -> list[Path]:
+    found = []
+    for folder in folders:
+        path = Path(folder)
+        if not path.is_dir():
+            raise UserError(f"{folder} is not a folder")
+        found += sorted(p.parent for p in path.rglob("config.json"))
+    if not found:
+        raise UserError(f"no run directories under {', '.join(folders)}")
+    return found
+
+
+def cmd_show(args) -> None:
+    from .record import load_run
+    for i, path in enumerate(args.run_dirs):
+        print(("\n" if i else "") + load_run(path).text())
+
+
+def cmd_compare(args) -> None:
+    from .record import comparison_table, load_run
+    records = [load_run(p) for p in _find_runs(args.folders)]
+    print(comparison_table(records))
+    incomplete = [str(r.path) for r in records if not r.complete]
+    if incomplete:
+        print(f"\nincomplete (counted with the tasks they finished): {', '.join(incomplete)}")
+
+
+def cmd_methods(args) -> None:
+    from .methods import PRESETS
+    print(f"{'method':10s} {'learner':9s} {'sparsifier':11s} {'selector':9s} source")
+    for name, p in PRESETS.items():
+        print(f"{name:10s} {p.learner:9s} {p.sparsifier:11s} {p.selector:9s} {p.source}")
+
+
+def cmd_benchmarks(args) -> None:
+    from .data import BENCHMARKS
+    for name, spec in BENCHMARKS.items():
+        proto = ", ".join(f"{k}={v}" for k, v in spec.protocol.items())
+        print(f"{name:20s} {spec.summary}\n{'':20s} defaults: {proto}")
+
+
+COMMANDS = dict(run=cmd_run, show=cmd_show, compare=cmd_compare, methods=cmd_methods, benchmarks=cmd_benchmarks)
+
+
+def main(argv=None) -> int:
+    try:
+        args, extra = _parser().parse_known_args(argv)
+        if extra:
+            raise _unknown_flag(extra)
+        COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"esacl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("esacl: interrupted; an unfinished run continues with 'esacl run --resume RUN_DIR'", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,303 @@
+"""Methods as compositions: base learner (loss terms) x sparsifier x data selector.
+
+A base learner only says what the loss is (`Learner.loss`) and what to remember between steps
+(buffer, Fisher). How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning)
+is the step's business (steps.py), so every step mechanic wraps every learner unchanged.
+"""
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from .config import UserError
+
+
+@dataclass
+class Batch:
+    """What one step trains on. `replay` is drawn once per step, so a two-pass step sees the same."""
+    x: torch.Tensor                  # [B, C, H, W] stream inputs, augmented
+    y: torch.Tensor                  # [B] global class ids
+    idx: torch.Tensor                # [B] positions in the task's training set
+    x_raw: torch.Tensor              # [B, C, H, W] stream inputs before augmentation (what a buffer stores)
+    replay: dict = field(default_factory=dict)
+
+    def subset(self, keep: torch.Tensor) -> "Batch":
+        """The stream examples at positions `keep` ([K]); the replay draw is kept whole."""
+        return replace(self, x=self.x[keep], y=self.y[keep], idx=self.idx[keep], x_raw=self.x_raw[keep])
+
+
+@dataclass
+class Loss:
+    """A learner's loss on one batch."""
+    total: torch.Tensor              # [] what the step back-propagates
+    per_sample: torch.Tensor         # [B] loss of each stream example (before any reduction)
+    logits: torch.Tensor             # [B, n_classes] stream logits
+
+
+class ReservoirBuffer:
+    """A uniform sample of every example seen so far (Vitter's algorithm R), kept on the device.
+
+    Slot choices are drawn on the host from the buffer's own numpy generator (the count of seen
+    examples is host-side too), so adding costs one small index upload and no device sync.
+    """
+
+    def __init__(self, capacity: int, rng: np.random.Generator):
+        self.capacity = capacity
+        self.rng = rng
+        self.n_seen = 0
+        self.data: dict[str, torch.Tensor] = {}     # name -> [capacity, ...]
+
+    def __len__(self) -> int:
+        return min(self.n_seen, self.capacity)
+
+    def slots(self, n: int) -> np.ndarray:
+        """Slot of each of the next `n` stream examples, or -1 where it is not kept."""
+        seen = self.n_seen + np.arange(n)
+        drawn = self.rng.integers(0, seen + 1)       # uniform in [0, i] for the i-th example
+        slot = np.where(seen < self.capacity, seen, drawn)
+        self.n_seen += n
+        return np.where(slot < self.capacity, slot, -1)
+
+    def add(self, **items: torch.Tensor) -> None:
+        """Offer a batch of examples (equal-length tensors, e.g. x=, y=, logits=)."""
+        n = len(next(iter(items.values())))
+        slot = self.slots(n)
+        # Sequential semantics: when two examples of one batch draw the same slot, the later wins.
+        rev_slots, rev_first = np.unique(slot[::-1], return_index=True)
+        src = (n - 1 - rev_first)[rev_slots >= 0]
+        if len(src) == 0:
+            return
+        device = next(iter(items.values())).device
+        dst = torch.as_tensor(slot[src], device=device)
+        src = torch.as_tensor(src, device=device)
+        for name, value in items.items():
+            if name not in self.data:
+                self.data[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
+                                              device=device)
+            self.data[name][dst] = value[src].detach()
+
+    def sample(self, size: int) -> dict[str, torch.Tensor]:
+        """`size` distinct stored examples (fewer while the buffer holds fewer), uniformly."""
+        filled = len(self)
+        pick = torch.randperm(filled, device=self.data["y"].device)[:min(size, filled)]
+        return {name: value[pick] for name, value in self.data.items()}
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self.data.values())
+
+    def state_dict(self) -> dict:
+        return dict(n_seen=self.n_seen, data=dict(self.data), rng=self.rng.bit_generator.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_seen = state["n_seen"]
+        self.data = dict(state["data"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class Learner:
+    """Fine-tuning: cross-entropy on the current batch only (the lower bound)."""
+    cumulative = False               # True: each task trains on every task's data seen so far
+
+    def __init__(self, cfg, n_classes: int, seed: int, augment=None):
+        self.cfg = cfg
+        self.n_classes = n_classes
+        self.augment = augment or (lambda x: x)
+
+    def begin_task(self, task, model) -> None:
+        pass
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Draw whatever the step needs besides the stream batch (replay), once per step."""
+        return batch
+
+    def loss(self, model, batch: Batch) -> Loss:
+        logits = model(batch.x)
+        per_sample = F.cross_entropy(logits, batch.y, reduction="none")
+        return Loss(per_sample.mean(), per_sample, logits)
+
+    def observe(self, batch: Batch, loss: Loss) -> None:
+        """After the update: remember what the learner keeps (buffer)."""
+
+    def end_task(self, task, model) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def memory_bytes(self) -> int:
+        return 0
+
+
+class Joint(Learner):
+    """Upper bound: every task trains on the union of all data seen so far."""
+    cumulative = True
+
+
+class Replay(Learner):
+    """Shared by replay learners: a reservoir buffer of raw stream inputs and labels."""
+
+    def __init__(self, cfg, n_classes, seed, augment=None):
+        super().__init__(cfg, n_classes, seed, augment)
+        self.buffer = ReservoirBuffer(cfg.buffer_size, np.random.default_rng([seed, 1]))
+
+    def draw(self) -> dict:
+        replay = self.buffer.sample(self.cfg.minibatch_size)
+        replay["x"] = self.augment(replay["x"])
+        return replay
+
+    def observe(self, batch, loss):
+        self.buffer.add(x=batch.x_raw, y=batch.y)
+
+    def state_dict(self):
+        return dict(buffer=self.buffer.state_dict())
+
+    def load_state_dict(self, state):
+        self.buffer.load_state_dict(state["buffer"])
+
+    def memory_bytes(self):
+        return self.buffer.nbytes()
+
+
+class ER(Replay):
+    """Experience replay (Mammoth's ER): one cross-entropy over stream + replay minibatch."""
+
+    def prepare(self, batch):
+        if len(self.buffer):
+            batch.replay = self.draw()
+        return batch
+
+    def loss(self, model, batch):
+        if not batch.replay:
+            return super().loss(model, batch)
+        b = len(batch.y)
+        logits = model(torch.cat([batch.x, batch.replay["x"]]))        # [B + M, n_classes]
+        per_example = F.cross_entropy(logits, torch.cat([batch.y, batch.replay["y"]]), reduction="none")
+        return Loss(per_example.mean(), per_example[:b], logits[:b])
+
+
+class DERpp(Replay):
+    """DER++ (Buzzega et al. 2020): CE + alpha * MSE to stored logits + beta * CE on replay.
+
+    Two independent replay draws, as in Mammoth. One forward over stream + both draws (Mammoth
+    runs three; batch-norm then normalises over the joint batch, as in Mammoth's ER).
+    """
+
+    def prepare(self, batch):
+        if len(self.buffer):
+            batch.replay = {"distill": self.draw(), "ce": self.draw()}
+        return batch
+
+    def loss(self, model, batch):
+        if not batch.replay:
+            return super().loss(model, batch)
+        distill, ce = batch.replay["distill"], batch.replay["ce"]
+        b, m1 = len(batch.y), len(distill["y"])
+        logits = model(torch.cat([batch.x, distill["x"], ce["x"]]))      # [B + M1 + M2, n_classes]
+        stream, old, replay = logits[:b], logits[b:b + m1], logits[b + m1:]
+        per_sample = F.cross_entropy(stream, batch.y, reduction="none")
+        total = (per_sample.mean() + self.cfg.alpha * F.mse_loss(old, distill["logits"])
+                 + self.cfg.beta * F.cross_entropy(replay, ce["y"]))
+        return Loss(total, per_sample, stream)
+
+    def observe(self, batch, loss):
+        # Logits of the step's first forward, at the pre-update weights (as Mammoth stores them).
+        self.buffer.add(x=batch.x_raw, y=batch.y, logits=loss.logits.detach())
+
+
+class EWC(Learner):
+    """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on): CE + lambda * sum F (w - w*)^2.
+
+    The Fisher diagonal is p(y|x)-weighted squared per-example gradients of log p(y|x) over the
+    task's training set, computed with torch.func (vmap of grad) in eval mode: batch-norm uses
+    its running statistics (Mammoth runs single examples through train-mode batch-norm).
+    """
+
+    def __init__(self, cfg, n_classes, seed, augment=None):
+        super().__init__(cfg, n_classes, seed, augment)
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def loss(self, model, batch):
+        loss = super().loss(model, batch)
+        if self.fisher:
+            penalty = sum((self.fisher[n] * (p - self.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+            loss.total = loss.total + self.cfg.ewc_lambda * penalty
+        return loss
+
+    def end_task(self, task, model):
+        fisher = fisher_diagonal(model, task.x_train, task.y_train)
+        for name, value in fisher.items():
+            self.fisher[name] = self.cfg.ewc_gamma * self.fisher[name] + value if name in self.fisher else value
+        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def state_dict(self):
+        return dict(fisher=self.fisher, anchor=self.anchor)
+
+    def load_state_dict(self, state):
+        self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
+
+    def memory_bytes(self):
+        # Fisher + anchor: two dense copies of the parameters.
+        return sum(v.numel() * v.element_size() for d in (self.fisher, self.anchor) for v in d.values())
+
+
+def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, budget_bytes: int = 2 ** 29) -> dict:
+    """Mean over examples of p(y|x) * (d log p(y|x) / dw)^2, per parameter."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+
+    def log_prob(p, xi, yi):
+        logits = functional_call(model, (p, buffers), (xi[None],))
+        return F.log_softmax(logits, dim=1)[0].gather(0, yi[None])[0]   # gather: vmap-safe indexing
+
+    per_example = vmap(grad_and_value(log_prob), in_dims=(None, 0, 0))
+    n_params = sum(p.numel() for p in params.values())
+    chunk = max(1, budget_bytes // (4 * n_params))        # per-example grads: chunk x n_params floats
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    for xc, yc in zip(x.split(chunk), y.split(chunk)):
+        grads, log_p = per_example(params, xc, yc)
+        weight = log_p.exp()                               # [chunk] p(y|x)
+        for n, g in grads.items():
+            fisher[n] += torch.einsum("b,b...->...", weight, g ** 2)
+    model.train(was_training)
+    return {n: f / len(x) for n, f in fisher.items()}
+
+
+LEARNERS = {"finetune": Learner, "joint": Joint, "er": ER, "derpp": DERpp, "ewc": EWC}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A row of the comparison table: one choice on each axis, and where it comes from."""
+    learner: str
+    sparsifier: str
+    selector: str
+    source: str
+
+    @property
+    def sparse(self) -> bool:
+        return self.sparsifier != "none"
+
+
+PRESETS: dict[str, Preset] = {
+    "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
+    "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
+    "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
+    "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
+    "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
+}
+
+
+def build_learner(cfg, n_classes: int, augment=None) -> Learner:
+    """The base learner of `cfg.method`'s preset."""
+    preset = PRESETS[cfg.method]
+    if cfg.sparsity > 0 and not preset.sparse:
+        raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
+    return LEARNERS[preset.learner](cfg, n_classes, cfg.seed, augment)

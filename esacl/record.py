@@ -1,0 +1,228 @@
+"""The run directory: the contract between trainer, CLI, dashboards, reports and sweeps.
+
+    RUN_DIR/config.json     the resolved RunConfig and which keys took protocol defaults
+    RUN_DIR/env.json        package versions, git commit, device
+    RUN_DIR/metrics.jsonl   one event per epoch and per task
+    RUN_DIR/accuracy.json   accuracy matrices (class-IL, task-IL), summary, completeness
+    RUN_DIR/checkpoint.pt   everything needed to resume: model, step, learner, RNGs, position
+
+Every file is written to a temporary name and renamed into place; a run directory is created
+exclusively and never reused.
+"""
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import metrics
+from .config import UserError
+from .methods import PRESETS
+
+CHECKPOINT_FORMAT = "esacl-checkpoint-1"
+
+
+def _os_error(path, err: OSError) -> UserError:
+    return UserError(f"cannot write {path}: {err.strerror or err}")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and a rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(path, err) from None
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode()
+
+
+class RunDir:
+    """One run's folder on disk."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out: str, name: str | None, default_name: str) -> "RunDir":
+        """Create a fresh run directory under `out`. An explicit `name` that exists is an error;
+        the default name gets a numeric suffix until it is unique."""
+        parent = Path(out)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(parent, err) from None
+        candidates = [name] if name else [default_name] + [f"{default_name}-{i}" for i in range(1, 10000)]
+        for candidate in candidates:
+            path = parent / candidate
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise _os_error(path, err) from None
+        raise UserError(f"run directory {parent / name} already exists; choose another name "
+                        f"(runs are never overwritten)")
+
+    @classmethod
+    def open(cls, path) -> "RunDir":
+        """An existing run directory (one with a config.json), or a one-line error."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a run directory (no config.json)")
+        return cls(path)
+
+    def write_json(self, name: str, obj) -> None:
+        write_atomic(self.path / name, _json_bytes(obj))
+
+    def read_json(self, name: str):
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path / name} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{self.path / name} is corrupt (not valid JSON)") from None
+
+    # metrics.jsonl: append-only; a resume truncates it to the events its checkpoint had seen.
+    def append_event(self, event: dict) -> None:
+        try:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(event) + "\n")
+        except OSError as err:
+            raise _os_error(self.path / "metrics.jsonl", err) from None
+
+    def events(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def truncate_events(self, count: int) -> None:
+        kept = self.events()[:count]
+        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
+
+    def save_checkpoint(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(dict(state, format=CHECKPOINT_FORMAT), buf)
+        write_atomic(self.path / "checkpoint.pt", buf.getvalue())
+
+    def load_checkpoint(self, device) -> dict:
+        path = self.path / "checkpoint.pt"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: nothing to resume from")
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # torch raises many types for a truncated or foreign file
+            raise UserError(f"{path} is truncated or not an esacl checkpoint ({type(err).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path} is not an esacl checkpoint (expected format {CHECKPOINT_FORMAT})")
+        return state
+
+
+def environment(device: torch.device) -> dict:
+    """What produced a run: versions, git commit, device."""
+    import numpy
+    import sklearn
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return dict(python=sys.version.split()[0], platform=platform.platform(), torch=torch.__version__,
+                numpy=numpy.__version__, sklearn=sklearn.__version__, git_commit=commit,
+                device=str(device),
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                threads=torch.get_num_threads(), argv=sys.argv)
+
+
+@dataclass
+class Record:
+    """A run as it stands on disk: what `esacl.run` returns and `esacl show` prints."""
+    path: Path
+    config: dict
+    defaults: list[str]
+    class_il: list[list]          # R[t][k], percent; None where k > t
+    task_il: list[list]
+    complete: bool
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict:
+        """{'class_il': {...}, 'task_il': {...}} of metrics.summary; empty before the first task ends."""
+        if not self.class_il:
+            return {}
+        return {"class_il": metrics.summary(self.class_il), "task_il": metrics.summary(self.task_il)}
+
+    def text(self) -> str:
+        """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
+        c = self.config
+        status = "complete" if self.complete else f"incomplete ({len(self.class_il)} tasks done)"
+        lines = [f"run {self.path}  [{c['benchmark']} / {c['method']} / seed {c['seed']}; {status}]"]
+        for label, R in (("class-IL", self.class_il), ("task-IL", self.task_il)):
+            lines += ["", f"{label} accuracy R[t][k] (%), row = after training task t:"]
+            lines += [format_matrix(R)]
+        if self.class_il:
+            lines += ["", f"{'':10s}{'average':>9s}{'forgetting':>12s}{'bwt':>8s}{'learning':>10s}"]
+            for label, s in (("class-IL", self.summary["class_il"]), ("task-IL", self.summary["task_il"])):
+                lines.append(f"{label:10s}{s['average']:9.2f}{_fmt(s['forgetting'], 12)}"
+                             f"{_fmt(s['backward_transfer'], 8)}{s['learning']:10.2f}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float, width: int) -> str:
+    return f"{'-':>{width}s}" if value is None or math.isnan(value) else f"{value:{width}.2f}"
+
+
+def format_matrix(R) -> str:
+    if not R:
+        return "  (no task finished yet)"
+    n = len(R[0])
+    head = "      " + "".join(f"{f'k={k}':>8s}" for k in range(n))
+    rows = [f"  t={t:<2d}" + "".join(f"{'':>8s}" if a is None else f"{a:8.2f}" for a in row)
+            for t, row in enumerate(R)]
+    return "\n".join([head] + rows)
+
+
+def load_run(path) -> Record:
+    """Read a run directory back (complete or not)."""
+    rundir = RunDir.open(path)
+    saved = rundir.read_json("config.json")
+    acc = rundir.read_json("accuracy.json") if (rundir.path / "accuracy.json").exists() else {}
+    return Record(rundir.path, saved["config"], saved.get("defaults", []), acc.get("class_il", []),
+                  acc.get("task_il", []), bool(acc.get("complete")), rundir.events())
+
+
+def comparison_table(records: list[Record]) -> str:
+    """Mean +- std over seeds per (benchmark, method, sparsity): class-IL, task-IL, forgetting.
+
+    Rows in benchmark, then preset, then sparsity order, whatever order the runs came in."""
+    groups: dict[tuple, list[Record]] = {}
+    for r in records:
+        if r.class_il:
+            key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity", 0.0))
+            groups.setdefault(key, []).append(r)
+    head = (f"{'benchmark':14s}{'method':10s}{'sparsity':>9s}{'seeds':>6s}"
+            f"{'class-IL':>16s}{'task-IL':>16s}{'forgetting':>16s}")
+    lines = [head, "-" * len(head)]
+    order = list(PRESETS)
+    rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
+    for (bench, method, sparsity), runs in sorted(groups.items(), key=lambda item: rank(item[0])):
+        cells = []
+        for il, key in (("class_il", "average"), ("task_il", "average"), ("class_il", "forgetting")):
+            m, s = metrics.mean_std([r.summary[il][key] for r in runs])
+            cells.append(f"{m:9.2f} +- {s:4.2f}" if not math.isnan(m) else f"{'-':>16s}")
+        lines.append(f"{bench:14s}{method:10s}{sparsity:9.2f}{len(runs):6d}" + "".join(f"{c:>16s}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+from esacl.cli import main
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_methods_and_benchmarks_list_one_line_each(capsys):
+    code, out, _ = cli(capsys, "methods")
+    assert code == 0
+    for name in ("sgd", "joint", "er", "derpp", "ewc"):
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+    code, out, _ = cli(capsys, "benchmarks")
+    assert code == 0 and out.startswith("split_digits")
+
+
+def test_run_prints_the_matrix_and_show_prints_it_again(capsys, tmp_path):
+    code, out, _ = cli(capsys, "run", "--benchmark", "split_digits", "--method", "sgd", "--seed", "0",
+                       "--n-tasks", "2", "--epochs", "1", "--out", str(tmp_path), "--quiet")
+    assert code == 0 and "class-IL accuracy R[t][k]" in out and "forgetting" in out
+    run_dir = out.strip().splitlines()[-1].removeprefix("results in ")
+    code, shown, _ = cli(capsys, "show", run_dir)
+    assert code == 0 and shown.strip() == out.strip().rsplit("\n\nresults in", 1)[0].strip()
+
+
+def test_a_grid_prints_the_comparison_table(capsys, tmp_path):
+    code, out, _ = cli(capsys, "run", "--method", "sgd,er", "--seed", "0,1", "--n-tasks", "2", "--epochs", "1",
+                       "--out", str(tmp_path), "--quiet")
+    assert code == 0 and "[4/4]" in out
+    assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2
+    code, again, _ = cli(capsys, "compare", str(tmp_path))
+    assert code == 0 and again.strip() in out
+
+
+def test_user_errors_are_one_line_without_traceback(capsys, tmp_path):
+    for argv, expected in [
+        (["run", "--lr", "-1"], "'lr' must be in (0, inf)"),
+        (["run", "--method", "sgdd"], "did you mean 'sgd'"),
+        (["run", "--learning-rat", "0.1"], "unknown option '--learning-rat'"),
+        (["run", "--epochs"], "expected one argument"),
+        (["show", str(tmp_path)], "is not a run directory"),
+        (["run", "--resume", str(tmp_path / "nowhere")], "is not a run directory"),
+        (["run", "--resume", str(tmp_path), "--lr", "0.1"], "drop --lr"),
+        (["run", "--method", "er", "--sparsity", "0.9"], "method 'er' is dense"),
+    ]:
+        code, out, err = cli(capsys, *argv)
+        assert code == 2, argv
+        assert err.count("\n") == 1 and err.startswith("esacl: error:") and expected in err, (argv, err)
+
+
+def test_python_dash_m_runs_the_same_cli():
+    done = subprocess.run([sys.executable, "-m", "esacl", "run", "--sparsity", "2"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "esacl: error: config key 'sparsity' must be in [0, 1), got 2.0"

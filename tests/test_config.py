@@ -1,0 +1,66 @@
+import pytest
+
+from esacl.config import PROTOCOL_KEYS, RunConfig, UserError, resolve
+from esacl.data import BENCHMARKS
+
+
+def error(**values) -> str:
+    with pytest.raises(UserError) as info:
+        RunConfig.from_dict(values)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_key_names_the_nearest_valid_key():
+    message = error(bufer_size=10)
+    assert message.startswith("unknown config key 'bufer_size' (did you mean 'buffer_size'?)")
+    assert "valid keys: benchmark, method, seed" in message
+
+
+def test_wrong_type_names_key_and_expected_type():
+    assert "'lr' expects float or None" in error(lr="fast")
+    assert "'epochs' expects int or None" in error(epochs=2.5)
+    assert "'seed' expects int" in error(seed=True)          # bool is not an int here
+    assert "'progress' expects bool" in error(progress="yes")
+
+
+@pytest.mark.parametrize("key, value, interval", [
+    ("lr", -0.1, "(0, inf)"), ("lr", 0.0, "(0, inf)"), ("sparsity", 1.0, "[0, 1)"),
+    ("sparsity", -0.1, "[0, 1)"), ("n_tasks", 0, "[1, inf)"), ("epochs", 0, "[1, inf)"),
+    ("ewc_gamma", 1.5, "[0, 1]"), ("lr", float("nan"), "(0, inf)"),
+])
+def test_out_of_range_names_the_allowed_interval(key, value, interval):
+    assert f"'{key}' must be in {interval}" in error(**{key: value})
+
+
+def test_unknown_method_and_benchmark_list_choices_with_a_hint():
+    message = error(method="dérpp")
+    assert "must be one of:" in message and "did you mean 'derpp'" in message
+    assert "split_digits" in error(benchmark="split_digit")
+    assert "cuda:N" in error(device="tpu")
+
+
+def test_int_is_accepted_for_float_and_converted():
+    cfg = RunConfig.from_dict(dict(lr=1))
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+
+
+def test_from_strings_parses_each_type():
+    cfg = RunConfig.from_strings(dict(lr="0.05", epochs="3", progress="false", n_tasks="none", method="er"))
+    assert (cfg.lr, cfg.epochs, cfg.progress, cfg.n_tasks, cfg.method) == (0.05, 3, False, None, "er")
+    with pytest.raises(UserError, match="'epochs' expects int or None, got 'three'"):
+        RunConfig.from_strings(dict(epochs="three"))
+
+
+def test_resolve_fills_protocol_defaults_and_says_which():
+    protocol = BENCHMARKS["split_digits"].protocol
+    cfg, filled = resolve(RunConfig(lr=0.1), protocol)
+    assert cfg.lr == 0.1 and "lr" not in filled
+    assert set(filled) == set(PROTOCOL_KEYS) - {"lr"}
+    assert cfg.epochs == protocol["epochs"] and cfg.buffer_size == protocol["buffer_size"]
+
+
+def test_replace_rejects_unknown_keys():
+    with pytest.raises(UserError, match="unknown config key 'seeds'"):
+        RunConfig().replace(seeds=3)

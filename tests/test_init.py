@@ -1,0 +1,23 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import esacl
+
+FORBIDDEN = ("ipywidgets", "plotly", "matplotlib", "widgets")
+
+
+def test_the_library_never_imports_the_dashboard_stack():
+    code = "import sys, esacl, esacl.cli, esacl.train; print(sorted(m for m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for name in FORBIDDEN:
+        assert f"'{name}'" not in loaded and f"'{name}." not in loaded
+    for source in Path(esacl.__file__).parent.glob("*.py"):
+        for line in source.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] not in FORBIDDEN, f"{source.name}: {line}"
+
+
+def test_public_api():
+    assert set(esacl.__all__) == {"RunConfig", "Record", "UserError", "load_run", "resume", "run"}

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from esacl import RunConfig, UserError
+from esacl.config import resolve
+from esacl.data import BENCHMARKS
+from esacl.methods import EWC, Batch, DERpp, ER, ReservoirBuffer, build_learner, fisher_diagonal
+from esacl.models import ConvNet
+
+
+def stream_through(buffer, n, batch):
+    for start in range(0, n, batch):
+        items = torch.arange(start, min(start + batch, n))
+        buffer.add(x=items[:, None].float(), y=items)
+    return buffer
+
+
+def test_reservoir_keeps_every_stream_item_with_equal_probability():
+    capacity, n, trials = 10, 50, 2000
+    rng = np.random.default_rng(0)
+    counts = np.zeros(n)
+    for _ in range(trials):
+        kept = stream_through(ReservoirBuffer(capacity, rng), n, batch=7).data["y"]
+        assert len(set(kept.tolist())) == capacity          # no slot holds a duplicate
+        counts[kept.numpy()] += 1
+    # Each item is kept with probability capacity / n; a chi-square test at p = 0.001.
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # And an item of the late stream is as likely as one of the first batch (no recency bias).
+    assert abs(counts[:25].sum() - counts[25:].sum()) / counts.sum() < 0.05
+
+
+def test_reservoir_batches_equal_one_by_one_insertion():
+    one = stream_through(ReservoirBuffer(8, np.random.default_rng(3)), 100, batch=1)
+    many = stream_through(ReservoirBuffer(8, np.random.default_rng(3)), 100, batch=13)
+    assert torch.equal(one.data["y"], many.data["y"]) and one.n_seen == many.n_seen == 100
+
+
+def test_reservoir_sample_is_distinct_and_bounded_by_content():
+    buffer = stream_through(ReservoirBuffer(20, np.random.default_rng(0)), 5, batch=5)
+    drawn = buffer.sample(32)
+    assert sorted(drawn["y"].tolist()) == [0, 1, 2, 3, 4]
+    buffer = stream_through(ReservoirBuffer(20, np.random.default_rng(0)), 100, batch=10)
+    assert len(set(buffer.sample(16)["y"].tolist())) == 16
+
+
+def learner_for(cls, **changes):
+    cfg, _ = resolve(RunConfig(**changes), BENCHMARKS["split_digits"].protocol)
+    return cls(cfg, 10, seed=0)
+
+
+def toy_batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Batch(x, y, torch.arange(n), x)
+
+
+def test_er_loss_is_one_cross_entropy_over_stream_and_replay():
+    torch.manual_seed(0)
+    model, learner = ConvNet(1, 10, 4), learner_for(ER, method="er")
+    learner.observe(toy_batch(8, seed=1), None)
+    batch = learner.prepare(toy_batch())
+    loss = learner.loss(model, batch)
+    x = torch.cat([batch.x, batch.replay["x"]])
+    y = torch.cat([batch.y, batch.replay["y"]])
+    assert torch.allclose(loss.total, F.cross_entropy(model(x), y))
+    assert torch.allclose(loss.per_sample, F.cross_entropy(model(x), y, reduction="none")[:6])
+
+
+def test_derpp_loss_matches_its_formula():
+    torch.manual_seed(0)
+    model, learner = ConvNet(1, 10, 4), learner_for(DERpp, method="derpp", alpha=0.3, beta=0.7)
+    model.eval()                     # per-forward batch-norm statistics would differ from one joint forward
+    stored = toy_batch(8, seed=1)
+    learner.observe(stored, type("L", (), {"logits": torch.randn(8, 10)})())
+    batch = learner.prepare(toy_batch())
+    d, c = batch.replay["distill"], batch.replay["ce"]
+    expected = (F.cross_entropy(model(batch.x), batch.y) + 0.3 * F.mse_loss(model(d["x"]), d["logits"])
+                + 0.7 * F.cross_entropy(model(c["x"]), c["y"]))
+    assert torch.allclose(learner.loss(model, batch).total, expected, atol=1e-6)
+
+
+def test_fisher_equals_an_explicit_per_example_loop():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    model.train()
+    batch = toy_batch(5)
+    fisher = fisher_diagonal(model, batch.x, batch.y, budget_bytes=2 * 4 * sum(p.numel() for p in model.parameters()))
+    assert model.training                                           # mode restored
+    model.eval()
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for xi, yi in zip(batch.x, batch.y):
+        log_p = F.log_softmax(model(xi[None]), dim=1)[0, yi]
+        grads = torch.autograd.grad(log_p, list(model.parameters()))
+        for (n, _), g in zip(model.named_parameters(), grads):
+            expected[n] += log_p.exp().detach() * g ** 2 / 5
+    for n in expected:
+        assert torch.allclose(fisher[n], expected[n], rtol=1e-4, atol=1e-10), n
+
+
+def test_online_ewc_decays_the_old_fisher_and_penalises_drift():
+    torch.manual_seed(0)
+    model, learner = ConvNet(1, 10, 4), learner_for(EWC, method="ewc", ewc_gamma=0.5, ewc_lambda=2.0)
+    task = type("T", (), {"x_train": toy_batch().x, "y_train": toy_batch().y})()
+    learner.end_task(task, model)
+    first = {n: f.clone() for n, f in learner.fisher.items()}
+    learner.end_task(task, model)
+    for n in first:
+        assert torch.allclose(learner.fisher[n], 1.5 * first[n])
+    batch = toy_batch()
+    plain = F.cross_entropy(model(batch.x), batch.y)
+    assert torch.allclose(learner.loss(model, batch).total, plain)        # no drift yet: no penalty
+    with torch.no_grad():
+        model.head.bias += 1.0
+    drift = 2.0 * learner.fisher["head.bias"].sum()
+    assert torch.allclose(learner.loss(model, batch).total, F.cross_entropy(model(batch.x), batch.y) + drift)
+
+
+def test_dense_presets_refuse_a_sparsity():
+    cfg, _ = resolve(RunConfig(method="er", sparsity=0.9), BENCHMARKS["split_digits"].protocol)
+    with pytest.raises(UserError, match="method 'er' is dense"):
+        build_learner(cfg, 10)

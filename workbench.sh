@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The README's two commands:
+#   ./workbench.sh main   set up the environment, then run the split_digits comparison (EsaCL and baselines)
+#   ./workbench.sh test   set up the same environment, then run the test suite
+# Set-up is idempotent: a second call reuses .venv while requirements.txt and pyproject.toml are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${ESACL_VENV:-.venv}
+
+setup() {
+  local stamp="$VENV/.esacl-setup" want
+  want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "environment: reusing $VENV"
+    return
+  fi
+  echo "environment: installing into $VENV (about a minute)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=64"
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+}
+
+case "${1:-}" in
+  main)
+    setup
+    out="runs/main-$(date +%Y%m%d-%H%M%S)"
+    "$VENV/bin/esacl" run --benchmark split_digits --method sgd,joint,er,derpp,ewc --seed 0,1,2 --out "$out"
+    ;;
+  test)
+    setup
+    "$VENV/bin/python" -m pytest -q
+    ;;
+  *)
+    echo "usage: ./workbench.sh main|test" >&2
+    exit 2
+    ;;
+esac
