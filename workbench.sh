@@ -16,9 +16,10 @@ setup() {
   fi
   echo "environment: installing into $VENV (about a minute)"
   python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=64"
   "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  # The editable install's build backend warns about editable installs on every run: keep its log.
+  "$VENV/bin/python" -m pip install -q --no-deps -e . > "$VENV/esacl-install.log" 2>&1 \
+    || { cat "$VENV/esacl-install.log"; exit 1; }
   echo "$want" > "$stamp"
 }
 

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
         run.add_argument(*flags, dest=key, metavar=type_name.split()[0].upper(), help=text)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (also off when stderr is not a terminal)")
 
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -70,13 +70,15 @@ def cmd_run(args) -> None:
         given = [k for k in KEYS if getattr(args, k) is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config; drop --{given[0]}")
-        record = resume(args.resume, progress=False if args.quiet else None)
+        record = resume(args.resume, progress=False if args.quiet or not sys.stderr.isatty() else None)
         print(record.text())
         print(f"\nresults in {record.path}")
         return
     strings = {k: getattr(args, k) for k in KEYS if getattr(args, k) is not None}
     if args.quiet:
         strings["progress"] = "false"
+    elif not sys.stderr.isatty():                 # bars redrawn into a log file are noise
+        strings.setdefault("progress", "false")
     configs = _grid(strings)
     records = []
     for i, cfg in enumerate(configs):
