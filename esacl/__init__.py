@@ -5,8 +5,8 @@
     print(record.text())
 """
 from .config import RunConfig, UserError
-from .record import Record, load_run
+from .record import Record, load_masks, load_run, load_selections
 from .train import resume, run
 
-__all__ = ["RunConfig", "Record", "UserError", "load_run", "resume", "run"]
+__all__ = ["RunConfig", "Record", "UserError", "load_masks", "load_run", "load_selections", "resume", "run"]
 __version__ = "0.1.0"

@@ -53,7 +53,44 @@ class RunConfig:
     beta: float = knob(0.5, "DER++ replay cross-entropy weight", interval="[0, inf)")
     ewc_lambda: float = knob(10.0, "online EWC penalty weight", interval="[0, inf)")
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
-    sparsity: float = knob(0.0, "target sparsity of the prunable layers (sparse methods only)", interval="[0, 1)")
+    # Sparsifier (SDP, GMP): which weights, how many, and how the threshold moves.
+    sparsity: float | None = knob(None, "target sparsity of the prunable layers (default: 0.9 for sparse "
+                                  "methods, 0 for dense ones)", interval="[0, 1)")
+    sparsity_scope: str = knob("layer", "'layer': the target holds per prunable layer (SparCL's convention); "
+                               "'global': over all prunable weights together", choices=lambda: ["global", "layer"])
+    threshold: str = knob("target", "'target': the threshold is the quantile of |accumulator| that tracks the "
+                          "sparsity schedule; 'grda': gRDA's c * lr^0.5 * (n lr)^mu", choices=lambda: ["grda", "target"])
+    prune: str = knob("soft", "'soft': soft-threshold the accumulator (gRDA); 'hard': keep the top-k values as they are",
+                      choices=lambda: ["hard", "soft"])
+    ramp_fraction: float = knob(0.5, "the sparsity schedule ramps (cubic) over this fraction of the first task's "
+                                "steps, then holds the target", interval="(0, 1]")
+    grda_c: float = knob(0.005, "gRDA threshold scale c (threshold='grda')", interval="[0, inf)")
+    grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (threshold='grda')", interval="(0, 1)")
+    reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
+    # SAM ascent.
+    rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
+    asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
+    # IDS: batch-level support example selection and task-level redundant example elimination.
+    support_fraction: float = knob(0.5, "share of each batch the SAM second pass trains on (highest sharpness "
+                                   "scores)", interval="(0, 1]")
+    support_size: int | None = knob(None, "absolute support size per batch (overrides support_fraction)",
+                                    interval="[1, inf)")
+    support_rule: str = knob("sharpest", "which examples the second pass keeps: the 'sharpest' (IDS) or a "
+                             "'random' subset of the same size (control)", choices=lambda: ["random", "sharpest"])
+    ere_fraction: float = knob(0.3, "share of a task's examples removed by redundant example elimination",
+                               interval="[0, 1)")
+    ere_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
+    ere_until: int | None = knob(None, "removals happen during the first this-many epochs of a task",
+                                 interval="[1, inf)")
+    ere_score: str = knob("sharpness", "what marks an example redundant: lowest running 'sharpness' score, or "
+                          "fewest 'forgetting' events", choices=lambda: ["forgetting", "sharpness"])
+    # Sharpness of the loss landscape, measured at each task end.
+    landscape: bool = knob(False, "measure sharpness at each task end (SAM gap, Hessian, slices)")
+    landscape_batch: int = knob(256, "examples in the fixed evaluation batch of the landscape", interval="[1, inf)")
+    hessian_iters: int = knob(20, "power iterations for the top Hessian eigenvalue", interval="[1, inf)")
+    hutchinson_samples: int = knob(10, "Rademacher samples for the Hessian trace", interval="[1, inf)")
+    slice_steps: int = knob(11, "grid points per axis of the 2-D slice (0: no slice)", interval="[0, inf)")
+    log_every: int = knob(10, "steps between two sparsity samples in the run record", interval="[1, inf)")
     class_order: str = knob("seeded", "class order: 'seeded' (a permutation drawn from the seed) or 'natural'",
                             choices=lambda: ["natural", "seeded"])
     width: int | None = knob(None, "backbone width (filters of the first layer)", interval="[1, inf)")
@@ -176,10 +213,16 @@ def _in_interval(value: float, interval: str) -> bool:
 
 
 # Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
-PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width")
+PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "ere_every", "ere_until")
 
 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:
-    """Fill every `None` protocol knob from the benchmark; returns the config and the filled keys."""
+    """Fill every `None` protocol knob from the benchmark (and `sparsity` from the method);
+    returns the config and the filled keys."""
+    from .methods import PRESETS
     filled = [k for k in PROTOCOL_KEYS if getattr(cfg, k) is None]
-    return dataclasses.replace(cfg, **{k: protocol[k] for k in filled}), filled
+    values = {k: protocol[k] for k in filled}
+    if cfg.sparsity is None:
+        values["sparsity"] = 0.9 if PRESETS[cfg.method].sparse else 0.0
+        filled.append("sparsity")
+    return dataclasses.replace(cfg, **values), filled

@@ -273,6 +273,16 @@ def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, budget_bytes: int =
 LEARNERS = {"finetune": Learner, "joint": Joint, "er": ER, "derpp": DERpp, "ewc": EWC}
 
 
+# Sparsifier axis -> (SAM two-pass step?, update rule of prune.PRUNERS).
+SPARSIFIERS = {
+    "none": (False, "dense"),
+    "sam": (True, "dense"),
+    "grda": (False, "dual_averaging"),
+    "sdp": (True, "dual_averaging"),
+    "sam-gmp": (True, "magnitude"),
+}
+
+
 @dataclass(frozen=True)
 class Preset:
     """A row of the comparison table: one choice on each axis, and where it comes from."""
@@ -283,15 +293,26 @@ class Preset:
 
     @property
     def sparse(self) -> bool:
-        return self.sparsifier != "none"
+        return SPARSIFIERS[self.sparsifier][1] != "dense"
 
 
+_ESACL = "EsaCL, Ren & Honavar SDM 2024: SDP + IDS as reconstructed in docs/method.md"
 PRESETS: dict[str, Preset] = {
     "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
     "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
     "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
     "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
     "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
+    "esacl": Preset("finetune", "sdp", "ids", _ESACL),
+    "esacl-er": Preset("er", "sdp", "ids", _ESACL + ", on ER"),
+    "esacl-derpp": Preset("derpp", "sdp", "ids", _ESACL + ", on DER++"),
+    "esacl-ewc": Preset("ewc", "sdp", "ids", _ESACL + ", on online EWC"),
+    "esacl-noids": Preset("finetune", "sdp", "none", "ablation: SDP without data selection"),
+    "ids-only": Preset("finetune", "sam", "ids", "ablation: dense SAM with IDS, no pruning"),
+    "sam": Preset("finetune", "sam", "none", "ablation: dense SAM, Foret et al. ICLR 2021"),
+    "grda": Preset("finetune", "grda", "none", "ablation: dual-averaging pruning without SAM (gRDA, Chao et al. 2020)"),
+    "sam-gmp": Preset("finetune", "sam-gmp", "none",
+                      "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging"),
 }
 
 

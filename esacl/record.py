@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import metrics
@@ -87,7 +88,18 @@ class RunDir:
         return cls(path)
 
     def write_json(self, name: str, obj) -> None:
+        (self.path / name).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path / name, _json_bytes(obj))
+
+    def write_npz(self, name: str, arrays: dict) -> None:
+        """Compressed numpy arrays at `name` (sub-folders created), written atomically."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        try:
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(self.path / name, err) from None
+        write_atomic(self.path / name, buf.getvalue())
 
     def read_json(self, name: str):
         try:
@@ -166,6 +178,24 @@ class Record:
             return {}
         return {"class_il": metrics.summary(self.class_il), "task_il": metrics.summary(self.task_il)}
 
+    @property
+    def task_events(self) -> list[dict]:
+        return [e for e in self.events if e.get("event") == "task"]
+
+    @property
+    def efficiency(self) -> dict:
+        """Training FLOPs (absolute, relative to dense SGD), final sparsity, memory, wall-clock,
+        and the pruning jump (accuracy points lost by the final projection: last task, mean)."""
+        tasks = self.task_events
+        if not tasks:
+            return {}
+        last = tasks[-1]
+        jumps = [e["jump"]["accuracy_drop"] for e in tasks if "jump" in e]
+        return dict(flops=last["flops"]["total"], flops_relative=last["flops_relative"],
+                    flops_by_component={k: v for k, v in last["flops"].items() if k != "total"},
+                    sparsity=last.get("sparsity", 0.0), memory=last["memory"], train_seconds=last["train_seconds"],
+                    jump_last=jumps[-1] if jumps else None, jump_mean=sum(jumps) / len(jumps) if jumps else None)
+
     def text(self) -> str:
         """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
         c = self.config
@@ -179,6 +209,18 @@ class Record:
             for label, s in (("class-IL", self.summary["class_il"]), ("task-IL", self.summary["task_il"])):
                 lines.append(f"{label:10s}{s['average']:9.2f}{_fmt(s['forgetting'], 12)}"
                              f"{_fmt(s['backward_transfer'], 8)}{s['learning']:10.2f}")
+        eff = self.efficiency
+        if eff:
+            mem = eff["memory"]
+            lines += ["", f"training FLOPs {eff['flops']:.3e} ({eff['flops_relative']:.2f} x dense SGD);  "
+                          f"train time {eff['train_seconds']:.1f} s",
+                      f"sparsity {eff['sparsity']:.3f} ({c.get('sparsity_scope', 'layer')} target "
+                      f"{c.get('sparsity', 0.0):g} on the prunable layers);  model {mem['model_sparse'] / 1e6:.3f} MB "
+                      f"sparse / {mem['model_dense'] / 1e6:.3f} MB dense;  optimizer state {mem['optimizer_state'] / 1e6:.3f} MB; "
+                      f"learner state {mem['learner_state'] / 1e6:.3f} MB"]
+            if eff["jump_last"] is not None:
+                lines.append(f"pruning jump at the final projection: {eff['jump_last']:+.2f} accuracy points lost "
+                             f"(mean over tasks {eff['jump_mean']:+.2f})")
         return "\n".join(lines)
 
 
@@ -205,17 +247,32 @@ def load_run(path) -> Record:
                   acc.get("task_il", []), bool(acc.get("complete")), rundir.events())
 
 
+def load_masks(run_dir, task: int) -> dict[str, np.ndarray]:
+    """The bit-packed masks saved at the end of `task`, unpacked: name -> bool array."""
+    arrays = np.load(Path(run_dir) / "masks" / f"task_{task}.npz")
+    names = [k[:-len(".bits")] for k in arrays.files if k.endswith(".bits")]
+    return {n: np.unpackbits(arrays[n + ".bits"], count=int(np.prod(arrays[n + ".shape"])))
+            .astype(bool).reshape(arrays[n + ".shape"]) for n in names}
+
+
+def load_selections(run_dir, task: int) -> dict[str, np.ndarray]:
+    """What IDS recorded for `task`: per example y, running_score, forget_count, learned,
+    removed_epoch (-1: kept), and per epoch epoch_score / epoch_kept ([epochs, N])."""
+    return dict(np.load(Path(run_dir) / "selections" / f"task_{task}.npz"))
+
+
 def comparison_table(records: list[Record]) -> str:
-    """Mean +- std over seeds per (benchmark, method, sparsity): class-IL, task-IL, forgetting.
+    """Mean +- std over seeds per (benchmark, method, sparsity): class-IL and task-IL accuracy,
+    class-IL forgetting, training FLOPs relative to dense SGD, and the pruning jump.
 
     Rows in benchmark, then preset, then sparsity order, whatever order the runs came in."""
     groups: dict[tuple, list[Record]] = {}
     for r in records:
         if r.class_il:
-            key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity", 0.0))
+            key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity") or 0.0)
             groups.setdefault(key, []).append(r)
-    head = (f"{'benchmark':14s}{'method':10s}{'sparsity':>9s}{'seeds':>6s}"
-            f"{'class-IL':>16s}{'task-IL':>16s}{'forgetting':>16s}")
+    head = (f"{'benchmark':14s}{'method':13s}{'sparsity':>9s}{'seeds':>6s}{'class-IL':>16s}{'task-IL':>16s}"
+            f"{'forgetting':>16s}{'FLOPs x SGD':>13s}{'jump (pts)':>15s}")
     lines = [head, "-" * len(head)]
     order = list(PRESETS)
     rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
@@ -223,6 +280,10 @@ def comparison_table(records: list[Record]) -> str:
         cells = []
         for il, key in (("class_il", "average"), ("task_il", "average"), ("class_il", "forgetting")):
             m, s = metrics.mean_std([r.summary[il][key] for r in runs])
-            cells.append(f"{m:9.2f} +- {s:4.2f}" if not math.isnan(m) else f"{'-':>16s}")
-        lines.append(f"{bench:14s}{method:10s}{sparsity:9.2f}{len(runs):6d}" + "".join(f"{c:>16s}" for c in cells))
+            cells.append(f"{m:9.2f} +- {s:4.2f}" if not math.isnan(m) else "-")
+        flops, _ = metrics.mean_std([r.efficiency.get("flops_relative") for r in runs])
+        jump, jump_std = metrics.mean_std([r.efficiency.get("jump_last") for r in runs])
+        cells = "".join(f"{c:>16s}" for c in cells)
+        lines.append(f"{bench:14s}{method:13s}{sparsity:9.2f}{len(runs):6d}{cells}{_fmt(flops, 13)}"
+                     + (f"{jump:8.2f} +- {jump_std:4.2f}" if not math.isnan(jump) else f"{'-':>15s}"))
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The run, in data-flow order: RunConfig -> Benchmark -> model + method -> Trainer -> run directory.
 
-    record = esacl.run(RunConfig(benchmark="split_digits", method="er", seed=0))
+    record = esacl.run(RunConfig(benchmark="split_digits", method="esacl", seed=0))
 """
 import random
 import time
@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import RunConfig, UserError, resolve
 from .data import BENCHMARKS, load_benchmark
+from .flops import FlopMeter, peak_memory_bytes, sparse_model_bytes
 from .methods import PRESETS, Batch, build_learner
 from .models import build_model
+from .prune import topk_masks
 from .record import Record, RunDir, environment, load_run
+from .select import build_selector
 from .steps import build_step
 
 
@@ -50,15 +54,15 @@ def set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, bench, upto: int) -> tuple[list, list]:
-    """Class-IL and task-IL accuracy (percent) on every task <= `upto`; None for later tasks.
+def evaluate(model, bench, upto: int) -> dict:
+    """Class-IL and task-IL accuracy (percent) on every task <= `upto` (None for later tasks), and
+    the mean class-IL cross-entropy over those test sets. One host sync for the whole evaluation.
 
     Class-IL takes the argmax over every class; task-IL over the task's own classes only.
-    One host sync for the whole evaluation.
     """
     was_training = model.training
     model.eval()
-    class_hits, task_hits = [], []
+    class_hits, task_hits, losses, counts = [], [], [], []
     for task in bench.tasks[:upto + 1]:
         logits = torch.cat([model(x) for x in task.x_test.split(512)])           # [M, n_classes]
         own = torch.zeros(bench.n_classes, dtype=torch.bool, device=logits.device)
@@ -66,10 +70,36 @@ def evaluate(model, bench, upto: int) -> tuple[list, list]:
         task_logits = logits.masked_fill(~own, float("-inf"))
         class_hits.append((logits.argmax(1) == task.y_test).float().mean() * 100)
         task_hits.append((task_logits.argmax(1) == task.y_test).float().mean() * 100)
+        losses.append(F.cross_entropy(logits, task.y_test, reduction="sum"))
+        counts.append(len(task.y_test))
     model.train(was_training)
     class_il, task_il = torch.stack(class_hits).tolist(), torch.stack(task_hits).tolist()  # host sync
     pad = [None] * (bench.n_tasks - upto - 1)
-    return class_il + pad, task_il + pad
+    return dict(class_il=class_il + pad, task_il=task_il + pad, loss=torch.stack(losses).sum().item() / sum(counts))
+
+
+def one_shot_prune_jump(model, bench, upto: int, sparsity: float, scope: str = "layer") -> dict:
+    """Accuracy and loss before and after one-shot magnitude pruning of `model`'s prunable weights
+    to `sparsity` (the model is left as it was): the counterfactual that SDP's jump is compared to."""
+    named = dict(model.named_parameters())
+    prunable = {n: named[n] for n in model.prunable()}
+    saved = {n: p.detach().clone() for n, p in prunable.items()}
+    before = evaluate(model, bench, upto)
+    with torch.no_grad():
+        for n, mask in topk_masks(prunable, sparsity, scope).items():
+            prunable[n].mul_(mask)
+    after = evaluate(model, bench, upto)
+    with torch.no_grad():
+        for n, p in prunable.items():
+            p.copy_(saved[n])
+    return jump_summary(before, after, upto)
+
+
+def jump_summary(before: dict, after: dict, upto: int) -> dict:
+    mean = lambda row: sum(row[:upto + 1]) / (upto + 1)
+    return dict(class_il_before=mean(before["class_il"]), class_il_after=mean(after["class_il"]),
+                loss_before=before["loss"], loss_after=after["loss"],
+                accuracy_drop=mean(before["class_il"]) - mean(after["class_il"]))
 
 
 class Trainer:
@@ -79,14 +109,18 @@ class Trainer:
     (each called as `callback(event: dict)`), and checkpoints after every epoch.
     """
 
-    def __init__(self, cfg, bench, model, learner, step, rundir: RunDir, callbacks=()):
+    def __init__(self, cfg, bench, model, learner, step, meter, rundir: RunDir, callbacks=()):
         self.cfg, self.bench, self.model = cfg, bench, model
-        self.learner, self.step, self.rundir = learner, step, rundir
+        self.learner, self.step, self.meter, self.rundir = learner, step, meter, rundir
+        self.pruner, self.selector = step.pruner, step.selector
         self.callbacks = list(callbacks)
         self.class_il: list[list] = []
         self.task_il: list[list] = []
         self.n_events = 0
         self.next = (0, 0)                       # (task, epoch) the run continues from
+        self.previous_masks: dict = {}           # masks at the last task end (for churn)
+        self.previous_weights: dict = {}         # weights at the last task end (landscape interpolation)
+        self.train_seconds = 0.0
 
     def emit(self, event: dict) -> None:
         self.rundir.append_event(event)
@@ -99,54 +133,150 @@ class Trainer:
         tasks = self.bench.tasks[:t + 1] if self.learner.cumulative else [self.bench.tasks[t]]
         return torch.cat([k.x_train for k in tasks]), torch.cat([k.y_train for k in tasks])
 
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, bar) -> torch.Tensor:
-        """One pass over (x, y) in shuffled minibatches; returns the mean loss, still on the device."""
-        order = torch.randperm(len(y), device=y.device)
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, bar) -> tuple[torch.Tensor, list]:
+        """One pass over the selector's pool of (x, y) in shuffled minibatches. Returns the mean loss
+        and the sparsity samples (both still on the device)."""
+        pool = self.selector.pool()
+        order = pool[torch.randperm(len(pool), device=pool.device)]
         loss_sum = torch.zeros((), device=y.device)
-        n_steps = 0
-        for start in range(0, len(y), self.cfg.batch_size):
-            idx = order[start:start + self.cfg.batch_size]                        # [B]
+        samples, n_steps = [], 0
+        for start in range(0, len(order), self.cfg.batch_size):
+            idx = order[start:start + self.cfg.batch_size]                        # [B] task positions
             x_raw = x[idx]
             augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
             batch = self.learner.prepare(Batch(augmented, y[idx], idx, x_raw))
             loss = self.step(self.model, self.learner, batch)
             self.learner.observe(batch, loss)
             loss_sum += loss.total.detach()       # stays on the device: no sync in the step loop
+            if self.pruner.sparse and self.pruner.n_steps % self.cfg.log_every == 0:
+                samples.append((self.pruner.n_steps, torch.stack([m.sum() for m in self.pruner.masks.values()])))
             n_steps += 1
             bar.update(1)
-        return loss_sum / n_steps
+        return loss_sum / n_steps, samples
+
+    def sparsity(self) -> dict:
+        """Per-layer and global sparsity of the current masks (host sync)."""
+        masks = self.pruner.masks
+        if not masks:
+            return {"global": 0.0, "layers": {}}
+        nnz = torch.stack([m.sum() for m in masks.values()]).tolist()
+        sizes = [m.numel() for m in masks.values()]
+        return {"global": 1 - sum(nnz) / sum(sizes), "layers": {n: 1 - k / s for n, k, s in zip(masks, nnz, sizes)}}
 
     def fit(self) -> None:
         cfg, bench = self.cfg, self.bench
         start_task, start_epoch = self.next
         for t in range(start_task, bench.n_tasks):
             task = bench.tasks[t]
-            if start_epoch == 0:
-                self.learner.begin_task(task, self.model)
             x, y = self.task_data(t)
             steps_per_epoch = -(-len(y) // cfg.batch_size)
+            if start_epoch == 0:
+                self.learner.begin_task(task, self.model)
+                self.selector.begin_task(t, y)
+                self.pruner.begin_task(t, cfg.epochs * steps_per_epoch)
             with tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                       desc=f"task {t + 1}/{bench.n_tasks}", disable=not cfg.progress, leave=False) as bar:
                 for epoch in range(start_epoch, cfg.epochs):
+                    self.selector.begin_epoch(epoch)
                     tic = time.perf_counter()
-                    mean_loss = self.train_epoch(x, y, bar).item()                 # host sync: once per epoch
+                    mean_loss, samples = self.train_epoch(x, y, bar)
+                    mean_loss = mean_loss.item()                                   # host sync: once per epoch
                     seconds = time.perf_counter() - tic
+                    self.train_seconds += seconds
+                    n_trained = len(self.selector.pool())
                     bar.set_postfix(loss=f"{mean_loss:.3f}")
-                    self.emit(dict(event="epoch", task=t, epoch=epoch, loss=mean_loss, seconds=seconds,
-                                   samples=len(y), samples_per_s=len(y) / seconds))
+                    event = dict(event="epoch", task=t, epoch=epoch, loss=mean_loss, seconds=seconds,
+                                 samples=n_trained, samples_per_s=n_trained / seconds)
+                    if self.pruner.sparse:
+                        sizes = torch.tensor([m.numel() for m in self.pruner.masks.values()])
+                        steps = [s for s, _ in samples]
+                        nnz = torch.stack([k for _, k in samples]).cpu() if samples else torch.zeros(0, len(sizes))
+                        event.update(sparsity=self.sparsity()["global"], schedule=self.pruner.sparsity(),
+                                     sparsity_steps=dict(step=steps, layers=(1 - nnz / sizes).tolist(),
+                                                         names=list(self.pruner.masks)))
+                    self.emit(event)
+                    removal = self.selector.end_epoch()
+                    if removal:
+                        self.emit(dict(removal, task=t))
                     if epoch + 1 < cfg.epochs:           # the last epoch is followed by the task checkpoint
                         self.next = (t, epoch + 1)
                         self.checkpoint()
-            self.learner.end_task(task, self.model)
-            class_il, task_il = evaluate(self.model, bench, t)
-            self.class_il.append(class_il)
-            self.task_il.append(task_il)
-            self.emit(dict(event="task", task=t, classes=task.classes, class_il=class_il, task_il=task_il,
-                           buffer_bytes=self.learner.memory_bytes()))
-            self.next = (t + 1, 0)
-            self.write_accuracy(complete=t + 1 == bench.n_tasks)
-            self.checkpoint()
+            self.end_task(t, task)
             start_epoch = 0
+
+    def end_task(self, t: int, task) -> None:
+        """The final projection (with its jump), the learner's end_task, evaluation, the task's records."""
+        jump = None
+        if self.pruner.sparse:                   # the pruning jump: no retraining follows the projection
+            before = evaluate(self.model, self.bench, t)
+            self.pruner.project()
+            jump = jump_summary(before, evaluate(self.model, self.bench, t), t)
+        self.learner.end_task(task, self.model)  # after the projection: EWC anchors the final weights
+        result = evaluate(self.model, self.bench, t)
+        self.class_il.append(result["class_il"])
+        self.task_il.append(result["task_il"])
+        event = dict(event="task", task=t, classes=task.classes, class_il=result["class_il"],
+                     task_il=result["task_il"], loss=result["loss"], train_seconds=self.train_seconds)
+        if jump:
+            event["jump"] = jump
+        if self.pruner.sparse:
+            event["masks"] = self.save_masks(t)
+            event["sparsity"] = self.sparsity()["global"]
+        selections = self.selector.task_record()
+        if selections is not None:
+            self.rundir.write_npz(f"selections/task_{t}.npz", {k: v.cpu().numpy() for k, v in selections.items()})
+            event["selection"] = dict(kept=len(self.selector.pool()), removed=len(selections["y"]) - len(self.selector.pool()))
+        if self.cfg.landscape:
+            event["landscape"] = self.measure_landscape(t, task)
+        event.update(self.efficiency(t))
+        self.emit(event)
+        self.next = (t + 1, 0)
+        self.write_accuracy(complete=t + 1 == self.bench.n_tasks)
+        self.checkpoint()
+
+    def save_masks(self, t: int) -> dict:
+        """Bit-packed masks of this task end, and per layer: sparsity, churn against the previous task."""
+        masks = {n: m.cpu().numpy() for n, m in self.pruner.masks.items()}
+        arrays = {}
+        for n, m in masks.items():
+            arrays[n + ".bits"] = np.packbits(m.ravel())
+            arrays[n + ".shape"] = np.array(m.shape)
+        self.rundir.write_npz(f"masks/task_{t}.npz", arrays)
+        summary = {}
+        for n, now in masks.items():
+            row = dict(sparsity=float(1 - now.mean()))
+            prev = self.previous_masks.get(n)
+            if prev is not None:
+                prev = prev.cpu().numpy()
+                row.update(regrown=int((~prev & now).sum()), pruned=int((prev & ~now).sum()),
+                           churn=float((prev != now).mean()),
+                           overlap=float((prev & now).sum() / max(1, (prev | now).sum())))
+            summary[n] = row
+        self.previous_masks = {n: m.clone() for n, m in self.pruner.masks.items()}
+        return summary
+
+    def measure_landscape(self, t: int, task) -> dict:
+        """Sharpness at this task end on a fixed batch of the task's training data (landscape/task_t.json)."""
+        from .landscape import measure
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        pick = torch.randperm(len(task.y_train), generator=g)[:self.cfg.landscape_batch].to(task.y_train.device)
+        result = measure(self.model, task.x_train[pick], task.y_train[pick], rho=self.cfg.rho,
+                         masks=self.pruner.masks or None, previous=self.previous_weights or None,
+                         hessian_iters=self.cfg.hessian_iters, hutchinson_samples=self.cfg.hutchinson_samples,
+                         slice_steps=self.cfg.slice_steps, seed=self.cfg.seed)
+        self.rundir.write_json(f"landscape/task_{t}.json", result)
+        self.previous_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        return {k: result[k] for k in ("loss", "sam_gap", "top_eigenvalue", "hutchinson_trace")}
+
+    def efficiency(self, t: int) -> dict:
+        """Cumulative training FLOPs (by component and against dense SGD), memory, wall-clock."""
+        flops = self.meter.snapshot()
+        examples = sum(len(k.y_train) for k in self.bench.tasks[:t + 1])
+        dense_sgd = 3 * self.meter.dense_forward * self.cfg.epochs * examples
+        memory = sparse_model_bytes(self.model, self.pruner.masks)
+        memory.update(optimizer_state=self.pruner.state_bytes(), learner_state=self.learner.memory_bytes(),
+                      **peak_memory_bytes(next(self.model.parameters()).device))
+        return dict(flops=flops, flops_dense_sgd=dense_sgd, flops_relative=flops["total"] / dense_sgd, memory=memory)
 
     def write_accuracy(self, complete: bool) -> None:
         record = Record(self.rundir.path, {}, [], self.class_il, self.task_il, complete)
@@ -157,16 +287,20 @@ class Trainer:
     def checkpoint(self) -> None:
         self.rundir.save_checkpoint(dict(
             next=list(self.next), n_events=self.n_events, class_il=self.class_il, task_il=self.task_il,
-            model=self.model.state_dict(), step=self.step.state_dict(), learner=self.learner.state_dict(),
-            rng=rng_state()))
+            train_seconds=self.train_seconds, model=self.model.state_dict(), step=self.step.state_dict(),
+            learner=self.learner.state_dict(), selector=self.selector.state_dict(), meter=self.meter.state_dict(),
+            previous_masks=self.previous_masks, previous_weights=self.previous_weights, rng=rng_state()))
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.step.load_state_dict(state["step"])
         self.learner.load_state_dict(state["learner"])
+        self.selector.load_state_dict(state["selector"])
+        self.meter.load_state_dict(state["meter"])
         set_rng_state(state["rng"])
         self.class_il, self.task_il = state["class_il"], state["task_il"]
-        self.next, self.n_events = tuple(state["next"]), state["n_events"]
+        self.previous_masks, self.previous_weights = dict(state["previous_masks"]), dict(state["previous_weights"])
+        self.next, self.n_events, self.train_seconds = tuple(state["next"]), state["n_events"], state["train_seconds"]
         self.rundir.truncate_events(self.n_events)
 
 
@@ -175,31 +309,31 @@ def default_name(cfg: RunConfig) -> str:
     return f"{cfg.benchmark}-{cfg.method}{sparsity}-s{cfg.seed}"
 
 
-def _build(cfg: RunConfig, rundir_factory, callbacks) -> Trainer:
-    """Config -> benchmark -> model + method -> trainer (RNGs seeded first, so builds repeat)."""
-    device = pick_device(cfg.device)
+def build(cfg: RunConfig, device: torch.device):
+    """Config -> benchmark, model, learner, step (RNGs seeded first, so builds repeat exactly)."""
     seed_everything(cfg.seed)
     bench = load_benchmark(cfg, device)
     model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width).to(device)
+    preset = PRESETS[cfg.method]
     learner = build_learner(cfg, bench.n_classes, bench.augment)
-    step = build_step(cfg, PRESETS[cfg.method], model)
-    return Trainer(cfg, bench, model, learner, step, rundir_factory(device), callbacks)
+    meter = FlopMeter(model, bench.input_shape, device)
+    meter.track(model.prunable())
+    step = build_step(cfg, preset, model, build_selector(preset, cfg, device), meter)
+    return bench, model, learner, step, meter
 
 
 def run(cfg: RunConfig | dict, callbacks=()) -> Record:
     """Train and evaluate one run end to end; returns its record (also written to its run directory)."""
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
-
-    def new_rundir(device):
-        rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg))
-        rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
-        rundir.write_json("env.json", environment(device))
-        return rundir
-
-    trainer = _build(cfg, new_rundir, callbacks)
+    device = pick_device(cfg.device)
+    parts = build(cfg, device)
+    rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg))
+    rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
+    rundir.write_json("env.json", environment(device))
+    trainer = Trainer(cfg, *parts, rundir, callbacks)
     trainer.fit()
-    return load_run(trainer.rundir.path)
+    return load_run(rundir.path)
 
 
 def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
@@ -211,10 +345,21 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
     cfg = RunConfig.from_dict(record.config)
     if progress is not None:
         cfg = cfg.replace(progress=progress)
-    trainer = _build(cfg, lambda device: rundir, callbacks)
+    device = pick_device(cfg.device)
+    trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
     if (rundir.path / "checkpoint.pt").exists():
-        trainer.restore(rundir.load_checkpoint(pick_device(cfg.device)))
+        trainer.restore(rundir.load_checkpoint(device))
     else:                                        # stopped before its first checkpoint: start over, same seed
         rundir.truncate_events(0)
     trainer.fit()
     return load_run(Path(run_dir))
+
+
+def load_model(run_dir) -> tuple[torch.nn.Module, object]:
+    """The model of a run directory's last checkpoint, and its benchmark (for dashboards and probes)."""
+    rundir = RunDir.open(run_dir)
+    cfg = RunConfig.from_dict(load_run(run_dir).config)
+    device = pick_device(cfg.device)
+    bench, model, *_ = build(cfg, device)
+    model.load_state_dict(rundir.load_checkpoint(device)["model"])
+    return model, bench

@@ -57,8 +57,12 @@ def test_resolve_fills_protocol_defaults_and_says_which():
     protocol = BENCHMARKS["split_digits"].protocol
     cfg, filled = resolve(RunConfig(lr=0.1), protocol)
     assert cfg.lr == 0.1 and "lr" not in filled
-    assert set(filled) == set(PROTOCOL_KEYS) - {"lr"}
+    assert set(filled) == (set(PROTOCOL_KEYS) - {"lr"}) | {"sparsity"}
     assert cfg.epochs == protocol["epochs"] and cfg.buffer_size == protocol["buffer_size"]
+    assert cfg.sparsity == 0.0                                   # sgd is dense
+    assert resolve(RunConfig(method="esacl"), protocol)[0].sparsity == 0.9
+    cfg, filled = resolve(RunConfig(method="esacl", sparsity=0.75), protocol)
+    assert cfg.sparsity == 0.75 and "sparsity" not in filled
 
 
 def test_replace_rejects_unknown_keys():

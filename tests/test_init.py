@@ -20,4 +20,6 @@ def test_the_library_never_imports_the_dashboard_stack():
 
 
 def test_public_api():
-    assert set(esacl.__all__) == {"RunConfig", "Record", "UserError", "load_run", "resume", "run"}
+    assert set(esacl.__all__) == {"RunConfig", "Record", "UserError", "load_masks", "load_run", "load_selections",
+                                  "resume", "run"}
+    assert all(hasattr(esacl, name) for name in esacl.__all__)

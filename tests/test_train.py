@@ -35,7 +35,7 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("method, stop_at", [("derpp", 3), ("ewc", 2), ("er", 1)])
+@pytest.mark.parametrize("method, stop_at", [("derpp", 3), ("ewc", 2), ("er", 1), ("esacl-derpp", 4), ("esacl", 2)])
 def test_resume_equals_an_uninterrupted_run(tiny, method, stop_at):
     cfg = tiny(method=method, n_tasks=3, epochs=2)
     whole = esacl.run(cfg.replace(name="whole"))
@@ -52,8 +52,18 @@ def test_resume_equals_an_uninterrupted_run(tiny, method, stop_at):
     resumed = esacl.resume(cut.path)
     assert resumed.complete
     assert resumed.class_il == whole.class_il and resumed.task_il == whole.task_il
-    strip = lambda events: [{k: v for k, v in e.items() if "second" not in k and k != "samples_per_s"} for e in events]
     assert strip(resumed.events) == strip(whole.events)
+
+
+def strip(events):
+    """Events without what differs between any two processes: timings and the peak memory."""
+    out = []
+    for e in events:
+        e = {k: v for k, v in e.items() if "second" not in k and k != "samples_per_s"}
+        if "memory" in e:
+            e["memory"] = {k: v for k, v in e["memory"].items() if not k.startswith("peak")}
+        out.append(e)
+    return out
 
 
 def test_sgd_forgets_old_classes_while_er_keeps_them(tiny):
@@ -66,11 +76,11 @@ def test_sgd_forgets_old_classes_while_er_keeps_them(tiny):
 
 
 def test_joint_trains_on_everything_seen(tiny):
-    from esacl.train import _build
     from esacl.config import resolve
     from esacl.data import BENCHMARKS
+    from esacl.train import Trainer, build
     cfg, _ = resolve(tiny(method="joint"), BENCHMARKS["split_digits"].protocol)
-    trainer = _build(cfg, lambda device: None, ())
+    trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(1)
     assert set(y.tolist()) == set(trainer.bench.tasks[0].classes + trainer.bench.tasks[1].classes)
 
@@ -89,7 +99,60 @@ def test_task_il_masks_the_logits_of_other_tasks(tiny):
             logits[:, bench.tasks[1].classes[1]] = 1.0
             return logits
 
-    class_il, task_il = evaluate(Biased(), bench, upto=1)
+    result = evaluate(Biased(), bench, upto=1)
+    class_il, task_il = result["class_il"], result["task_il"]
     share = lambda t, c: (bench.tasks[t].y_test == c).float().mean().item() * 100
     assert class_il[0] == pytest.approx(share(0, favourite), abs=1e-4) and class_il[1] == 0.0
     assert task_il[1] == pytest.approx(share(1, bench.tasks[1].classes[1]), abs=1e-4)
+
+
+SPARSE = ["esacl", "esacl-er", "esacl-derpp", "esacl-ewc", "esacl-noids", "grda", "sam-gmp"]
+
+
+@pytest.mark.parametrize("method", SPARSE + ["sam", "ids-only"])
+def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
+    record = esacl.run(tiny(method=method, sparsity=0.75 if method in SPARSE else None))
+    assert record.complete and all(0 <= a <= 100 for row in record.class_il for a in row if a is not None)
+    eff = record.efficiency
+    assert eff["flops"] > 0 and eff["flops_relative"] > 0
+    state = torch.load(record.path / "checkpoint.pt", weights_only=True)["model"]
+    if method not in SPARSE:
+        assert eff["sparsity"] == 0.0 and not (record.path / "masks").exists()
+        return
+    assert eff["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    for t in range(2):
+        for name, mask in esacl.load_masks(record.path, t).items():
+            assert (1 - mask.mean()) == pytest.approx(0.75, abs=0.5 / mask.size)       # per layer, exactly
+    for name, mask in esacl.load_masks(record.path, 1).items():
+        assert torch.equal(state[name] != 0, torch.from_numpy(mask))                      # zero exactly where pruned
+    assert eff["memory"]["model_sparse"] < eff["memory"]["model_dense"]
+    jump = record.task_events[-1]["jump"]
+    assert set(jump) == {"class_il_before", "class_il_after", "loss_before", "loss_after", "accuracy_drop"}
+    assert "churn" in record.task_events[-1]["masks"]["stage1.0.0.weight"]
+
+
+def test_ids_records_its_selections_per_task(tiny):
+    record = esacl.run(tiny(method="esacl", epochs=3, ere_every=1, ere_until=2, ere_fraction=0.2))
+    for t in range(2):
+        sel = esacl.load_selections(record.path, t)
+        n = len(sel["y"])
+        removed = sel["removed_epoch"]
+        assert (removed >= 0).sum() == int(0.2 * n) and set(removed[removed >= 0].tolist()) <= {0, 1}
+        assert sel["epoch_score"].shape == sel["epoch_kept"].shape == (3, n)
+        assert not sel["epoch_kept"][2][removed >= 0].any()              # removed examples are not trained on
+        assert (sel["epoch_kept"][0].sum()) == sum(-(-b // 2) for b in _batches(n, 32))
+    removals = [e for e in record.events if e["event"] == "eliminate"]
+    assert [e["epoch"] for e in removals] == [0, 1, 0, 1]
+
+
+def _batches(n, b):
+    return [min(b, n - s) for s in range(0, n, b)]
+
+
+def test_a_projection_that_changes_weights_has_a_measured_jump(tiny):
+    """gRDA's own threshold does not meet the target by itself: the task-end projection does,
+    and the jump it causes is recorded."""
+    record = esacl.run(tiny(method="grda", threshold="grda", grda_c=0.0001, sparsity=0.9))
+    jump = record.task_events[0]["jump"]
+    assert record.efficiency["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert jump["loss_after"] != jump["loss_before"]

@@ -1,0 +1,116 @@
+"""Training FLOPs and memory, in the conventions of the sparse-training literature.
+
+FLOPs follow RigL (Evci et al. 2020): FLOPs = 2 x MACs of the convolutions and linear layers;
+a backward pass costs 2 x its forward (gradients w.r.t. activations and w.r.t. weights); a sparse
+layer costs its dense FLOPs times its density. Dense per-layer FLOPs come from
+`torch.utils.flop_counter`. What is counted is what the step actually forwards: replay examples,
+SAM's second pass, the IDS scoring forward, a reduced second pass; removed examples are never
+forwarded, so they cost nothing. Not counted: evaluation, end-of-task work (EWC's Fisher,
+landscape measurements) and the O(parameters) element-wise updates.
+"""
+import resource
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def dense_forward_flops(model: torch.nn.Module, input_shape: tuple, device) -> dict[str, int]:
+    """Per-example forward FLOPs of each leaf module with FLOPs, keyed by module name ('stage1.0.0')."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros((1, *input_shape), device=device))
+    model.train(was_training)
+    root = type(model).__name__ + "."
+    leaves = {name for name, m in model.named_modules() if not list(m.children())}
+    return {name[len(root):]: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+            if name.startswith(root) and name[len(root):] in leaves}
+
+
+class FlopMeter:
+    """Counts a run's training FLOPs by component, on the device (no host sync per step).
+
+    The step names the component it is in (`with meter.phase("second_pass"):`); a forward
+    pre-hook on the model adds batch x per-example cost, and twice that for the backward when
+    gradients are enabled. `set_density` keeps the per-example cost current as masks change.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_shape: tuple, device):
+        self.by_module = dense_forward_flops(model, input_shape, device)
+        self.dense_forward = float(sum(self.by_module.values()))   # per example
+        self.layer_flops: dict[str, float] = {}                    # prunable param name -> its module's FLOPs
+        self.forward_cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)
+        self.totals: dict[str, torch.Tensor] = {}                  # component -> FLOPs so far, on the device
+        self.device = device
+        self._phase = None
+        model.register_forward_pre_hook(self._count)
+
+    def track(self, prunable: list[str]) -> None:
+        """Declare the prunable parameters whose density scales their layer's FLOPs."""
+        self.layer_flops = {name: float(self.by_module[name.rsplit(".", 1)[0]]) for name in prunable}
+
+    def set_density(self, masks: dict[str, torch.Tensor]) -> None:
+        """Per-example forward cost at these masks (device arithmetic: no sync)."""
+        cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
+        for name, mask in masks.items():
+            cost = cost - self.layer_flops[name] * (1 - mask.double().mean())
+        self.forward_cost = cost
+
+    def phase(self, name: str):
+        meter = self
+
+        class _Phase:
+            def __enter__(self):
+                self.outer, meter._phase = meter._phase, name
+
+            def __exit__(self, *exc):
+                meter._phase = self.outer
+        return _Phase()
+
+    def _count(self, module, args):
+        if self._phase is None:
+            return
+        cost = args[0].shape[0] * self.forward_cost
+        self._add(f"{self._phase}.forward", cost)
+        if torch.is_grad_enabled():
+            self._add(f"{self._phase}.backward", 2 * cost)
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        if key not in self.totals:
+            self.totals[key] = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.totals[key] += value
+
+    def snapshot(self) -> dict[str, float]:
+        """Totals by component and overall (one host sync)."""
+        keys = sorted(self.totals)
+        values = torch.stack([self.totals[k] for k in keys]).tolist() if keys else []
+        out = dict(zip(keys, values))
+        out["total"] = sum(values)
+        return out
+
+    def state_dict(self) -> dict:
+        return dict(totals=dict(self.totals))
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals = dict(state["totals"])
+
+
+def sparse_model_bytes(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Model size dense, and sparse as nonzeros + a one-bit-per-weight bitmap for masked layers."""
+    dense = sparse = 0
+    for name, p in model.named_parameters():
+        size = p.numel() * p.element_size()
+        dense += size
+        if name in masks:
+            nnz = int(masks[name].sum())          # host sync: task end only
+            sparse += nnz * p.element_size() + (p.numel() + 7) // 8
+        else:
+            sparse += size
+    return dict(model_dense=dense, model_sparse=sparse)
+
+
+def peak_memory_bytes(device: torch.device) -> dict:
+    """The process's peak: CUDA's allocator peak on a GPU, the peak resident set size on a CPU."""
+    if device.type == "cuda":
+        return dict(peak=torch.cuda.max_memory_allocated(device), peak_kind="cuda max_memory_allocated")
+    return dict(peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak_kind="process max RSS")

@@ -1,0 +1,246 @@
+"""Loss-landscape sharpness: Hessian spectrum and trace, SAM gap, 1-D and 2-D loss slices.
+
+Every measurement takes a loss closure `loss_of() -> 0-dim tensor` and the list of parameter
+tensors it depends on, so it works on any model and can be checked on closed-form quadratics.
+Every function that moves the parameters keeps copies and writes them back exactly (adding and
+subtracting a perturbation does not round-trip in floating point), and none writes `.grad`:
+gradients are taken with `torch.autograd.grad`, never `.backward()`.
+
+Random draws are made on the generator's device (the CPU when none is given) and then moved, so
+a seed gives the same directions whatever device the model sits on.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _draw(params, generator, kind: str) -> list[torch.Tensor]:
+    device = generator.device if generator is not None else torch.device("cpu")
+    out = []
+    for p in params:
+        if kind == "gauss":
+            v = torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype)
+        else:                                                          # Rademacher: +-1
+            v = torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1
+        out.append(v.to(p.device))
+    return out
+
+
+def _dot(a, b) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b))
+
+
+def _norm(vs) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in vs]))
+
+
+def _graph_grads(loss_of, params) -> list[torch.Tensor]:
+    """Gradients that are themselves differentiable (one forward + one backward, graph kept)."""
+    grads = torch.autograd.grad(loss_of(), params, create_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+def _hvp_from_grads(grads, params, vectors, retain: bool) -> list[torch.Tensor]:
+    # d/dw (g . v) = H v: one backward through the gradient graph, which is itself about two
+    # backward passes of the loss, so an HVP costs about two backward passes.
+    terms = [(g * v).sum() for g, v in zip(grads, vectors) if g.requires_grad]
+    if not terms:                                                      # loss linear in params: H = 0
+        return [torch.zeros_like(p) for p in params]
+    hv = torch.autograd.grad(sum(terms), params, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)]
+
+
+def hvp(loss_of, params, vectors) -> list[torch.Tensor]:
+    """Hessian-vector product H v of loss_of() w.r.t. params; `vectors` is a list shaped like params.
+
+    Double backward: the gradient is taken with create_graph=True, then g . v is differentiated.
+    """
+    return _hvp_from_grads(_graph_grads(loss_of, params), params, vectors, retain=False)
+
+
+def top_hessian_eigenvalue(loss_of, params, iters=20, tol=1e-3, generator=None) -> float:
+    """Largest-magnitude Hessian eigenvalue (signed Rayleigh quotient) by power iteration on HVPs.
+
+    Starts from a random unit vector (torch.randn with `generator`) and stops early once the
+    Rayleigh quotient changes by less than `tol` relative. The forward and first backward are paid
+    once (the gradient graph is kept), then each iteration is one HVP (about two backward passes)
+    and one host sync for the stopping test.
+    """
+    grads = _graph_grads(loss_of, params)
+    v = _draw(params, generator, "gauss")
+    norm = _norm(v)
+    v = [x / norm for x in v]
+    eig = float("nan")
+    for i in range(iters):
+        hv = _hvp_from_grads(grads, params, v, retain=i + 1 < iters)
+        rq = _dot(v, hv).item()
+        converged = i > 0 and abs(rq - eig) <= tol * abs(rq)
+        eig = rq
+        norm = _norm(hv)
+        if converged or norm == 0:
+            break
+        v = [h / norm for h in hv]
+    return eig
+
+
+def hutchinson_trace(loss_of, params, samples=10, generator=None) -> float:
+    """Hutchinson estimate of tr(H): mean over Rademacher vectors v of v . Hv.
+
+    Unbiased; exact for every draw when H is diagonal. Costs one forward + backward with graph,
+    then one HVP (about two backward passes) per sample.
+    """
+    grads = _graph_grads(loss_of, params)
+    total = 0.0
+    for i in range(samples):
+        v = _draw(params, generator, "rademacher")
+        total += _dot(v, _hvp_from_grads(grads, params, v, retain=i + 1 < samples)).item()
+    return total / samples
+
+
+def sam_gap(loss_of, params, rho, masks=None) -> float:
+    """L(w + eps) - L(w) with eps = rho * g*m / ||g*m||, g the gradient at w.
+
+    masks: None, or a list aligned with params of bool tensors (True = live) or None (all live);
+    masked coordinates are not perturbed. Parameters are restored exactly from copies (1x
+    parameter memory, transient) and `.grad` is never written. One forward + backward, then one
+    forward under no_grad.
+    """
+    loss = loss_of()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    direction = []
+    for i, (g, p) in enumerate(zip(grads, params)):
+        g = torch.zeros_like(p) if g is None else g
+        m = masks[i] if masks is not None else None
+        direction.append(g if m is None else g * m)
+    scale = rho / (_norm(direction) + 1e-12)                           # 0-dim; a zero gradient gives eps = 0
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(d * scale)
+            perturbed = loss_of()
+    finally:
+        _restore(params, saved)
+    return (perturbed - loss.detach()).item()
+
+
+def filter_normalized_direction(params, generator=None, masks=None) -> list[torch.Tensor]:
+    """Random Gaussian direction with filter normalisation (Li et al., 2018).
+
+    For each parameter with dim >= 2, each output filter d[i] (conv kernel stack or linear row)
+    is rescaled to the norm of the weight filter w[i]. Parameters with dim <= 1 (biases,
+    batch-norm) get a zero direction, as in the paper. Entries with masks[i] False are zero, so
+    pruned weights stay pruned along the direction.
+    """
+    out = []
+    for i, (p, d) in enumerate(zip(params, _draw(params, generator, "gauss"))):
+        if p.dim() <= 1:
+            out.append(torch.zeros_like(p))
+            continue
+        m = masks[i] if masks is not None else None
+        if m is not None:
+            d = d * m
+        w = p.detach().flatten(1)                                      # [out, fan_in]
+        flat = d.flatten(1)                                            # [out, fan_in]
+        scale = w.norm(dim=1) / (flat.norm(dim=1) + 1e-10)             # [out]
+        out.append((flat * scale[:, None]).view_as(p))
+    return out
+
+
+def _restore(params, saved) -> None:
+    with torch.no_grad():
+        for p, s in zip(params, saved):
+            p.copy_(s)
+
+
+def _grid(lo: float, hi: float, points: int) -> list[float]:
+    # Computed per point so the ends (and 0 for a symmetric odd grid) are exact.
+    if points == 1:
+        return [lo]
+    return [lo + (hi - lo) * (i / (points - 1)) for i in range(points)]
+
+
+def interpolate(loss_of, params, start, end, points=11) -> list[float]:
+    """Loss along w(alpha) = (1-alpha)*start + alpha*end for alpha = linspace(0, 1, points).
+
+    start/end are lists of tensors aligned with params; params are restored exactly afterwards.
+    `points` forwards under no_grad.
+    """
+    saved = [p.detach().clone() for p in params]
+    losses = []
+    try:
+        with torch.no_grad():
+            for a in _grid(0.0, 1.0, points):
+                for p, s, e in zip(params, start, end):
+                    p.copy_(s * (1 - a) + e * a)                       # exact at both ends
+                losses.append(loss_of().item())
+    finally:
+        _restore(params, saved)
+    return losses
+
+
+def slice_2d(loss_of, params, d1, d2, steps=11, span=1.0) -> dict:
+    """Loss on the grid w + a*d1 + b*d2 for a, b in linspace(-span, span, steps).
+
+    Returns {'alphas', 'betas', 'loss'} with loss[i][j] at (alphas[i], betas[j]); params are
+    restored exactly. steps**2 forwards under no_grad.
+    """
+    saved = [p.detach().clone() for p in params]
+    grid = _grid(-span, span, steps)
+    losses = []
+    try:
+        with torch.no_grad():
+            for a in grid:
+                row = []
+                for b in grid:
+                    for p, w, u, v in zip(params, saved, d1, d2):
+                        p.copy_(w).add_(u, alpha=a).add_(v, alpha=b)
+                    row.append(loss_of().item())
+                losses.append(row)
+    finally:
+        _restore(params, saved)
+    return {"alphas": grid, "betas": list(grid), "loss": losses}
+
+
+def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=20,
+            hutchinson_samples=10, slice_steps=11, slice_span=1.0, seed=0) -> dict:
+    """Every sharpness measurement for a classifier on one fixed batch (x [N, ...], y [N] int64).
+
+    Loss is mean cross-entropy with the model in eval mode (batch-norm uses its running
+    statistics, which therefore are not updated); each module's mode is restored afterwards.
+    masks: param name -> bool tensor for pruned parameters (others all live), applied to the SAM
+    ascent and the slice directions. previous: None or param name -> tensor, an earlier endpoint,
+    interpolated to the current weights. All random draws come from one generator seeded with
+    `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
+    JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    mask_list = [masks.get(n) for n, _ in named] if masks else None
+    generator = torch.Generator().manual_seed(seed)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+
+    def loss_of():
+        return F.cross_entropy(model(x), y)
+
+    try:
+        with torch.no_grad():
+            loss = loss_of().item()
+        out = {"loss": loss,
+               "sam_gap": sam_gap(loss_of, params, rho, mask_list),
+               "top_eigenvalue": top_hessian_eigenvalue(loss_of, params, hessian_iters, generator=generator),
+               "hutchinson_trace": hutchinson_trace(loss_of, params, hutchinson_samples, generator),
+               "interpolation": None, "slice": None}
+        if previous is not None:
+            start = [previous[n].detach().to(p) for n, p in named]
+            end = [p.detach().clone() for p in params]
+            out["interpolation"] = {"alphas": _grid(0.0, 1.0, 11),
+                                    "loss": interpolate(loss_of, params, start, end, 11)}
+        if slice_steps:
+            d1 = filter_normalized_direction(params, generator, mask_list)
+            d2 = filter_normalized_direction(params, generator, mask_list)
+            out["slice"] = slice_2d(loss_of, params, d1, d2, slice_steps, slice_span)
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+    return out

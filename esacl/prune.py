@@ -1,0 +1,196 @@
+"""Update rules that make weights sparse: how a gradient becomes new weights and masks.
+
+`Dense` is plain SGD. `DualAveraging` is the directional-pruning half of SDP in gRDA's form
+(Chao et al. 2020): prunable weights are the soft-threshold of an accumulator of lr-scaled
+gradients, so a pruned weight keeps its accumulated direction and can come back; no retraining
+phase follows. `Magnitude` is gradual magnitude pruning (Zhu & Gupta 2017) for the ablation.
+Non-prunable parameters (stem, shortcuts, batch-norm, head) take a plain SGD step in every rule.
+"""
+import torch
+
+
+def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
+    """sign(x) * max(|x| - threshold, 0)."""
+    return x.sign() * (x.abs() - threshold).clamp_min(0)
+
+
+def cubic_sparsity(step: int, ramp_steps: int, target: float) -> float:
+    """Zhu & Gupta's schedule: 0 at step 0, rising as a cubic to `target` at `ramp_steps`, then held."""
+    if step >= ramp_steps:
+        return target
+    return target * (1 - (1 - step / ramp_steps) ** 3)
+
+
+def grda_threshold(c: float, lr: float, n: int, mu: float) -> float:
+    """gRDA's threshold after n steps: c * lr^0.5 * (n lr)^mu."""
+    return c * lr ** 0.5 * (n * lr) ** mu
+
+
+def topk_masks(values: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """Masks keeping the largest |value|: exactly round(sparsity * n) zeros per layer ('layer'),
+    or over all layers together ('global'). topk, not a threshold, so ties cannot break the count."""
+    if scope == "layer":
+        return {name: _keep_top(v.abs().flatten(), sparsity).view_as(v) for name, v in values.items()}
+    flat = torch.cat([v.abs().flatten() for v in values.values()])
+    keep = _keep_top(flat, sparsity)
+    return {name: part.view_as(v) for (name, v), part in zip(values.items(), keep.split([v.numel() for v in values.values()]))}
+
+
+def _keep_top(magnitude: torch.Tensor, sparsity: float) -> torch.Tensor:
+    n = magnitude.numel()
+    keep = torch.zeros(n, dtype=torch.bool, device=magnitude.device)
+    keep[magnitude.topk(n - round(sparsity * n), sorted=False).indices] = True
+    return keep
+
+
+@torch.no_grad()
+def sgd(params: list[torch.Tensor], lr: float) -> None:
+    """p <- p - lr * grad for every parameter that has a gradient (one fused foreach kernel)."""
+    live = [p for p in params if p.grad is not None]
+    if live:
+        torch._foreach_add_(live, [p.grad for p in live], alpha=-lr)
+
+
+class Dense:
+    """Plain SGD on every parameter: no momentum, no weight decay, constant lr."""
+    sparse = False
+
+    def __init__(self, model, cfg, meter=None):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lr = cfg.lr
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def begin_task(self, task: int, steps_in_task: int) -> None:
+        pass
+
+    def update(self) -> None:
+        sgd(self.params, self.lr)
+
+    def sparsity(self) -> float:
+        return 0.0
+
+    def project(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def state_bytes(self) -> int:
+        return 0
+
+
+class _Pruner(Dense):
+    """Shared by the sparse rules: the prunable set, the sparsity schedule, masks, projection."""
+    sparse = True
+
+    def __init__(self, model, cfg, meter=None):
+        super().__init__(model, cfg, meter)
+        self.cfg, self.meter = cfg, meter
+        named = dict(model.named_parameters())
+        self.prunable = {name: named[name] for name in model.prunable()}
+        self.dense_params = [p for n, p in named.items() if n not in self.prunable and p.requires_grad]
+        self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
+        self.n_steps = 0               # updates since the run began (gRDA's n)
+        self.ramp_steps = 1
+
+    def begin_task(self, task, steps_in_task):
+        if task == 0:
+            self.ramp_steps = max(1, round(self.cfg.ramp_fraction * steps_in_task))
+
+    def sparsity(self) -> float:
+        """The schedule's sparsity after the updates made so far."""
+        return cubic_sparsity(self.n_steps, self.ramp_steps, self.cfg.sparsity)
+
+    def update(self):
+        sgd(self.dense_params, self.lr)
+        self.n_steps += 1              # after n updates the weights have the schedule's sparsity at n
+        with torch.no_grad():
+            self.update_prunable()
+        if self.meter is not None:
+            self.meter.set_density(self.masks)
+
+    def project(self) -> None:
+        """Hard projection of the weights onto exactly the target sparsity (task end)."""
+        with torch.no_grad():
+            self.masks = topk_masks({n: p for n, p in self.prunable.items()}, self.cfg.sparsity, self.cfg.sparsity_scope)
+            for name, p in self.prunable.items():
+                p.mul_(self.masks[name])
+        if self.meter is not None:
+            self.meter.set_density(self.masks)
+
+    def state_dict(self):
+        return dict(masks=self.masks, n_steps=self.n_steps, ramp_steps=self.ramp_steps)
+
+    def load_state_dict(self, state):
+        self.masks, self.n_steps, self.ramp_steps = dict(state["masks"]), state["n_steps"], state["ramp_steps"]
+        if self.meter is not None:
+            self.meter.set_density(self.masks)
+
+
+class DualAveraging(_Pruner):
+    """gRDA-form directional pruning: a <- a - lr * g;  w = S_lambda(a) (or a * top-k mask).
+
+    lambda is either the quantile of |a| that meets the sparsity schedule ('target', default;
+    per layer or global) or gRDA's c * lr^0.5 * (n lr)^mu ('grda'). The accumulator is a dense
+    copy of the prunable weights: 1x their memory, on top of the weights themselves.
+    """
+
+    def __init__(self, model, cfg, meter=None):
+        super().__init__(model, cfg, meter)
+        self.accumulator = {n: p.detach().clone() for n, p in self.prunable.items()}
+
+    def begin_task(self, task, steps_in_task):
+        super().begin_task(task, steps_in_task)
+        if self.cfg.reset_accumulator and task > 0:
+            self.accumulator = {n: p.detach().clone() for n, p in self.prunable.items()}
+
+    def update_prunable(self):
+        names = list(self.prunable)
+        acc = [self.accumulator[n] for n in names]
+        torch._foreach_add_(acc, [self.prunable[n].grad for n in names], alpha=-self.lr)
+        if self.cfg.threshold == "grda":
+            lam = grda_threshold(self.cfg.grda_c, self.lr, self.n_steps, self.cfg.grda_mu)
+            self.masks = {n: self.accumulator[n].abs() > lam for n in names}
+            thresholds = {n: lam for n in names}
+        else:
+            self.masks = topk_masks(self.accumulator, self.sparsity(), self.cfg.sparsity_scope)
+            # The threshold is the largest pruned |a|: the soft-threshold then zeroes exactly the pruned.
+            thresholds = {n: _largest_pruned(self.accumulator[n], self.masks[n]) for n in names}
+            if self.cfg.sparsity_scope == "global":
+                top = torch.stack(list(thresholds.values())).max()
+                thresholds = {n: top for n in names}
+        for n in names:
+            a = self.accumulator[n]
+            w = soft_threshold(a, thresholds[n]) if self.cfg.prune == "soft" else a
+            self.prunable[n].copy_(w * self.masks[n])
+
+    def state_dict(self):
+        return dict(super().state_dict(), accumulator=self.accumulator)
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.accumulator = dict(state["accumulator"])
+
+    def state_bytes(self) -> int:
+        return sum(a.numel() * a.element_size() for a in self.accumulator.values())
+
+
+def _largest_pruned(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return a.abs().masked_fill(mask, 0).max()          # 0-dim tensor, stays on the device
+
+
+class Magnitude(_Pruner):
+    """Gradual magnitude pruning: an SGD step, then keep the top-(1 - s_t) |w| under the schedule."""
+
+    def update_prunable(self):
+        names = list(self.prunable)
+        torch._foreach_add_([self.prunable[n] for n in names], [self.prunable[n].grad for n in names], alpha=-self.lr)
+        self.masks = topk_masks(self.prunable, self.sparsity(), self.cfg.sparsity_scope)
+        for n in names:
+            self.prunable[n].mul_(self.masks[n])
+
+
+PRUNERS = {"dense": Dense, "dual_averaging": DualAveraging, "magnitude": Magnitude}

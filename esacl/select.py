@@ -1,0 +1,139 @@
+"""Data selectors: which examples a step and a task train on, and the record of what was chosen.
+
+`AllData` trains on every example. `IDS` is EsaCL's intelligent data selection:
+- batch level (support example selection): the SAM second pass runs on the K examples of the
+  batch whose loss rises most under the ascent, s_i = l_i(w + eps) - l_i(w) (steps.Step);
+- task level (redundant example elimination, ERE): every `ere_every` epochs during the first
+  `ere_until` epochs of a task, the active examples with the lowest running score leave the task,
+  in equal shares, up to `ere_fraction` of it. The score is the mean sharpness score so far, or
+  (ere_score='forgetting', as SparCL's DDR) the count of forgetting events, fewest first, with
+  never-learned examples kept.
+Per-example statistics live on the device, indexed by the batch's task positions: no sync per step.
+"""
+import math
+
+import numpy as np
+import torch
+
+from .steps import support_size
+
+
+class AllData:
+    """Every example of the task, every epoch; the SAM second pass sees the whole batch."""
+
+    def __init__(self, cfg, device):
+        self.cfg, self.device = cfg, device
+        self.active = torch.zeros(0, dtype=torch.long, device=device)
+        self.epoch = 0
+
+    def support_size(self, batch: int) -> int:
+        return batch
+
+    def begin_task(self, task: int, y: torch.Tensor) -> None:
+        self.active = torch.arange(len(y), device=self.device)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def pool(self) -> torch.Tensor:
+        """Task positions of the examples still trained on."""
+        return self.active
+
+    def record(self, batch, loss, scores=None, keep=None) -> None:
+        pass
+
+    def end_epoch(self) -> dict | None:
+        """An event for the run record when something was removed, else None."""
+        return None
+
+    def task_record(self) -> dict | None:
+        """Arrays describing this task's selections, for the run directory (None: nothing to save)."""
+        return None
+
+    def state_dict(self) -> dict:
+        return dict(active=self.active, epoch=self.epoch)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.active, self.epoch = state["active"], state["epoch"]
+
+
+class IDS(AllData):
+    """Support example selection per batch + redundant example elimination per task."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        self.stats: dict[str, torch.Tensor] = {}
+
+    def support_size(self, batch):
+        return support_size(self.cfg, batch)
+
+    def begin_task(self, task, y):
+        super().begin_task(task, y)
+        n, epochs = len(y), self.cfg.epochs
+        zeros = lambda dtype: torch.zeros(n, dtype=dtype, device=self.device)
+        self.stats = dict(
+            y=y.clone(),
+            score_sum=zeros(torch.float32), score_count=zeros(torch.int32),
+            forget_count=zeros(torch.int32), last_correct=zeros(torch.bool), learned=zeros(torch.bool),
+            removed_epoch=torch.full((n,), -1, dtype=torch.int32, device=self.device),
+            epoch_score=torch.full((epochs, n), float("nan"), device=self.device),       # [E, N]
+            epoch_kept=torch.zeros((epochs, n), dtype=torch.bool, device=self.device))   # [E, N]
+
+    def record(self, batch, loss, scores=None, keep=None):
+        s, idx = self.stats, batch.idx
+        correct = loss.logits.detach().argmax(1) == batch.y                              # [B]
+        s["forget_count"][idx] += (s["last_correct"][idx] & ~correct).int()
+        s["last_correct"][idx] = correct
+        s["learned"][idx] |= correct
+        if scores is not None:
+            s["score_sum"][idx] += scores.detach()
+            s["score_count"][idx] += 1
+            s["epoch_score"][self.epoch, idx] = scores.detach()
+        if keep is not None:
+            s["epoch_kept"][self.epoch, idx[keep]] = True
+
+    def removal_counts(self, n: int) -> dict[int, int]:
+        """Epoch -> examples removed at its end: equal shares, at most ere_fraction * n in all."""
+        epochs = [e for e in range(self.cfg.epochs) if (e + 1) % self.cfg.ere_every == 0 and e + 1 <= self.cfg.ere_until]
+        total = math.floor(self.cfg.ere_fraction * n)
+        if not epochs or total == 0:
+            return {}
+        shares = np.diff(np.round(np.linspace(0, total, len(epochs) + 1)).astype(int))
+        return dict(zip(epochs, shares.tolist()))
+
+    def end_epoch(self):
+        count = self.removal_counts(len(self.stats["y"])).get(self.epoch, 0)
+        if count == 0:
+            return None
+        s = self.stats
+        if self.cfg.ere_score == "forgetting":
+            score = s["forget_count"].float().masked_fill(~s["learned"], float("inf"))
+        else:
+            score = s["score_sum"] / s["score_count"].clamp_min(1)
+        order = score[self.active].argsort(stable=True)                                   # lowest first
+        removed = self.active[order[:count]]
+        s["removed_epoch"][removed] = self.epoch
+        self.active = self.active[order[count:]].sort().values
+        return dict(event="eliminate", epoch=self.epoch, removed=count, remaining=len(self.active),
+                    score=self.cfg.ere_score)
+
+    def task_record(self):
+        s = self.stats
+        running = s["score_sum"] / s["score_count"].clamp_min(1)
+        return dict(y=s["y"], running_score=running, forget_count=s["forget_count"], learned=s["learned"],
+                    removed_epoch=s["removed_epoch"], epoch_score=s["epoch_score"].half(),
+                    epoch_kept=s["epoch_kept"])
+
+    def state_dict(self):
+        return dict(super().state_dict(), stats=self.stats)
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.stats = dict(state["stats"])
+
+
+SELECTORS = {"none": AllData, "ids": IDS}
+
+
+def build_selector(preset, cfg, device) -> AllData:
+    return SELECTORS[preset.selector](cfg, device)

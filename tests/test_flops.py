@@ -1,0 +1,75 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from esacl.methods import Learner
+from esacl.models import ConvNet
+from esacl.prune import Dense
+from esacl.select import AllData, IDS
+from esacl.steps import Step
+from esacl.flops import FlopMeter, dense_forward_flops, sparse_model_bytes
+from helpers import config, toy_batch
+
+W = 8
+# 2 x MACs by hand: 3x3 convs on 8x8 (stem, stage1) and 4x4 (stage2), then the head.
+STEM, STAGE1, STAGE2, HEAD = 2 * 9 * 1 * W * 64, 2 * 9 * W * 2 * W * 64, 2 * 9 * 2 * W * 4 * W * 16, 2 * 4 * W * 10
+
+
+def test_dense_flops_per_layer_match_a_hand_count_and_the_counter():
+    model = ConvNet(1, 10, W)
+    per_layer = dense_forward_flops(model, (1, 8, 8), "cpu")
+    assert per_layer == {"stem.0": STEM, "stage1.0.0": STAGE1, "stage2.0.0": STAGE2, "head": HEAD}
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(5, 1, 8, 8))
+    assert 5 * sum(per_layer.values()) == counter.get_total_flops()
+
+
+def meter_and_model():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, W)
+    meter = FlopMeter(model, (1, 8, 8), "cpu")
+    meter.track(model.prunable())
+    return model, meter
+
+
+def test_forward_cost_scales_with_layer_density():
+    model, meter = meter_and_model()
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    assert meter.forward_cost.item() == dense
+    quarter = torch.zeros(2 * W, W, 3, 3, dtype=torch.bool)
+    quarter.view(-1)[: quarter.numel() // 4] = True
+    meter.set_density({"stage1.0.0.weight": quarter, "stage2.0.0.weight": torch.ones(4 * W, 2 * W, 3, 3, dtype=torch.bool)})
+    assert meter.forward_cost.item() == pytest.approx(dense - 0.75 * STAGE1)
+
+
+def test_sgd_and_sam_ids_steps_count_what_they_forward():
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    model, meter = meter_and_model()
+    cfg = config(method="sgd")
+    Step(model, cfg, False, Dense(model, cfg), AllData(cfg, "cpu"), meter)(model, Learner(cfg, 10, 0), toy_batch(32))
+    assert meter.snapshot() == {"first_pass.forward": 32 * dense, "first_pass.backward": 64 * dense, "total": 96 * dense}
+
+    model, meter = meter_and_model()
+    cfg = config(method="ids-only", support_fraction=0.5)
+    step = Step(model, cfg, True, Dense(model, cfg), IDS(cfg, "cpu"), meter)
+    step.selector.begin_task(0, torch.zeros(32, dtype=torch.long))
+    step(model, Learner(cfg, 10, 0), toy_batch(32))
+    counts = meter.snapshot()
+    assert counts["scoring.forward"] == 32 * dense and "scoring.backward" not in counts
+    assert counts["second_pass.forward"] == 16 * dense and counts["second_pass.backward"] == 32 * dense
+    assert counts["total"] == (96 + 32 + 48) * dense          # 5.5 forward-equivalents per example vs SAM's 6
+
+
+def test_evaluation_outside_a_step_costs_nothing():
+    model, meter = meter_and_model()
+    model(torch.zeros(7, 1, 8, 8))
+    assert meter.snapshot() == {"total": 0}
+
+
+def test_sparse_model_size_is_nonzeros_plus_a_bitmap():
+    model, _ = meter_and_model()
+    mask = torch.zeros(2 * W, W, 3, 3, dtype=torch.bool)
+    mask.view(-1)[:100] = True
+    sizes = sparse_model_bytes(model, {"stage1.0.0.weight": mask})
+    n = mask.numel()
+    assert sizes["model_dense"] - sizes["model_sparse"] == 4 * n - (4 * 100 + (n + 7) // 8)

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from esacl.models import ConvNet
+from esacl.prune import DualAveraging, Magnitude, cubic_sparsity, grda_threshold, soft_threshold, topk_masks
+from helpers import config
+
+
+def test_soft_threshold_on_hand_values():
+    x = torch.tensor([-3.0, -0.5, 0.0, 0.5, 2.0, 1.0])
+    assert torch.equal(soft_threshold(x, 1.0), torch.tensor([-2.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+
+def test_grda_threshold_and_cubic_schedule_on_hand_values():
+    assert grda_threshold(c=0.1, lr=0.04, n=100, mu=0.5) == pytest.approx(0.1 * 0.2 * 2.0)
+    assert grda_threshold(c=0.1, lr=0.04, n=0, mu=0.5) == 0.0
+    assert cubic_sparsity(0, 100, 0.9) == 0.0
+    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(100, 100, 0.9) == cubic_sparsity(10_000, 100, 0.9) == 0.9
+
+
+def test_topk_masks_count_exactly_per_layer_and_globally():
+    values = {"a": torch.arange(10.0), "b": -torch.arange(30.0)}
+    layer = topk_masks(values, 0.7, "layer")
+    assert [int(m.sum()) for m in layer.values()] == [3, 9]
+    assert layer["a"][-3:].all() and not layer["a"][:7].any()
+    glob = topk_masks(values, 0.75, "global")
+    assert sum(int(m.sum()) for m in glob.values()) == 10 and not glob["a"].any()   # the 10 largest |v| are in b
+
+
+def random_steps(pruner, model, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        pruner.update()
+        yield
+
+
+@pytest.mark.parametrize("rule, prune", [(DualAveraging, "soft"), (DualAveraging, "hard"), (Magnitude, "soft")])
+def test_pruned_weights_are_exactly_zero_after_every_step_and_track_the_schedule(rule, prune):
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 8)
+    pruner = rule(model, config(method="esacl", sparsity=0.9, prune=prune, ramp_fraction=0.5))
+    pruner.begin_task(0, steps_in_task=40)                  # ramp over 20 steps
+    named = dict(model.named_parameters())
+    for _ in random_steps(pruner, model, 30):
+        expected = cubic_sparsity(pruner.n_steps, 20, 0.9)
+        for name, mask in pruner.masks.items():
+            w = named[name]
+            assert (w[~mask] == 0).all()
+            assert int((~mask).sum()) == round(expected * w.numel())
+    pruner.project()
+    for name in pruner.masks:
+        assert int((named[name] == 0).sum()) == round(0.9 * named[name].numel())
+
+
+def test_dual_averaging_accumulates_lr_scaled_gradients_and_soft_thresholds():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    cfg = config(method="esacl", sparsity=0.5, lr=0.1, ramp_fraction=1.0)
+    pruner = DualAveraging(model, cfg)
+    pruner.begin_task(0, steps_in_task=1)                   # a ramp of one update: the target at once
+    name = "stage1.0.0.weight"
+    w = dict(model.named_parameters())[name]
+    a0 = w.detach().clone()
+    grads = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.grad = grads[n].clone()
+    head_before = model.head.weight.detach().clone()
+    pruner.update()
+    a1 = a0 - 0.1 * grads[name]
+    assert torch.allclose(pruner.accumulator[name], a1)
+    k = round(0.5 * a1.numel())
+    lam = a1.abs().flatten().kthvalue(k).values                  # the largest pruned |a|
+    assert torch.allclose(w, soft_threshold(a1, lam))
+    assert torch.allclose(model.head.weight, head_before - 0.1 * grads["head.weight"])   # dense: plain SGD
+
+
+def test_grda_mode_thresholds_by_its_schedule():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    cfg = config(method="esacl", threshold="grda", grda_c=0.5, grda_mu=0.6, lr=0.1)
+    pruner = DualAveraging(model, cfg)
+    pruner.begin_task(0, 10)
+    list(random_steps(pruner, model, 3))
+    lam = grda_threshold(0.5, 0.1, 3, 0.6)
+    for name, a in pruner.accumulator.items():
+        assert torch.equal(pruner.masks[name], a.abs() > lam)
+
+
+def test_accumulator_persists_across_tasks_unless_reset():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    for reset in (False, True):
+        pruner = DualAveraging(model, config(method="esacl", reset_accumulator=reset))
+        pruner.begin_task(0, 10)
+        list(random_steps(pruner, model, 5))
+        before = {n: a.clone() for n, a in pruner.accumulator.items()}
+        pruner.begin_task(1, 10)
+        named = dict(model.named_parameters())
+        for n, a in pruner.accumulator.items():
+            assert torch.equal(a, named[n].detach() if reset else before[n])

@@ -1,0 +1,62 @@
+import torch
+
+from esacl.methods import Batch, Loss
+from esacl.select import IDS
+from helpers import config
+
+
+def ids(n=100, **changes):
+    cfg = config(**dict(dict(method="esacl", epochs=5, ere_fraction=0.3, ere_every=1, ere_until=3), **changes))
+    selector = IDS(cfg, "cpu")
+    selector.begin_task(0, torch.arange(n) % 2)
+    return selector
+
+
+def test_removal_schedule_is_equal_shares_up_to_the_fraction():
+    assert ids().removal_counts(100) == {0: 10, 1: 10, 2: 10}
+    assert sum(ids().removal_counts(101).values()) == 30          # floor(0.3 * 101)
+    selector = ids(ere_every=2, ere_until=5)
+    assert selector.removal_counts(100) == {1: 15, 3: 15}
+    assert ids(ere_fraction=0.0).removal_counts(100) == {}
+
+
+def test_elimination_removes_the_lowest_running_scores_and_records_them():
+    selector = ids()
+    score = torch.randperm(100).float()                            # a distinct running score per example
+    selector.stats["score_sum"] += score * 2
+    selector.stats["score_count"] += 2
+    removed = []
+    for epoch in range(5):
+        selector.begin_epoch(epoch)
+        event = selector.end_epoch()
+        if event:
+            removed.append(event["removed"])
+    assert removed == [10, 10, 10] and len(selector.pool()) == 70
+    gone = (selector.stats["removed_epoch"] >= 0).nonzero().flatten()
+    assert set(gone.tolist()) == set(score.argsort()[:30].tolist())   # the 30 lowest scores
+    first = (selector.stats["removed_epoch"] == 0).nonzero().flatten()
+    assert set(first.tolist()) == set(score.argsort()[:10].tolist())  # lowest first
+    assert not set(selector.pool().tolist()) & set(gone.tolist())
+
+
+def test_forgetting_score_removes_fewest_forgettings_and_keeps_the_never_learned():
+    selector = ids(n=10, ere_score="forgetting", ere_fraction=0.5, ere_until=1)
+    s = selector.stats
+    s["forget_count"][:] = torch.tensor([3, 0, 1, 0, 2, 5, 0, 4, 1, 0], dtype=torch.int32)
+    s["learned"][:] = True
+    s["learned"][[1, 3]] = False                                   # never learned: never removed
+    selector.begin_epoch(0)
+    assert selector.end_epoch()["removed"] == 5
+    gone = set((s["removed_epoch"] == 0).nonzero().flatten().tolist())
+    assert gone == {6, 9, 2, 8, 4}                                 # zero forgettings, then one, then two
+
+
+def test_forgetting_events_count_correct_to_wrong_transitions():
+    selector = ids(n=4)
+    batch = Batch(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), torch.arange(4), torch.zeros(4, 1, 8, 8))
+    right = torch.nn.functional.one_hot(batch.y, 10).float()
+    wrong = torch.nn.functional.one_hot(1 - batch.y, 10).float()
+    for logits in (right, wrong, right, wrong, wrong):
+        selector.record(batch, Loss(torch.zeros(()), torch.zeros(4), logits))
+    assert selector.stats["forget_count"].tolist() == [2, 2, 2, 2]
+    assert selector.stats["learned"].all()

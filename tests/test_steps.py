@@ -1,0 +1,131 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esacl.methods import Learner
+from esacl.prune import Dense, DualAveraging
+from esacl.select import AllData, IDS
+from esacl.steps import Step
+from helpers import config, toy_batch
+
+
+class Tiny(nn.Module):
+    """Conv + batch-norm + linear: small enough to differentiate by hand with autograd."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.head = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.head(F.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+    def prunable(self):
+        return ["conv.weight"]
+
+
+def loss_at(model, params, x, y, reduction="mean"):
+    """Cross-entropy of `model` with its parameters replaced by `params` (train-mode batch-norm,
+    running statistics untouched)."""
+    model = copy.deepcopy(model)
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.track_running_stats = False
+    out = torch.func.functional_call(model, params, (x,))
+    return F.cross_entropy(out, y, reduction=reduction)
+
+
+def hand_sam(model, x, y, rho, lr, keep=None, asam=False):
+    """SAM written out: g at w, eps = rho g/||g|| (or ASAM's), gradient at w + eps (on `keep`), w - lr g~."""
+    w = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    g = torch.autograd.grad(loss_at(model, w, x, y), list(w.values()))
+    if asam:
+        t = [p.abs() + 0.01 for p in w.values()]
+        norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
+        eps = [rho * ti ** 2 * gi / norm for ti, gi in zip(t, g)]
+    else:
+        norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+        eps = [rho * gi / norm for gi in g]
+    w_eps = {n: (p + e).detach().requires_grad_() for (n, p), e in zip(w.items(), eps)}
+    xs, ys = (x, y) if keep is None else (x[keep], y[keep])
+    g2 = torch.autograd.grad(loss_at(model, w_eps, xs, ys), list(w_eps.values()))
+    return {n: p.detach() - lr * gi for (n, p), gi in zip(w.items(), g2)}
+
+
+@pytest.mark.parametrize("asam", [False, True])
+def test_sam_step_equals_a_hand_written_two_pass_update(asam):
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(8)
+    cfg = config(method="sam", rho=0.05, lr=0.1, asam=asam)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    expected = hand_sam(model, batch.x, batch.y, 0.05, 0.1, asam=asam)
+    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))
+    loss = step(model, Learner(cfg, 10, 0), batch)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, expected[n], atol=1e-6), n
+    # The returned loss is pass 1's, at the weights before the update.
+    assert torch.allclose(loss.total, loss_at(model, start, batch.x, batch.y))
+
+
+def test_batch_norm_running_stats_move_once_per_step():
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(8)
+    reference = copy.deepcopy(model)
+    reference(batch.x)                                   # one train-mode forward at w
+    cfg = config(method="sam")
+    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(model, Learner(cfg, 10, 0), batch)
+    assert torch.allclose(model.bn.running_mean, reference.bn.running_mean)
+    assert torch.allclose(model.bn.running_var, reference.bn.running_var)
+    assert int(model.bn.num_batches_tracked) == 1
+
+
+class Recording(IDS):
+    def record(self, batch, loss, scores=None, keep=None):
+        self.seen = (scores, keep)
+
+
+def test_support_selection_keeps_exactly_k_of_the_highest_scores():
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(12)
+    cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5)
+    selector = Recording(cfg, "cpu")
+    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)
+    before = copy.deepcopy(model)
+    step(model, Learner(cfg, 10, 0), batch)
+    scores, keep = selector.seen
+    assert keep.shape == (5,) and len(set(keep.tolist())) == 5
+    # Scores by hand: per-example loss at w + eps minus at w (batch statistics of the whole batch).
+    wp = {n: p.detach().clone().requires_grad_() for n, p in before.named_parameters()}
+    grads = torch.autograd.grad(loss_at(before, wp, batch.x, batch.y), list(wp.values()))
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in grads))
+    w_eps = {n: p.detach() + 0.5 * gi / norm for (n, p), gi in zip(wp.items(), grads)}
+    hand = loss_at(before, w_eps, batch.x, batch.y, "none") - loss_at(before, wp, batch.x, batch.y, "none").detach()
+    assert torch.allclose(scores, hand, atol=1e-5)
+    assert set(keep.tolist()) == set(hand.topk(5).indices.tolist())
+    # ... and the update used the gradient of the kept examples only.
+    expected = hand_sam(before, batch.x, batch.y, 0.5, 0.1, keep=keep)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, expected[n], atol=1e-6), n
+
+
+def test_the_ascent_leaves_pruned_weights_at_zero_and_restores_w_exactly():
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(8)
+    cfg = config(method="esacl", sparsity=0.5, ramp_fraction=1.0)
+    pruner = DualAveraging(model, cfg)
+    pruner.begin_task(0, 1)
+    step = Step(model, cfg, sam=True, pruner=pruner, selector=AllData(cfg, "cpu"))
+    learner = Learner(cfg, 10, 0)
+    step(model, learner, batch)                          # now half of conv.weight is pruned
+    mask = pruner.masks["conv.weight"]
+    assert (model.conv.weight[~mask] == 0).all() and (~mask).sum() == round(0.5 * model.conv.weight.numel())
+    learner.loss(model, batch).total.backward()
+    saved = [p.detach().clone() for p in model.parameters()]
+    copies = step.ascend()
+    assert (model.conv.weight[~mask] == 0).all()          # eps is zero on pruned weights
+    assert not torch.equal(model.conv.weight[mask], saved[0][mask])
+    assert all(torch.equal(c, s) for c, s in zip(copies, saved))
