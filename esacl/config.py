@@ -67,6 +67,8 @@ class RunConfig:
     grda_c: float = knob(0.005, "gRDA threshold scale c (threshold='grda')", interval="[0, inf)")
     grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (threshold='grda')", interval="(0, 1)")
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
+    bn_recalibrate: bool = knob(True, "sparse methods: recompute batch-norm running statistics at each task end "
+                                "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)")
     # SAM ascent.
     rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
     asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")

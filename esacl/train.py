@@ -201,16 +201,22 @@ class Trainer:
                     if epoch + 1 < cfg.epochs:           # the last epoch is followed by the task checkpoint
                         self.next = (t, epoch + 1)
                         self.checkpoint()
-            self.end_task(t, task)
+            self.end_task(t, task, x, y)
             start_epoch = 0
 
-    def end_task(self, t: int, task) -> None:
+    def end_task(self, t: int, task, x, y) -> None:
         """The final projection (with its jump), the learner's end_task, evaluation, the task's records."""
         jump = None
         if self.pruner.sparse:                   # the pruning jump: no retraining follows the projection
+            stale = None
+            if self.cfg.bn_recalibrate:
+                stale = evaluate(self.model, self.bench, t)
+                self.recalibrate_bn(x, y)
             before = evaluate(self.model, self.bench, t)
             self.pruner.project()
             jump = jump_summary(before, evaluate(self.model, self.bench, t), t)
+            if stale is not None:
+                jump["class_il_before_bn_recalibration"] = sum(stale["class_il"][:t + 1]) / (t + 1)
         self.learner.end_task(task, self.model)  # after the projection: EWC anchors the final weights
         result = evaluate(self.model, self.bench, t)
         self.class_il.append(result["class_il"])
@@ -233,6 +239,29 @@ class Trainer:
         self.next = (t + 1, 0)
         self.write_accuracy(complete=t + 1 == self.bench.n_tasks)
         self.checkpoint()
+
+    @torch.no_grad()
+    def recalibrate_bn(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Batch-norm running statistics recomputed at the final weights: a cumulative average over
+        one pass of the task's training batches, built as in training (replay included).
+
+        Soft-thresholded weights sit just above the threshold, so each step moves them by a large
+        fraction of their size and the running averages trail behind; train-mode (batch) statistics
+        do not. No weight changes; the forward passes are counted as 'bn_recalibration' FLOPs."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None                                    # cumulative average
+        pool = self.selector.pool()
+        with self.meter.phase("bn_recalibration"):
+            for start in range(0, len(pool), self.cfg.batch_size):
+                idx = pool[start:start + self.cfg.batch_size]
+                x_raw = x[idx]
+                augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
+                self.learner.loss(self.model, self.learner.prepare(Batch(augmented, y[idx], idx, x_raw)))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
     def save_masks(self, t: int) -> dict:
         """Bit-packed masks of this task end, and per layer: sparsity, churn against the previous task."""

@@ -127,7 +127,8 @@ def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
         assert torch.equal(state[name] != 0, torch.from_numpy(mask))                      # zero exactly where pruned
     assert eff["memory"]["model_sparse"] < eff["memory"]["model_dense"]
     jump = record.task_events[-1]["jump"]
-    assert set(jump) == {"class_il_before", "class_il_after", "loss_before", "loss_after", "accuracy_drop"}
+    assert set(jump) == {"class_il_before", "class_il_after", "loss_before", "loss_after", "accuracy_drop",
+                         "class_il_before_bn_recalibration"}
     assert "churn" in record.task_events[-1]["masks"]["stage1.0.0.weight"]
 
 
@@ -156,3 +157,26 @@ def test_a_projection_that_changes_weights_has_a_measured_jump(tiny):
     jump = record.task_events[0]["jump"]
     assert record.efficiency["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert jump["loss_after"] != jump["loss_before"]
+
+
+def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
+    """After recalibration the running mean of the first batch-norm is the average of the batch means
+    over the task's training batches at the final weights; the weights themselves do not move."""
+    from esacl.config import resolve
+    from esacl.data import BENCHMARKS
+    from esacl.train import Trainer, build
+    cfg, _ = resolve(tiny(method="esacl-noids"), BENCHMARKS["split_digits"].protocol)
+    trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
+    x, y = trainer.task_data(0)
+    trainer.selector.begin_task(0, y)
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.stem[1].running_mean.fill_(5.0)
+    trainer.recalibrate_bn(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
+    with torch.no_grad():
+        pre_bn = trainer.model.stem[0](x)                       # the stem conv's output, [N, C, 8, 8]
+    means = torch.stack([b.mean(dim=(0, 2, 3)) for b in pre_bn.split(cfg.batch_size)])
+    expected = means.mean(0)                                    # cumulative average: one value per batch
+    assert torch.allclose(trainer.model.stem[1].running_mean, expected, atol=1e-5)
+    assert trainer.model.stem[1].momentum == 0.1                # momentum restored
+    assert trainer.meter.snapshot()["bn_recalibration.forward"] == len(y) * trainer.meter.dense_forward
