@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's two commands:
-#   ./workbench.sh main   set up the environment, then run the split_digits comparison (EsaCL and baselines)
+#   ./workbench.sh main   set up the environment, then run the split_digits comparison: EsaCL against its baselines
 #   ./workbench.sh test   set up the same environment, then run the test suite
 # Set-up is idempotent: a second call reuses .venv while requirements.txt and pyproject.toml are unchanged.
 set -euo pipefail
@@ -27,7 +27,12 @@ case "${1:-}" in
   main)
     setup
     out="runs/main-$(date +%Y%m%d-%H%M%S)"
-    "$VENV/bin/esacl" run --benchmark split_digits --method sgd,joint,er,derpp,ewc --seed 0,1,2 --out "$out"
+    # Baselines, then EsaCL with its sharpness measurements; one combined table at the end.
+    "$VENV/bin/esacl" run --benchmark split_digits --method sgd,joint,er,derpp,ewc --seed 0,1,2 --out "$out" > /dev/null
+    "$VENV/bin/esacl" run --benchmark split_digits --method esacl,esacl-derpp --seed 0,1,2 --landscape true \
+      --out "$out" > /dev/null
+    "$VENV/bin/esacl" compare "$out"
+    echo "results in $(cd "$out" && pwd)"
     ;;
   test)
     setup

@@ -30,7 +30,7 @@ from esacl.train import build, load_model, one_shot_prune_jump
 
 DENSE = ["sgd", "derpp"]
 SPARSE = ["esacl", "esacl-derpp", "sam-gmp"]
-TIMED = ["sgd", "sam", "esacl-noids", "esacl", "derpp", "esacl-derpp"]
+TIMED = ["sgd", "sam", "sam-gmp", "esacl-noids", "esacl", "derpp", "esacl-derpp"]
 
 
 def run_grid(seeds, sparsities, out):

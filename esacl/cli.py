@@ -83,7 +83,9 @@ def cmd_run(args) -> None:
     records = []
     for i, cfg in enumerate(configs):
         if len(configs) > 1:
-            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method} seed {cfg.seed}", flush=True)
+            sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
+            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method}{sparsity} seed {cfg.seed}",
+                  file=sys.stderr, flush=True)
         records.append(run(cfg))
         if len(configs) == 1:
             print(records[-1].text())

@@ -29,9 +29,9 @@ def test_run_prints_the_matrix_and_show_prints_it_again(capsys, tmp_path):
 
 
 def test_a_grid_prints_the_comparison_table(capsys, tmp_path):
-    code, out, _ = cli(capsys, "run", "--method", "sgd,er", "--seed", "0,1", "--n-tasks", "2", "--epochs", "1",
-                       "--out", str(tmp_path), "--quiet")
-    assert code == 0 and "[4/4]" in out
+    code, out, err = cli(capsys, "run", "--method", "sgd,er", "--seed", "0,1", "--n-tasks", "2", "--epochs", "1",
+                         "--out", str(tmp_path), "--quiet")
+    assert code == 0 and "[4/4] split_digits er seed 1" in err
     assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2
     code, again, _ = cli(capsys, "compare", str(tmp_path))
     assert code == 0 and again.strip() in out
