@@ -6,7 +6,6 @@ is the step's business (steps.py), so every step mechanic wraps every learner un
 """
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
@@ -39,44 +38,43 @@ class Loss:
 class ReservoirBuffer:
     """A uniform sample of every example seen so far (Vitter's algorithm R), kept on the device.
 
-    Slot choices are drawn on the host from the buffer's own numpy generator (the count of seen
-    examples is host-side too), so adding costs one small index upload and no device sync.
+    Slots are drawn on the device from the buffer's own generator and the count of seen examples
+    is host-side, so adding a batch costs no host sync and no upload. Within one batch, when two
+    examples draw the same slot the later one wins (as one-by-one insertion would); losers and
+    rejected examples are written to a scratch row past the end, so every write is branch-free.
     """
 
-    def __init__(self, capacity: int, rng: np.random.Generator):
+    def __init__(self, capacity: int, seed: int):
         self.capacity = capacity
-        self.rng = rng
+        self.seed = seed
+        self.generator: torch.Generator | None = None    # created on the first batch's device
         self.n_seen = 0
-        self.data: dict[str, torch.Tensor] = {}     # name -> [capacity, ...]
+        self.data: dict[str, torch.Tensor] = {}           # name -> [capacity + 1 (scratch), ...]
 
     def __len__(self) -> int:
         return min(self.n_seen, self.capacity)
 
-    def slots(self, n: int) -> np.ndarray:
-        """Slot of each of the next `n` stream examples, or -1 where it is not kept."""
-        seen = self.n_seen + np.arange(n)
-        drawn = self.rng.integers(0, seen + 1)       # uniform in [0, i] for the i-th example
-        slot = np.where(seen < self.capacity, seen, drawn)
+    def slots(self, n: int, device) -> torch.Tensor:
+        """Slot of each of the next `n` stream examples; `capacity` (the scratch row) where not kept."""
+        if self.generator is None:
+            self.generator = torch.Generator(device).manual_seed(self.seed)
+        seen = self.n_seen + torch.arange(n, device=device)                                    # [n]
+        drawn = (torch.rand(n, generator=self.generator, device=device, dtype=torch.float64)
+                 * (seen + 1)).long()                                                          # uniform in [0, i]
+        slot = torch.where(seen < self.capacity, seen, drawn)
+        taken_later = (slot[:, None] == slot[None, :]).triu(diagonal=1).any(dim=1)             # [n]
         self.n_seen += n
-        return np.where(slot < self.capacity, slot, -1)
+        return torch.where((slot < self.capacity) & ~taken_later, slot, self.capacity)
 
     def add(self, **items: torch.Tensor) -> None:
         """Offer a batch of examples (equal-length tensors, e.g. x=, y=, logits=)."""
-        n = len(next(iter(items.values())))
-        slot = self.slots(n)
-        # Sequential semantics: when two examples of one batch draw the same slot, the later wins.
-        rev_slots, rev_first = np.unique(slot[::-1], return_index=True)
-        src = (n - 1 - rev_first)[rev_slots >= 0]
-        if len(src) == 0:
-            return
-        device = next(iter(items.values())).device
-        dst = torch.as_tensor(slot[src], device=device)
-        src = torch.as_tensor(src, device=device)
+        first = next(iter(items.values()))
+        slot = self.slots(len(first), first.device)
         for name, value in items.items():
             if name not in self.data:
-                self.data[name] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype,
-                                              device=device)
-            self.data[name][dst] = value[src].detach()
+                self.data[name] = torch.zeros((self.capacity + 1, *value.shape[1:]), dtype=value.dtype,
+                                              device=value.device)
+            self.data[name][slot] = value.detach()
 
     def sample(self, size: int) -> dict[str, torch.Tensor]:
         """`size` distinct stored examples (fewer while the buffer holds fewer), uniformly."""
@@ -84,16 +82,24 @@ class ReservoirBuffer:
         pick = torch.randperm(filled, device=self.data["y"].device)[:min(size, filled)]
         return {name: value[pick] for name, value in self.data.items()}
 
+    def contents(self) -> dict[str, torch.Tensor]:
+        """Every stored example (the scratch row excluded)."""
+        return {name: value[:len(self)] for name, value in self.data.items()}
+
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.data.values())
 
     def state_dict(self) -> dict:
-        return dict(n_seen=self.n_seen, data=dict(self.data), rng=self.rng.bit_generator.state)
+        return dict(n_seen=self.n_seen, data=dict(self.data),
+                    generator=self.generator.get_state() if self.generator is not None else None)
 
     def load_state_dict(self, state: dict) -> None:
         self.n_seen = state["n_seen"]
         self.data = dict(state["data"])
-        self.rng.bit_generator.state = state["rng"]
+        if state["generator"] is not None:
+            device = next(iter(self.data.values())).device
+            self.generator = torch.Generator(device)
+            self.generator.set_state(state["generator"].cpu())
 
 
 class Learner:
@@ -143,7 +149,7 @@ class Replay(Learner):
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
-        self.buffer = ReservoirBuffer(cfg.buffer_size, np.random.default_rng([seed, 1]))
+        self.buffer = ReservoirBuffer(cfg.buffer_size, seed + 1)
 
     def draw(self) -> dict:
         replay = self.buffer.sample(self.cfg.minibatch_size)

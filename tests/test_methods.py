@@ -20,10 +20,9 @@ def stream_through(buffer, n, batch):
 
 def test_reservoir_keeps_every_stream_item_with_equal_probability():
     capacity, n, trials = 10, 50, 2000
-    rng = np.random.default_rng(0)
     counts = np.zeros(n)
-    for _ in range(trials):
-        kept = stream_through(ReservoirBuffer(capacity, rng), n, batch=7).data["y"]
+    for trial in range(trials):
+        kept = stream_through(ReservoirBuffer(capacity, seed=trial), n, batch=7).contents()["y"]
         assert len(set(kept.tolist())) == capacity          # no slot holds a duplicate
         counts[kept.numpy()] += 1
     # Each item is kept with probability capacity / n; a chi-square test at p = 0.001.
@@ -32,17 +31,29 @@ def test_reservoir_keeps_every_stream_item_with_equal_probability():
     assert abs(counts[:25].sum() - counts[25:].sum()) / counts.sum() < 0.05
 
 
+def sequential_reservoir(capacity, n, seed):
+    """Algorithm R one example at a time, from the same uniform draws as the buffer's generator."""
+    u = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    kept = [None] * capacity
+    for i in range(n):
+        j = i if i < capacity else int(u[i] * (i + 1))
+        if j < capacity:
+            kept[j] = i
+    return kept
+
+
 def test_reservoir_batches_equal_one_by_one_insertion():
-    one = stream_through(ReservoirBuffer(8, np.random.default_rng(3)), 100, batch=1)
-    many = stream_through(ReservoirBuffer(8, np.random.default_rng(3)), 100, batch=13)
-    assert torch.equal(one.data["y"], many.data["y"]) and one.n_seen == many.n_seen == 100
+    expected = sequential_reservoir(8, 100, seed=3)
+    for batch in (1, 13, 100):                             # 100: one batch, many collisions resolved at once
+        buffer = stream_through(ReservoirBuffer(8, seed=3), 100, batch=batch)
+        assert buffer.contents()["y"].tolist() == expected and buffer.n_seen == 100
 
 
 def test_reservoir_sample_is_distinct_and_bounded_by_content():
-    buffer = stream_through(ReservoirBuffer(20, np.random.default_rng(0)), 5, batch=5)
+    buffer = stream_through(ReservoirBuffer(20, seed=0), 5, batch=5)
     drawn = buffer.sample(32)
     assert sorted(drawn["y"].tolist()) == [0, 1, 2, 3, 4]
-    buffer = stream_through(ReservoirBuffer(20, np.random.default_rng(0)), 100, batch=10)
+    buffer = stream_through(ReservoirBuffer(20, seed=0), 100, batch=10)
     assert len(set(buffer.sample(16)["y"].tolist())) == 16
 
 
