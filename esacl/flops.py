@@ -31,8 +31,10 @@ class FlopMeter:
     """Counts a run's training FLOPs by component, on the device (no host sync per step).
 
     The step names the component it is in (`with meter.phase("second_pass"):`); a forward
-    pre-hook on the model adds batch x per-example cost, and twice that for the backward when
-    gradients are enabled. `set_density` keeps the per-example cost current as masks change.
+    pre-hook on the backbone's first layer adds batch x per-example forward cost, and the backward
+    cost too when gradients are enabled. Hooking the first layer rather than the model's root
+    counts every forward through the backbone: feature-only forwards, and deep copies of the model
+    (a meter is shared, never copied). `set_density` keeps both costs current as masks change.
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple, device):
@@ -40,21 +42,32 @@ class FlopMeter:
         self.dense_forward = float(sum(self.by_module.values()))   # per example
         self.layer_flops: dict[str, float] = {}                    # prunable param name -> its module's FLOPs
         self.forward_cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)
+        self.backward_cost = 2 * self.forward_cost
         self.totals: dict[str, torch.Tensor] = {}                  # component -> FLOPs so far, on the device
         self.device = device
         self._phase = None
-        model.register_forward_pre_hook(self._count)
+        first = next(iter(self.by_module))                         # flop_counter lists modules in call order
+        model.get_submodule(first).register_forward_pre_hook(self._count)
+
+    def __deepcopy__(self, memo):
+        return self                                                 # copies of the model report here too
 
     def track(self, prunable: list[str]) -> None:
         """Declare the prunable parameters whose density scales their layer's FLOPs."""
         self.layer_flops = {name: float(self.by_module[name.rsplit(".", 1)[0]]) for name in prunable}
 
-    def set_density(self, masks: dict[str, torch.Tensor]) -> None:
-        """Per-example forward cost at these masks (device arithmetic: no sync)."""
-        cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
+    def set_density(self, masks: dict[str, torch.Tensor], grad_density: dict[str, torch.Tensor] | None = None) -> None:
+        """Per-example costs at these weight masks (device arithmetic: no sync). A backward pass is the
+        gradient w.r.t. activations (the forward's cost) plus w.r.t. weights (the forward's cost,
+        scaled by `grad_density` where only part of a layer's weight gradient is computed: DGM)."""
+        forward = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
+        weight_grad = forward.clone()
         for name, mask in masks.items():
-            cost = cost - self.layer_flops[name] * (1 - mask.double().mean())
-        self.forward_cost = cost
+            live = self.layer_flops[name] * mask.double().mean()
+            forward = forward - self.layer_flops[name] + live
+            kept = grad_density[name] if grad_density and name in grad_density else 1.0
+            weight_grad = weight_grad - self.layer_flops[name] + live * kept
+        self.forward_cost, self.backward_cost = forward, forward + weight_grad
 
     def phase(self, name: str):
         meter = self
@@ -70,10 +83,10 @@ class FlopMeter:
     def _count(self, module, args):
         if self._phase is None:
             return
-        cost = args[0].shape[0] * self.forward_cost
-        self._add(f"{self._phase}.forward", cost)
+        n = args[0].shape[0]
+        self._add(f"{self._phase}.forward", n * self.forward_cost)
         if torch.is_grad_enabled():
-            self._add(f"{self._phase}.backward", 2 * cost)
+            self._add(f"{self._phase}.backward", n * self.backward_cost)
 
     def _add(self, key: str, value: torch.Tensor) -> None:
         if key not in self.totals:

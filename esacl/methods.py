@@ -4,6 +4,7 @@ A base learner only says what the loss is (`Learner.loss`) and what to remember 
 (buffer, Fisher). How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning)
 is the step's business (steps.py), so every step mechanic wraps every learner unchanged.
 """
+import contextlib
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -110,6 +111,15 @@ class Learner:
         self.cfg = cfg
         self.n_classes = n_classes
         self.augment = augment or (lambda x: x)
+        self.meter = None              # flops.FlopMeter, for work a learner does outside the step
+
+    def attach(self, model) -> None:
+        """Add what the learner trains besides the backbone (a projection head) to `model`, so the
+        step updates it and checkpoints carry it. Called once, before the step is built."""
+
+    def phase(self, name: str):
+        """Count forwards made inside this block as training FLOPs of component `name`."""
+        return self.meter.phase(name) if self.meter is not None else contextlib.nullcontext()
 
     def begin_task(self, task, model) -> None:
         pass

@@ -345,8 +345,10 @@ def build(cfg: RunConfig, device: torch.device):
     model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width).to(device)
     preset = PRESETS[cfg.method]
     learner = build_learner(cfg, bench.n_classes, bench.augment)
+    learner.attach(model)
     meter = FlopMeter(model, bench.input_shape, device)
     meter.track(model.prunable())
+    learner.meter = meter
     step = build_step(cfg, preset, model, build_selector(preset, cfg, device), meter)
     return bench, model, learner, step, meter
 
