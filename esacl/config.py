@@ -69,6 +69,17 @@ class RunConfig:
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
     bn_recalibrate: bool = knob(True, "sparse methods: recompute batch-norm running statistics at each task end "
                                 "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)")
+    # SparCL (Wang et al. 2022): task-aware dynamic masking and dynamic gradient masking.
+    tdm: bool = knob(True, "SparCL: task-aware dynamic masking of the prunable weights (off: dense weights)")
+    tdm_every: int | None = knob(None, "SparCL: epochs between two prune-and-grow mask updates", interval="[1, inf)")
+    tdm_gap: float = knob(0.01, "SparCL: prune to target + gap, then regrow to the target (the schedule's bounds)",
+                          interval="[0, 1)")
+    tdm_lambda: float = knob(0.5, "SparCL: importance |w| + lambda |grad w| for pruning", interval="[0, inf)")
+    dgm: bool = knob(True, "SparCL: dynamic gradient masking of the prunable layers")
+    dgm_keep: float = knob(0.2, "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)",
+                           interval="(0, 1]")
+    dgm_every: int = knob(30, "SparCL: batches (within an epoch) between two gradient-mask updates",
+                          interval="[1, inf)")
     # SAM ascent.
     rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
     asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
@@ -79,10 +90,11 @@ class RunConfig:
                                     interval="[1, inf)")
     support_rule: str = knob("sharpest", "which examples the second pass keeps: the 'sharpest' (IDS) or a "
                              "'random' subset of the same size (control)", choices=lambda: ["random", "sharpest"])
-    ere_fraction: float = knob(0.3, "share of a task's examples removed by redundant example elimination",
+    removal_fraction: float = knob(0.3, "share of a task's examples removed (IDS's redundant example elimination, "
+                                   "SparCL's dynamic data removal)",
                                interval="[0, 1)")
-    ere_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
-    ere_until: int | None = knob(None, "removals happen during the first this-many epochs of a task",
+    removal_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
+    removal_until: int | None = knob(None, "removals happen during the first this-many epochs of a task",
                                  interval="[1, inf)")
     ere_score: str = knob("sharpness", "what marks an example redundant: lowest running 'sharpness' score, or "
                           "fewest 'forgetting' events", choices=lambda: ["forgetting", "sharpness"])
@@ -215,7 +227,8 @@ def _in_interval(value: float, interval: str) -> bool:
 
 
 # Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
-PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "ere_every", "ere_until")
+PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "removal_every",
+                 "removal_until", "tdm_every")
 
 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:

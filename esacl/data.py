@@ -90,7 +90,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         "scikit-learn digits, 5 tasks x 2 classes, 8x8 gray; offline, seconds on a CPU",
         n_tasks=5, classes_per_task=2,
         protocol=dict(epochs=5, batch_size=32, lr=0.03, buffer_size=200, minibatch_size=32, width=32,
-                      ere_every=1, ere_until=3),
+                      removal_every=1, removal_until=3, tdm_every=1),
         loader=_load_split_digits),
 }
 

@@ -56,17 +56,19 @@ class FlopMeter:
         """Declare the prunable parameters whose density scales their layer's FLOPs."""
         self.layer_flops = {name: float(self.by_module[name.rsplit(".", 1)[0]]) for name in prunable}
 
-    def set_density(self, masks: dict[str, torch.Tensor], grad_density: dict[str, torch.Tensor] | None = None) -> None:
+    def set_density(self, masks: dict[str, torch.Tensor], grad_density: dict[str, float] | None = None) -> None:
         """Per-example costs at these weight masks (device arithmetic: no sync). A backward pass is the
-        gradient w.r.t. activations (the forward's cost) plus w.r.t. weights (the forward's cost,
-        scaled by `grad_density` where only part of a layer's weight gradient is computed: DGM)."""
+        gradient w.r.t. activations (the forward's cost) plus w.r.t. weights: the forward's cost, or,
+        where only part of a layer's weight gradient is computed (DGM), the layer's dense cost times
+        `grad_density[name]` (the share of the layer's gradient entries kept), at most its live share."""
         forward = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
         weight_grad = forward.clone()
         for name, mask in masks.items():
-            live = self.layer_flops[name] * mask.double().mean()
-            forward = forward - self.layer_flops[name] + live
-            kept = grad_density[name] if grad_density and name in grad_density else 1.0
-            weight_grad = weight_grad - self.layer_flops[name] + live * kept
+            density = mask.double().mean()
+            forward = forward - self.layer_flops[name] * (1 - density)
+            if grad_density and name in grad_density:
+                density = density.clamp(max=grad_density[name])
+            weight_grad = weight_grad - self.layer_flops[name] * (1 - density)
         self.forward_cost, self.backward_cost = forward, forward + weight_grad
 
     def phase(self, name: str):

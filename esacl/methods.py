@@ -296,6 +296,7 @@ SPARSIFIERS = {
     "grda": (False, "dual_averaging"),
     "sdp": (True, "dual_averaging"),
     "sam-gmp": (True, "magnitude"),
+    "sparcl": (False, "sparcl"),
 }
 
 
@@ -313,6 +314,7 @@ class Preset:
 
 
 _ESACL = "EsaCL, Ren & Honavar SDM 2024: SDP + IDS as reconstructed in docs/method.md"
+_SPARCL = "SparCL, Wang et al. NeurIPS 2022: TDM + DGM + DDR as its official code runs them"
 PRESETS: dict[str, Preset] = {
     "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
     "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
@@ -329,6 +331,9 @@ PRESETS: dict[str, Preset] = {
     "grda": Preset("finetune", "grda", "none", "ablation: dual-averaging pruning without SAM (gRDA, Chao et al. 2020)"),
     "sam-gmp": Preset("finetune", "sam-gmp", "none",
                       "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging"),
+    "sparcl-er": Preset("er", "sparcl", "ddr", _SPARCL + ", on ER"),
+    "sparcl-derpp": Preset("derpp", "sparcl", "ddr", _SPARCL + ", on DER++"),
+    "sparcl-ewc": Preset("ewc", "sparcl", "ddr", _SPARCL + ", on online EWC"),
 }
 
 

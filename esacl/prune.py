@@ -63,6 +63,9 @@ class Dense:
     def begin_task(self, task: int, steps_in_task: int) -> None:
         pass
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch of a task (epochs count from 0 in every task)."""
+
     def update(self) -> None:
         sgd(self.params, self.lr)
 
@@ -193,4 +196,84 @@ class Magnitude(_Pruner):
             self.prunable[n].mul_(self.masks[n])
 
 
-PRUNERS = {"dense": Dense, "dual_averaging": DualAveraging, "magnitude": Magnitude}
+class SparCL(_Pruner):
+    """SparCL's sparsifier (Wang et al. NeurIPS 2022, as its official code runs it).
+
+    TDM, task-aware dynamic masking (`tdm`): at epoch 0 of every task and every `tdm_every` epochs,
+    prune each prunable layer to a lower bound by importance |w| + lambda |grad w|, then regrow
+    randomly chosen pruned weights, at zero, up to an upper bound. The bounds restart every task:
+    (s, s - gap) before the first `tdm_every` epochs, (s + gap, s) until `tdm_every` epochs before
+    the end, then (s, s): a fixed mask. Pruned weights and their gradients stay zero in between.
+    DGM, dynamic gradient masking (`dgm`): every `dgm_every` batches of an epoch, keep the largest
+    `dgm_keep` share of each prunable layer's weight-gradient entries (after the weight mask) and
+    reuse that mask in between; the weight-gradient FLOPs shrink accordingly.
+    """
+
+    def __init__(self, model, cfg, meter=None):
+        super().__init__(model, cfg, meter)
+        self.grad_masks: dict[str, torch.Tensor] = {}
+        self.epochs = cfg.epochs
+        self.batch_in_epoch = 0
+        self.target = 0.0                  # the upper bound in force: what the masks hold between updates
+
+    def begin_epoch(self, epoch):
+        self.batch_in_epoch = 0
+        if not self.cfg.tdm or epoch % self.cfg.tdm_every:
+            return
+        every, s, gap = self.cfg.tdm_every, self.cfg.sparsity, self.cfg.tdm_gap
+        stage = sum(epoch >= e for e in (every, self.epochs - every))
+        lower, upper = [(s, s - gap), (s + gap, s), (s, s)][stage]
+        lower, upper = min(lower, 0.999), max(upper, 0.0)
+        with torch.no_grad():
+            importance = {n: p.abs() + (self.cfg.tdm_lambda * p.grad.abs() if p.grad is not None else 0)
+                          for n, p in self.prunable.items()}
+            self.masks = topk_masks(importance, lower, self.cfg.sparsity_scope)
+            for n, p in self.prunable.items():
+                p.mul_(self.masks[n])                                # pruned: zero
+                pruned = (~self.masks[n]).flatten().nonzero().flatten()
+                grow = round((lower - upper) * p.numel())
+                regrow = pruned[torch.randperm(len(pruned), device=pruned.device)[:grow]]
+                self.masks[n].view(-1)[regrow] = True                 # regrown weights start at zero
+        self.target = upper
+        self._report()
+
+    def sparsity(self):
+        return self.target
+
+    def update(self):
+        with torch.no_grad():
+            for n, p in self.prunable.items():
+                if p.grad is None:
+                    continue
+                p.grad.mul_(self.masks[n])
+                if self.cfg.dgm:
+                    if self.batch_in_epoch % self.cfg.dgm_every == 0 or n not in self.grad_masks:
+                        self.grad_masks[n] = topk_masks({n: p.grad}, 1 - self.cfg.dgm_keep, "layer")[n]
+                    p.grad.mul_(self.grad_masks[n])
+        sgd(self.params, self.lr)
+        with torch.no_grad():
+            for n, p in self.prunable.items():
+                p.mul_(self.masks[n])
+        self.batch_in_epoch += 1
+        self.n_steps += 1
+
+    def _report(self):
+        if self.meter is not None:
+            keep = {n: self.cfg.dgm_keep for n in self.prunable} if self.cfg.dgm else None
+            self.meter.set_density(self.masks, keep)
+
+    def project(self):
+        super().project()
+        self._report()
+
+    def state_dict(self):
+        return dict(super().state_dict(), grad_masks=self.grad_masks, batch_in_epoch=self.batch_in_epoch,
+                    target=self.target)
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.grad_masks, self.batch_in_epoch, self.target = dict(state["grad_masks"]), state["batch_in_epoch"], state["target"]
+        self._report()
+
+
+PRUNERS = {"dense": Dense, "dual_averaging": DualAveraging, "magnitude": Magnitude, "sparcl": SparCL}

@@ -3,11 +3,9 @@
 `AllData` trains on every example. `IDS` is EsaCL's intelligent data selection:
 - batch level (support example selection): the SAM second pass runs on the K examples of the
   batch whose loss rises most under the ascent, s_i = l_i(w + eps) - l_i(w) (steps.Step);
-- task level (redundant example elimination, ERE): every `ere_every` epochs during the first
-  `ere_until` epochs of a task, the active examples with the lowest running score leave the task,
-  in equal shares, up to `ere_fraction` of it. The score is the mean sharpness score so far, or
-  (ere_score='forgetting', as SparCL's DDR) the count of forgetting events, fewest first, with
-  never-learned examples kept.
+- task level (redundant example elimination): `Elimination`'s schedule, lowest mean sharpness
+  score first.
+`DDR` is SparCL's dynamic data removal on the same schedule, by forgetting events.
 Per-example statistics live on the device, indexed by the batch's task positions: no sync per step.
 """
 import math
@@ -57,15 +55,16 @@ class AllData:
         self.active, self.epoch = state["active"], state["epoch"]
 
 
-class IDS(AllData):
-    """Support example selection per batch + redundant example elimination per task."""
+class Elimination(AllData):
+    """Task-level removal: at the end of every `removal_every`-th epoch during the first
+    `removal_until` epochs, the active examples with the lowest score leave the task, in equal
+    shares, up to `removal_fraction` of it. Keeps per-example statistics on the device: forgetting
+    events (a correct -> wrong flip of pass 1's prediction), and sharpness scores when given."""
+    reset_after_removal = False
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
         self.stats: dict[str, torch.Tensor] = {}
-
-    def support_size(self, batch):
-        return support_size(self.cfg, batch)
 
     def begin_task(self, task, y):
         super().begin_task(task, y)
@@ -93,29 +92,36 @@ class IDS(AllData):
             s["epoch_kept"][self.epoch, idx[keep]] = True
 
     def removal_counts(self, n: int) -> dict[int, int]:
-        """Epoch -> examples removed at its end: equal shares, at most ere_fraction * n in all."""
-        epochs = [e for e in range(self.cfg.epochs) if (e + 1) % self.cfg.ere_every == 0 and e + 1 <= self.cfg.ere_until]
-        total = math.floor(self.cfg.ere_fraction * n)
+        """Epoch -> examples removed at its end: equal shares, at most removal_fraction * n in all."""
+        epochs = [e for e in range(self.cfg.epochs)
+                  if (e + 1) % self.cfg.removal_every == 0 and e + 1 <= self.cfg.removal_until]
+        total = math.floor(self.cfg.removal_fraction * n)
         if not epochs or total == 0:
             return {}
         shares = np.diff(np.round(np.linspace(0, total, len(epochs) + 1)).astype(int))
         return dict(zip(epochs, shares.tolist()))
+
+    def forgetting_score(self) -> torch.Tensor:
+        """Forgetting events, never-learned examples last (SparCL's ranking: they are kept)."""
+        return self.stats["forget_count"].float().masked_fill(~self.stats["learned"], float("inf"))
+
+    def score(self) -> torch.Tensor:
+        return self.forgetting_score()
 
     def end_epoch(self):
         count = self.removal_counts(len(self.stats["y"])).get(self.epoch, 0)
         if count == 0:
             return None
         s = self.stats
-        if self.cfg.ere_score == "forgetting":
-            score = s["forget_count"].float().masked_fill(~s["learned"], float("inf"))
-        else:
-            score = s["score_sum"] / s["score_count"].clamp_min(1)
-        order = score[self.active].argsort(stable=True)                                   # lowest first
+        order = self.score()[self.active].argsort(stable=True)                           # lowest first
         removed = self.active[order[:count]]
         s["removed_epoch"][removed] = self.epoch
         self.active = self.active[order[count:]].sort().values
+        if self.reset_after_removal:
+            for key in ("forget_count", "last_correct", "learned"):
+                s[key].zero_()
         return dict(event="eliminate", epoch=self.epoch, removed=count, remaining=len(self.active),
-                    score=self.cfg.ere_score)
+                    score=type(self).__name__.lower())
 
     def task_record(self):
         s = self.stats
@@ -132,7 +138,27 @@ class IDS(AllData):
         self.stats = dict(state["stats"])
 
 
-SELECTORS = {"none": AllData, "ids": IDS}
+class IDS(Elimination):
+    """EsaCL's data selection: support example selection per batch (the SAM second pass keeps the
+    sharpest K) + redundant example elimination per task, by the mean sharpness score so far
+    (ere_score='sharpness') or by forgetting events (ere_score='forgetting')."""
+
+    def support_size(self, batch):
+        return support_size(self.cfg, batch)
+
+    def score(self):
+        if self.cfg.ere_score == "forgetting":
+            return self.forgetting_score()
+        return self.stats["score_sum"] / self.stats["score_count"].clamp_min(1)
+
+
+class DDR(Elimination):
+    """SparCL's dynamic data removal: fewest forgetting events first, never-learned examples kept,
+    forgetting statistics reset after each removal (as its official code does)."""
+    reset_after_removal = True
+
+
+SELECTORS = {"none": AllData, "ids": IDS, "ddr": DDR}
 
 
 def build_selector(preset, cfg, device) -> AllData:

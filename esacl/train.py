@@ -178,6 +178,7 @@ class Trainer:
                       desc=f"task {t + 1}/{bench.n_tasks}", disable=not cfg.progress, leave=False) as bar:
                 for epoch in range(start_epoch, cfg.epochs):
                     self.selector.begin_epoch(epoch)
+                    self.pruner.begin_epoch(epoch)
                     tic = time.perf_counter()
                     mean_loss, samples = self.train_epoch(x, y, bar)
                     mean_loss = mean_loss.item()                                   # host sync: once per epoch

@@ -73,3 +73,17 @@ def test_sparse_model_size_is_nonzeros_plus_a_bitmap():
     sizes = sparse_model_bytes(model, {"stage1.0.0.weight": mask})
     n = mask.numel()
     assert sizes["model_dense"] - sizes["model_sparse"] == 4 * n - (4 * 100 + (n + 7) // 8)
+
+
+def test_dgm_scales_the_weight_gradient_term_only():
+    model, meter = meter_and_model()
+    half = torch.zeros(2 * W, W, 3, 3, dtype=torch.bool)
+    half.view(-1)[: half.numel() // 2] = True
+    full = torch.ones(4 * W, 2 * W, 3, 3, dtype=torch.bool)
+    meter.set_density({"stage1.0.0.weight": half, "stage2.0.0.weight": full},
+                      grad_density={"stage1.0.0.weight": 0.2, "stage2.0.0.weight": 0.2})
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    forward = dense - 0.5 * STAGE1
+    assert meter.forward_cost.item() == pytest.approx(forward)
+    # backward = activation gradients (the forward's cost) + weight gradients (20% of each layer).
+    assert meter.backward_cost.item() == pytest.approx(forward + dense - 0.8 * STAGE1 - 0.8 * STAGE2)

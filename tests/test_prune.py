@@ -101,3 +101,72 @@ def test_accumulator_persists_across_tasks_unless_reset():
         named = dict(model.named_parameters())
         for n, a in pruner.accumulator.items():
             assert torch.equal(a, named[n].detach() if reset else before[n])
+
+
+def sparcl(model, **changes):
+    from esacl.prune import SparCL
+    cfg = config(**dict(dict(method="sparcl-er", sparsity=0.75, epochs=10, tdm_every=2, tdm_gap=0.05), **changes))
+    return SparCL(model, cfg)
+
+
+def test_tdm_prunes_to_the_lower_bound_and_regrows_zeros_to_the_upper():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 8)
+    pruner = sparcl(model)
+    named = dict(model.named_parameters())
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = {n: named[n].detach().clone() for n in pruner.prunable}
+    importance = {n: before[n].abs() + 0.5 * named[n].grad.abs() for n in pruner.prunable}
+    pruner.begin_epoch(0)                                     # bounds (s, s - gap) = (0.75, 0.70)
+    for n, mask in pruner.masks.items():
+        size = mask.numel()
+        kept_by_importance = topk_masks({n: importance[n]}, 0.75, "layer")[n]
+        regrown = mask & ~kept_by_importance
+        assert int(mask.sum()) == size - round(0.75 * size) + round(0.05 * size)      # the upper bound
+        assert int(regrown.sum()) == round(0.05 * size)
+        assert (named[n][regrown] == 0).all()                                         # regrown start at zero
+        assert torch.equal(named[n][kept_by_importance], before[n][kept_by_importance])
+        assert (named[n][~mask] == 0).all()
+
+
+def test_tdm_bounds_follow_the_schedule_and_restart_every_task():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 8)
+    pruner = sparcl(model)
+    densities = []
+    for task in range(2):
+        pruner.begin_task(task, 100)
+        for epoch in range(10):
+            pruner.begin_epoch(epoch)
+            densities.append(round(pruner.sparsity(), 4))
+    # every 2 epochs: (0.75, 0.70) first, (0.80, 0.75) from epoch 2, fixed (0.75, 0.75) from epoch 8.
+    assert densities[:10] == [0.70, 0.70, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75]
+    assert densities[10:] == densities[:10]
+    layer = pruner.masks["stage1.0.0.weight"]
+    assert int((~layer).sum()) == round(0.75 * layer.numel())     # the fixed mask sits at the target
+
+
+def test_dgm_keeps_the_top_share_of_gradients_and_refreshes_on_schedule():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 8)
+    pruner = sparcl(model, dgm_keep=0.2, dgm_every=3, lr=1.0)
+    pruner.begin_epoch(0)
+    name = "stage1.0.0.weight"
+    w = dict(model.named_parameters())[name]
+    masks_seen = []
+    for batch in range(4):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        raw = w.grad.clone() * pruner.masks[name]
+        before = w.detach().clone()
+        pruner.update()
+        applied = before - w.detach()                             # lr 1: the gradient that was applied
+        if batch % 3 == 0:                                        # refresh: the top 20% of |grad| survive
+            expected = topk_masks({name: raw}, 0.8, "layer")[name]
+            assert int((applied != 0).sum()) == round(0.2 * raw.numel())
+            assert torch.equal(applied != 0, expected)
+        masks_seen.append(pruner.grad_masks[name].clone())
+        assert ((applied != 0) <= masks_seen[-1]).all()           # nothing outside the gradient mask moves
+    assert torch.equal(masks_seen[0], masks_seen[1]) and torch.equal(masks_seen[1], masks_seen[2])
+    assert not torch.equal(masks_seen[2], masks_seen[3])          # batch 3: recomputed

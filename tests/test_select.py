@@ -6,7 +6,7 @@ from helpers import config
 
 
 def ids(n=100, **changes):
-    cfg = config(**dict(dict(method="esacl", epochs=5, ere_fraction=0.3, ere_every=1, ere_until=3), **changes))
+    cfg = config(**dict(dict(method="esacl", epochs=5, removal_fraction=0.3, removal_every=1, removal_until=3), **changes))
     selector = IDS(cfg, "cpu")
     selector.begin_task(0, torch.arange(n) % 2)
     return selector
@@ -15,9 +15,9 @@ def ids(n=100, **changes):
 def test_removal_schedule_is_equal_shares_up_to_the_fraction():
     assert ids().removal_counts(100) == {0: 10, 1: 10, 2: 10}
     assert sum(ids().removal_counts(101).values()) == 30          # floor(0.3 * 101)
-    selector = ids(ere_every=2, ere_until=5)
+    selector = ids(removal_every=2, removal_until=5)
     assert selector.removal_counts(100) == {1: 15, 3: 15}
-    assert ids(ere_fraction=0.0).removal_counts(100) == {}
+    assert ids(removal_fraction=0.0).removal_counts(100) == {}
 
 
 def test_elimination_removes_the_lowest_running_scores_and_records_them():
@@ -40,7 +40,7 @@ def test_elimination_removes_the_lowest_running_scores_and_records_them():
 
 
 def test_forgetting_score_removes_fewest_forgettings_and_keeps_the_never_learned():
-    selector = ids(n=10, ere_score="forgetting", ere_fraction=0.5, ere_until=1)
+    selector = ids(n=10, ere_score="forgetting", removal_fraction=0.5, removal_until=1)
     s = selector.stats
     s["forget_count"][:] = torch.tensor([3, 0, 1, 0, 2, 5, 0, 4, 1, 0], dtype=torch.int32)
     s["learned"][:] = True
@@ -60,3 +60,33 @@ def test_forgetting_events_count_correct_to_wrong_transitions():
         selector.record(batch, Loss(torch.zeros(()), torch.zeros(4), logits))
     assert selector.stats["forget_count"].tolist() == [2, 2, 2, 2]
     assert selector.stats["learned"].all()
+
+
+def test_ddr_removes_the_stated_counts_at_the_stated_epochs_fewest_forgettings_first():
+    from esacl.select import DDR
+    cfg = config(method="sparcl-er", epochs=6, removal_fraction=0.4, removal_every=2, removal_until=4)
+    selector = DDR(cfg, "cpu")
+    selector.begin_task(0, torch.arange(20) % 2)
+    assert selector.removal_counts(20) == {1: 4, 3: 4}
+    s = selector.stats
+    counts = torch.tensor([5, 0, 1, 0, 2, 7, 0, 3, 1, 0, 4, 2, 6, 1, 0, 3, 2, 8, 5, 1], dtype=torch.int32)
+    s["forget_count"][:] = counts
+    s["learned"][:] = True
+    s["learned"][[1, 3]] = False                                   # zero forgettings but never learned: kept
+    events = []
+    for epoch in range(6):
+        selector.begin_epoch(epoch)
+        if epoch == 2:                                             # fresh statistics after the first removal
+            assert int(s["forget_count"].sum()) == 0 and not s["learned"].any()
+            s["forget_count"][:] = counts
+            s["learned"][:] = True
+            s["learned"][[1, 3]] = False
+        event = selector.end_epoch()
+        if event:
+            events.append((epoch, event["removed"]))
+    assert events == [(1, 4), (3, 4)]
+    first = set((s["removed_epoch"] == 1).nonzero().flatten().tolist())
+    second = set((s["removed_epoch"] == 3).nonzero().flatten().tolist())
+    assert first == {6, 9, 14, 2}                                   # the zero counts, then the first single one (stable)
+    assert second == {8, 13, 19, 4}                                 # the remaining ones, then the first two
+    assert not {1, 3} & (first | second)

@@ -106,7 +106,8 @@ def test_task_il_masks_the_logits_of_other_tasks(tiny):
     assert task_il[1] == pytest.approx(share(1, bench.tasks[1].classes[1]), abs=1e-4)
 
 
-SPARSE = ["esacl", "esacl-er", "esacl-derpp", "esacl-ewc", "esacl-noids", "grda", "sam-gmp"]
+SPARSE = ["esacl", "esacl-er", "esacl-derpp", "esacl-ewc", "esacl-noids", "grda", "sam-gmp",
+          "sparcl-er", "sparcl-derpp", "sparcl-ewc"]
 
 
 @pytest.mark.parametrize("method", SPARSE + ["sam", "ids-only"])
@@ -133,7 +134,7 @@ def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
 
 
 def test_ids_records_its_selections_per_task(tiny):
-    record = esacl.run(tiny(method="esacl", epochs=3, ere_every=1, ere_until=2, ere_fraction=0.2))
+    record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, removal_fraction=0.2))
     for t in range(2):
         sel = esacl.load_selections(record.path, t)
         n = len(sel["y"])
