@@ -123,9 +123,11 @@ def cmd_compare(args) -> None:
 
 def cmd_methods(args) -> None:
     from .methods import PRESETS
-    print(f"{'method':10s} {'learner':9s} {'sparsifier':11s} {'selector':9s} source")
-    for name, p in PRESETS.items():
-        print(f"{name:10s} {p.learner:9s} {p.sparsifier:11s} {p.selector:9s} {p.source}")
+    rows = [("method", "learner", "sparsifier", "selector", "source")]
+    rows += [(name, p.learner, p.sparsifier, p.selector, p.source) for name, p in PRESETS.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(f"{cell:{w}s}" for cell, w in zip(row, widths)) + "  " + row[4])
 
 
 def cmd_benchmarks(args) -> None:

@@ -313,8 +313,8 @@ class Preset:
         return SPARSIFIERS[self.sparsifier][1] != "dense"
 
 
-_ESACL = "EsaCL, Ren & Honavar SDM 2024: SDP + IDS as reconstructed in docs/method.md"
-_SPARCL = "SparCL, Wang et al. NeurIPS 2022: TDM + DGM + DDR as its official code runs them"
+_ESACL = "EsaCL (Ren & Honavar SDM 2024), reconstruction: docs/method.md"
+_SPARCL = "SparCL (Wang et al. NeurIPS 2022), official code's settings"
 PRESETS: dict[str, Preset] = {
     "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
     "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
