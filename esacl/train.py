@@ -106,7 +106,8 @@ class Trainer:
     """For each task: begin_task -> epochs of steps -> end_task -> evaluate every seen task.
 
     Emits one event per epoch and per task to the run directory and to `callbacks`
-    (each called as `callback(event: dict)`), and checkpoints after every epoch.
+    (each called as `callback(event: dict)`; callbacks also get a first, unrecorded
+    `{"event": "start", "run_dir": ..., "config": ...}`), and checkpoints after every epoch.
     """
 
     def __init__(self, cfg, bench, model, learner, step, meter, rundir: RunDir, callbacks=()):
@@ -166,6 +167,9 @@ class Trainer:
     def fit(self) -> None:
         cfg, bench = self.cfg, self.bench
         start_task, start_epoch = self.next
+        for callback in self.callbacks:          # not a recorded event: tells live views where the run is
+            callback(dict(event="start", run_dir=str(self.rundir.path), config=cfg.to_dict(),
+                          task=start_task, epoch=start_epoch))
         for t in range(start_task, bench.n_tasks):
             task = bench.tasks[t]
             x, y = self.task_data(t)
