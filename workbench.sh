@@ -23,9 +23,16 @@ setup() {
   echo "$want" > "$stamp"
 }
 
+assets() {
+  # The widget manager bundle that exported reports embed (pinned, integrity-checked): fetched here,
+  # at set-up, never when a report is written.
+  "$VENV/bin/python" -c "from esacl.report import fetch_embed_js; fetch_embed_js()"
+}
+
 case "${1:-}" in
   main)
     setup
+    assets
     out="runs/main-$(date +%Y%m%d-%H%M%S)"
     # Baselines, then EsaCL with its sharpness measurements; one combined table at the end.
     "$VENV/bin/esacl" run --benchmark split_digits --method sgd,joint,er,derpp,ewc --seed 0,1,2 --out "$out" > /dev/null
@@ -36,6 +43,7 @@ case "${1:-}" in
     ;;
   test)
     setup
+    assets
     "$VENV/bin/python" -m pytest -q
     ;;
   *)

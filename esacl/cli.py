@@ -1,4 +1,4 @@
-"""Command line: `esacl run | show | compare | methods | benchmarks`.
+"""Command line: `esacl run | show | compare | notebook | report | methods | benchmarks`.
 
 User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
 """
@@ -37,6 +37,21 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="mean +- std over seeds of every run found under the folders")
     compare.add_argument("folders", nargs="+", metavar="FOLDER")
+
+    notebook = sub.add_parser("notebook", help="execute a benchmark notebook with papermill into a run directory "
+                              "(comma lists for " + ", ".join(GRID_KEYS) + " run a grid in this process)")
+    notebook.add_argument("notebook", metavar="NOTEBOOK", help="split_digits, split_cifar10, ...")
+    notebook.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                          help="a notebook parameter (a RunConfig key)")
+    notebook.add_argument("--out", default="runs", help="parent folder of the run directories")
+    notebook.add_argument("--report", action="store_true", help="also write one HTML report over the runs")
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of runs (one, or a comparison)")
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_FOLDER")
+    report.add_argument("--detail", nargs="+", metavar="RUN_DIR", help="runs shown with every dashboard "
+                        "(default: the only run, or the lowest seed of each method, sparse methods first)")
+    report.add_argument("--out", default="reports", help="folder of the HTML report")
+    report.add_argument("--title", help="the report's title")
 
     sub.add_parser("methods", help="list the method presets and their composition")
     sub.add_parser("benchmarks", help="list the benchmarks and their protocol defaults")
@@ -106,6 +121,44 @@ def _find_runs(folders: list[str]) -> list[Path]:
     return found
 
 
+def cmd_notebook(args) -> None:
+    from .report import check_parameters, execute_notebook, notebook_path, write_report
+    path = notebook_path(args.notebook)
+    given = dict(args.parameter)
+    for key in ("out", "progress"):
+        if key in given:
+            raise UserError(f"'-p {key}' is set by esacl notebook itself; use --out")
+    axes = {k: given.pop(k).split(",") for k in GRID_KEYS if k in given and "," in given[k]}
+    grid = [dict(given, **dict(zip(axes, values))) for values in itertools.product(*axes.values())]
+    if len(grid) > 1 and "name" in given:
+        raise UserError("parameter 'name' names one run; drop it when running a grid")
+    checked = [check_parameters(path, params) for params in grid]        # every point, before any kernel starts
+    run_dirs = []
+    for i, params in enumerate(checked):
+        print(f"[{i + 1}/{len(checked)}] {args.notebook} " + " ".join(f"{k}={v}" for k, v in params.items()),
+              file=sys.stderr, flush=True)
+        run_dirs.append(execute_notebook(args.notebook, params, out=args.out))
+        print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
+    if len(run_dirs) > 1:
+        from .record import comparison_table, load_run
+        print(comparison_table([load_run(d) for d in run_dirs]))
+    else:
+        from .record import load_run
+        print(load_run(run_dirs[0]).text())
+    if args.report:
+        print(f"\nreport: {write_report(run_dirs)}")
+    print(f"\nresults in {Path(args.out).resolve() if len(run_dirs) > 1 else run_dirs[0]}")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+    runs = []
+    for path in args.paths:
+        runs += [path] if (Path(path) / "config.json").is_file() else [str(p) for p in _find_runs([path])]
+    print(f"writing a report over {len(runs)} run(s) ...", file=sys.stderr, flush=True)
+    print(write_report(runs, detail=args.detail, out=args.out, title=args.title))
+
+
 def cmd_show(args) -> None:
     from .record import load_run
     for i, path in enumerate(args.run_dirs):
@@ -137,7 +190,8 @@ def cmd_benchmarks(args) -> None:
         print(f"{name:20s} {spec.summary}\n{'':20s} defaults: {proto}")
 
 
-COMMANDS = dict(run=cmd_run, show=cmd_show, compare=cmd_compare, methods=cmd_methods, benchmarks=cmd_benchmarks)
+COMMANDS = dict(run=cmd_run, show=cmd_show, compare=cmd_compare, notebook=cmd_notebook, report=cmd_report,
+                methods=cmd_methods, benchmarks=cmd_benchmarks)
 
 
 def main(argv=None) -> int:

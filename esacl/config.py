@@ -53,6 +53,15 @@ class RunConfig:
     beta: float = knob(0.5, "DER++ replay cross-entropy weight", interval="[0, inf)")
     ewc_lambda: float = knob(10.0, "online EWC penalty weight", interval="[0, inf)")
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
+    co2l_temperature: float = knob(0.5, "CO2L: temperature of the asymmetric supervised contrastive loss",
+                                   interval="(0, inf)")
+    co2l_current_temperature: float = knob(0.2, "CO2L: relation-distillation temperature of the current model",
+                                           interval="(0, inf)")
+    co2l_past_temperature: float = knob(0.01, "CO2L: relation-distillation temperature of the past model",
+                                        interval="(0, inf)")
+    co2l_distill: float = knob(1.0, "CO2L: weight of the instance-wise relation distillation", interval="[0, inf)")
+    co2l_probe_epochs: int = knob(50, "CO2L: epochs of the linear probe trained at each task end",
+                                  interval="[1, inf)")
     # Sparsifier (SDP, GMP): which weights, how many, and how the threshold moves.
     sparsity: float | None = knob(None, "target sparsity of the prunable layers (default: 0.9 for sparse "
                                   "methods, 0 for dense ones)", interval="[0, 1)")

@@ -321,10 +321,13 @@ PRESETS: dict[str, Preset] = {
     "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
     "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
     "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
+    "co2l": Preset("co2l", "none", "none",
+                   "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer"),
     "esacl": Preset("finetune", "sdp", "ids", _ESACL),
     "esacl-er": Preset("er", "sdp", "ids", _ESACL + ", on ER"),
     "esacl-derpp": Preset("derpp", "sdp", "ids", _ESACL + ", on DER++"),
     "esacl-ewc": Preset("ewc", "sdp", "ids", _ESACL + ", on online EWC"),
+    "esacl-co2l": Preset("co2l", "sdp", "ids", _ESACL + ", on CO2L"),
     "esacl-noids": Preset("finetune", "sdp", "none", "ablation: SDP without data selection"),
     "ids-only": Preset("finetune", "sam", "ids", "ablation: dense SAM with IDS, no pruning"),
     "sam": Preset("finetune", "sam", "none", "ablation: dense SAM, Foret et al. ICLR 2021"),
@@ -334,6 +337,7 @@ PRESETS: dict[str, Preset] = {
     "sparcl-er": Preset("er", "sparcl", "ddr", _SPARCL + ", on ER"),
     "sparcl-derpp": Preset("derpp", "sparcl", "ddr", _SPARCL + ", on DER++"),
     "sparcl-ewc": Preset("ewc", "sparcl", "ddr", _SPARCL + ", on online EWC"),
+    "sparcl-co2l": Preset("co2l", "sparcl", "ddr", _SPARCL + ", on CO2L"),
 }
 
 
@@ -343,3 +347,7 @@ def build_learner(cfg, n_classes: int, augment=None) -> Learner:
     if cfg.sparsity > 0 and not preset.sparse:
         raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
     return LEARNERS[preset.learner](cfg, n_classes, cfg.seed, augment)
+
+
+from .co2l import CO2L  # noqa: E402  (co2l.py imports this module)
+LEARNERS["co2l"] = CO2L

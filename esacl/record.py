@@ -51,6 +51,15 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode()
 
 
+def unique_name(parent: Path, base: str, suffix: str = "") -> str:
+    """`base`, else `base-1`, `base-2`, ...: the first name not taken under `parent` (with `suffix`)."""
+    parent = Path(parent)
+    for candidate in [base] + [f"{base}-{i}" for i in range(1, 10000)]:
+        if not (parent / (candidate + suffix)).exists():
+            return candidate
+    raise UserError(f"no free name for {base} under {parent}")
+
+
 class RunDir:
     """One run's folder on disk."""
 

@@ -110,10 +110,10 @@ def test_task_il_masks_the_logits_of_other_tasks(tiny):
 
 
 SPARSE = ["esacl", "esacl-er", "esacl-derpp", "esacl-ewc", "esacl-noids", "grda", "sam-gmp",
-          "sparcl-er", "sparcl-derpp", "sparcl-ewc"]
+          "sparcl-er", "sparcl-derpp", "sparcl-ewc", "sparcl-co2l", "esacl-co2l"]
 
 
-@pytest.mark.parametrize("method", SPARSE + ["sam", "ids-only"])
+@pytest.mark.parametrize("method", SPARSE + ["sam", "ids-only", "co2l"])
 def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
     record = esacl.run(tiny(method=method, sparsity=0.75 if method in SPARSE else None))
     assert record.complete and all(0 <= a <= 100 for row in record.class_il for a in row if a is not None)

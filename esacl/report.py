@@ -1,0 +1,199 @@
+"""Notebooks in batch (papermill) and self-contained HTML reports (nbconvert).
+
+    run_dir = execute_notebook("split_digits", {"method": "esacl", "sparsity": 0.9}, out="runs")
+    html = write_report([run_dir, ...])            # reports/<name>.html, opens offline
+
+A benchmark notebook's parameters are RunConfig keys; they are validated before a kernel starts, so
+a typo is an error, not a silently ignored parameter. The executed notebook and its HTML land in
+the run directory. Reports embed plotly.js (the notebooks' renderer) and a local copy of the widget
+manager's `embed.js` (npm `@jupyter-widgets/html-manager`, fetched at set-up), and keep no
+reference to any CDN. This module imports papermill and nbconvert only when called.
+"""
+import base64
+import datetime
+import difflib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .config import RunConfig, UserError
+from .record import RunDir, unique_name, write_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+REPORT_NOTEBOOK = "report"
+EMBED_JS_VERSION = "1.0.15"      # @jupyter-widgets/html-manager, pairs with ipywidgets 8
+EMBED_JS = ROOT / ".cache" / "html-manager" / "embed.js"
+
+
+def benchmark_notebooks() -> list[str]:
+    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem != REPORT_NOTEBOOK)
+
+
+def notebook_path(name: str) -> Path:
+    path = NOTEBOOKS / f"{name}.ipynb"
+    if not path.is_file():
+        names = benchmark_notebooks()
+        near = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise UserError(f"no notebook '{name}'{hint}; notebooks: {', '.join(names)}")
+    return path
+
+
+def notebook_parameters(path: Path) -> dict:
+    """The names and defaults a notebook's `parameters` cell declares."""
+    import papermill
+    return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(path)).items()}
+
+
+def check_parameters(path: Path, given: dict[str, str]) -> dict:
+    """CLI strings -> typed parameters, checked against the notebook and RunConfig (one-line errors)."""
+    declared = notebook_parameters(path)
+    for key in given:
+        if key not in declared:
+            near = difflib.get_close_matches(key, list(declared), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise UserError(f"notebook {path.stem} has no parameter '{key}'{hint}; parameters: {', '.join(declared)}")
+    typed = RunConfig.from_strings(given).to_dict()
+    return {key: typed[key] for key in given}
+
+
+def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool = False) -> Path:
+    """Execute a benchmark notebook with papermill into a fresh run directory; returns the run directory.
+
+    `params` are typed RunConfig values (see `check_parameters`). The run directory's name is fixed
+    before the kernel starts, so the executed notebook and its HTML can be moved into it."""
+    import papermill
+    path = notebook_path(name)
+    defaults = {k: v for k, v in notebook_parameters(path).items()}
+    literal = {k: _literal(v) for k, v in defaults.items()}
+    cfg = RunConfig.from_dict({**literal, **params, "out": str(Path(out).resolve()), "progress": progress})
+    from .train import default_name
+    out_dir = Path(cfg.out)
+    name_ = cfg.name or unique_name(out_dir, default_name(cfg))
+    run_dir = out_dir / name_
+    if run_dir.exists():
+        raise UserError(f"run directory {run_dir} already exists; choose another name (runs are never overwritten)")
+    parameters = dict(params, out=str(out_dir), name=name_, progress=progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / "notebook.ipynb"
+        try:
+            papermill.execute_notebook(str(path), str(executed), parameters=parameters, kernel_name="python3",
+                                       progress_bar=progress, cwd=str(Path.cwd()))
+        except papermill.PapermillExecutionError as err:
+            if run_dir.is_dir() and executed.exists():
+                shutil.copy(executed, run_dir / "notebook.ipynb")       # keep the evidence with the run
+            raise UserError(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}") from None
+        if not run_dir.is_dir():
+            raise UserError(f"notebook {name} ran but wrote no run directory at {run_dir}")
+        write_atomic(run_dir / "notebook.ipynb", executed.read_bytes())
+    write_atomic(run_dir / "notebook.html", export_html(run_dir / "notebook.ipynb").encode())
+    return run_dir
+
+
+def _literal(value: str):
+    """papermill's inspected defaults are source text; RunConfig wants values."""
+    import ast
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def write_report(run_dirs: list, detail: list | None = None, out: str = "reports", title: str | None = None,
+                 progress: bool = False) -> Path:
+    """Execute the report notebook over `run_dirs` and export it as one self-contained HTML file.
+
+    detail: the runs shown with every dashboard (default: the only run, or the lowest seed of each
+    method). Returns the HTML's path (never overwrites an existing report)."""
+    import papermill
+    runs = [str(RunDir.open(d).path.resolve()) for d in run_dirs]
+    if detail is None:
+        detail = default_detail(runs)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(runs[0]).name if len(runs) == 1 else f"comparison-{stamp}"
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / (unique_name(out_dir, base, suffix=".html") + ".html")
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / "report.ipynb"
+        try:
+            papermill.execute_notebook(str(notebook_path(REPORT_NOTEBOOK)), str(executed), kernel_name="python3",
+                                       parameters=dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail],
+                                                       title=title or f"EsaCL workbench report ({len(runs)} runs)"),
+                                       progress_bar=progress, cwd=str(Path.cwd()))
+        except papermill.PapermillExecutionError as err:
+            raise UserError(f"report failed in cell {err.exec_count}: {err.ename}: {err.evalue}") from None
+        write_atomic(target, export_html(executed).encode())
+    return target
+
+
+def default_detail(runs: list[str]) -> list[str]:
+    """One run per method (its lowest seed), sparse methods first, at most four."""
+    from .methods import PRESETS
+    from .record import load_run
+    records = [load_run(r) for r in runs]
+    if len(records) == 1:
+        return runs
+    best: dict[str, tuple] = {}
+    for r in records:
+        method = r.config["method"]
+        if method not in best or r.config["seed"] < best[method][0]:
+            best[method] = (r.config["seed"], str(r.path))
+    sparse_first = sorted(best, key=lambda m: (not (m in PRESETS and PRESETS[m].sparse), m))
+    return [best[m][1] for m in sparse_first[:4]]
+
+
+EMBED_JS_TARBALL = (f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{EMBED_JS_VERSION}.tgz",
+                    "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==")
+
+
+def fetch_embed_js() -> Path:
+    """Set-up step (never called by a report): download the pinned html-manager tarball from the npm
+    registry, check its published sha512 integrity, and keep its dist/embed.js under .cache/."""
+    import hashlib
+    import io
+    import tarfile
+    import urllib.request
+    if EMBED_JS.is_file():
+        return EMBED_JS
+    url, integrity = EMBED_JS_TARBALL
+    with urllib.request.urlopen(url, timeout=60) as response:
+        data = response.read()
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != integrity:
+        raise UserError(f"{url} does not match its published integrity {integrity}")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        embed = tar.extractfile("package/dist/embed.js").read()
+    EMBED_JS.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(EMBED_JS, embed)
+    return EMBED_JS
+
+
+def embed_js() -> Path:
+    """The local widget manager bundle ($ESACL_EMBED_JS, or what set-up fetched)."""
+    path = Path(os.environ.get("ESACL_EMBED_JS", EMBED_JS))
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run ./workbench.sh main (set-up fetches it), or "
+                        f"'npm pack @jupyter-widgets/html-manager@{EMBED_JS_VERSION}' and copy package/dist/embed.js there")
+    return path
+
+
+# Script tags that would reach the network from an exported notebook: require.js and MathJax (the
+# lab template's and plotly's). The reports use neither.
+_REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+
+
+def export_html(notebook: Path) -> str:
+    """An executed notebook as one HTML file that renders offline, inputs hidden."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    # The template loads the widget manager by creating a <script> with this src: a data URL keeps
+    # the report one self-contained file (about 2.5 MB of base64).
+    exporter.widget_renderer_url = "data:text/javascript;base64," + base64.b64encode(embed_js().read_bytes()).decode()
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return _REMOTE_SCRIPT.sub("", body)
