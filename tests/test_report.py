@@ -1,0 +1,61 @@
+import io
+import json
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from esacl import UserError
+from esacl import report
+
+
+def test_parameters_are_checked_against_the_notebook_and_runconfig():
+    path = report.notebook_path("split_digits")
+    assert report.check_parameters(path, {"method": "esacl", "sparsity": "0.75", "landscape": "false"}) == \
+        {"method": "esacl", "sparsity": 0.75, "landscape": False}
+    with pytest.raises(UserError, match="no parameter 'metod' \\(did you mean 'method'\\?\\)"):
+        report.check_parameters(path, {"metod": "esacl"})
+    with pytest.raises(UserError, match="'sparsity' must be in \\[0, 1\\)"):
+        report.check_parameters(path, {"sparsity": "1.5"})
+    with pytest.raises(UserError, match="did you mean 'split_digits'"):
+        report.notebook_path("split_digit")
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """A tiny executed notebook with a plotly figure and a widget, as reports contain."""
+    nb = new_notebook(cells=[new_code_cell(
+        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
+        "pio.renderers.default = 'plotly_mimetype+notebook'\n"
+        "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
+        "display(w.Tab([w.HTML('<b>hello</b>')], titles=['a']))")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    NotebookClient(nb, store_widget_state=True).execute()
+    path = tmp_path_factory.mktemp("nb") / "probe.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_export_embeds_the_widget_manager_and_references_no_remote_script(executed):
+    html = report.export_html(executed)
+    assert not re.findall(r'<script[^>]*\bsrc="https?://', html)
+    assert "data:text/javascript;base64," in html
+    assert "application/vnd.jupyter.widget-state+json" in html
+    assert "Plotly.newPlot" in html or "plotly" in html.lower()
+    assert "hello" in html.split("application/vnd.jupyter.widget-state+json")[1]
+
+
+def test_a_missing_embed_js_names_the_fix(monkeypatch, tmp_path, executed):
+    monkeypatch.setenv("ESACL_EMBED_JS", str(tmp_path / "nowhere.js"))
+    with pytest.raises(UserError, match="npm pack @jupyter-widgets/html-manager"):
+        report.export_html(executed)
+
+
+def test_the_fetched_bundle_must_match_its_published_integrity(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "EMBED_JS", tmp_path / "embed.js")
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: io.BytesIO(b"not the tarball"))
+    with pytest.raises(UserError, match="does not match its published integrity"):
+        report.fetch_embed_js()
+    assert not (tmp_path / "embed.js").exists()
