@@ -60,12 +60,28 @@ def check_parameters(path: Path, given: dict[str, str]) -> dict:
     return {key: typed[key] for key in given}
 
 
+def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool) -> str | None:
+    """Execute `notebook` into `output` with papermill, in this process; None, or where and why it failed.
+
+    The kernel talks to us over unix sockets (IPC), not loopback TCP: on these machines a loopback
+    connect sometimes loses its first SYN, and kernels over TCP stalled for minutes at random."""
+    import papermill
+    from jupyter_client.manager import KernelManager
+    with tempfile.TemporaryDirectory() as sockets:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
+        try:
+            papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                                       progress_bar=progress, cwd=str(Path.cwd()), km=km)
+        except papermill.PapermillExecutionError as err:
+            return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
+    return None
+
+
 def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool = False) -> Path:
     """Execute a benchmark notebook with papermill into a fresh run directory; returns the run directory.
 
     `params` are typed RunConfig values (see `check_parameters`). The run directory's name is fixed
     before the kernel starts, so the executed notebook and its HTML can be moved into it."""
-    import papermill
     path = notebook_path(name)
     defaults = {k: v for k, v in notebook_parameters(path).items()}
     literal = {k: _literal(v) for k, v in defaults.items()}
@@ -79,13 +95,11 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     parameters = dict(params, out=str(out_dir), name=name_, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "notebook.ipynb"
-        try:
-            papermill.execute_notebook(str(path), str(executed), parameters=parameters, kernel_name="python3",
-                                       progress_bar=progress, cwd=str(Path.cwd()))
-        except papermill.PapermillExecutionError as err:
+        failure = papermill_run(path, executed, parameters, progress)
+        if failure:
             if run_dir.is_dir() and executed.exists():
                 shutil.copy(executed, run_dir / "notebook.ipynb")       # keep the evidence with the run
-            raise UserError(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}") from None
+            raise UserError(f"notebook {name} failed {failure}")
         if not run_dir.is_dir():
             raise UserError(f"notebook {name} ran but wrote no run directory at {run_dir}")
         write_atomic(run_dir / "notebook.ipynb", executed.read_bytes())
@@ -106,9 +120,8 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
                  progress: bool = False) -> Path:
     """Execute the report notebook over `run_dirs` and export it as one self-contained HTML file.
 
-    detail: the runs shown with every dashboard (default: the only run, or the lowest seed of each
-    method). Returns the HTML's path (never overwrites an existing report)."""
-    import papermill
+    detail: the runs shown with every dashboard (default: `default_detail`). Returns the HTML's path
+    (never overwrites an existing report)."""
     runs = [str(RunDir.open(d).path.resolve()) for d in run_dirs]
     if detail is None:
         detail = default_detail(runs)
@@ -119,19 +132,17 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
     target = out_dir / (unique_name(out_dir, base, suffix=".html") + ".html")
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "report.ipynb"
-        try:
-            papermill.execute_notebook(str(notebook_path(REPORT_NOTEBOOK)), str(executed), kernel_name="python3",
-                                       parameters=dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail],
-                                                       title=title or f"EsaCL workbench report ({len(runs)} runs)"),
-                                       progress_bar=progress, cwd=str(Path.cwd()))
-        except papermill.PapermillExecutionError as err:
-            raise UserError(f"report failed in cell {err.exec_count}: {err.ename}: {err.evalue}") from None
+        failure = papermill_run(notebook_path(REPORT_NOTEBOOK), executed,
+                                dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail],
+                                     title=title or f"EsaCL workbench report ({len(runs)} runs)"), progress)
+        if failure:
+            raise UserError(f"report failed {failure}")
         write_atomic(target, export_html(executed).encode())
     return target
 
 
 def default_detail(runs: list[str]) -> list[str]:
-    """One run per method (its lowest seed), sparse methods first, at most four."""
+    """One run per method (its lowest seed): the sparse methods' if there are any, at most four."""
     from .methods import PRESETS
     from .record import load_run
     records = [load_run(r) for r in runs]
@@ -142,8 +153,8 @@ def default_detail(runs: list[str]) -> list[str]:
         method = r.config["method"]
         if method not in best or r.config["seed"] < best[method][0]:
             best[method] = (r.config["seed"], str(r.path))
-    sparse_first = sorted(best, key=lambda m: (not (m in PRESETS and PRESETS[m].sparse), m))
-    return [best[m][1] for m in sparse_first[:4]]
+    sparse = [m for m in best if m in PRESETS and PRESETS[m].sparse]
+    return [best[m][1] for m in sorted(sparse or best)[:4]]
 
 
 EMBED_JS_TARBALL = (f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{EMBED_JS_VERSION}.tgz",
@@ -183,7 +194,8 @@ def embed_js() -> Path:
 
 # Script tags that would reach the network from an exported notebook: require.js and MathJax (the
 # lab template's and plotly's). The reports use neither.
-_REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+# Also inside widget state, where quotes and slashes come escaped (`src=\"...\"`, `<\/script>`).
+_REMOTE_SCRIPT = re.compile(r'<script[^>]*?\bsrc=\\?"https?:(?:[^"\\]|\\/)*\\?"[^>]*>\s*<\\?/script>')
 
 
 def export_html(notebook: Path) -> str:

@@ -1,0 +1,127 @@
+"""What a person sees: an exported report offline, and the split_digits notebook in JupyterLab.
+
+Both drive Debian's chromium through playwright (which downloads no browser). Without chromium
+they skip, saying how to install it; `.ci/run` installs it.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import esacl
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SHOTS = Path(__file__).resolve().parent.parent / "reports" / "screenshots"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="chromium not installed: apt-get install --no-install-recommends chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory):
+    from esacl.report import write_report
+    out = tmp_path_factory.mktemp("runs")
+    small = dict(n_tasks=2, epochs=2, progress=False, out=str(out))
+    sparse = esacl.run(esacl.RunConfig(method="esacl", landscape=True, slice_steps=5, hessian_iters=3,
+                                       hutchinson_samples=2, **small))
+    dense = esacl.run(esacl.RunConfig(method="derpp", **small))
+    return write_report([sparse.path, dense.path], out=str(tmp_path_factory.mktemp("reports")))
+
+
+def visible(page, selector: str) -> int:
+    """How many elements match and have a nonzero rendered size."""
+    return sum(1 for box in (e.bounding_box() for e in page.query_selector_all(selector))
+               if box and box["width"] > 0 and box["height"] > 0)
+
+
+def test_the_report_renders_offline_with_figures_and_widgets(browser, report_html):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    outside, failed, errors = [], [], []
+
+    def block_network(route):                     # only the file itself may load: no CDN, no network
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+    page.route("**/*", block_network)
+    page.on("requestfailed", lambda r: failed.append(r.url[:120]))
+    page.on("pageerror", lambda e: errors.append(str(e)[:200]))
+    page.goto(f"file://{report_html}")
+    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+    page.wait_for_selector(".jupyter-widgets", timeout=60_000)
+    page.wait_for_timeout(1000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "report-top.png"))
+    page.screenshot(path=str(SHOTS / "report-full.png"), full_page=True)
+    assert visible(page, ".js-plotly-plot") >= 10             # comparison + five dashboards' figures
+    assert visible(page, ".jupyter-widgets") >= 1
+    assert visible(page, ".lm-TabBar-tab, .p-TabBar-tab") >= 5 # the dashboard's five tabs
+    assert outside == [] and failed == [] and errors == []
+    page.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(browser, tmp_path):
+    import papermill
+    from esacl.report import notebook_path
+    # A tiny parameter set, injected as papermill would, into a copy that JupyterLab opens.
+    papermill.execute_notebook(str(notebook_path("split_digits")), str(tmp_path / "split_digits.ipynb"),
+                               parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),
+                               prepare_only=True)
+    port, token = free_port(), "esacl-test-token"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.open_browser=False",
+         "--KernelManager.transport=ipc",                     # kernels over unix sockets, not loopback TCP
+         "--allow-root",                                      # CI runs as root
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, JUPYTER_PLATFORM_DIRS="1"))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/split_digits.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar", timeout=60_000)
+        page.click("text=Run", timeout=30_000)                            # the Run menu
+        page.click("text=Run All Cells", timeout=30_000)
+        page.wait_for_selector(".jp-OutputArea .lm-TabBar, .jp-OutputArea .widget-tab", timeout=180_000)
+        page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=180_000)
+        page.wait_for_function("document.body.innerText.includes('class-IL accuracy R[t][k]')", timeout=180_000)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "jupyterlab.png"))
+        assert visible(page, ".jp-OutputArea .js-plotly-plot") >= 1
+        assert list((tmp_path / "runs").iterdir())                       # the run directory was written
+        page.close()
+    finally:
+        server.terminate()                                                 # by its process id
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()

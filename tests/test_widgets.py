@@ -1,0 +1,290 @@
+"""Dashboards and figures on small real runs: data matches the record, controls change what is
+shown, live updates end where the saved run starts, dense runs get their notices."""
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import esacl
+import widgets
+from esacl import metrics
+from esacl.record import load_masks, load_selections
+from widgets import figures as F
+from widgets import thumbnails
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A sparse esacl run (landscape on, watched live by a dashboard) and a dense sgd run."""
+    out = str(tmp_path_factory.mktemp("runs"))
+    live = widgets.RunDashboard(min_interval=0.0)
+    # A model this small trains several times faster on one thread, and far faster on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)      # the callback warns on a dashboard error
+            sparse = esacl.run(esacl.RunConfig(method="esacl", n_tasks=2, epochs=2, landscape=True, slice_steps=5,
+                                               hessian_iters=3, hutchinson_samples=2, progress=False, out=out),
+                               callbacks=[live.callback])
+        dense = esacl.run(esacl.RunConfig(method="sgd", n_tasks=2, epochs=2, progress=False, out=out))
+    finally:
+        torch.set_num_threads(threads)
+    return dict(sparse=sparse, dense=dense, live=live, out=out)
+
+
+@pytest.fixture(scope="module")
+def dash(runs):
+    return widgets.RunDashboard.from_run(runs["sparse"].path)
+
+
+def plain(z):
+    """A figure's matrix as nested lists (plotly stores tuples or arrays)."""
+    return [list(row) for row in z]
+
+
+def kept_count(html: str, label: str) -> int:
+    return int(re.search(rf"{label}: (\d+) examples", html).group(1))
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def test_png_encoder_round_trips_through_a_decoder():
+    Image = pytest.importorskip("PIL.Image")
+    import io
+    grey = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5) * 8
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 7, 3), dtype=np.uint8)
+    for pixels in (grey, rgb):
+        decoded = np.asarray(Image.open(io.BytesIO(thumbnails.png_bytes(pixels))))
+        assert np.array_equal(decoded, pixels)
+
+
+def test_to_pixels_stretches_floats_and_upscales_small_images():
+    digit = np.linspace(-1, 2, 64, dtype=np.float32).reshape(1, 8, 8)
+    pixels = thumbnails.to_pixels(digit)
+    assert pixels.shape == (48, 48) and pixels.dtype == np.uint8
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert np.array_equal(pixels[::6, ::6], thumbnails.to_pixels(digit, min_side=1))
+    colour = np.zeros((3, 64, 64), np.uint8)
+    assert thumbnails.to_pixels(colour).shape == (64, 64, 3)
+
+
+def test_forgetting_per_task_averages_to_the_metric():
+    R = [[90.0, None, None], [70.0, 95.0, None], [60.0, 80.0, 99.0]]
+    assert F.forgetting_per_task(R) == [30.0, 15.0]
+    assert np.mean(F.forgetting_per_task(R)) == metrics.forgetting(R)
+
+
+# ----------------------------------------------------------------------------- one run
+
+def test_run_dashboard_is_a_tab_of_five_dashboards_with_figures(dash, runs):
+    import ipywidgets
+    assert isinstance(dash, ipywidgets.Tab)
+    assert list(dash.titles) == ["Accuracy", "Sharpness", "Masks", "Selections", "Efficiency"]
+    figs = dash.figures()
+    assert list(figs) == list(dash.titles)
+    for title, items in figs.items():
+        assert items, title
+        for fig in items:
+            assert fig.data, (title, fig.layout.title.text)
+            json.loads(fig.to_json())                                # serialisable: reports need no kernel
+    assert all(d.notice.value == "" for d in dash.dashboards.values())
+
+
+def test_accuracy_heatmap_follows_the_toggle(dash, runs):
+    record = runs["sparse"]
+    acc = dash.accuracy
+    assert acc.setting.value == "class_il"
+    assert plain(acc.current["matrix"].data[0].z) == record.class_il
+    acc.setting.value = "task_il"
+    assert plain(acc.current["matrix"].data[0].z) == record.task_il
+    curves = acc.current["curves"]
+    assert list(curves.data[0].y) == [row[0] for row in record.task_il]
+    acc.setting.value = "class_il"
+    assert plain(acc.current["matrix"].data[0].z) == record.class_il
+    static = acc.figures()
+    assert plain(static[0].data[0].z) == record.class_il and plain(static[1].data[0].z) == record.task_il
+    forgetting = acc.current["forgetting"].data[0]
+    assert np.mean(forgetting.y) == pytest.approx(record.summary["class_il"]["forgetting"])
+    epochs = [e for e in record.events if e["event"] == "epoch"]
+    losses = [y for trace in acc.current["loss"].data if trace.mode == "lines+markers" for y in trace.y]
+    assert losses == [e["loss"] for e in epochs]
+
+
+def test_sharpness_shows_the_landscape_files_and_the_slider_picks_the_slice(dash, runs):
+    record = runs["sparse"]
+    sharp = dash.sharpness
+    files = {t: json.loads((record.path / "landscape" / f"task_{t}.json").read_text()) for t in (0, 1)}
+    gaps = sharp.current["sharpness"].data[0].y
+    assert list(gaps) == [files[t]["sam_gap"] for t in (0, 1)]
+    assert list(sharp.current["sharpness"].data[1].y) == [files[t]["top_eigenvalue"] for t in (0, 1)]
+    assert sharp.task.value == 1
+    assert plain(sharp.current["slice"].data[0].z) == files[1]["slice"]["loss"]
+    sharp.task.value = 0
+    assert plain(sharp.current["slice"].data[0].z) == files[0]["slice"]["loss"]
+    assert "task 0" in sharp.current["slice"].layout.title.text
+    interpolation = sharp.current["interpolation"].data
+    assert len(interpolation) == 1 and list(interpolation[0].y) == files[1]["interpolation"]["loss"]
+    jump = {trace.name: list(trace.y) for trace in sharp.current["jump"].data}
+    events = record.task_events
+    assert jump["before projection"] == [e["jump"]["class_il_before"] for e in events]
+    assert jump["after projection"] == [e["jump"]["class_il_after"] for e in events]
+    static_slice = sharp.figures()[2]                                # every task's slice, plotly slider
+    assert len(static_slice.layout.sliders[0].steps) == 2
+    assert [t.visible for t in static_slice.data if t.type == "contour"] == [False, True]
+
+
+def test_masks_overlap_sparsity_and_the_task_slider(dash, runs):
+    record = runs["sparse"]
+    masks = dash.masks
+    overlap = np.array(plain(masks.current["overlap"].data[0].z))
+    assert np.allclose(np.diag(overlap), 1.0) and np.allclose(overlap, overlap.T)
+    a, b = (F.mask_vector(load_masks(record.path, t)) for t in (0, 1))
+    assert overlap[0, 1] == pytest.approx(np.sum(a & b) / np.sum(a | b))
+    last = record.task_events[-1]["masks"]
+    changes = masks.current["changes"]
+    assert masks.task.value == 1
+    assert list(changes.data[0].y) == [m["regrown"] for m in last.values()]
+    assert list(changes.data[1].y) == [m["pruned"] for m in last.values()]
+    masks.task.value = 0
+    assert not masks.current["changes"].data                      # task 0 has nothing to compare with
+    assert "no previous task" in masks.current["changes"].layout.annotations[0].text
+    masks.task.value = 1
+    assert masks.current["changes"].data
+    layer = list(last)[0]
+    masks.layer.value = layer
+    one = np.array(plain(masks.current["overlap"].data[0].z))
+    assert layer in masks.current["overlap"].layout.title.text
+    assert one[0, 1] == pytest.approx(last[layer]["overlap"])    # consecutive tasks: the recorded overlap
+    ends = {trace.name: list(trace.y) for trace in masks.current["ends"].data}
+    assert ends["global"] == [e["sparsity"] for e in record.task_events]
+    steps = masks.current["steps"]
+    assert [trace.name for trace in steps.data] == list(last)
+
+
+def test_selections_thumbnails_follow_task_and_epoch(runs):
+    record = runs["sparse"]
+    sel_dash = widgets.SelectionDashboard.from_run(record.path, max_thumbnails=10_000)
+    sel = load_selections(record.path, 0)
+    removed_at = sel["removed_epoch"]
+    sel_dash.task.value = 0
+    sel_dash.epoch.value = 0
+    first = sel_dash.thumbnails.value
+    kept0 = int(np.sum((removed_at < 0) | (removed_at > 0)))
+    assert kept_count(first, "kept in the task") == kept0
+    assert kept_count(first, "eliminated") == int(np.sum(removed_at == 0))
+    assert first.count("<img") == len(removed_at)                    # every example once, kept or removed
+    sel_dash.epoch.value = 1
+    second = sel_dash.thumbnails.value
+    assert second != first
+    assert kept_count(second, "kept in the task") == int(np.sum(removed_at < 0))
+    hist = sel_dash.current["histogram"]
+    assert "epoch 1" in hist.layout.title.text
+    balance = sel_dash.current["balance"]
+    assert sum(balance.data[0].y) == int(np.sum(removed_at < 0))
+    assert sum(balance.data[1].y) == int(np.sum(removed_at == 1))
+    sel_dash.level.value = "batch"
+    active = (removed_at < 0) | (removed_at >= 1)
+    assert kept_count(sel_dash.thumbnails.value, "in the support set") == int(np.sum(active & sel["epoch_kept"][1]))
+
+
+def test_selections_shows_few_thumbnails_by_default(dash):
+    sel = dash.selections
+    html = sel.thumbnails.value
+    assert html.count("<img") <= 2 * sel.max_thumbnails
+    assert "shown" in html                                           # says that only some are shown
+
+
+def test_efficiency_bars_add_up_to_the_recorded_flops(dash, runs):
+    record = runs["sparse"]
+    eff = dash.efficiency
+    bars = [trace for trace in eff.current["flops"].data if trace.type == "bar"]
+    assert sum(trace.y[-1] for trace in bars) == pytest.approx(record.efficiency["flops"])
+    assert {trace.name for trace in bars} == set(record.efficiency["flops_by_component"])
+    memory = record.efficiency["memory"]
+    assert list(eff.current["memory"].data[0].y) == pytest.approx(
+        [memory[k] / 1e6 for k in ("model_dense", "model_sparse", "optimizer_state", "learner_state")])
+    assert sum(eff.current["wall_clock"].data[0].y) == pytest.approx(record.efficiency["train_seconds"])
+
+
+# ----------------------------------------------------------------------------- live
+
+def test_live_run_ends_showing_what_from_run_shows(runs, dash):
+    live = runs["live"]
+    assert plain(live.accuracy.current["matrix"].data[0].z) == plain(dash.accuracy.current["matrix"].data[0].z)
+    assert live.record.complete
+    expected = dash.figures()
+    for title, figs in live.figures().items():
+        assert [f.to_dict() for f in figs] == [f.to_dict() for f in expected[title]], title
+
+
+def test_replayed_events_end_where_the_saved_run_is(runs, dash):
+    record = runs["sparse"]
+    replay = widgets.RunDashboard(min_interval=0.0)
+    assert all(figs == [] for figs in replay.figures().values())
+    assert "waiting" in replay.accuracy.notice.value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        replay.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
+        for event in record.events:
+            replay.callback(event)
+    assert plain(replay.accuracy.current["matrix"].data[0].z) == record.class_il
+    assert replay.sharpness.task.value == 1
+    expected = dash.figures()
+    for title, figs in replay.figures().items():
+        assert [f.to_dict() for f in figs] == [f.to_dict() for f in expected[title]], title
+
+
+def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
+    record = runs["sparse"]
+    live = widgets.RunDashboard(min_interval=60.0)
+    live.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
+    assert live.redraws == 1
+    epoch = next(e for e in record.events if e["event"] == "epoch")
+    for _ in range(200):
+        live.callback(dict(epoch))
+    assert live.redraws == 1
+    live.callback(record.task_events[0])
+    assert live.redraws == 2
+    assert plain(live.accuracy.current["matrix"].data[0].z) == [record.class_il[0]]
+    # Only what the events announced: task 1's files are on disk already but not shown.
+    assert plain(live.masks.current["overlap"].data[0].z) == [[1.0]]
+    assert live.sharpness.task.max == 0 and live.selections.task.max == 0
+
+
+# ----------------------------------------------------------------------------- dense run
+
+def test_dense_run_gets_one_line_notices(runs):
+    dense = widgets.RunDashboard.from_run(runs["dense"].path)
+    assert "dense" in dense.masks.notice.value and dense.masks.current == {}
+    assert "selects no examples" in dense.selections.notice.value and dense.selections.current == {}
+    assert "no landscape" in dense.sharpness.notice.value and dense.sharpness.current == {}
+    figs = dense.figures()
+    assert figs["Masks"] == [] and figs["Selections"] == [] and figs["Sharpness"] == []
+    assert plain(dense.accuracy.current["matrix"].data[0].z) == runs["dense"].class_il
+    assert figs["Efficiency"] and figs["Accuracy"]
+
+
+# ----------------------------------------------------------------------------- several runs
+
+def test_comparison_view_groups_runs_and_matches_mean_std(runs):
+    import ipywidgets
+    records = [runs["sparse"], runs["dense"]]
+    view = widgets.ComparisonView([r.path for r in records])
+    assert isinstance(view, ipywidgets.Widget)
+    assert [row["method"] for row in view.rows] == ["sgd", "esacl"]        # preset order, as esacl compare
+    for row in view.rows:
+        mine = [r for r in records if r.config["method"] == row["method"]]
+        assert row["class_il"] == metrics.mean_std([r.summary["class_il"]["average"] for r in mine])
+        assert row["task_il"] == metrics.mean_std([r.summary["task_il"]["average"] for r in mine])
+        assert row["flops"] == metrics.mean_std([r.efficiency["flops_relative"] for r in mine])
+    table = view.table_html()
+    assert "esacl" in table and "sgd" in table
+    assert f"{view.rows[1]['class_il'][0]:.2f} ± 0.00" in table
+    figs = view.figures()
+    accuracy = figs[0].data[0]
+    assert list(accuracy.y) == [row["class_il"][0] for row in view.rows]
+    assert widgets.ComparisonView(runs["out"]).rows == view.rows          # a folder of runs works too
