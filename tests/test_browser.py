@@ -109,11 +109,17 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
         page.goto(f"http://127.0.0.1:{port}/lab/tree/split_digits.ipynb?token={token}")
         page.wait_for_selector(".jp-Notebook", timeout=60_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar", timeout=60_000)
-        page.click("text=Run", timeout=30_000)                            # the Run menu
-        page.click("text=Run All Cells", timeout=30_000)
-        page.wait_for_selector(".jp-OutputArea .lm-TabBar, .jp-OutputArea .widget-tab", timeout=180_000)
-        page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=180_000)
-        page.wait_for_function("document.body.innerText.includes('class-IL accuracy R[t][k]')", timeout=180_000)
+        page.wait_for_function("document.body.innerText.includes('Idle')", timeout=60_000)   # kernel ready
+        page.get_by_role("menuitem", name="Run", exact=True).click()      # the Run menu
+        page.get_by_text("Run All Cells", exact=True).click()
+        try:
+            page.wait_for_selector(".jp-OutputArea .lm-TabBar, .jp-OutputArea .widget-tab", timeout=90_000)
+        except Exception:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "jupyterlab-failed.png"))
+            raise
+        page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=90_000)
+        page.wait_for_function("document.body.innerText.includes('class-IL accuracy R[t][k]')", timeout=90_000)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "jupyterlab.png"))
         assert visible(page, ".jp-OutputArea .js-plotly-plot") >= 1
