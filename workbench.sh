@@ -34,12 +34,16 @@ case "${1:-}" in
     setup
     assets
     out="runs/main-$(date +%Y%m%d-%H%M%S)"
-    # Baselines, then EsaCL with its sharpness measurements; one combined table at the end.
-    "$VENV/bin/esacl" run --benchmark split_digits --method sgd,joint,er,derpp,ewc --seed 0,1,2 --out "$out" > /dev/null
-    "$VENV/bin/esacl" run --benchmark split_digits --method esacl,esacl-derpp --seed 0,1,2 --landscape true \
+    # The split_digits notebook through papermill: the baselines, then EsaCL with its sharpness
+    # measurements; one comparison table, then one HTML report (comparison + EsaCL's dashboards).
+    "$VENV/bin/esacl" notebook split_digits -p method sgd,joint,er,derpp,ewc -p seed 0,1,2 -p landscape false \
+      --out "$out" > /dev/null
+    "$VENV/bin/esacl" notebook split_digits -p method esacl,esacl-derpp -p seed 0,1,2 -p landscape true \
       --out "$out" > /dev/null
     "$VENV/bin/esacl" compare "$out"
+    report=$("$VENV/bin/esacl" report "$out" --title "Split-Digits: EsaCL against its baselines")
     echo "results in $(cd "$out" && pwd)"
+    echo "report: $report"
     ;;
   test)
     setup

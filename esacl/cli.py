@@ -1,4 +1,4 @@
-"""Command line: `esacl run | show | compare | notebook | report | methods | benchmarks`.
+"""Command line: `esacl run | show | compare | notebook | sweep | report | methods | benchmarks`.
 
 User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
 """
@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
 
-    compare = sub.add_parser("compare", help="mean +- std over seeds of every run found under the folders")
+    compare = sub.add_parser("compare", help="mean +- std over seeds of every run found under the folders (a sweep "
+                             "folder: the paper-style table, also written there as summary.csv and summary.html)")
     compare.add_argument("folders", nargs="+", metavar="FOLDER")
 
     notebook = sub.add_parser("notebook", help="execute a benchmark notebook with papermill into a run directory "
@@ -46,12 +47,38 @@ def _parser() -> argparse.ArgumentParser:
     notebook.add_argument("--out", default="runs", help="parent folder of the run directories")
     notebook.add_argument("--report", action="store_true", help="also write one HTML report over the runs")
 
+    sweep = sub.add_parser("sweep", help="execute a benchmark notebook over a grid (methods x sparsities x seeds ...), "
+                           "one run directory per point; resumes, isolates failures, aggregates")
+    sweep.add_argument("grid", metavar="GRID", help="a TOML grid file: notebook, [fixed], [axes] (see README)")
+    sweep.add_argument("--out", help="the sweep's folder (default: sweeps/<GRID's name>)")
+    sweep.add_argument("--engine", choices=["local", "ray"], default="local", help="local worker processes "
+                       "(default), or one Ray task per point")
+    sweep.add_argument("--workers", type=int, help="local engine: points at a time (default: half the cores, "
+                       "1 with a GPU)")
+    sweep.add_argument("--address", help="ray engine: the cluster ('auto': the running local one; default: start "
+                       "a local Ray instance)")
+    sweep.add_argument("--status", action="store_true", help="which points are complete, incomplete, failed, not "
+                       "started (from disk; runs nothing)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar (also off when stderr is not a terminal)")
+
     report = sub.add_parser("report", help="write a self-contained HTML report of runs (one, or a comparison)")
     report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_FOLDER")
     report.add_argument("--detail", nargs="+", metavar="RUN_DIR", help="runs shown with every dashboard "
-                        "(default: the only run, or the lowest seed of each method, sparse methods first)")
+                        "(default: the only run, else the lowest seed of each sparse method, else of each method; at most 4)")
     report.add_argument("--out", default="reports", help="folder of the HTML report")
     report.add_argument("--title", help="the report's title")
+
+    data = sub.add_parser("data", help="check the image datasets under the data root, or download one")
+    actions = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    check = actions.add_parser("check", help="what is present and what is missing or corrupt (CIFAR md5 sums, the "
+                               "Tiny-ImageNet layout and cache); exit 1 if anything is")
+    check.add_argument("names", nargs="*", metavar="NAME", help="split_cifar10, split_cifar100, split_tinyimagenet "
+                       "(default: all)")
+    check.add_argument("--data-root", help="folder holding the datasets (default: $ESACL_DATA)")
+    fetch = actions.add_parser("download", help="fetch a dataset's official archive (torchvision's downloader, "
+                               "md5-checked) and unpack it under the data root")
+    fetch.add_argument("name", metavar="NAME", help="split_cifar10, split_cifar100 or split_tinyimagenet")
+    fetch.add_argument("--data-root", help="folder holding the datasets (default: $ESACL_DATA)")
 
     sub.add_parser("methods", help="list the method presets and their composition")
     sub.add_parser("benchmarks", help="list the benchmarks and their protocol defaults")
@@ -167,11 +194,34 @@ def cmd_show(args) -> None:
 
 def cmd_compare(args) -> None:
     from .record import comparison_table, load_run
-    records = [load_run(p) for p in _find_runs(args.folders)]
+    from .sweep import is_sweep, write_summary
+    for folder in [f for f in args.folders if is_sweep(f)]:
+        table, csv_path, html_path = write_summary(folder)
+        print(f"{table}\n\nwritten: {csv_path}, {html_path}")
+    folders = [f for f in args.folders if not is_sweep(f)]
+    if not folders:
+        return
+    records = [load_run(p) for p in _find_runs(folders)]
     print(comparison_table(records))
     incomplete = [str(r.path) for r in records if not r.complete]
     if incomplete:
         print(f"\nincomplete (counted with the tasks they finished): {', '.join(incomplete)}")
+
+
+def cmd_sweep(args) -> None:
+    from .sweep import load_grid, run_sweep, status_text
+    grid = load_grid(args.grid)
+    out = Path(args.out or Path("sweeps") / Path(args.grid).stem)
+    if args.status:
+        print(status_text(grid, out))
+        return
+    print(f"sweep of {len(grid.points)} points into {out.resolve()} ({args.engine} engine)", file=sys.stderr, flush=True)
+    result = run_sweep(grid, out, engine=args.engine, workers=args.workers, address=args.address,
+                       progress=sys.stderr.isatty() and not args.quiet)
+    print(f"{result.table}\n\nwritten: {out / 'summary.csv'}, {out / 'summary.html'}")
+    if result.failed:
+        print(f"{len(result.failed)} of {len(result.points)} points failed: see {out / 'failures'}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def cmd_methods(args) -> None:
@@ -190,8 +240,20 @@ def cmd_benchmarks(args) -> None:
         print(f"{name:20s} {spec.summary}\n{'':20s} defaults: {proto}")
 
 
+def cmd_data(args) -> None:
+    from .data import check_data, download
+    names = args.names if args.action == "check" else [args.name]
+    if args.action == "download":
+        print(f"downloading {args.name} ...", file=sys.stderr, flush=True)
+        print(f"unpacked into {download(args.name, args.data_root)}")
+    lines, ok = check_data(args.data_root, names)
+    print("\n".join(lines))
+    if not ok:
+        raise SystemExit(1)
+
+
 COMMANDS = dict(run=cmd_run, show=cmd_show, compare=cmd_compare, notebook=cmd_notebook, report=cmd_report,
-                methods=cmd_methods, benchmarks=cmd_benchmarks)
+                methods=cmd_methods, benchmarks=cmd_benchmarks, data=cmd_data, sweep=cmd_sweep)
 
 
 def main(argv=None) -> int:

@@ -23,9 +23,14 @@ def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Each view: a random translation by up to max(1, H // 8) pixels (reflect padding, then a per-example
     crop gathered in one indexing op), a horizontal flip with probability 1/2 for 3-channel (natural)
     images only (a flipped digit is another symbol), and a per-example affine intensity jitter
-    x * s + b with s in [0.6, 1.4], b in [-0.4, 0.4] (normalised units). Randomness comes from torch's
+    x * s + b with s in [0.6, 1.4], b in [-0.4, 0.4] in normalised units. Float input is taken as
+    normalised (the digits); uint8 pixels (the image benchmarks, whose models start with an InputNorm)
+    come back as float32 on the same 0..255 scale, jittered by the same amounts read through a
+    nominal mean 0.5 and std 0.25: (p - 127.5) * s + 127.5 + 63.75 b. Randomness comes from torch's
     global RNG on the device, which checkpoints save.
     """
+    pixels = x.dtype == torch.uint8
+    x = x.float() if pixels else x                                               # reflect padding needs floats
     n, c, h, w = x.shape
     both = torch.cat([x, x])                                                     # [2N, C, H, W]
     pad = max(1, h // 8)
@@ -43,7 +48,10 @@ def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     views = padded[example, channel, rows[:, None, :, None], cols[:, None, None, :]]  # [2N, C, H, W]
     scale = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(0.6, 1.4)
     shift = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(-0.4, 0.4)
-    views = views * scale + shift
+    if pixels:
+        views = (views - 127.5) * scale + 127.5 + 63.75 * shift
+    else:
+        views = views * scale + shift
     return views[:n], views[n:]
 
 

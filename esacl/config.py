@@ -114,14 +114,22 @@ class RunConfig:
     hutchinson_samples: int = knob(10, "Rademacher samples for the Hessian trace", interval="[1, inf)")
     slice_steps: int = knob(11, "grid points per axis of the 2-D slice (0: no slice)", interval="[0, inf)")
     log_every: int = knob(10, "steps between two sparsity samples in the run record", interval="[1, inf)")
-    class_order: str = knob("seeded", "class order: 'seeded' (a permutation drawn from the seed) or 'natural'",
-                            choices=lambda: ["natural", "seeded"])
+    class_order: str | None = knob(None, "class order: 'seeded' (a permutation drawn from the seed) or 'natural' "
+                                   "(default: the benchmark's; natural for the image benchmarks, as the published "
+                                   "results use)", choices=lambda: ["natural", "seeded"])
     width: int | None = knob(None, "backbone width (filters of the first layer)", interval="[1, inf)")
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
     data_root: str | None = knob(None, "folder holding the datasets (default: $ESACL_DATA)")
     out: str = knob("runs", "parent folder of the run directory")
     name: str | None = knob(None, "run directory name (default: benchmark-method-sSEED, made unique)")
     progress: bool = knob(True, "show progress bars")
+    # Speed: none of these changes what is computed, only how (bf16 changes rounding).
+    channels_last: bool = knob(False, "model and batches in channels_last memory format (faster convs on "
+                               "tensor-core GPUs)")
+    amp: bool = knob(False, "bf16 autocast around the step's forwards and evaluation (CUDA; on a CPU it runs, "
+                     "usually slower)")
+    compile: bool = knob(False, "torch.compile the model in place (inductor; the first steps are slow while it "
+                         "compiles, and needs a C/C++ compiler on CPU)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -237,7 +245,7 @@ def _in_interval(value: float, interval: str) -> bool:
 
 # Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
 PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "removal_every",
-                 "removal_until", "tdm_every")
+                 "removal_until", "tdm_every", "class_order")
 
 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:

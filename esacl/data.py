@@ -2,11 +2,24 @@
 
 A `Benchmark` holds every task's train and test tensors already on the device, so the training
 loop indexes them directly (no DataLoader, no per-sample transforms, no host round trips).
+
+Image benchmarks (Split CIFAR-10 / CIFAR-100 / Tiny-ImageNet) keep their pixels as uint8
+`[N, 3, H, W]` on the device: a quarter of float32's memory, and the model normalises them itself
+(`models.InputNorm`). Their augmentation (`crop_flip`) is batched tensor ops on the device. The files
+come from a data root (config key `data_root`, else `$ESACL_DATA`) in the datasets' own on-disk
+formats; nothing is downloaded at run time (`esacl data download NAME` does it on request).
 """
+import hashlib
+import json
+import os
+import pickle
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import UserError
 
@@ -32,6 +45,7 @@ class Benchmark:
     backbone: str                              # models.build name
     class_order: list[int]                     # class ids in stream order
     augment: object = None                     # batched on-device augmentation, or None
+    norm: tuple | None = None                  # (mean, std) per channel in 0..1 units: the model's InputNorm
 
     @property
     def n_tasks(self) -> int:
@@ -49,7 +63,7 @@ class BenchmarkSpec:
 
 
 def class_order(n_classes: int, seed: int, mode: str) -> list[int]:
-    """The stream's class order: natural, or a permutation fixed by the seed."""
+    """The stream's class order: natural ('natural'), or a permutation fixed by the seed ('seeded')."""
     if mode == "natural":
         return list(range(n_classes))
     return np.random.default_rng(seed).permutation(n_classes).tolist()
@@ -78,20 +92,371 @@ def _load_split_digits(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchm
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
     mean, std = x_tr.mean(), x_tr.std()
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    order = class_order(10, cfg.seed, cfg.class_order)
+    order = class_order(10, cfg.seed, cfg.class_order or spec.protocol["class_order"])
     as_dev = lambda a: torch.from_numpy(a).to(device)
     tasks = split_into_tasks(as_dev(x_tr), as_dev(y_tr), as_dev(x_te), as_dev(y_te),
                              order, spec.classes_per_task, cfg.n_tasks or spec.n_tasks)
     return Benchmark("split_digits", tasks, 10, (1, 8, 8), "convnet", order)
 
 
+def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding `pad`, then a random horizontal flip, per example.
+
+    x: [B, C, H, W] of any dtype (uint8 for the image benchmarks); returns the same shape and dtype.
+    Each example draws its own offsets (0..2 pad in each direction) and its own coin for the flip
+    from torch's global RNG on x's device (checkpoints save it). One pad and one gather, batched on
+    the device: no per-example Python, no host sync.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad))                                       # [B, C, H + 2p, W + 2p] zeros
+    top = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                      # [B, 1]
+    left = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                     # [B, 1]
+    flip = torch.rand(b, 1, device=dev) < 0.5                                    # [B, 1]
+    rows = top + torch.arange(h, device=dev)                                     # [B, H]
+    cols = left + torch.arange(w, device=dev)                                    # [B, W]
+    cols = torch.where(flip, cols.flip(1), cols)                                 # a flip reads the window backwards
+    example = torch.arange(b, device=dev)[:, None, None, None]                   # [B, 1, 1, 1]
+    channel = torch.arange(c, device=dev)[None, :, None, None]                   # [1, C, 1, 1]
+    return padded[example, channel, rows[:, None, :, None], cols[:, None, None, :]]  # [B, C, H, W]
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 2048) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0..1 units) of uint8 images `x` [N, C, H, W], computed on x's device
+    in float32 chunks with float64 sums (a whole float copy of Tiny-ImageNet would be 4.9 GB).
+    One host sync."""
+    c = x.shape[1]
+    total = torch.zeros(c, dtype=torch.float64, device=x.device)
+    squares = torch.zeros(c, dtype=torch.float64, device=x.device)
+    for part in x.split(chunk):
+        v = part.float()                                                         # [n, C, H, W], exact for 0..255
+        total += v.sum(dim=(0, 2, 3), dtype=torch.float64)
+        squares += (v * v).sum(dim=(0, 2, 3), dtype=torch.float64)
+    count = x.numel() // c
+    mean = total / count / 255
+    std = (squares / count / 255 ** 2 - mean ** 2).clamp(min=0).sqrt()
+    return mean.tolist(), std.tolist()                                           # host sync
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets on disk
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a benchmark's dataset lives under the data root and where it comes from."""
+    folder: str                                    # under the data root
+    url: str                                       # the official archive
+    archive_md5: str
+    train: tuple[str, ...] = ()                    # CIFAR batch files (the official md5 of each in `md5`)
+    test: tuple[str, ...] = ()
+    md5: dict = field(default_factory=dict)
+
+
+# The official per-file md5 sums (the ones torchvision's CIFAR classes verify).
+SOURCES: dict[str, Source] = {
+    "split_cifar10": Source(
+        "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)), test=("test_batch",),
+        md5={"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+             "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"}),
+    "split_cifar100": Source(
+        "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85", train=("train",), test=("test",),
+        md5={"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}),
+    "split_tinyimagenet": Source(
+        "tiny-imagenet-200", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),
+}
+CIFAR_LABEL_KEYS = {"split_cifar10": b"labels", "split_cifar100": b"fine_labels"}
+TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS = 200, 500, 50
+TINY_CACHE, TINY_CACHE_META = "esacl-cache.npz", "esacl-cache.json"
+TINY_CACHE_FORMAT = "esacl-tiny-imagenet-cache-1"
+
+
+def resolve_root(data_root: str | None = None) -> Path | None:
+    """The data root: `data_root` if given, else $ESACL_DATA, else None."""
+    root = data_root or os.environ.get("ESACL_DATA")
+    return Path(root).expanduser() if root else None
+
+
+def source_name(name: str) -> str:
+    """A benchmark name with a dataset on disk; 'cifar10' etc. are accepted for 'split_cifar10'."""
+    for candidate in (name, f"split_{name}"):
+        if candidate in SOURCES:
+            return candidate
+    raise UserError(f"unknown dataset {name!r}; one of: {', '.join(SOURCES)}")
+
+
+def how_to_get(name: str, root: Path | None, again: bool = False) -> str:
+    """The one-line instruction for fetching a benchmark's dataset into `root`."""
+    where = str(root) if root else "DIR"
+    return (f"get it{' again' if again else ''} with 'esacl data download {name} --data-root {where}' where a network exists, "
+            f"or download {SOURCES[name].url} and unpack it into {where}")
+
+
+def dataset_folder(name: str, data_root: str | None) -> Path:
+    """The benchmark's dataset folder under the data root, or a one-line UserError naming what was
+    expected where, and how to get it."""
+    src = SOURCES[name]
+    root = resolve_root(data_root)
+    if root is None:
+        raise UserError(f"{name} reads the folder '{src.folder}' from a data root, but neither config key "
+                        f"'data_root' nor $ESACL_DATA is set; {how_to_get(name, None)}")
+    folder = root / src.folder
+    if not folder.is_dir():
+        raise UserError(f"{name} expects the folder '{src.folder}' under the data root {root}, and {folder} "
+                        f"does not exist; {how_to_get(name, root)}")
+    return folder
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array {list(value.shape)}"
+    return "nothing" if value is None else type(value).__name__
+
+
+def read_cifar_batch(path: Path, label_key: bytes, n_classes: int, how: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch file: images [N, 3, 32, 32] uint8 (channels first, as stored) and labels
+    [N] int64. The file is a pickle, the format's official form: read only files from the official
+    archive. A missing, unreadable or misshapen file is a one-line UserError naming it."""
+    suffix = f"; {how}" if how else ""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing{suffix}") from None
+    except Exception as err:       # a truncated or foreign file raises any of several types
+        raise UserError(f"{path} is corrupt: it does not unpickle ({type(err).__name__}){suffix}") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(label_key) if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32):
+        raise UserError(f"{path} is not a CIFAR batch: expected b'data' as uint8 [N, 3072], got {_describe(data)}{suffix}")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        y = None
+    if y is None or y.shape != (len(data),):
+        raise UserError(f"{path} is not a CIFAR batch: expected {label_key!r} with {len(data)} labels, "
+                        f"got {_describe(labels if y is None else y)}{suffix}")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise UserError(f"{path} has labels outside 0..{n_classes - 1}{suffix}")
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def _image_benchmark(name, spec, cfg, device, arrays, size: int) -> Benchmark:
+    """uint8 images ([N, 3, H, W] numpy, or [N, H, W, 3] where `arrays["hwc"]`) -> a stream on
+    the device with its normalisation statistics and crop/flip augmentation."""
+    n_classes = spec.n_tasks * spec.classes_per_task
+    for split in ("train", "test"):
+        counts = np.bincount(arrays[f"y_{split}"], minlength=n_classes)
+        if (counts == 0).any():
+            raise UserError(f"{name}: the {split} set has no images of class {int(np.argmin(counts))}; "
+                            f"{how_to_get(name, resolve_root(cfg.data_root))}")
+
+    def upload(x):
+        x = torch.from_numpy(x).to(device)
+        if arrays.get("hwc"):                             # [N, H, W, 3] -> [N, 3, H, W], the copy on the device
+            x = x.permute(0, 3, 1, 2).contiguous()
+        return x
+
+    x_train, x_test = upload(arrays["x_train"]), upload(arrays["x_test"])          # [N, 3, H, W] uint8
+    y_train = torch.from_numpy(arrays["y_train"]).to(device)
+    y_test = torch.from_numpy(arrays["y_test"]).to(device)
+    order = class_order(n_classes, cfg.seed, cfg.class_order or spec.protocol["class_order"])
+    tasks = split_into_tasks(x_train, y_train, x_test, y_test, order, spec.classes_per_task,
+                             cfg.n_tasks or spec.n_tasks)
+    return Benchmark(name, tasks, n_classes, (3, size, size), "resnet18", order, augment=crop_flip,
+                     norm=channel_stats(x_train))
+
+
+def _load_cifar(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
+    name = cfg.benchmark
+    src = SOURCES[name]
+    folder = dataset_folder(name, cfg.data_root)
+    how = how_to_get(name, resolve_root(cfg.data_root), again=True)
+    n_classes = spec.n_tasks * spec.classes_per_task
+    arrays = {}
+    for split, files in (("train", src.train), ("test", src.test)):
+        parts = [read_cifar_batch(folder / f, CIFAR_LABEL_KEYS[name], n_classes, how) for f in files]
+        arrays[f"x_{split}"] = np.concatenate([x for x, _ in parts])              # [N, 3, 32, 32] uint8
+        arrays[f"y_{split}"] = np.concatenate([y for _, y in parts])
+    return _image_benchmark(name, spec, cfg, device, arrays, 32)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def md5_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tiny_wnids(folder: Path) -> list[str]:
+    """The Tiny-ImageNet class ids (wnids.txt), sorted: a class's label is its position here."""
+    path = folder / "wnids.txt"
+    how = how_to_get("split_tinyimagenet", folder.parent, again=True)
+    try:
+        wnids = sorted(line.strip() for line in path.read_text().splitlines() if line.strip())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; {how}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({type(err).__name__}); {how}") from None
+    if len(wnids) != TINY_CLASSES or len(set(wnids)) != TINY_CLASSES:
+        raise UserError(f"{path} lists {len(set(wnids))} distinct classes, expected {TINY_CLASSES}; {how}")
+    return wnids
+
+
+def tiny_files(folder: Path, wnids: list[str]) -> tuple[list[Path], list[int], list[Path], list[int]]:
+    """Train images (train/<wnid>/images/*.JPEG) and test images (val/images, labelled by
+    val/val_annotations.txt) with their labels; file names sorted, classes in `wnids` order."""
+    how = how_to_get("split_tinyimagenet", folder.parent, again=True)
+    train, y_train = [], []
+    for label, wnid in enumerate(wnids):
+        images = sorted((folder / "train" / wnid / "images").glob("*.JPEG"))
+        if not images:
+            raise UserError(f"{folder / 'train' / wnid / 'images'} has no .JPEG images; {how}")
+        train += images
+        y_train += [label] * len(images)
+    test, y_test = tiny_val(folder, wnids, how)
+    return train, y_train, test, y_test
+
+
+def tiny_val(folder: Path, wnids: list[str], how: str = "") -> tuple[list[Path], list[int]]:
+    """The test set: val/images/* with labels from val/val_annotations.txt (image<TAB>wnid<TAB>box)."""
+    suffix = f"; {how}" if how else ""
+    annotations = folder / "val" / "val_annotations.txt"
+    label_of = {w: i for i, w in enumerate(wnids)}
+    try:
+        rows = [line.split("\t") for line in annotations.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise UserError(f"{annotations} is missing{suffix}") from None
+    for number, fields in enumerate(rows, 1):
+        if len(fields) < 2 or fields[1] not in label_of:
+            raise UserError(f"{annotations}:{number} does not name an image and a class of wnids.txt{suffix}")
+    if not rows:
+        raise UserError(f"{annotations} lists no images{suffix}")
+    return [folder / "val" / "images" / f[0] for f in rows], [label_of[f[1]] for f in rows]
+
+
+def decode_images(paths: list[Path], size: int, progress: bool = True, how: str = "") -> np.ndarray:
+    """Decode image files with PIL into [N, size, size, 3] uint8 (grayscale files become RGB)."""
+    from PIL import Image
+    suffix = f"; {how}" if how else ""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    from tqdm.auto import tqdm
+    for i, path in enumerate(tqdm(paths, desc="decoding JPEGs (once; cached)", unit="img", disable=not progress,
+                                  leave=False)):
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except FileNotFoundError:
+            raise UserError(f"{path} is missing{suffix}") from None
+        except (OSError, SyntaxError, ValueError) as err:    # PIL's errors for unreadable or truncated files
+            raise UserError(f"{path} is not a readable image ({type(err).__name__}){suffix}") from None
+        if pixels.shape != (size, size, 3):
+            raise UserError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, expected {size}x{size}{suffix}")
+        out[i] = pixels
+    return out
+
+
+def _read_tiny_cache(folder: Path, wnids: list[str]) -> dict | None:
+    """The cached arrays, or None (with a message) where the cache is absent, stale or fails its checksum."""
+    cache, meta_path = folder / TINY_CACHE, folder / TINY_CACHE_META
+    if not cache.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        print(f"esacl: {meta_path} is missing or unreadable; rebuilding {cache}", file=sys.stderr)
+        return None
+    if meta.get("format") != TINY_CACHE_FORMAT or meta.get("wnids") != wnids:
+        print(f"esacl: {cache} was built by another version or for another class list; rebuilding it", file=sys.stderr)
+        return None
+    digest = sha256_file(cache)               # ~1 s per GB: cheap next to decoding 110,000 JPEGs again
+    if digest != meta.get("sha256"):
+        print(f"esacl: {cache} fails its checksum (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...); "
+              f"rebuilding it from the JPEGs", file=sys.stderr)
+        return None
+    with np.load(cache) as stored:
+        return {k: stored[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def _write_tiny_cache(folder: Path, wnids: list[str], arrays: dict) -> None:
+    """Write the cache and its sidecar (sha256 of the cache file) via temporary names; a data root that
+    cannot be written only costs the next run another decode."""
+    cache, meta_path = folder / TINY_CACHE, folder / TINY_CACHE_META
+    tmp_cache = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp_cache, "wb") as f:
+            np.savez(f, **arrays)             # uncompressed: loading must take seconds, not a minute
+        meta = dict(format=TINY_CACHE_FORMAT, sha256=sha256_file(tmp_cache), wnids=wnids,
+                    shapes={k: list(v.shape) for k, v in arrays.items()})
+        tmp_meta.write_text(json.dumps(meta) + "\n")
+        os.replace(tmp_cache, cache)
+        os.replace(tmp_meta, meta_path)
+    except OSError as err:
+        tmp_cache.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+        print(f"esacl: cannot write the decoded cache {cache} ({err.strerror or err}); the next run decodes the "
+              f"JPEGs again", file=sys.stderr)
+
+
+def tiny_imagenet_arrays(folder: Path, progress: bool = True) -> dict[str, np.ndarray]:
+    """x_train [N, 64, 64, 3] uint8, y_train [N] int64, x_test, y_test of a tiny-imagenet-200 folder
+    (the test set is the official validation set). Decoded with PIL once into `esacl-cache.npz`
+    beside the data, its sha256 in `esacl-cache.json`; later calls load the cache, and a cache that
+    fails its checksum is rebuilt (with a message)."""
+    wnids = tiny_wnids(folder)
+    cached = _read_tiny_cache(folder, wnids)
+    if cached is not None:
+        return cached
+    train, y_train, test, y_test = tiny_files(folder, wnids)
+    how = how_to_get("split_tinyimagenet", folder.parent, again=True)
+    x = decode_images(train + test, 64, progress, how)                           # [N + M, 64, 64, 3]
+    arrays = dict(x_train=x[:len(train)], y_train=np.array(y_train, dtype=np.int64),
+                  x_test=x[len(train):], y_test=np.array(y_test, dtype=np.int64))
+    _write_tiny_cache(folder, wnids, arrays)
+    return arrays
+
+
+def _load_tinyimagenet(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
+    folder = dataset_folder(cfg.benchmark, cfg.data_root)
+    arrays = dict(tiny_imagenet_arrays(folder, cfg.progress), hwc=True)
+    return _image_benchmark(cfg.benchmark, spec, cfg, device, arrays, 64)
+
+
+# The protocol of Mammoth / DER and SparCL (ResNet-18, batch 32, SGD lr 0.03, buffer 500) and SparCL's
+# removal / mask schedules; the natural class order is the one the published anchors use.
+_IMAGE_PROTOCOL = dict(epochs=50, batch_size=32, lr=0.03, buffer_size=500, minibatch_size=32, width=64,
+                       removal_every=5, removal_until=20, tdm_every=5, class_order="natural")
+
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_digits": BenchmarkSpec(
         "scikit-learn digits, 5 tasks x 2 classes, 8x8 gray; offline, seconds on a CPU",
         n_tasks=5, classes_per_task=2,
         protocol=dict(epochs=5, batch_size=32, lr=0.03, buffer_size=200, minibatch_size=32, width=32,
-                      removal_every=1, removal_until=3, tdm_every=1),
+                      removal_every=1, removal_until=3, tdm_every=1, class_order="seeded"),
         loader=_load_split_digits),
+    "split_cifar10": BenchmarkSpec(
+        "CIFAR-10, 5 tasks x 2 classes, 32x32 RGB, ResNet-18; data_root/cifar-10-batches-py; a GPU benchmark",
+        n_tasks=5, classes_per_task=2, protocol=dict(_IMAGE_PROTOCOL), loader=_load_cifar),
+    "split_cifar100": BenchmarkSpec(
+        "CIFAR-100, 10 tasks x 10 classes, 32x32 RGB, ResNet-18; data_root/cifar-100-python; a GPU benchmark",
+        n_tasks=10, classes_per_task=10, protocol=dict(_IMAGE_PROTOCOL), loader=_load_cifar),
+    "split_tinyimagenet": BenchmarkSpec(
+        "Tiny-ImageNet, 10 tasks x 20 classes, 64x64 RGB, ResNet-18; data_root/tiny-imagenet-200; a GPU benchmark",
+        n_tasks=10, classes_per_task=20, protocol=dict(_IMAGE_PROTOCOL, epochs=100), loader=_load_tinyimagenet),
 }
 
 
@@ -102,3 +467,111 @@ def load_benchmark(cfg, device: torch.device) -> Benchmark:
         raise UserError(f"config key 'n_tasks' must be at most {spec.n_tasks} for {cfg.benchmark}, "
                         f"got {cfg.n_tasks}")
     return spec.loader(spec, cfg, device)
+
+
+# ------------------------------------------------------------------------------------------------
+# esacl data check | download
+
+
+def _check_cifar(name: str, folder: Path) -> tuple[list[str], int]:
+    src = SOURCES[name]
+    lines, bad = [], 0
+    for f in src.train + src.test:
+        path = folder / f
+        if not path.is_file():
+            lines.append(f"  MISSING  {f}")
+            bad += 1
+            continue
+        got = md5_file(path)
+        if got == src.md5[f]:
+            lines.append(f"  ok       {f}  md5 {got}")
+        else:
+            lines.append(f"  CORRUPT  {f}  md5 {got}, official {src.md5[f]}")
+            bad += 1
+    return lines, bad
+
+
+def _check_tiny(folder: Path) -> tuple[list[str], int]:
+    lines, bad = [], 0
+    try:
+        wnids = tiny_wnids(folder)
+    except UserError as err:
+        return [f"  BAD      wnids.txt: {str(err).split('; ')[0]}"], 1
+    lines.append(f"  ok       wnids.txt  {len(wnids)} classes")
+    counts = {w: len(list((folder / "train" / w / "images").glob("*.JPEG"))) for w in wnids}
+    short = [w for w, n in counts.items() if n < TINY_TRAIN_PER_CLASS]
+    total = sum(counts.values())
+    if short:
+        bad += 1
+        lines.append(f"  MISSING  train: {total} images, expected {TINY_CLASSES * TINY_TRAIN_PER_CLASS} "
+                     f"({len(short)} classes with fewer than {TINY_TRAIN_PER_CLASS}, e.g. train/{short[0]}/images: "
+                     f"{counts[short[0]]})")
+    else:
+        lines.append(f"  ok       train  {total} images in {len(wnids)} class folders")
+    try:
+        test, y_test = tiny_val(folder, wnids)
+    except UserError as err:
+        return lines + [f"  BAD      val: {err}"], bad + 1
+    absent = [p for p in test if not p.is_file()]
+    per_class = np.bincount(np.array(y_test, dtype=np.int64), minlength=TINY_CLASSES)
+    if absent or (per_class < TINY_TEST_PER_CLASS).any():
+        bad += 1
+        state = f"{len(absent)} of them absent, e.g. {absent[0].relative_to(folder)}" if absent else "all present"
+        lines.append(f"  MISSING  val: {len(test)} images listed ({state}), expected "
+                     f"{TINY_CLASSES * TINY_TEST_PER_CLASS} ({TINY_TEST_PER_CLASS} per class)")
+    else:
+        lines.append(f"  ok       val  {len(test)} images listed in val/val_annotations.txt, all present")
+    cache, meta_path = folder / TINY_CACHE, folder / TINY_CACHE_META
+    if not cache.exists():
+        lines.append(f"  note     {TINY_CACHE}: not built yet (the first load decodes the JPEGs once, about 1.2 GB)")
+    else:
+        try:
+            recorded = json.loads(meta_path.read_text()).get("sha256")
+        except (OSError, ValueError):
+            recorded = None
+        state = "checksum ok" if recorded == sha256_file(cache) else "fails its checksum: rebuilt on the next load"
+        lines.append(f"  note     {TINY_CACHE}: {cache.stat().st_size / 1e9:.2f} GB, {state}")
+    return lines, bad
+
+
+def check_data(data_root: str | None = None, names: list[str] | None = None) -> tuple[list[str], bool]:
+    """What `esacl data check` prints, and whether every named dataset (default: all) is complete:
+    the CIFAR files against their official md5 sums, the Tiny-ImageNet layout and its cache."""
+    names = [source_name(n) for n in names] if names else list(SOURCES)
+    root = resolve_root(data_root)
+    if root is None:
+        folders = ", ".join(SOURCES[n].folder for n in names)
+        return [f"no data root: pass --data-root DIR or set ESACL_DATA (the folder that holds {folders})"], False
+    lines, ok = [f"data root {root}"], True
+    for name in names:
+        folder = root / SOURCES[name].folder
+        if not folder.is_dir():
+            lines += [f"{name}: MISSING {folder}", f"  -> {how_to_get(name, root)}"]
+            ok = False
+            continue
+        rows, bad = _check_cifar(name, folder) if SOURCES[name].md5 else _check_tiny(folder)
+        lines += [f"{name}: {folder}"] + rows
+        if bad:
+            ok = False
+            lines.append(f"  -> {bad} missing or corrupt; {how_to_get(name, root, again=True)}")
+    return lines, ok
+
+
+def download(name: str, data_root: str | None = None) -> Path:
+    """Fetch a benchmark's official archive with torchvision's downloader (md5-checked) and unpack it
+    under the data root; returns the dataset folder. Where there is no network this is a one-line
+    UserError naming the URL."""
+    from .vision import import_torchvision
+    name = source_name(name)
+    src = SOURCES[name]
+    root = resolve_root(data_root)
+    if root is None:
+        raise UserError("no data root: pass --data-root DIR or set ESACL_DATA")
+    import_torchvision()
+    from torchvision.datasets.utils import download_and_extract_archive
+    try:
+        download_and_extract_archive(src.url, str(root), md5=src.archive_md5, remove_finished=True)
+    except Exception as err:       # urllib, socket, md5 and archive errors: all mean "not fetched"
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise UserError(f"cannot download {src.url}: {reason}") from None
+    return root / src.folder

@@ -82,6 +82,9 @@ class FlopMeter:
                 meter._phase = self.outer
         return _Phase()
 
+    # Not traced under torch.compile (config key 'compile'): a guard on the phase name would compile one
+    # graph per phase and exhaust dynamo's recompile limit; the cost is one graph break at the first layer.
+    @torch.compiler.disable
     def _count(self, module, args):
         if self._phase is None:
             return

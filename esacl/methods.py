@@ -222,7 +222,7 @@ class DERpp(Replay):
 
     def observe(self, batch, loss):
         # Logits of the step's first forward, at the pre-update weights (as Mammoth stores them).
-        self.buffer.add(x=batch.x_raw, y=batch.y, logits=loss.logits.detach())
+        self.buffer.add(x=batch.x_raw, y=batch.y, logits=loss.logits.detach().float())  # float32 under bf16 autocast too
 
 
 class EWC(Learner):

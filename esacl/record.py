@@ -256,6 +256,22 @@ def load_run(path) -> Record:
                   acc.get("task_il", []), bool(acc.get("complete")), rundir.events())
 
 
+def anchors() -> dict:
+    """The published reference results shipped with the package (esacl/anchors.json): `sources`,
+    `results` (rows with benchmark, method, buffer, class_il / task_il as [mean, std] in percent)
+    and `claims`."""
+    return json.loads((Path(__file__).parent / "anchors.json").read_text())
+
+
+def anchor(benchmark: str, method: str, buffer: int, source: str | None = None) -> dict | None:
+    """The published row for (benchmark, method, buffer size), from `source` if given; None if absent."""
+    for row in anchors()["results"]:
+        if (row["benchmark"], row["method"], row["buffer"]) == (benchmark, method, buffer) and \
+                source in (None, row["source"]):
+            return row
+    return None
+
+
 def load_masks(run_dir, task: int) -> dict[str, np.ndarray]:
     """The bit-packed masks saved at the end of `task`, unpacked: name -> bool array."""
     arrays = np.load(Path(run_dir) / "masks" / f"task_{task}.npz")

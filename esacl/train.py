@@ -15,7 +15,7 @@ from .config import RunConfig, UserError, resolve
 from .data import BENCHMARKS, load_benchmark
 from .flops import FlopMeter, peak_memory_bytes, sparse_model_bytes
 from .methods import PRESETS, Batch, build_learner
-from .models import build_model
+from .models import InputNorm, build_model
 from .prune import topk_masks
 from .record import Record, RunDir, environment, load_run
 from .select import build_selector
@@ -53,18 +53,25 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` where `enabled` (config key 'amp'); a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.no_grad()
-def evaluate(model, bench, upto: int) -> dict:
+def evaluate(model, bench, upto: int, amp: bool = False) -> dict:
     """Class-IL and task-IL accuracy (percent) on every task <= `upto` (None for later tasks), and
     the mean class-IL cross-entropy over those test sets. One host sync for the whole evaluation.
 
-    Class-IL takes the argmax over every class; task-IL over the task's own classes only.
+    Class-IL takes the argmax over every class; task-IL over the task's own classes only. `amp`:
+    the forwards run under bf16 autocast; the logits are compared in float32.
     """
     was_training = model.training
     model.eval()
     class_hits, task_hits, losses, counts = [], [], [], []
     for task in bench.tasks[:upto + 1]:
-        logits = torch.cat([model(x) for x in task.x_test.split(512)])           # [M, n_classes]
+        with autocast(task.x_test.device, amp):
+            logits = torch.cat([model(x) for x in task.x_test.split(512)]).float()   # [M, n_classes]
         own = torch.zeros(bench.n_classes, dtype=torch.bool, device=logits.device)
         own[task.classes] = True
         task_logits = logits.masked_fill(~own, float("-inf"))
@@ -146,7 +153,8 @@ class Trainer:
             x_raw = x[idx]
             augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
             batch = self.learner.prepare(Batch(augmented, y[idx], idx, x_raw))
-            loss = self.step(self.model, self.learner, batch)
+            with autocast(y.device, self.cfg.amp):
+                loss = self.step(self.model, self.learner, batch)
             self.learner.observe(batch, loss)
             loss_sum += loss.total.detach()       # stays on the device: no sync in the step loop
             if self.pruner.sparse and self.pruner.n_steps % self.cfg.log_every == 0:
@@ -215,15 +223,15 @@ class Trainer:
         if self.pruner.sparse:                   # the pruning jump: no retraining follows the projection
             stale = None
             if self.cfg.bn_recalibrate:
-                stale = evaluate(self.model, self.bench, t)
+                stale = evaluate(self.model, self.bench, t, self.cfg.amp)
                 self.recalibrate_bn(x, y)
-            before = evaluate(self.model, self.bench, t)
+            before = evaluate(self.model, self.bench, t, self.cfg.amp)
             self.pruner.project()
-            jump = jump_summary(before, evaluate(self.model, self.bench, t), t)
+            jump = jump_summary(before, evaluate(self.model, self.bench, t, self.cfg.amp), t)
             if stale is not None:
                 jump["class_il_before_bn_recalibration"] = sum(stale["class_il"][:t + 1]) / (t + 1)
         self.learner.end_task(task, self.model)  # after the projection: EWC anchors the final weights
-        result = evaluate(self.model, self.bench, t)
+        result = evaluate(self.model, self.bench, t, self.cfg.amp)
         self.class_il.append(result["class_il"])
         self.task_il.append(result["task_il"])
         event = dict(event="task", task=t, classes=task.classes, class_il=result["class_il"],
@@ -259,7 +267,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None                                    # cumulative average
         pool = self.selector.pool()
-        with self.meter.phase("bn_recalibration"):
+        with self.meter.phase("bn_recalibration"), autocast(y.device, self.cfg.amp):
             for start in range(0, len(pool), self.cfg.batch_size):
                 idx = pool[start:start + self.cfg.batch_size]
                 x_raw = x[idx]
@@ -343,11 +351,20 @@ def default_name(cfg: RunConfig) -> str:
     return f"{cfg.benchmark}-{cfg.method}{sparsity}-s{cfg.seed}"
 
 
-def build(cfg: RunConfig, device: torch.device):
-    """Config -> benchmark, model, learner, step (RNGs seeded first, so builds repeat exactly)."""
+def build(cfg: RunConfig, device: torch.device, bench=None):
+    """Config -> benchmark, model, learner, step (RNGs seeded first, so builds repeat exactly).
+
+    `bench`: an already built `data.Benchmark` to use instead of loading `cfg.benchmark` (benchmarks
+    on synthetic data). The speed knobs act here: `channels_last` converts the model (and its
+    InputNorm's output), `compile` compiles the model in place after the FLOPs are counted."""
     seed_everything(cfg.seed)
-    bench = load_benchmark(cfg, device)
-    model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width).to(device)
+    bench = bench if bench is not None else load_benchmark(cfg, device)
+    model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width, bench.norm).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, InputNorm):
+                module.channels_last = True
     preset = PRESETS[cfg.method]
     learner = build_learner(cfg, bench.n_classes, bench.augment)
     learner.attach(model)
@@ -355,6 +372,13 @@ def build(cfg: RunConfig, device: torch.device):
     meter.track(model.prunable())
     learner.meter = meter
     step = build_step(cfg, preset, model, build_selector(preset, cfg, device), meter)
+    if cfg.compile:
+        # In place: parameter names, prunable() and checkpoints stay as they are. A step compiles one graph
+        # per train/eval x grad x BN-statistics variant, each static and then dynamic in the batch size
+        # (last batch of an epoch, IDS support sets): more than dynamo's default limit of 8 per frame,
+        # past which it would silently fall back to eager.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        model.compile()
     return bench, model, learner, step, meter
 
 

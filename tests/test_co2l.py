@@ -218,3 +218,15 @@ def test_resume_equals_an_uninterrupted_run(tiny, stop_after_epochs):
         esacl.run(cfg.replace(name="cut"), callbacks=[stop])
     resumed = esacl.resume(whole.path.parent / "cut")
     assert resumed.complete and resumed.class_il == whole.class_il and resumed.task_il == whole.task_il
+
+
+def test_two_views_of_uint8_pixels_are_floats_on_the_pixel_scale():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    v1, v2 = two_views(x)
+    assert v1.dtype == torch.float32 and v1.shape == x.shape and not torch.equal(v1, v2)
+    for view in (v1, v2):
+        for image, out in zip(x.float() / 255, view / 255):
+            assert explained(out, image, 1, flip=True) or explained(out, image, 1, flip=False)
+    # the jitter keeps pixels near the 0..255 range (not the normalised units' near-zero range)
+    assert 60 < torch.cat([v1, v2]).std() < 160

@@ -81,3 +81,13 @@ def test_comparison_table_averages_over_seeds(tiny):
     mean = sum(values) / 2
     std = abs(values[0] - values[1]) / 2 ** 0.5
     assert f"{mean:9.2f} +- {std:4.2f}" in row and " 2 " in row
+
+
+def test_published_anchors_ship_with_the_package():
+    from esacl.record import anchor, anchors
+    table = anchors()
+    assert {"sources", "results", "claims"} <= set(table)
+    derpp = anchor("split_cifar10", "derpp", 500)
+    assert derpp["class_il"] == [72.70, 1.36] and derpp["task_il"] == [93.88, 0.50] and derpp["source"] == "der2020"
+    assert anchor("split_cifar10", "derpp", 500, source="xder2022") is None
+    assert anchor("split_cifar100", "derpp", 500)["class_il"][0] == 38.25

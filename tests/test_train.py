@@ -184,3 +184,23 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
     assert torch.allclose(trainer.model.stem[1].running_mean, expected, atol=1e-5)
     assert trainer.model.stem[1].momentum == 0.1                # momentum restored
     assert trainer.meter.snapshot()["bn_recalibration.forward"] == len(y) * trainer.meter.dense_forward
+
+
+def test_amp_and_channels_last_runs_train_and_evaluate(tiny):
+    from esacl.config import resolve
+    from esacl.data import BENCHMARKS
+    from esacl.train import build
+    cfg = tiny(method="esacl", amp=True, channels_last=True)
+    _, model, *_ = build(resolve(cfg, BENCHMARKS["split_digits"].protocol)[0], torch.device("cpu"))
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    record = esacl.run(cfg)                       # bf16 autocast on the CPU: allowed, mostly for checking
+    assert record.complete and min(record.task_il[-1]) > 70
+    assert record.config["amp"] and record.config["channels_last"]
+
+
+@pytest.mark.slow
+def test_compile_gives_a_working_run_with_the_same_flops(tiny):
+    eager = esacl.run(tiny(method="esacl", name="eager"))
+    compiled = esacl.run(tiny(method="esacl", compile=True, name="compiled"))
+    assert compiled.complete and min(compiled.task_il[-1]) > 70
+    assert compiled.efficiency["flops"] == eager.efficiency["flops"]     # the meter's hook runs outside the graph

@@ -1,0 +1,800 @@
+"""Sweeps: a grid of benchmark-notebook executions, on this machine or a Ray cluster.
+
+    grid = load_grid("benchmarks/grids/split_digits.toml")       # or a dict: notebook, fixed, axes
+    result = run_sweep(grid, "sweeps/digits")                     # engine="ray", address="auto" for Ray
+    print(result.table)                                           # also sweeps/digits/summary.{csv,html}
+
+Each point is one papermill execution of the notebook into its own run directory, named from the
+point's parameters (`split_digits-esacl-sp0.9-s1`). Every name and value is checked before anything
+runs. A point is complete when its `accuracy.json` says so; a re-run skips complete points, resumes
+partial ones from their checkpoint, and retries failed ones. A failing or crashing point is recorded
+(`failures/<point>.txt`, `sweep.json`) and the others go on. One sweep at a time writes a folder
+(`.lock`).
+
+Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, seconds),
+`failures/<point>.txt` (error and traceback), `logs/<point>.log` (a local worker's output),
+`summary.csv` and `summary.html` (the paper-style table), `.lock`.
+"""
+import ast
+import csv
+import datetime
+import difflib
+import fcntl
+import html
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import metrics
+from .config import RunConfig, UserError
+from .record import load_run, write_atomic
+
+GRID_KEYS = ("notebook", "fixed", "axes")
+SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
+POLL_SECONDS = 0.5                               # how often the driver looks at its workers (points take minutes)
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its run directory's name, the notebook to execute and its typed parameters."""
+    name: str
+    notebook: str
+    params: dict
+
+
+@dataclass
+class Grid:
+    """A validated grid: where it came from, what it says, and its points in order."""
+    source: str
+    notebook: str | None
+    fixed: dict
+    axes: dict
+    points: list[Point] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(notebook=self.notebook, fixed=self.fixed, axes=self.axes)
+
+
+def load_grid(source) -> Grid:
+    """A grid from a TOML file (path) or a dict with `notebook`, `fixed` and `axes`.
+
+    Every key is checked against the notebook's parameters and every value against RunConfig before
+    anything runs; a mistake is one `UserError` line naming the key. Sparsities are skipped for dense
+    methods (one point per remaining combination). Without `notebook`, each point executes the
+    notebook named after its `benchmark` (fixed or an axis)."""
+    if isinstance(source, dict):
+        label, spec = "grid", dict(source)
+    else:
+        label = str(source)
+        try:
+            spec = tomllib.loads(Path(source).read_text())
+        except FileNotFoundError:
+            raise UserError(f"grid file {source} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"grid file {source} is not valid TOML: {err}") from None
+    for key in spec:
+        if key not in GRID_KEYS:
+            raise UserError(f"{label}: unknown key '{key}'{_near(key, GRID_KEYS)}; a grid has {', '.join(GRID_KEYS)}")
+    notebook, fixed, axes = spec.get("notebook"), dict(spec.get("fixed", {})), dict(spec.get("axes", {}))
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{label}: axis '{key}' must be a non-empty list, got {values!r}")
+        if key in fixed:
+            raise UserError(f"{label}: '{key}' is both fixed and an axis; keep one")
+    for key in SET_BY_SWEEP:
+        if key in fixed or key in axes:
+            raise UserError(f"{label}: '{key}' is set by the sweep itself (run directories go under --out); drop it")
+    if notebook is None and "benchmark" not in fixed and "benchmark" not in axes:
+        raise UserError(f"{label} names no notebook: add notebook = \"split_digits\" (or a benchmark to [fixed] or [axes])")
+    grid = Grid(label, notebook, fixed, axes)
+    grid.points = _expand(grid)
+    return grid
+
+
+def _near(key: str, names) -> str:
+    near = difflib.get_close_matches(key, list(names), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _expand(grid: Grid) -> list[Point]:
+    from .methods import PRESETS
+    from .report import notebook_parameters, notebook_path
+    declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
+    points, names = [], {}
+    for values in itertools.product(*grid.axes.values()):
+        params = dict(grid.fixed, **dict(zip(grid.axes, values)))
+        notebook = grid.notebook or params["benchmark"]
+        if notebook not in declared:
+            declared[notebook] = {k: _literal(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}
+        defaults = declared[notebook]
+        for key in params:
+            if key not in defaults:
+                raise UserError(f"{grid.source}: notebook {notebook} has no parameter '{key}'{_near(key, defaults)}; "
+                                f"parameters: {', '.join(defaults)}")
+        try:
+            typed = RunConfig.from_dict(params).to_dict()
+        except UserError as err:
+            raise UserError(f"{grid.source}: {err}") from None
+        params = {k: typed[k] for k in params}
+        method = params.get("method", defaults.get("method"))
+        if "sparsity" in params and method in PRESETS and not PRESETS[method].sparse:
+            del params["sparsity"]                        # a dense method has one point per other combination
+        point = Point(point_name(notebook, params, defaults, list(grid.axes)), notebook, params)
+        if point.name in names:
+            if names[point.name] != point.params:
+                raise UserError(f"{grid.source}: two points share the run directory name {point.name}")
+            continue
+        names[point.name] = point.params
+        points.append(point)
+    return points
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> str:
+    """Deterministic run-directory name: benchmark-method[-spS][-KEYvalue for other axes]-sSEED."""
+    def show(value) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    get = lambda key: params.get(key, defaults.get(key))
+    parts = [str(params.get("benchmark", notebook)), str(get("method"))]
+    if params.get("sparsity") is not None:
+        parts.append(f"sp{show(params['sparsity'])}")
+    parts += [f"{k}{show(params[k])}" for k in axes if k in params and k not in ("benchmark", "method", "sparsity", "seed")]
+    parts.append(f"s{get('seed')}")
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", "-".join(parts))
+
+
+# ------------------------------------------------------------------------------------------- status
+
+def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
+    """(status, detail) of one point from disk: 'complete', 'failed', 'incomplete' or 'not started'.
+
+    A complete `accuracy.json` decides 'complete'; a failure file without one, 'failed'."""
+    acc = _read_json(run_dir / "accuracy.json")
+    if acc.get("complete"):
+        if (run_dir / "notebook.ipynb").is_file():
+            return "complete", ""
+        return "complete", "no executed notebook (resumed from its checkpoint, or its kernel stopped answering)"
+    checkpoint = (run_dir / "checkpoint.pt").is_file()
+    progress = f"{acc.get('tasks_done', 0)}/{acc['n_tasks']} tasks" if "n_tasks" in acc else "no task finished"
+    if failure is not None and failure.is_file():
+        first = failure.read_text().splitlines()[:1]
+        return "failed", (first[0] if first else "") + ("; resumes from its checkpoint" if checkpoint else "")
+    if run_dir.is_dir():
+        return "incomplete", progress + ("; resumes from its checkpoint" if checkpoint else "; restarts")
+    return "not started", ""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def sweep_status(grid: Grid, out) -> dict[str, tuple[str, str]]:
+    """Every point's (status, detail), from disk only: nothing runs."""
+    out = Path(out)
+    return {p.name: point_status(out / p.name, out / "failures" / f"{p.name}.txt") for p in grid.points}
+
+
+def status_text(grid: Grid, out) -> str:
+    """`esacl sweep --status`: one line per point, counts, and whether a sweep holds the folder."""
+    states = sweep_status(grid, out)
+    width = max([len(n) for n in states] + [5])
+    lines = [f"{name:{width}s}  {status:12s}{detail}" for name, (status, detail) in states.items()]
+    counts: dict[str, int] = {}
+    for status, _ in states.values():
+        counts[status] = counts.get(status, 0) + 1
+    order = ("complete", "incomplete", "failed", "not started")
+    lines += ["", f"{len(states)} points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in order)]
+    holder = SweepLock(out).holder()
+    if holder:
+        lines.append(f"a sweep is running in {out} (pid {holder})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- lock
+
+class SweepLock:
+    """An exclusive lock on a sweep folder: `.lock`, flock'ed, holding the driver's pid.
+
+    The kernel drops an flock when its last holder dies, so a killed driver leaves no stale lock.
+    Local workers inherit the descriptor: a folder stays locked until the last worker of a killed
+    driver has stopped (they notice within a second), so two sweeps never write the same run."""
+
+    def __init__(self, out):
+        self.path = Path(out) / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self, wait_dead: float = 30.0) -> "SweepLock":
+        """Take the lock or raise a one-line `UserError`; waits up to `wait_dead` seconds for the
+        workers of a driver that is already dead."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_dead
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pid = self._pid()
+                if pid is None or _alive(pid) or time.monotonic() > deadline:
+                    os.close(fd)
+                    who = f"another sweep (pid {pid})" if pid and _alive(pid) else \
+                        f"the workers of a stopped sweep (pid {pid})"
+                    raise UserError(f"{self.path.parent} is locked by {who}; wait for it to finish or stop it, "
+                                    f"then run again") from None
+                time.sleep(POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self) -> int | None:
+        """The pid of the sweep holding the folder, or None (probes with a shared lock, at once released)."""
+        if not self.path.is_file():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return self._pid() or -1
+        finally:
+            os.close(fd)
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------ one point
+
+def run_point(point: Point, out) -> Path:
+    """Bring one point to completion and return its run directory: nothing if complete, a resume
+    from the checkpoint if partial, else a fresh notebook execution (a folder with neither a
+    checkpoint nor a complete record holds nothing worth keeping and is removed first)."""
+    out = Path(out).resolve()
+    run_dir = out / point.name
+    if _read_json(run_dir / "accuracy.json").get("complete"):
+        return run_dir
+    if (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.json").is_file():
+        from .train import resume
+        resume(run_dir, progress=False)       # the run completes; its executed notebook is not re-made
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    from .report import execute_notebook
+    return execute_notebook(point.notebook, dict(point.params, name=point.name), out=str(out), progress=False)
+
+
+def attempt(point: Point, out, cwd: str | None = None) -> dict:
+    """`run_point`, never raising: {'ok', 'error' (one line), 'traceback', 'seconds', 'note'}. The Ray task.
+
+    A kernel that sits idle while its notebook waits for it is stopped after `STALL_SECONDS` (see
+    `_guard_kernel`). If this attempt's own notebook execution stalled, its run directory is removed
+    and the notebook executed once more, so the point still gets its executed notebook; a second
+    stall fails the point (or, if its run completed, leaves it complete without a notebook)."""
+    if cwd and Path(cwd).is_dir():
+        os.chdir(cwd)                 # relative paths in parameters mean what they meant to the driver
+    run_dir = Path(out).resolve() / point.name
+    executes = not (run_dir / "checkpoint.pt").is_file()          # run_point will execute the notebook afresh
+    tic = time.perf_counter()
+    for last in (not executes, True):
+        done, stalled = threading.Event(), threading.Event()
+        threading.Thread(target=_guard_kernel, args=(done, stalled), daemon=True).start()
+        try:
+            run_point(point, out)
+            return dict(ok=True, error="", traceback="", note="", seconds=time.perf_counter() - tic)
+        except Exception as err:
+            if not stalled.is_set():
+                return dict(ok=False, error=_one_line(err), traceback=_traceback(err), note="",
+                            seconds=time.perf_counter() - tic)
+            if not last:              # a run this attempt made and never reported: make it again, cleanly
+                shutil.rmtree(run_dir, ignore_errors=True)
+                continue
+            if _read_json(run_dir / "accuracy.json").get("complete"):
+                return dict(ok=True, error="", traceback="", seconds=time.perf_counter() - tic,
+                            note=f"the run completed, then its kernel sat idle {STALL_SECONDS} s without "
+                                 f"answering; stopped it, so the point has no executed notebook")
+            return dict(ok=False, error=f"the notebook's kernel sat idle {STALL_SECONDS} s without answering; "
+                                        f"stopped it (the next sweep resumes the point)",
+                        traceback=_traceback(err), note="", seconds=time.perf_counter() - tic)
+        finally:
+            done.set()
+
+
+# An idle kernel while papermill waits for its reply is a hang (seen now and then with kernels over
+# loopback TCP, at the end of the training cell; report.py now talks to kernels over IPC). A safety net:
+# without it a sweep would wait forever. The cost: a stall is noticed this late, and a cell that
+# legitimately idles this long (the benchmark notebooks have none) is stopped.
+STALL_SECONDS = 60
+
+
+def _guard_kernel(done: threading.Event, stalled: threading.Event) -> None:
+    """Kill this process's children (the notebook's kernel) once they have used no CPU for
+    `STALL_SECONDS`; papermill then reports a dead kernel instead of waiting forever."""
+    import psutil                                    # comes with ipykernel
+    every = min(5.0, STALL_SECONDS / 4)              # a look at the children's CPU time costs ~0.1 ms
+    me, last, idle_since = psutil.Process(), -1.0, time.monotonic()
+    while not done.wait(every):
+        children, cpu = me.children(recursive=True), 0.0
+        for child in children:
+            try:
+                times = child.cpu_times()
+                cpu += times.user + times.system
+            except psutil.Error:
+                pass
+        if not children or cpu - last > 0.1 * every / 5:     # busy (or no kernel yet): not a stall
+            last, idle_since = cpu, time.monotonic()
+        elif time.monotonic() - idle_since > STALL_SECONDS:
+            stalled.set()
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+            return
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())[:500]
+
+
+def _traceback(err: BaseException) -> str:
+    return "".join(traceback.format_exception(err))
+
+
+def _write_failure(out: Path, name: str, error: str, text: str) -> None:
+    """failures/<name>.txt: the one-line error, the traceback, and where the executed notebook is (a
+    notebook that failed after its run directory was made keeps it there, with the kernel's traceback)."""
+    notebook = out / name / "notebook.ipynb"
+    where = f"\nthe executed notebook, with the kernel's traceback: {notebook}\n" if notebook.is_file() else ""
+    (out / "failures").mkdir(exist_ok=True)
+    write_atomic(out / "failures" / f"{name}.txt", f"{error}\n\n{text}\n{where}".encode())
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+@dataclass
+class SweepResult:
+    """What `run_sweep` did: every point's status, error, seconds; the summary table and its files."""
+    out: Path
+    points: dict[str, dict]
+    table: str = ""
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, p in self.points.items() if p["status"] == "failed"]
+
+
+def default_workers(n_points: int) -> int:
+    """Local engine: half the cores (each point's kernel trains with the other threads), at most the
+    number of points; one point at a time on a GPU machine (points would share one device)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return max(1, min((os.cpu_count() or 2) // 2, n_points))
+
+
+def run_sweep(grid, out, engine: str = "local", workers: int | None = None, address: str | None = None,
+              progress: bool = True) -> SweepResult:
+    """Run every point of `grid` (a `Grid`, a TOML path or a dict) not yet complete under `out`.
+
+    engine 'local': each point in its own worker process, `workers` at a time (`default_workers`).
+    engine 'ray': each point a Ray task on the cluster at `address` (None: a local Ray instance;
+    'auto': the running local cluster), one GPU per point when it trains on CUDA, else one CPU.
+    Writes `sweep.json` as points start and end, then `summary.csv` / `summary.html`."""
+    if engine not in ("local", "ray"):
+        raise UserError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if workers is not None and (engine != "local" or workers < 1):
+        raise UserError("--workers is for the local engine (Ray schedules by each point's resources)"
+                        if engine != "local" else f"--workers must be at least 1, got {workers}")
+    if address is not None and engine != "ray":
+        raise UserError("--address is for --engine ray")
+    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    out = Path(out).resolve()
+    lock = SweepLock(out).acquire()
+    try:
+        return _drive(grid, out, engine, workers, address, progress, lock)
+    finally:
+        lock.release()
+
+
+def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: SweepLock) -> SweepResult:
+    from tqdm.auto import tqdm
+    previous = _read_json(out / "sweep.json").get("points", {})
+    state = {}
+    for p in grid.points:
+        _check_same_point(p, out / p.name)
+        status, _ = point_status(out / p.name)
+        old = previous.get(p.name, {})
+        state[p.name] = dict(notebook=p.notebook, params=p.params, status=status, error="",
+                             seconds=old.get("seconds") if status == "complete" else None,
+                             attempts=old.get("attempts", 0))
+        if status == "complete":
+            (out / "failures" / f"{p.name}.txt").unlink(missing_ok=True)
+    meta = dict(grid=grid.to_dict(), source=grid.source, engine=engine, driver_pid=os.getpid(),
+                started=_now(), points=state)
+    save = lambda: write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
+    save()
+    pending = [p for p in grid.points if state[p.name]["status"] != "complete"]
+    skipped = len(grid.points) - len(pending)
+    bar = tqdm(total=len(pending), desc=f"sweep {out.name}", unit="point", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    counts = dict(running=0, failed=0, skipped=skipped)
+
+    def started(point: Point) -> None:
+        state[point.name].update(status="running", attempts=state[point.name]["attempts"] + 1)
+        counts["running"] += 1
+        bar.set_postfix(counts, refresh=True)
+        save()
+
+    def finished(point: Point, result: dict) -> None:
+        entry = state[point.name]
+        counts["running"] -= 1
+        if result["ok"]:
+            entry.update(status="complete", error="", seconds=round(result["seconds"], 2))
+            note = point_status(out / point.name)[1]          # e.g. complete without an executed notebook
+            if note:
+                entry["note"] = note
+            (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
+        else:
+            counts["failed"] += 1
+            entry.update(status="failed", error=result["error"], seconds=round(result["seconds"], 2))
+            if result.get("traceback") is not None:       # a local worker wrote its own failure file
+                _write_failure(out, point.name, result["error"], result["traceback"])
+        save()
+        bar.update(1)
+        bar.set_postfix(counts, refresh=True)
+        line = f"{point.name}: {entry['status']} in {entry['seconds']:.1f} s"
+        bar.write(line + (f" ({entry['error']})" if entry["error"] else ""), file=sys.stderr)
+
+    if skipped:
+        bar.write(f"{skipped} of {len(grid.points)} points already complete: skipped", file=sys.stderr)
+    try:
+        if engine == "local":
+            _local(pending, out, workers or default_workers(len(pending)), lock, started, finished)
+        else:
+            _ray(pending, out, address, started, finished)
+    finally:
+        bar.close()
+        for entry in state.values():
+            if entry["status"] == "running":              # interrupted: the next call resumes it
+                entry["status"] = "incomplete"
+        save()
+    table, *_ = write_summary(out)
+    return SweepResult(out, state, table)
+
+
+def _check_same_point(point: Point, run_dir: Path) -> None:
+    """An existing run directory must have been made with this point's parameters (a grid edited
+    between two calls into the same folder would otherwise skip points it never ran)."""
+    saved = _read_json(run_dir / "config.json").get("config")
+    if not saved:
+        return
+    for key, value in point.params.items():
+        if saved.get(key) != value:
+            raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r} but the grid now says {value!r}; "
+                            f"sweep into another --out folder")
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+# Local engine: one worker process per point. A subprocess rather than a pool: a worker that dies
+# (out of memory, a segfault) is one failed point, while a dead pool worker breaks every pending future.
+WORKER = [sys.executable, "-m", "esacl.sweep"]
+
+
+def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished) -> None:
+    env = dict(os.environ)
+    # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    (out / "logs").mkdir(exist_ok=True)
+    queue, running = list(points), {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                point = queue.pop(0)
+                spec = json.dumps(dict(point=point.__dict__, out=str(out)))
+                with open(out / "logs" / f"{point.name}.log", "ab") as log:
+                    proc = subprocess.Popen(WORKER + [spec], stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fd,))
+                running[proc] = (point, time.perf_counter())
+                started(point)
+            time.sleep(POLL_SECONDS)
+            for proc in [p for p in running if p.poll() is not None]:
+                point, tic = running.pop(proc)
+                finished(point, _worker_result(proc.returncode, point, out, time.perf_counter() - tic))
+    finally:
+        for proc in running:                         # interrupted: stop the workers (they stop their kernels)
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _worker_result(code: int, point: Point, out: Path, seconds: float) -> dict:
+    if code == 0:
+        return dict(ok=True, seconds=seconds)
+    failure = out / "failures" / f"{point.name}.txt"
+    if code == 1 and failure.is_file():              # the worker caught the error and wrote it down
+        return dict(ok=False, error=failure.read_text().splitlines()[0], traceback=None, seconds=seconds)
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.Signals._value2member_map_ \
+        else f"exit code {code}"
+    hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+    log = out / "logs" / f"{point.name}.log"
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.is_file() else ""
+    return dict(ok=False, error=f"worker died: {how}{hint}", seconds=seconds,
+                traceback=f"the worker process ended with {how}; last lines of {log}:\n{tail}")
+
+
+def _worker_main(argv: list[str]) -> int:
+    """A local worker: one point, then exit 0 (complete) or 1 (failure file written)."""
+    spec = json.loads(argv[0])
+    point, out = Point(**spec["point"]), Path(spec["out"])
+    driver = os.getppid()
+
+    def watch() -> None:                             # a killed driver must not leave a run being written
+        while os.getppid() == driver:
+            time.sleep(POLL_SECONDS)
+        _stop(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: _stop(143))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the driver's to handle: it stops us with SIGTERM
+    result = attempt(point, out)
+    if result["note"]:
+        print(result["note"], flush=True)            # into logs/<point>.log
+    if not result["ok"]:
+        _write_failure(out, point.name, result["error"], result["traceback"])
+    return 0 if result["ok"] else 1
+
+
+def _stop(code: int) -> None:
+    """Kill this worker's descendants (the notebook's kernel), then exit at once."""
+    try:
+        import psutil                               # comes with ipykernel
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+    finally:
+        os._exit(code)
+
+
+def _ray(points: list[Point], out: Path, address: str | None, started, finished) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the ray engine needs Ray: pip install the ray version pinned in requirements.txt") from None
+    ours = not ray.is_initialized()
+    if ours:
+        # A fresh local instance gets no dashboard (its extra processes cost a few seconds and memory).
+        extra = {} if address or os.environ.get("RAY_ADDRESS") else dict(include_dashboard=False)
+        try:
+            ray.init(address=address, log_to_driver=False, **extra)
+        except Exception as err:                        # Ray raises several types for an unreachable cluster
+            raise UserError(f"cannot reach a Ray cluster at {address or 'a new local instance'}: {_one_line(err)}") from None
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        # No automatic retries: a point that crashed its worker is a failed point; the next sweep resumes it.
+        task = ray.remote(max_retries=0)(attempt)
+        refs = {}
+        for point in points:
+            device = str(point.params.get("device", "auto"))
+            wants_gpu = device.startswith("cuda") or (device == "auto" and gpus)
+            resources = dict(num_gpus=1, num_cpus=0) if wants_gpu else dict(num_cpus=1)
+            refs[task.options(**resources).remote(point, str(out), os.getcwd())] = (point, time.perf_counter())
+            started(point)
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_SECONDS * 2)
+            for ref in done:
+                point, tic = refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:               # the task's worker died, or Ray failed it
+                    result = dict(ok=False, error=f"ray: {_one_line(err)}", traceback=str(err),
+                                  seconds=time.perf_counter() - tic)
+                finished(point, result)
+    finally:
+        if ours:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+# (column, header, record -> value, format) of the paper-style table, each shown as mean +- std over seeds.
+COLUMNS = [
+    ("class_il", "class-IL", lambda r: r.summary["class_il"]["average"], ".2f"),
+    ("task_il", "task-IL", lambda r: r.summary["task_il"]["average"], ".2f"),
+    ("forgetting", "forgetting", lambda r: r.summary["class_il"]["forgetting"], ".2f"),
+    ("flops", "train FLOPs", lambda r: r.efficiency["flops"], ".3g"),
+    ("flops_x_sgd", "FLOPs x SGD", lambda r: r.efficiency["flops_relative"], ".2f"),
+    ("model_mb", "model MB", lambda r: r.efficiency["memory"]["model_sparse"] / 1e6, ".3f"),
+    ("optimizer_mb", "optim MB", lambda r: r.efficiency["memory"]["optimizer_state"] / 1e6, ".3f"),
+    ("train_s", "train s", lambda r: r.efficiency["train_seconds"], ".1f"),
+]
+
+
+def published() -> list[dict]:
+    """Published reference results (esacl/anchors.json), or none where the file is absent."""
+    path = Path(__file__).parent / "anchors.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("results", [])
+
+
+def _anchor(anchors: list[dict], benchmark: str, method: str, sparsity: float, config: dict) -> dict | None:
+    """The published row for this benchmark, method, buffer size (replay learners) and sparsity."""
+    from .methods import PRESETS
+    replay = method in PRESETS and PRESETS[method].learner in ("er", "derpp", "co2l")
+    buffer = config.get("buffer_size") if replay else 0
+    for row in anchors:
+        if (row["benchmark"], row["method"], row.get("buffer", 0)) == (benchmark, method, buffer) and \
+                math.isclose(row.get("sparsity", 0.0), sparsity):
+            return row
+    return None
+
+
+def summary_rows(records) -> list[dict]:
+    """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
+    and the published class-IL / task-IL beside (None where there is none)."""
+    from .methods import PRESETS
+    groups: dict[tuple, list] = {}
+    for r in records:
+        if r.complete:
+            key = (r.config["benchmark"], r.config["method"], float(r.config.get("sparsity") or 0.0))
+            groups.setdefault(key, []).append(r)
+    order = list(PRESETS)
+    rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
+    anchors, rows = published(), []
+    for key in sorted(groups, key=rank):
+        runs = sorted(groups[key], key=lambda r: r.config["seed"])
+        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))
+        for name, _, value, _ in COLUMNS:
+            row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
+        anchor = _anchor(anchors, *key, runs[0].config)
+        for il in ("class_il", "task_il"):
+            mean, std = (anchor.get(il) or [None, None]) if anchor else (None, None)
+            row[f"published_{il}_mean"], row[f"published_{il}_std"] = mean, std
+        row["published_source"] = anchor["source"] if anchor else None
+        rows.append(row)
+    return rows
+
+
+def _cell(mean, std, fmt: str) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:{fmt}} +- {std:{fmt}}" if std is not None and not math.isnan(std) else f"{mean:{fmt}}"
+
+
+def _published_cell(row: dict) -> str:
+    if row["published_source"] is None:
+        return "-"
+    return (f"{_cell(row['published_class_il_mean'], row['published_class_il_std'], '.2f')} / "
+            f"{_cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]")
+
+
+def _table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["benchmark", "method", "sparsity", "seeds"] + [h for _, h, _, _ in COLUMNS] + \
+        ["published class-IL / task-IL"]
+    body = [[r["benchmark"], r["method"], f"{r['sparsity']:.2f}", str(r["seeds"])]
+            + [_cell(r[f"{n}_mean"], r[f"{n}_std"], f) for n, _, _, f in COLUMNS] + [_published_cell(r)]
+            for r in rows]
+    return head, body
+
+
+def summary_text(rows: list[dict]) -> str:
+    """The table as aligned text (mean +- std over seeds)."""
+    head, body = _table_cells(rows)
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), "-" * len(line(head))] + [line(b) for b in body])
+
+
+def summary_html(rows: list[dict], title: str) -> str:
+    """The table as one self-contained HTML page (inline style, no script)."""
+    head, body = _table_cells(rows)
+    esc = html.escape
+    cells = lambda tag, row: "".join(f"<{tag}>{esc(c)}</{tag}>" for c in row)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title>\n<style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+            "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}</style></head>\n<body>"
+            f"<h1>{esc(title)}</h1>\n<p>Mean +- std over seeds of complete runs. Accuracy and forgetting in percent "
+            "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
+            "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
+            "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n<table>"
+            f"<thead><tr>{cells('th', head)}</tr></thead><tbody>\n"
+            + "\n".join(f"<tr>{cells('td', b)}</tr>" for b in body) + "\n</tbody></table></body></html>\n")
+
+
+def summary_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    names = list(rows[0]) if rows else ["benchmark", "method", "sparsity", "seeds"]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_summary(folder) -> tuple[str, Path, Path]:
+    """Aggregate every run directory under `folder` into `summary.csv` and `summary.html`; returns
+    (text table, csv path, html path). Incomplete runs are left out of the table and named below it."""
+    folder = Path(folder)
+    records = [load_run(p.parent) for p in sorted(folder.rglob("config.json"))]
+    rows = summary_rows(records)
+    text = summary_text(rows)
+    incomplete = [r.path.name for r in records if not r.complete]
+    if incomplete:
+        text += f"\n\nleft out (incomplete): {', '.join(incomplete)}"
+    write_atomic(folder / "summary.csv", summary_csv(rows).encode())
+    write_atomic(folder / "summary.html", summary_html(rows, f"Sweep {folder.name}").encode())
+    return text, folder / "summary.csv", folder / "summary.html"
+
+
+def is_sweep(folder) -> bool:
+    """Whether `folder` is a sweep's output folder (it has a sweep.json)."""
+    return (Path(folder) / "sweep.json").is_file()
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,275 @@
+"""Sweeps: grids, local and Ray engines, resume, failure isolation, a killed driver, the lock, the table.
+
+Each point is a real papermill execution of notebooks/split_digits.ipynb with one epoch per task and
+no landscape (10-30 s on 2 cores, kernel start-up included); the module runs in a few minutes.
+"""
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from esacl import UserError, load_run
+from esacl import sweep
+from esacl.cli import main
+from esacl.sweep import SweepLock, load_grid, run_sweep, summary_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = dict(notebook="split_digits", fixed=dict(epochs=1, landscape=False),
+            axes=dict(method=["sgd", "esacl"], seed=[0, 1]))
+NAMES = ["split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-s0", "split_digits-esacl-s1"]
+
+
+def write_grid(path: Path, axes: dict, fixed: dict | None = None) -> Path:
+    """A TOML grid file (the format users write)."""
+    value = json.dumps                  # JSON's numbers, strings, booleans and lists are TOML too
+    lines = ['notebook = "split_digits"', "[fixed]"]
+    lines += [f"{k} = {value(v)}" for k, v in dict(epochs=1, landscape=False, **(fixed or {})).items()]
+    lines += ["[axes]"] + [f"{k} = {value(v)}" for k, v in axes.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def class_il_means(folder: Path) -> dict:
+    rows = summary_rows([load_run(p.parent) for p in folder.rglob("config.json")])
+    return {(r["method"], r["sparsity"]): (r["seeds"], r["class_il_mean"]) for r in rows}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_per_point():
+    """Each point's kernel trains on one thread, as under Ray (num_cpus=1): on a CPU the thread count
+    changes the sparse methods' last digits, and the tests compare engines and resumed sweeps exactly."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The tiny grid (2 methods x 2 seeds) on the local engine, two workers."""
+    out = tmp_path_factory.mktemp("local") / "digits"
+    return out, run_sweep(GRID, out, workers=2, progress=False)
+
+
+def test_grid_keys_and_values_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(UserError, match="no parameter 'metod' \\(did you mean 'method'\\?\\)"):
+        load_grid(dict(notebook="split_digits", axes=dict(metod=["sgd"])))
+    with pytest.raises(UserError, match="'sparsity' must be in \\[0, 1\\)"):
+        load_grid(dict(notebook="split_digits", axes=dict(sparsity=[0.9, 1.5])))
+    with pytest.raises(UserError, match="unknown key 'axis' \\(did you mean 'axes'\\?\\)"):
+        load_grid(dict(notebook="split_digits", axis=dict(seed=[0])))
+    with pytest.raises(UserError, match="'out' is set by the sweep"):
+        load_grid(dict(notebook="split_digits", fixed=dict(out="elsewhere")))
+    (tmp_path / "bad.toml").write_text("[axes\n")
+    with pytest.raises(UserError, match="is not valid TOML"):
+        load_grid(tmp_path / "bad.toml")
+    code = main(["sweep", str(write_grid(tmp_path / "g.toml", dict(seeds=[0]))), "--out", str(tmp_path / "s")])
+    assert code == 2 and not (tmp_path / "s").exists()          # nothing ran, nothing was written
+
+
+def test_dense_methods_skip_sparsities_and_names_follow_the_parameters(tmp_path):
+    grid = load_grid(write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], sparsity=[0.75, 0.9], seed=[0, 1])))
+    assert [p.name for p in grid.points] == [
+        "split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-sp0.75-s0", "split_digits-esacl-sp0.75-s1",
+        "split_digits-esacl-sp0.9-s0", "split_digits-esacl-sp0.9-s1"]
+    assert grid.points[0].params == dict(epochs=1, landscape=False, method="sgd", seed=0)
+    assert grid.points[-1].params["sparsity"] == 0.9
+
+
+def test_a_local_sweep_executes_the_notebook_once_per_point(local_sweep):
+    out, result = local_sweep
+    assert result.failed == [] and list(result.points) == NAMES
+    for name in NAMES:
+        run_dir = out / name
+        assert json.loads((run_dir / "accuracy.json").read_text())["complete"]
+        assert (run_dir / "notebook.ipynb").is_file() and (run_dir / "notebook.html").is_file()
+    saved = json.loads((out / "sweep.json").read_text())
+    assert {n: p["status"] for n, p in saved["points"].items()} == dict.fromkeys(NAMES, "complete")
+    assert all(p["seconds"] > 0 and p["attempts"] == 1 for p in saved["points"].values())
+    html = (out / "summary.html").read_text()
+    assert "<table>" in html and "<script" not in html
+
+
+def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys):
+    out, _ = local_sweep
+    assert main(["compare", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert set(rows) == {"sgd", "esacl"}
+    for method in ("sgd", "esacl"):
+        records = [load_run(out / f"split_digits-{method}-s{seed}") for seed in (0, 1)]
+        row = rows[method]
+        assert int(row["seeds"]) == 2 and float(row["sparsity"]) == (0.9 if method == "esacl" else 0.0)
+        for column, value in (("class_il", lambda r: r.summary["class_il"]["average"]),
+                              ("task_il", lambda r: r.summary["task_il"]["average"]),
+                              ("forgetting", lambda r: r.summary["class_il"]["forgetting"]),
+                              ("flops_x_sgd", lambda r: r.efficiency["flops_relative"]),
+                              ("train_s", lambda r: r.efficiency["train_seconds"])):
+            values = [value(r) for r in records]
+            assert float(row[f"{column}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-12)
+            assert float(row[f"{column}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-12)
+        assert f"{statistics.mean(r.summary['class_il']['average'] for r in records):.2f} +- " in printed
+    assert float(rows["sgd"]["flops_x_sgd_mean"]) == pytest.approx(1.0)
+    assert float(rows["esacl"]["flops_x_sgd_mean"]) < 1.0
+
+
+def test_rerunning_skips_complete_points(local_sweep, monkeypatch):
+    out, _ = local_sweep
+    stamps = {n: (out / n / "notebook.ipynb").stat().st_mtime_ns for n in NAMES}
+    # Any worker started now would fail: a re-run must start none.
+    monkeypatch.setattr(sweep, "WORKER", [sys.executable, "-c", "raise SystemExit(3)"])
+    result = run_sweep(GRID, out, workers=2, progress=False)
+    assert result.failed == [] and all(p["status"] == "complete" for p in result.points.values())
+    assert {n: (out / n / "notebook.ipynb").stat().st_mtime_ns for n in NAMES} == stamps
+    assert all(p["attempts"] == 1 for p in json.loads((out / "sweep.json").read_text())["points"].values())
+
+
+def test_a_partial_point_resumes_from_its_checkpoint(local_sweep, tmp_path):
+    import torch
+    import esacl
+    out = tmp_path / "s"
+
+    def stop(event):                                  # the run is cut after task 0's checkpoint
+        if event.get("event") == "task" and event["task"] == 1:
+            raise KeyboardInterrupt
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                          # as every point of this module trains
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            esacl.run(dict(method="sgd", seed=0, epochs=1, landscape=False, progress=False, out=str(out),
+                           name="split_digits-sgd-s0"), callbacks=[stop])
+    finally:
+        torch.set_num_threads(threads)
+    grid = dict(GRID, axes=dict(method=["sgd"], seed=[0]))
+    assert sweep.sweep_status(load_grid(grid), out)["split_digits-sgd-s0"] == \
+        ("incomplete", "1/5 tasks; resumes from its checkpoint")
+    assert run_sweep(grid, out, progress=False).failed == []
+    resumed, uninterrupted = load_run(out / "split_digits-sgd-s0"), load_run(local_sweep[0] / "split_digits-sgd-s0")
+    assert resumed.complete and resumed.class_il == uninterrupted.class_il
+    assert not (out / "split_digits-sgd-s0" / "notebook.ipynb").exists()       # the notebook is not re-made
+
+
+def test_the_ray_engine_runs_the_same_grid(local_sweep, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (requirements.txt pins it)")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as err:                        # no shared memory, no ports, ...
+        pytest.skip(f"a local Ray instance cannot start here: {err}")
+    try:
+        result = run_sweep(GRID, tmp_path / "ray", engine="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert result.failed == []
+    for name in NAMES:
+        assert (tmp_path / "ray" / name / "notebook.ipynb").is_file()
+    # One thread per point on both engines: the same numbers.
+    assert class_il_means(tmp_path / "ray") == class_il_means(local_sweep[0])
+
+
+def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
+    # split_cifar10 passes every static check but finds no dataset when it runs.
+    grid = write_grid(tmp_path / "g.toml", dict(benchmark=["split_digits", "split_cifar10"]),
+                      fixed=dict(method="sgd", data_root=str(tmp_path / "no-data")))
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as stopped:                 # esacl sweep exits 1 when a point failed
+        main(["sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 points failed" in err
+    failure = (out / "failures" / "split_cifar10-sgd-s0.txt").read_text()
+    assert failure.startswith("notebook split_digits failed in cell") and "cifar-10-batches-py" in failure.splitlines()[0]
+    assert "Traceback" in failure and "UserError" in failure.split("Traceback")[1]
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert points["split_cifar10-sgd-s0"]["status"] == "failed" and "cifar-10-batches-py" in points["split_cifar10-sgd-s0"]["error"]
+    assert points["split_digits-sgd-s0"]["status"] == "complete"
+    assert main(["sweep", str(grid), "--out", str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert {line.split()[0]: line.split()[1] for line in printed.splitlines()[:2]} == \
+        {"split_digits-sgd-s0": "complete", "split_cifar10-sgd-s0": "failed"}
+    assert "2 points: 1 complete, 0 incomplete, 1 failed, 0 not started" in printed
+
+
+def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "WORKER", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    result = run_sweep(dict(GRID, axes=dict(method=["sgd"], seed=[0, 1])), tmp_path / "s", workers=2, progress=False)
+    assert result.failed == ["split_digits-sgd-s0", "split_digits-sgd-s1"]
+    assert result.points["split_digits-sgd-s0"]["error"] == "worker died: signal SIGKILL (out of memory?)"
+    assert (tmp_path / "s" / "failures" / "split_digits-sgd-s1.txt").read_text().startswith("worker died")
+
+
+STALLING_POINT = """
+import json, subprocess, sys
+from pathlib import Path
+from esacl import sweep
+sweep.STALL_SECONDS = 1
+calls = []
+
+def run_point(point, out):              # the first execution waits on a kernel that never answers
+    run_dir = Path(out) / point.name
+    run_dir.mkdir()
+    calls.append(point.name)            # mkdir above fails unless the stalled run directory was removed
+    if len(calls) == 1:
+        subprocess.Popen(["sleep", "60"]).wait()
+        raise RuntimeError("kernel died")
+    (run_dir / "notebook.ipynb").write_text("{}")
+
+sweep.run_point = run_point
+result = sweep.attempt(sweep.Point("p", "split_digits", {}), sys.argv[1])
+print(json.dumps(dict(result, calls=len(calls))))
+"""
+
+
+def test_a_kernel_that_sits_idle_is_stopped_and_the_notebook_executed_again(tmp_path):
+    # In a subprocess: the guard kills the children of the process it runs in.
+    done = subprocess.run([sys.executable, "-c", STALLING_POINT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["calls"] == 2 and (tmp_path / "p" / "notebook.ipynb").is_file()
+
+
+def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, tmp_path):
+    grid = write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], seed=[0]))
+    out = tmp_path / "s"
+    driver = subprocess.Popen([sys.executable, "-m", "esacl", "sweep", str(grid), "--out", str(out), "--workers", "2",
+                               "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    complete = lambda: [p.parent.name for p in out.glob("*/accuracy.json") if json.loads(p.read_text())["complete"]]
+    deadline = time.monotonic() + 240
+    while not complete() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before it could be killed"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    first = complete()
+    stamps = {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first}
+    result = run_sweep(load_grid(grid), out, workers=2, progress=False)      # waits for the dying workers' lock
+    assert result.failed == [] and all(p["status"] == "complete" for p in result.points.values())
+    assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first} == stamps     # not run again
+    # The same table as the uninterrupted sweep's seed-0 runs.
+    expected = summary_rows([load_run(local_sweep[0] / f"split_digits-{m}-s0") for m in ("sgd", "esacl")])
+    assert class_il_means(out) == {(r["method"], r["sparsity"]): (1, r["class_il_mean"]) for r in expected}
+
+
+def test_the_lock_refuses_a_second_sweep_and_a_dead_holder_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "s"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from esacl.sweep import SweepLock; "
+                               "SweepLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        grid = write_grid(tmp_path / "g.toml", dict(seed=[0]))
+        assert main(["sweep", str(grid), "--out", str(out)]) == 2
+        assert f"is locked by another sweep (pid {holder.pid})" in capsys.readouterr().err
+        assert SweepLock(out).holder() == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    (out / ".lock").write_text(f"{holder.pid}\n")          # the dead holder's pid is still in the file
+    with SweepLock(out) as lock:
+        assert (out / ".lock").read_text().split() == [str(os.getpid())] and lock.fd is not None
+    assert SweepLock(out).holder() is None
