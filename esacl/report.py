@@ -74,6 +74,11 @@ def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool
                                        progress_bar=progress, cwd=str(Path.cwd()), km=km)
         except papermill.PapermillExecutionError as err:
             return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
+        finally:
+            # nbclient shuts down only kernels it started itself; ours would live (holding its memory)
+            # until this process exits.
+            if km.has_kernel:
+                km.shutdown_kernel()
     return None
 
 

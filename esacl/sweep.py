@@ -40,7 +40,7 @@ from pathlib import Path
 
 from . import metrics
 from .config import RunConfig, UserError
-from .record import load_run, write_atomic
+from .record import anchors as load_anchors, load_run, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -674,14 +674,6 @@ COLUMNS = [
 ]
 
 
-def published() -> list[dict]:
-    """Published reference results (esacl/anchors.json), or none where the file is absent."""
-    path = Path(__file__).parent / "anchors.json"
-    if not path.is_file():
-        return []
-    return json.loads(path.read_text()).get("results", [])
-
-
 def _anchor(anchors: list[dict], benchmark: str, method: str, sparsity: float, config: dict) -> dict | None:
     """The published row for this benchmark, method, buffer size (replay learners) and sparsity."""
     from .methods import PRESETS
@@ -705,7 +697,7 @@ def summary_rows(records) -> list[dict]:
             groups.setdefault(key, []).append(r)
     order = list(PRESETS)
     rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
-    anchors, rows = published(), []
+    anchors, rows = load_anchors()["results"], []
     for key in sorted(groups, key=rank):
         runs = sorted(groups[key], key=lambda r: r.config["seed"])
         row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))

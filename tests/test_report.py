@@ -59,3 +59,14 @@ def test_the_fetched_bundle_must_match_its_published_integrity(monkeypatch, tmp_
     with pytest.raises(UserError, match="does not match its published integrity"):
         report.fetch_embed_js()
     assert not (tmp_path / "embed.js").exists()
+
+
+def test_papermill_run_leaves_no_kernel_behind(tmp_path):
+    import psutil
+    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
+                             new_code_cell("import os\nkernel_pid = os.getpid()\nprint(kernel_pid)")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    assert report.papermill_run(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, progress=False) is None
+    kernel_pid = int(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
