@@ -76,9 +76,9 @@ def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool
             return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
         finally:
             # nbclient shuts down only kernels it started itself; ours would live (holding its memory)
-            # until this process exits.
+            # until this process exits. Every output has arrived by now: kill it (0.1 s, not 0.8 s).
             if km.has_kernel:
-                km.shutdown_kernel()
+                km.shutdown_kernel(now=True)
     return None
 
 
