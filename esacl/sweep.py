@@ -715,7 +715,11 @@ def summary_rows(records) -> list[dict]:
 def _cell(mean, std, fmt: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    return f"{mean:{fmt}} +- {std:{fmt}}" if std is not None and not math.isnan(std) else f"{mean:{fmt}}"
+    if std is None or math.isnan(std):
+        return f"{mean:{fmt}}"
+    if fmt.endswith("g") and std <= 1e-9 * abs(mean):
+        std = 0.0                    # float summation noise (FLOPs of equal runs), not a spread worth "8.8e-06"
+    return f"{mean:{fmt}} +- {std:{fmt}}"
 
 
 def _published_cell(row: dict) -> str:

@@ -119,6 +119,13 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys
     assert float(rows["esacl"]["flops_x_sgd_mean"]) < 1.0
 
 
+def test_table_cells_show_summation_noise_as_zero_spread_but_keep_real_spread():
+    from esacl.sweep import _cell
+    assert _cell(4.11e10, 8.81e-6, ".3g") == "4.11e+10 +- 0"        # equal FLOPs up to float summation order
+    assert _cell(1.5e11, 1.7e7, ".3g") == "1.5e+11 +- 1.7e+07"
+    assert _cell(97.04, 0.70, ".2f") == "97.04 +- 0.70" and _cell(1.0, float("nan"), ".2f") == "1.00"
+
+
 def test_rerunning_skips_complete_points(local_sweep, monkeypatch):
     out, _ = local_sweep
     stamps = {n: (out / n / "notebook.ipynb").stat().st_mtime_ns for n in NAMES}
