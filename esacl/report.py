@@ -203,6 +203,29 @@ def embed_js() -> Path:
 _REMOTE_SCRIPT = re.compile(r'<script[^>]*?\bsrc=\\?"https?:(?:[^"\\]|\\/)*\\?"[^>]*>\s*<\\?/script>')
 
 
+# Plotly figures inside widget layouts (a GridBox cell, a hidden Tab page) are drawn before the layout
+# settles, at the page's width, and then clipped by their cell. This redraws each figure at its
+# container's size when the two differ (on first draw, on a tab switch, on a window resize).
+_FIT_PLOTS = """<script>
+(function () {
+  if (!window.ResizeObserver) return;
+  const watched = new WeakSet();
+  const fit = entries => entries.forEach(e => {
+    const gd = e.target, layout = gd._fullLayout;
+    if (window.Plotly && layout && e.contentRect.width > 0 && Math.abs(layout.width - e.contentRect.width) > 1)
+      window.Plotly.Plots.resize(gd);
+  });
+  const observer = new ResizeObserver(fit);
+  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach(gd => {
+    if (gd._fullLayout && !watched.has(gd)) { watched.add(gd); observer.observe(gd); }
+  });
+  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
+  watch();
+})();
+</script>
+"""
+
+
 def export_html(notebook: Path) -> str:
     """An executed notebook as one HTML file that renders offline, inputs hidden."""
     import nbformat
@@ -213,4 +236,5 @@ def export_html(notebook: Path) -> str:
     # the report one self-contained file (about 2.5 MB of base64).
     exporter.widget_renderer_url = "data:text/javascript;base64," + base64.b64encode(embed_js().read_bytes()).decode()
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    return _REMOTE_SCRIPT.sub("", body)
+    body = _REMOTE_SCRIPT.sub("", body)
+    return body.replace("</body>", _FIT_PLOTS + "</body>", 1) if "</body>" in body else body + _FIT_PLOTS

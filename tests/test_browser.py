@@ -67,6 +67,13 @@ def test_the_report_renders_offline_with_figures_and_widgets(browser, report_htm
     page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
     page.wait_for_selector(".jupyter-widgets", timeout=60_000)
     page.wait_for_timeout(1000)
+    # Figures in the dashboard's grid and tabs are drawn at their cell's width, not the page's (clipped);
+    # checked before the screenshots, which can resize the page and so redraw them
+    too_wide = page.evaluate("""() => [...document.querySelectorAll('.jupyter-widgets .js-plotly-plot')]
+        .filter(gd => gd.getBoundingClientRect().width > 0)
+        .filter(gd => gd._fullLayout.width > gd.getBoundingClientRect().width + 1)
+        .length""")
+    assert page.locator(".jupyter-widgets .js-plotly-plot").count() >= 4 and too_wide == 0
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "report-top.png"))
     page.screenshot(path=str(SHOTS / "report-full.png"), full_page=True)
