@@ -285,20 +285,10 @@ def _load_cifar(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
     return _image_benchmark(name, spec, cfg, device, arrays, 32)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file's bytes ('sha256', 'md5'), read in chunks by hashlib."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def md5_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def tiny_wnids(folder: Path) -> list[str]:
@@ -382,7 +372,7 @@ def _read_tiny_cache(folder: Path, wnids: list[str]) -> dict | None:
     if meta.get("format") != TINY_CACHE_FORMAT or meta.get("wnids") != wnids:
         print(f"esacl: {cache} was built by another version or for another class list; rebuilding it", file=sys.stderr)
         return None
-    digest = sha256_file(cache)               # ~1 s per GB: cheap next to decoding 110,000 JPEGs again
+    digest = file_digest(cache, "sha256")               # ~1 s per GB: cheap next to decoding 110,000 JPEGs again
     if digest != meta.get("sha256"):
         print(f"esacl: {cache} fails its checksum (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...); "
               f"rebuilding it from the JPEGs", file=sys.stderr)
@@ -400,7 +390,7 @@ def _write_tiny_cache(folder: Path, wnids: list[str], arrays: dict) -> None:
     try:
         with open(tmp_cache, "wb") as f:
             np.savez(f, **arrays)             # uncompressed: loading must take seconds, not a minute
-        meta = dict(format=TINY_CACHE_FORMAT, sha256=sha256_file(tmp_cache), wnids=wnids,
+        meta = dict(format=TINY_CACHE_FORMAT, sha256=file_digest(tmp_cache, "sha256"), wnids=wnids,
                     shapes={k: list(v.shape) for k, v in arrays.items()})
         tmp_meta.write_text(json.dumps(meta) + "\n")
         os.replace(tmp_cache, cache)
@@ -482,7 +472,7 @@ def _check_cifar(name: str, folder: Path) -> tuple[list[str], int]:
             lines.append(f"  MISSING  {f}")
             bad += 1
             continue
-        got = md5_file(path)
+        got = file_digest(path, "md5")
         if got == src.md5[f]:
             lines.append(f"  ok       {f}  md5 {got}")
         else:
@@ -529,7 +519,7 @@ def _check_tiny(folder: Path) -> tuple[list[str], int]:
             recorded = json.loads(meta_path.read_text()).get("sha256")
         except (OSError, ValueError):
             recorded = None
-        state = "checksum ok" if recorded == sha256_file(cache) else "fails its checksum: rebuilt on the next load"
+        state = "checksum ok" if recorded == file_digest(cache, "sha256") else "fails its checksum: rebuilt on the next load"
         lines.append(f"  note     {TINY_CACHE}: {cache.stat().st_size / 1e9:.2f} GB, {state}")
     return lines, bad
 

@@ -89,7 +89,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     before the kernel starts, so the executed notebook and its HTML can be moved into it."""
     path = notebook_path(name)
     defaults = {k: v for k, v in notebook_parameters(path).items()}
-    literal = {k: _literal(v) for k, v in defaults.items()}
+    literal = {k: parameter_value(v) for k, v in defaults.items()}
     cfg = RunConfig.from_dict({**literal, **params, "out": str(Path(out).resolve()), "progress": progress})
     from .train import default_name
     out_dir = Path(cfg.out)
@@ -112,7 +112,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     return run_dir
 
 
-def _literal(value: str):
+def parameter_value(value: str):
     """papermill's inspected defaults are source text; RunConfig wants values."""
     import ast
     try:

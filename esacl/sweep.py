@@ -113,14 +113,14 @@ def _near(key: str, names) -> str:
 
 def _expand(grid: Grid) -> list[Point]:
     from .methods import PRESETS
-    from .report import notebook_parameters, notebook_path
+    from .report import notebook_parameters, notebook_path, parameter_value
     declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
     for values in itertools.product(*grid.axes.values()):
         params = dict(grid.fixed, **dict(zip(grid.axes, values)))
         notebook = grid.notebook or params["benchmark"]
         if notebook not in declared:
-            declared[notebook] = {k: _literal(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}
+            declared[notebook] = {k: parameter_value(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}
         defaults = declared[notebook]
         for key in params:
             if key not in defaults:
@@ -142,13 +142,6 @@ def _expand(grid: Grid) -> list[Point]:
         names[point.name] = point.params
         points.append(point)
     return points
-
-
-def _literal(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> str:
