@@ -154,6 +154,7 @@ def test_masks_overlap_sparsity_and_the_task_slider(dash, runs):
     assert "no previous task" in masks.current["changes"].layout.annotations[0].text
     masks.task.value = 1
     assert masks.current["changes"].data
+    assert masks.layer.label == "all prunable layers"             # a visible selection, offline too
     layer = list(last)[0]
     masks.layer.value = layer
     one = np.array(plain(masks.current["overlap"].data[0].z))

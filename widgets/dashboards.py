@@ -244,7 +244,8 @@ class MaskDashboard(Dashboard):
 
     def __init__(self, record: Record | None = None):
         self.task = W.IntSlider(description="task", min=0, max=0, value=0, continuous_update=False)
-        self.layer = W.Dropdown(description="overlap of", options=[("all prunable layers", None)], value=None)
+        # "" stands for all layers: a Dropdown whose value is None shows no selection at all
+        self.layer = W.Dropdown(description="overlap of", options=[("all prunable layers", "")], value="")
         self._masks: dict[int, dict] = {}
         self._masks_of = None
         super().__init__(record, [self.task, self.layer])
@@ -266,7 +267,7 @@ class MaskDashboard(Dashboard):
             self.show("steps", F.sparsity_over_steps(record))
 
     def show_overlap(self) -> None:
-        self.show("overlap", F.mask_overlap(self.record, self.layer.value, self.masks()))
+        self.show("overlap", F.mask_overlap(self.record, self.layer.value or None, self.masks()))
 
     def refresh(self) -> None:
         r = self.record
@@ -276,7 +277,7 @@ class MaskDashboard(Dashboard):
         self.controls.layout.display = None
         masks = self.masks()
         names = list(next(iter(masks.values()))) if masks else []
-        self.layer.options = [("all prunable layers", None)] + [(n, n) for n in names]
+        self.layer.options = [("all prunable layers", "")] + [(n, n) for n in names]
         _follow(self.task, [e["task"] for e in r.task_events if "masks" in e])
         self.show("steps", F.sparsity_over_steps(r))
         self.show("ends", F.sparsity_at_task_ends(r))
