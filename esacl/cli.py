@@ -3,12 +3,11 @@
 User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
 """
 import argparse
-import difflib
 import itertools
 import sys
 from pathlib import Path
 
-from .config import KEYS, RunConfig, UserError, help_lines
+from .config import KEYS, RunConfig, UserError, did_you_mean, help_lines
 
 # Keys that take a comma-separated list in `esacl run`: the run becomes a grid over them.
 GRID_KEYS = ("method", "seed", "sparsity")
@@ -88,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 def _unknown_flag(extra: list[str]) -> UserError:
     flag = extra[0]
     options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet"]
-    near = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--"), options, n=1)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    hint = did_you_mean(flag.replace("-", "_").replace("__", "--"), options)
     return UserError(f"unknown option '{flag}'{hint}; see 'esacl run --help'")
 
 

@@ -170,13 +170,17 @@ def help_lines() -> list[tuple[str, str, str]]:
     return [(f.name, _type_name(f.type), f.metadata["help"]) for f in fields(RunConfig)]
 
 
+def did_you_mean(word: str, names) -> str:
+    """' (did you mean 'X'?)' for the closest of `names` to a mistyped `word`, or ''."""
+    near = difflib.get_close_matches(word, list(names), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
 def _field(key: str) -> dataclasses.Field:
     for f in fields(RunConfig):
         if f.name == key:
             return f
-    near = difflib.get_close_matches(key, KEYS, n=1)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
-    raise UserError(f"unknown config key '{key}'{hint}; valid keys: {', '.join(KEYS)}")
+    raise UserError(f"unknown config key '{key}'{did_you_mean(key, KEYS)}; valid keys: {', '.join(KEYS)}")
 
 
 def _base_type(tp):
@@ -227,9 +231,8 @@ def _check_value(f: dataclasses.Field, value):
     choices = f.metadata["choices"]
     if choices and value not in choices():
         names = choices()
-        near = difflib.get_close_matches(value, names, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise UserError(f"config key '{f.name}' must be one of: {', '.join(names)}; got {value!r}{hint}")
+        raise UserError(f"config key '{f.name}' must be one of: {', '.join(names)}; got {value!r}"
+                        f"{did_you_mean(value, names)}")
     return value
 
 

@@ -263,11 +263,14 @@ def anchors() -> dict:
     return json.loads((Path(__file__).parent / "anchors.json").read_text())
 
 
-def anchor(benchmark: str, method: str, buffer: int, source: str | None = None) -> dict | None:
-    """The published row for (benchmark, method, buffer size), from `source` if given; None if absent."""
+def anchor(benchmark: str, method: str, buffer: int, source: str | None = None,
+           sparsity: float | None = None) -> dict | None:
+    """The published row for (benchmark, method, buffer size), from `source` and at `sparsity` (rows
+    without one are dense) if given; None if absent."""
     for row in anchors()["results"]:
         if (row["benchmark"], row["method"], row["buffer"]) == (benchmark, method, buffer) and \
-                source in (None, row["source"]):
+                source in (None, row["source"]) and \
+                (sparsity is None or math.isclose(row.get("sparsity", 0.0), sparsity)):
             return row
     return None
 

@@ -11,14 +11,13 @@ reference to any CDN. This module imports papermill and nbconvert only when call
 """
 import base64
 import datetime
-import difflib
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from .config import RunConfig, UserError
+from .config import RunConfig, UserError, did_you_mean
 from .record import RunDir, unique_name, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +35,7 @@ def notebook_path(name: str) -> Path:
     path = NOTEBOOKS / f"{name}.ipynb"
     if not path.is_file():
         names = benchmark_notebooks()
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise UserError(f"no notebook '{name}'{hint}; notebooks: {', '.join(names)}")
+        raise UserError(f"no notebook '{name}'{did_you_mean(name, names)}; notebooks: {', '.join(names)}")
     return path
 
 
@@ -48,14 +45,17 @@ def notebook_parameters(path: Path) -> dict:
     return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(path)).items()}
 
 
+def check_declared(notebook: str, keys, declared) -> None:
+    """A one-line UserError for the first of `keys` that the notebook's parameters cell does not declare."""
+    for key in keys:
+        if key not in declared:
+            raise UserError(f"notebook {notebook} has no parameter '{key}'{did_you_mean(key, declared)}; "
+                            f"parameters: {', '.join(declared)}")
+
+
 def check_parameters(path: Path, given: dict[str, str]) -> dict:
     """CLI strings -> typed parameters, checked against the notebook and RunConfig (one-line errors)."""
-    declared = notebook_parameters(path)
-    for key in given:
-        if key not in declared:
-            near = difflib.get_close_matches(key, list(declared), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise UserError(f"notebook {path.stem} has no parameter '{key}'{hint}; parameters: {', '.join(declared)}")
+    check_declared(path.stem, given, notebook_parameters(path))
     typed = RunConfig.from_strings(given).to_dict()
     return {key: typed[key] for key in given}
 

@@ -15,10 +15,8 @@ Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, 
 `failures/<point>.txt` (error and traceback), `logs/<point>.log` (a local worker's output),
 `summary.csv` and `summary.html` (the paper-style table), `.lock`.
 """
-import ast
 import csv
 import datetime
-import difflib
 import fcntl
 import html
 import io
@@ -39,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import metrics
-from .config import RunConfig, UserError
-from .record import anchors as load_anchors, load_run, write_atomic
+from .config import RunConfig, UserError, did_you_mean
+from .record import anchor, load_run, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -89,7 +87,7 @@ def load_grid(source) -> Grid:
             raise UserError(f"grid file {source} is not valid TOML: {err}") from None
     for key in spec:
         if key not in GRID_KEYS:
-            raise UserError(f"{label}: unknown key '{key}'{_near(key, GRID_KEYS)}; a grid has {', '.join(GRID_KEYS)}")
+            raise UserError(f"{label}: unknown key '{key}'{did_you_mean(key, GRID_KEYS)}; a grid has {', '.join(GRID_KEYS)}")
     notebook, fixed, axes = spec.get("notebook"), dict(spec.get("fixed", {})), dict(spec.get("axes", {}))
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
@@ -106,14 +104,9 @@ def load_grid(source) -> Grid:
     return grid
 
 
-def _near(key: str, names) -> str:
-    near = difflib.get_close_matches(key, list(names), n=1)
-    return f" (did you mean '{near[0]}'?)" if near else ""
-
-
 def _expand(grid: Grid) -> list[Point]:
     from .methods import PRESETS
-    from .report import notebook_parameters, notebook_path, parameter_value
+    from .report import check_declared, notebook_parameters, notebook_path, parameter_value
     declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
     for values in itertools.product(*grid.axes.values()):
@@ -122,11 +115,8 @@ def _expand(grid: Grid) -> list[Point]:
         if notebook not in declared:
             declared[notebook] = {k: parameter_value(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}
         defaults = declared[notebook]
-        for key in params:
-            if key not in defaults:
-                raise UserError(f"{grid.source}: notebook {notebook} has no parameter '{key}'{_near(key, defaults)}; "
-                                f"parameters: {', '.join(defaults)}")
         try:
+            check_declared(notebook, params, defaults)
             typed = RunConfig.from_dict(params).to_dict()
         except UserError as err:
             raise UserError(f"{grid.source}: {err}") from None
@@ -667,22 +657,10 @@ COLUMNS = [
 ]
 
 
-def _anchor(anchors: list[dict], benchmark: str, method: str, sparsity: float, config: dict) -> dict | None:
-    """The published row for this benchmark, method, buffer size (replay learners) and sparsity."""
-    from .methods import PRESETS
-    replay = method in PRESETS and PRESETS[method].learner in ("er", "derpp", "co2l")
-    buffer = config.get("buffer_size") if replay else 0
-    for row in anchors:
-        if (row["benchmark"], row["method"], row.get("buffer", 0)) == (benchmark, method, buffer) and \
-                math.isclose(row.get("sparsity", 0.0), sparsity):
-            return row
-    return None
-
-
 def summary_rows(records) -> list[dict]:
     """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
     and the published class-IL / task-IL beside (None where there is none)."""
-    from .methods import PRESETS
+    from .methods import LEARNERS, PRESETS, Replay
     groups: dict[tuple, list] = {}
     for r in records:
         if r.complete:
@@ -690,17 +668,19 @@ def summary_rows(records) -> list[dict]:
             groups.setdefault(key, []).append(r)
     order = list(PRESETS)
     rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
-    anchors, rows = load_anchors()["results"], []
+    rows = []
     for key in sorted(groups, key=rank):
         runs = sorted(groups[key], key=lambda r: r.config["seed"])
         row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))
         for name, _, value, _ in COLUMNS:
             row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
-        anchor = _anchor(anchors, *key, runs[0].config)
+        method = PRESETS.get(key[1])
+        replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
+        published = anchor(*key[:2], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
         for il in ("class_il", "task_il"):
-            mean, std = (anchor.get(il) or [None, None]) if anchor else (None, None)
+            mean, std = (published.get(il) or [None, None]) if published else (None, None)
             row[f"published_{il}_mean"], row[f"published_{il}_std"] = mean, std
-        row["published_source"] = anchor["source"] if anchor else None
+        row["published_source"] = published["source"] if published else None
         rows.append(row)
     return rows
 

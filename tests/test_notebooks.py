@@ -1,7 +1,6 @@
 """The committed notebooks: thin, clean, and parameterised by RunConfig keys only."""
 import ast
 import json
-from pathlib import Path
 
 import papermill
 import pytest

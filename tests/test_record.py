@@ -91,3 +91,11 @@ def test_published_anchors_ship_with_the_package():
     assert derpp["class_il"] == [72.70, 1.36] and derpp["task_il"] == [93.88, 0.50] and derpp["source"] == "der2020"
     assert anchor("split_cifar10", "derpp", 500, source="xder2022") is None
     assert anchor("split_cifar100", "derpp", 500)["class_il"][0] == 38.25
+
+
+def test_anchor_lookup_by_sparsity_treats_rows_without_one_as_dense():
+    from esacl.record import anchor
+    assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.75)["class_il"] == [43.74, 2.91]
+    assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.9) is None
+    assert anchor("split_cifar10", "derpp", 500, sparsity=0.0)["source"] == "der2020"
+    assert anchor("split_cifar10", "derpp", 500, sparsity=0.75) is None

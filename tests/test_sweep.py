@@ -280,3 +280,21 @@ def test_the_lock_refuses_a_second_sweep_and_a_dead_holder_is_taken_over(tmp_pat
     with SweepLock(out) as lock:
         assert (out / ".lock").read_text().split() == [str(os.getpid())] and lock.fd is not None
     assert SweepLock(out).holder() is None
+
+
+def test_the_table_puts_the_published_row_beside_matching_benchmark_method_buffer_and_sparsity():
+    from types import SimpleNamespace
+
+    def record(method, sparsity, seed, buffer=500):
+        return SimpleNamespace(complete=True, config=dict(benchmark="split_cifar10", method=method, seed=seed,
+                                                          sparsity=sparsity, buffer_size=buffer),
+                               summary=dict(class_il=dict(average=70.0 + seed, forgetting=10.0), task_il=dict(average=90.0)),
+                               efficiency=dict(flops=1e15, flops_relative=1.0, train_seconds=1.0,
+                                               memory=dict(model_sparse=1e6, optimizer_state=0.0)))
+    rows = {(r["method"], r["sparsity"]): r for r in summary_rows(
+        [record("derpp", 0.0, 0), record("derpp", 0.0, 1), record("sparcl-er", 0.75, 0, buffer=50),
+         record("sparcl-er", 0.9, 0, buffer=50), record("ewc", 0.0, 0)])}
+    assert rows["derpp", 0.0]["published_class_il_mean"] == 72.70 and rows["derpp", 0.0]["published_source"] == "der2020"
+    assert rows["sparcl-er", 0.75]["published_class_il_mean"] == 43.74       # buffer 50, sparsity 0.75: clfd2024
+    assert rows["sparcl-er", 0.9]["published_source"] is None                  # no published row at 0.9
+    assert rows["ewc", 0.0]["published_task_il_mean"] == 68.29                 # not a replay learner: buffer 0

@@ -4,7 +4,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 import torch
 
 from esacl.data import SOURCES
