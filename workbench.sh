@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's two commands:
-#   ./workbench.sh main   set up the environment, then run the split_digits comparison: EsaCL against its baselines
-#   ./workbench.sh test   set up the same environment, then run the test suite
+#   ./workbench.sh main [BENCHMARK]   set up the environment, then the paper's comparison (EsaCL against SparCL
+#                                     on each base learner) on split_digits (default) or split_fmnist, and a report
+#   ./workbench.sh test               set up the same environment, then run the test suite
 # Set-up is idempotent: a second call reuses .venv while requirements.txt and pyproject.toml are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,29 +30,36 @@ assets() {
   "$VENV/bin/python" -c "from esacl.report import fetch_embed_js; fetch_embed_js()"
 }
 
+fmnist() {
+  # Split Fashion-MNIST reads Debian's dataset-fashion-mnist (or DATA_ROOT/fashion-mnist): installed here
+  # where apt-get runs as root; elsewhere the loader's error says how to get the files.
+  local debian=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+  if [ ! -f "$debian" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "data: installing Debian's dataset-fashion-mnist (31 MB)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      dataset-fashion-mnist >/dev/null
+  fi
+}
+
 case "${1:-}" in
   main)
+    benchmark=${2:-split_digits}
     setup
     assets
-    out="runs/main-$(date +%Y%m%d-%H%M%S)"
-    # The split_digits notebook through papermill: the baselines, then EsaCL with its sharpness
-    # measurements; one comparison table, then one HTML report (comparison + EsaCL's dashboards).
-    "$VENV/bin/esacl" notebook split_digits -p method sgd,joint,er,derpp,ewc -p seed 0,1,2 -p landscape false \
-      --out "$out" > /dev/null
-    "$VENV/bin/esacl" notebook split_digits -p method esacl,esacl-derpp -p seed 0,1,2 -p landscape true \
-      --out "$out" > /dev/null
-    "$VENV/bin/esacl" compare "$out"
-    report=$("$VENV/bin/esacl" report "$out" --title "Split-Digits: EsaCL against its baselines")
-    echo "results in $(cd "$out" && pwd)"
-    echo "report: $report"
+    if [ "$benchmark" = split_fmnist ]; then fmnist; fi
+    # Every base learner the paper names (EWC, CO2L, ER, DER++) dense, with SparCL and with EsaCL at sparsity
+    # 0.9, and the bounds (SGD, joint), seeds 0-2: one table grouped by base learner with a verdict line each,
+    # then one HTML report (the table, EsaCL's dashboards at seed 0).
+    "$VENV/bin/esacl" paper --benchmark "$benchmark" --report
     ;;
   test)
     setup
     assets
+    fmnist
     "$VENV/bin/python" -m pytest -q
     ;;
   *)
-    echo "usage: ./workbench.sh main|test" >&2
+    echo "usage: ./workbench.sh main [split_digits|split_fmnist] | test" >&2
     exit 2
     ;;
 esac

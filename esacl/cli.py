@@ -1,4 +1,4 @@
-"""Command line: `esacl run | show | compare | notebook | sweep | report | methods | benchmarks`.
+"""Command line: `esacl run | paper | show | compare | notebook | sweep | report | methods | benchmarks | data`.
 
 User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
 """
@@ -30,6 +30,20 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(*flags, dest=key, metavar=type_name.split()[0].upper(), help=text)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bars (also off when stderr is not a terminal)")
+
+    paper = sub.add_parser("paper", help="the paper's question: the bounds (sgd, joint) and, for each base learner X, "
+                           "X dense, SparCL-X and EsaCL-X over seeds; a table grouped by base learner with one verdict "
+                           "line each (EsaCL vs SparCL), then optionally an HTML report")
+    paper.add_argument("--benchmark", default="split_digits", help="benchmark (default split_digits)")
+    paper.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    paper.add_argument("--learners", default="ewc,co2l,er,derpp", help="base learners (default ewc,co2l,er,derpp)")
+    paper.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of SparCL and EsaCL (default 0.9)")
+    paper.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a RunConfig key for every run (e.g. -p epochs 1)")
+    paper.add_argument("--out", help="folder of the run directories (default runs/paper-BENCHMARK-DATE-TIME)")
+    paper.add_argument("--report", action="store_true", help="then write one HTML report: the grouped table and "
+                       "every dashboard of EsaCL-X at the first seed")
+    paper.add_argument("--title", help="the report's title")
 
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -105,7 +119,7 @@ def _grid(strings: dict[str, str]) -> list[RunConfig]:
 
 def cmd_run(args) -> None:
     from .record import comparison_table
-    from .train import resume, run
+    from .train import resume
     if args.resume:
         given = [k for k in KEYS if getattr(args, k) is not None]
         if given:
@@ -120,18 +134,65 @@ def cmd_run(args) -> None:
     elif not sys.stderr.isatty():                 # bars redrawn into a log file are noise
         strings.setdefault("progress", "false")
     configs = _grid(strings)
-    records = []
+    records = run_grid(configs)
+    if len(configs) == 1:
+        print(records[0].text())
+    else:
+        print("\n" + comparison_table(records))
+    print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
+
+
+def run_grid(configs: list[RunConfig]) -> list:
+    """Every config in this process, in order; with more than one, a line per run on stderr as it
+    starts ([i/n], runs done, an estimate of the time left) and its class-IL when it ends."""
+    import time
+
+    from .train import run
+    records, tic = [], time.perf_counter()
     for i, cfg in enumerate(configs):
         if len(configs) > 1:
             sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
-            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method}{sparsity} seed {cfg.seed}",
-                  file=sys.stderr, flush=True)
+            elapsed = time.perf_counter() - tic
+            left = f", about {elapsed / i * (len(configs) - i):.0f} s left" if i else ""
+            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method}{sparsity} seed {cfg.seed} "
+                  f"({elapsed:.0f} s so far{left})", file=sys.stderr, flush=True)
         records.append(run(cfg))
-        if len(configs) == 1:
-            print(records[-1].text())
-    if len(configs) > 1:
-        print("\n" + comparison_table(records))
-    print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
+        if len(configs) > 1:
+            print(f"  class-IL {records[-1].summary['class_il']['average']:.2f}, task-IL "
+                  f"{records[-1].summary['task_il']['average']:.2f}", file=sys.stderr, flush=True)
+    return records
+
+
+def cmd_paper(args) -> None:
+    import datetime
+
+    from .compare import paper_configs, paper_text
+    out = Path(args.out or Path("runs") / f"paper-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already holds files; choose another --out (runs are never overwritten)")
+    seeds = _int_list("--seeds", args.seeds)
+    learners = [x for x in args.learners.split(",") if x]
+    configs = paper_configs(args.benchmark, seeds, learners, args.sparsity, str(out), dict(args.parameter),
+                            progress=False)
+    print(f"{len(configs)} runs: {args.benchmark}, {', '.join(learners)} dense / SparCL / EsaCL at sparsity "
+          f"{args.sparsity:g} and the bounds, seeds {', '.join(map(str, seeds))}; into {out}", file=sys.stderr, flush=True)
+    records = run_grid(configs)
+    print(paper_text(records, learners))
+    print(f"\nresults in {out.resolve()}")
+    if args.report:
+        from .report import write_report
+        detail = [str(r.path) for r in records if r.config["landscape"]]
+        title = args.title or f"{args.benchmark}: EsaCL against SparCL on each base learner"
+        print("writing the report ...", file=sys.stderr, flush=True)
+        print(f"report: {write_report([r.path for r in records], detail=detail, title=title)}")
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    return values
 
 
 def _find_runs(folders: list[str]) -> list[Path]:
@@ -250,7 +311,7 @@ def cmd_data(args) -> None:
         raise SystemExit(1)
 
 
-COMMANDS = dict(run=cmd_run, show=cmd_show, compare=cmd_compare, notebook=cmd_notebook, report=cmd_report,
+COMMANDS = dict(run=cmd_run, paper=cmd_paper, show=cmd_show, compare=cmd_compare, notebook=cmd_notebook, report=cmd_report,
                 methods=cmd_methods, benchmarks=cmd_benchmarks, data=cmd_data, sweep=cmd_sweep)
 
 

@@ -53,6 +53,8 @@ class RunConfig:
     beta: float = knob(0.5, "DER++ replay cross-entropy weight", interval="[0, inf)")
     ewc_lambda: float = knob(10.0, "online EWC penalty weight", interval="[0, inf)")
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
+    ewc_cap: bool = knob(True, "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
+                         "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)")
     co2l_temperature: float = knob(0.5, "CO2L: temperature of the asymmetric supervised contrastive loss",
                                    interval="(0, inf)")
     co2l_current_temperature: float = knob(0.2, "CO2L: relation-distillation temperature of the current model",
@@ -118,6 +120,9 @@ class RunConfig:
                                    "(default: the benchmark's; natural for the image benchmarks, as the published "
                                    "results use)", choices=lambda: ["natural", "seeded"])
     width: int | None = knob(None, "backbone width (filters of the first layer)", interval="[1, inf)")
+    validation: float = knob(0.0, "hold out this share of each class's training examples and evaluate on them "
+                             "instead of the test set (for choosing hyper-parameters; 0: the test set)",
+                             interval="[0, 1)")
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
     data_root: str | None = knob(None, "folder holding the datasets (default: $ESACL_DATA)")
     out: str = knob("runs", "parent folder of the run directory")

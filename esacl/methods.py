@@ -226,23 +226,29 @@ class DERpp(Replay):
 
 
 class EWC(Learner):
-    """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on): CE + lambda * sum F (w - w*)^2.
+    """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on): CE + sum_i k_i (w_i - w*_i)^2, k = lambda F.
 
     The Fisher diagonal is p(y|x)-weighted squared per-example gradients of log p(y|x) over the
     task's training set, computed with torch.func (vmap of grad) in eval mode: batch-norm uses
     its running statistics (Mammoth runs single examples through train-mode batch-norm).
+
+    `ewc_cap` (default on) caps each weight k_i at 1 / (2 lr): there one SGD step on the penalty
+    lands exactly on the anchor. Past it an explicit step overshoots, and past 1 / lr it diverges:
+    the Fisher accumulates over tasks, so without the cap every lambda large enough to protect a
+    task eventually turns the loss into NaN (measured: docs/method.md, "EWC").
     """
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self.stiffness: dict[str, torch.Tensor] = {}   # k = lambda F (capped): what the penalty uses
 
     def loss(self, model, batch):
         loss = super().loss(model, batch)
-        if self.fisher:
-            penalty = sum((self.fisher[n] * (p - self.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
-            loss.total = loss.total + self.cfg.ewc_lambda * penalty
+        if self.stiffness:
+            penalty = sum((self.stiffness[n] * (p - self.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+            loss.total = loss.total + penalty
         return loss
 
     def end_task(self, task, model):
@@ -250,12 +256,18 @@ class EWC(Learner):
         for name, value in fisher.items():
             self.fisher[name] = self.cfg.ewc_gamma * self.fisher[name] + value if name in self.fisher else value
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.stiffness = self.penalty_weights()
+
+    def penalty_weights(self) -> dict[str, torch.Tensor]:
+        cap = 1 / (2 * self.cfg.lr) if self.cfg.ewc_cap else float("inf")
+        return {n: (self.cfg.ewc_lambda * f).clamp(max=cap) for n, f in self.fisher.items()}
 
     def state_dict(self):
         return dict(fisher=self.fisher, anchor=self.anchor)
 
     def load_state_dict(self, state):
         self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
+        self.stiffness = self.penalty_weights()
 
     def memory_bytes(self):
         # Fisher + anchor: two dense copies of the parameters.

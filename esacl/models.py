@@ -12,20 +12,27 @@ def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ConvNet(nn.Module):
-    """Small ConvNet for 8x8 inputs: a 3x3 stem, two 3x3 stage convs, global pooling, linear head.
+    """Small ConvNet: a 3x3 stem, two 3x3 stage convs each followed by 2x2 max-pooling, global
+    pooling, a linear head. Sized for 8x8 digits; `stem_pool` adds a 2x2 max-pool after the stem for
+    28x28 Fashion-MNIST (stage convs at 14x14 and 7x7: a CPU-sized model at that resolution).
 
-    Prunable (SparCL's convention scaled down): the stage convs; stem, BN and head stay dense.
+    `norm` (per-channel mean and std in 0..1 units) puts an `InputNorm` first, so the model takes
+    uint8 images. Prunable (SparCL's convention scaled down): the stage convs; stem, BN and head stay dense.
     """
 
-    def __init__(self, in_channels: int, n_classes: int, width: int = 32):
+    def __init__(self, in_channels: int, n_classes: int, width: int = 32,
+                 norm: tuple[Sequence[float], Sequence[float]] | None = None, stem_pool: bool = False):
         super().__init__()
-        self.stem = conv_bn(in_channels, width)                                    # [B, w, 8, 8]
-        self.stage1 = nn.Sequential(conv_bn(width, 2 * width), nn.MaxPool2d(2))      # [B, 2w, 4, 4]
-        self.stage2 = nn.Sequential(conv_bn(2 * width, 4 * width), nn.MaxPool2d(2))  # [B, 4w, 2, 2]
+        self.input_norm = InputNorm(*norm) if norm is not None else nn.Identity()
+        self.stem = conv_bn(in_channels, width)                                    # [B, w, H, W]
+        if stem_pool:
+            self.stem.append(nn.MaxPool2d(2))                                      # [B, w, H / 2, W / 2]
+        self.stage1 = nn.Sequential(conv_bn(width, 2 * width), nn.MaxPool2d(2))      # [B, 2w, H' / 2, W' / 2]
+        self.stage2 = nn.Sequential(conv_bn(2 * width, 4 * width), nn.MaxPool2d(2))  # [B, 4w, H' / 4, W' / 4]
         self.head = nn.Linear(4 * width, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage2(self.stage1(self.stem(x)))
+        x = self.stage2(self.stage1(self.stem(self.input_norm(x))))
         return x.mean(dim=(2, 3))                                                  # [B, 4w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,9 +122,9 @@ class ResNet18(nn.Module):
 def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int, width: int,
                 norm: tuple[Sequence[float], Sequence[float]] | None = None) -> nn.Module:
     """The backbone a benchmark asks for; `norm` (per-channel mean, std in 0..1 units) makes an
-    image backbone take uint8 pixels (the ConvNet takes the digits' normalised floats and has none)."""
-    if name == "convnet":
-        return ConvNet(input_shape[0], n_classes, width)
+    backbone take uint8 pixels (the digits come as normalised floats and have none)."""
+    if name in ("convnet", "convnet28"):
+        return ConvNet(input_shape[0], n_classes, width, norm, stem_pool=name == "convnet28")
     if name == "resnet18":
         return ResNet18(input_shape[0], n_classes, width, norm)
     raise ValueError(f"unknown backbone {name!r}")

@@ -15,14 +15,10 @@ Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, 
 `failures/<point>.txt` (error and traceback), `logs/<point>.log` (a local worker's output),
 `summary.csv` and `summary.html` (the paper-style table), `.lock`.
 """
-import csv
 import datetime
 import fcntl
-import html
-import io
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -36,9 +32,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import metrics
 from .config import RunConfig, UserError, did_you_mean
-from .record import anchor, load_run, write_atomic
+from .compare import summary_csv, summary_html, summary_rows, summary_text
+from .record import load_run, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -640,109 +636,6 @@ def _ray(points: list[Point], out: Path, address: str | None, started, finished)
     finally:
         if ours:
             ray.shutdown()
-
-
-# ------------------------------------------------------------------------------------------ summary
-
-# (column, header, record -> value, format) of the paper-style table, each shown as mean +- std over seeds.
-COLUMNS = [
-    ("class_il", "class-IL", lambda r: r.summary["class_il"]["average"], ".2f"),
-    ("task_il", "task-IL", lambda r: r.summary["task_il"]["average"], ".2f"),
-    ("forgetting", "forgetting", lambda r: r.summary["class_il"]["forgetting"], ".2f"),
-    ("flops", "train FLOPs", lambda r: r.efficiency["flops"], ".3g"),
-    ("flops_x_sgd", "FLOPs x SGD", lambda r: r.efficiency["flops_relative"], ".2f"),
-    ("model_mb", "model MB", lambda r: r.efficiency["memory"]["model_sparse"] / 1e6, ".3f"),
-    ("optimizer_mb", "optim MB", lambda r: r.efficiency["memory"]["optimizer_state"] / 1e6, ".3f"),
-    ("train_s", "train s", lambda r: r.efficiency["train_seconds"], ".1f"),
-]
-
-
-def summary_rows(records) -> list[dict]:
-    """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
-    and the published class-IL / task-IL beside (None where there is none)."""
-    from .methods import LEARNERS, PRESETS, Replay
-    groups: dict[tuple, list] = {}
-    for r in records:
-        if r.complete:
-            key = (r.config["benchmark"], r.config["method"], float(r.config.get("sparsity") or 0.0))
-            groups.setdefault(key, []).append(r)
-    order = list(PRESETS)
-    rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
-    rows = []
-    for key in sorted(groups, key=rank):
-        runs = sorted(groups[key], key=lambda r: r.config["seed"])
-        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))
-        for name, _, value, _ in COLUMNS:
-            row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
-        method = PRESETS.get(key[1])
-        replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
-        published = anchor(*key[:2], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
-        for il in ("class_il", "task_il"):
-            mean, std = (published.get(il) or [None, None]) if published else (None, None)
-            row[f"published_{il}_mean"], row[f"published_{il}_std"] = mean, std
-        row["published_source"] = published["source"] if published else None
-        rows.append(row)
-    return rows
-
-
-def _cell(mean, std, fmt: str) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "-"
-    if std is None or math.isnan(std):
-        return f"{mean:{fmt}}"
-    if fmt.endswith("g") and std <= 1e-9 * abs(mean):
-        std = 0.0                    # float summation noise (FLOPs of equal runs), not a spread worth "8.8e-06"
-    return f"{mean:{fmt}} +- {std:{fmt}}"
-
-
-def _published_cell(row: dict) -> str:
-    if row["published_source"] is None:
-        return "-"
-    return (f"{_cell(row['published_class_il_mean'], row['published_class_il_std'], '.2f')} / "
-            f"{_cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]")
-
-
-def _table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["benchmark", "method", "sparsity", "seeds"] + [h for _, h, _, _ in COLUMNS] + \
-        ["published class-IL / task-IL"]
-    body = [[r["benchmark"], r["method"], f"{r['sparsity']:.2f}", str(r["seeds"])]
-            + [_cell(r[f"{n}_mean"], r[f"{n}_std"], f) for n, _, _, f in COLUMNS] + [_published_cell(r)]
-            for r in rows]
-    return head, body
-
-
-def summary_text(rows: list[dict]) -> str:
-    """The table as aligned text (mean +- std over seeds)."""
-    head, body = _table_cells(rows)
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(head), "-" * len(line(head))] + [line(b) for b in body])
-
-
-def summary_html(rows: list[dict], title: str) -> str:
-    """The table as one self-contained HTML page (inline style, no script)."""
-    head, body = _table_cells(rows)
-    esc = html.escape
-    cells = lambda tag, row: "".join(f"<{tag}>{esc(c)}</{tag}>" for c in row)
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title>\n<style>"
-            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
-            "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}</style></head>\n<body>"
-            f"<h1>{esc(title)}</h1>\n<p>Mean +- std over seeds of complete runs. Accuracy and forgetting in percent "
-            "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
-            "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
-            "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n<table>"
-            f"<thead><tr>{cells('th', head)}</tr></thead><tbody>\n"
-            + "\n".join(f"<tr>{cells('td', b)}</tr>" for b in body) + "\n</tbody></table></body></html>\n")
-
-
-def summary_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    names = list(rows[0]) if rows else ["benchmark", "method", "sparsity", "seeds"]
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def write_summary(folder) -> tuple[str, Path, Path]:

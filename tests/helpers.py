@@ -85,3 +85,21 @@ def write_tiny_imagenet(root, per_class=2, val_per_class=1, seed=0):
             v += 1
     (folder / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
     return folder
+
+
+def write_idx(path, array, gz=True):
+    """`array` (uint8, 1 to 3 dimensions) as an idx file in LeCun's MNIST format: two zero bytes,
+    type 0x08 (unsigned byte), the number of dimensions, each dimension as a big-endian uint32,
+    then the values; gzip-compressed where `gz`. Returns the path."""
+    import gzip
+    import struct
+    from pathlib import Path
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path

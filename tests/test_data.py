@@ -318,3 +318,136 @@ def test_download_without_network_is_one_line_naming_the_url(tmp_path, monkeypat
     assert main(["data", "download", "cifar10", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("esacl: error: cannot download " + url)
+
+
+# ------------------------------------------------------------------------------------------------
+# Split Fashion-MNIST: the idx reader on small files, the look-up order, the real files where installed
+
+from esacl import data as data_module  # noqa: E402
+from esacl.data import FMNIST_DEBIAN, FMNIST_FILES, fmnist_arrays, idx_bytes, parse_idx  # noqa: E402
+from helpers import write_idx  # noqa: E402
+
+DEBIAN_FMNIST = all((FMNIST_DEBIAN / f"{name}.gz").is_file() for name in FMNIST_FILES)
+
+
+def read_idx(path):
+    return parse_idx(idx_bytes(path), path)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_the_idx_reader_reads_images_and_labels(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 7, dtype=np.uint8)
+    got = read_idx(write_idx(tmp_path / "images", images, gz))
+    assert got.dtype == np.uint8 and got.shape == (7, 28, 28) and np.array_equal(got, images)
+    assert got.flags.writeable                                     # torch.from_numpy takes it without a warning
+    assert np.array_equal(read_idx(write_idx(tmp_path / "labels", labels, gz)), labels)
+    # the header is big-endian: a shape whose bytes differ when read little-endian
+    wide = rng.integers(0, 256, (1, 3, 260), dtype=np.uint8)
+    assert read_idx(write_idx(tmp_path / "wide", wide, gz)).shape == (1, 3, 260)
+
+
+def test_a_damaged_idx_file_is_one_line_naming_it(tmp_path):
+    good = write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), dtype=np.uint8))
+    whole = good.read_bytes()
+    cases = {
+        "truncated.gz": (whole[:len(whole) // 2], "does not decompress"),
+        "short": (bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100),
+                  "its header declares [4, 28, 28] = 3136 values, it holds 100"),
+        "magic": (bytes([0, 0, 0x0D, 3]) + bytes(20), "not an idx file of unsigned bytes (magic number 00000d03"),
+        "empty": (b"", "magic number absent"),
+        "header": (bytes([0, 0, 8, 3, 0, 0]), "its header ends after 6 bytes"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        message = one_line_error(lambda: read_idx(path))
+        assert str(path) in message and expected in message, (name, message)
+    message = one_line_error(lambda: read_idx(tmp_path / "absent.gz"))
+    assert str(tmp_path / "absent.gz") in message and "missing" in message
+
+
+def test_fashion_mnist_missing_everywhere_names_both_places_the_package_and_the_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "FMNIST_DEBIAN", tmp_path / "debian")
+    message = one_line_error(lambda: image_bench("split_fmnist", tmp_path / "root"))
+    assert str(tmp_path / "root" / "fashion-mnist") in message and str(tmp_path / "debian") in message
+    assert "dataset-fashion-mnist" in message
+    assert all(f"{name}.gz" in message for name in FMNIST_FILES)
+    monkeypatch.delenv("ESACL_DATA", raising=False)
+    message = one_line_error(lambda: load_benchmark(RunConfig(benchmark="split_fmnist"), torch.device("cpu")))
+    assert "no data root" in message and str(tmp_path / "debian") in message
+
+
+def test_the_data_root_comes_before_debian_and_its_files_are_checked(tmp_path):
+    # Real-format files of the wrong size in the data root: the loader reads them (not Debian's) and says
+    # what is wrong with them; an absent one is named too.
+    folder = tmp_path / "fashion-mnist"
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
+    message = one_line_error(lambda: image_bench("split_fmnist", tmp_path))
+    assert str(folder / "train-images-idx3-ubyte.gz") in message and "shape [20, 28, 28], expected [60000, 28, 28]" in message
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((60000, 28, 28), dtype=np.uint8), gz=False)
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    message = one_line_error(lambda: image_bench("split_fmnist", tmp_path))
+    assert str(folder / "train-images-idx3-ubyte") in message and "is not the official file: md5" in message
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((60000, 28, 28), dtype=np.uint8))
+    (folder / "train-images-idx3-ubyte").unlink()
+    message = one_line_error(lambda: fmnist_arrays(folder))
+    assert "md5 of its decompressed data" in message
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({FMNIST_DEBIAN})")
+def test_the_real_fashion_mnist_files_have_their_shapes_classes_and_checksums():
+    import gzip
+    for name, (shape, md5) in FMNIST_FILES.items():
+        data = gzip.decompress((FMNIST_DEBIAN / f"{name}.gz").read_bytes())
+        assert hashlib.md5(data).hexdigest() == md5 and len(data) == 4 + 4 * len(shape) + math.prod(shape)
+    arrays = fmnist_arrays(FMNIST_DEBIAN)
+    assert arrays["x_train"].shape == (60000, 1, 28, 28) and arrays["x_test"].shape == (10000, 1, 28, 28)
+    assert (np.bincount(arrays["y_train"]) == 6000).all() and (np.bincount(arrays["y_test"]) == 1000).all()
+    assert arrays["x_train"].dtype == np.uint8 and arrays["x_train"].max() == 255
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({FMNIST_DEBIAN})")
+def test_split_fmnist_is_five_two_class_tasks_of_uint8_images(tmp_path):
+    bench = load_benchmark(RunConfig(benchmark="split_fmnist", data_root=str(tmp_path)), torch.device("cpu"))
+    assert bench.n_tasks == 5 and bench.n_classes == 10 and bench.input_shape == (1, 28, 28)
+    assert bench.backbone == "convnet28" and bench.augment is None
+    assert bench.class_order == digits(seed=0).class_order            # the seeded order, as split_digits
+    for task in bench.tasks:
+        assert len(task.y_train) == 12000 and len(task.y_test) == 2000 and task.x_train.dtype == torch.uint8
+        assert set(task.y_train.tolist()) == set(task.classes)
+    assert 0.2 < bench.norm[0][0] < 0.4 and 0.3 < bench.norm[1][0] < 0.4    # Fashion-MNIST's mean 0.286, std 0.353
+    natural = load_benchmark(RunConfig(benchmark="split_fmnist", class_order="natural", n_tasks=2), torch.device("cpu"))
+    assert [t.classes for t in natural.tasks] == [[0, 1], [2, 3]]
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({FMNIST_DEBIAN})")
+def test_data_check_reads_fashion_mnist_from_debian(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["data", "check", "--data-root", str(tmp_path)])       # an empty root: the CIFARs are missing
+    assert exit.value.code == 1
+    out = capsys.readouterr().out
+    assert f"split_fmnist: {FMNIST_DEBIAN}" in out and out.count("  ok       t") == 4
+    assert main(["data", "check", "split_fmnist", "split_digits"]) == 0
+    out = capsys.readouterr().out
+    assert "split_digits: embedded" in out and "md5 of the data f4a8712d7a061bf5bd6d2ca38dc4d50a" in out
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation split
+
+
+def test_a_validation_split_holds_out_each_class_and_never_the_test_set():
+    full, held = digits(), digits(validation=0.2)
+    for a, b in zip(full.tasks, held.tasks):
+        assert len(b.y_train) + len(b.y_test) == len(a.y_train)
+        for c in a.classes:
+            n = int((a.y_train == c).sum())
+            assert int((b.y_test == c).sum()) == round(0.2 * n)
+        both = torch.cat([b.x_train, b.x_test]).flatten(1)
+        assert torch.allclose(both.sum(0), a.x_train.flatten(1).sum(0), atol=1e-3)    # the same examples, split
+        assert not (b.x_test.flatten(1)[:, None] == a.x_test.flatten(1)[None]).all(-1).any()           # no test image
+    again = digits(validation=0.2, seed=5, class_order="natural").tasks[0]
+    fixed = digits(validation=0.2, seed=0, class_order="natural").tasks[0]
+    assert torch.equal(again.x_test, fixed.x_test)                  # the held-out set does not move with the seed

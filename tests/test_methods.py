@@ -134,3 +134,27 @@ def test_dense_presets_refuse_a_sparsity():
     cfg, _ = resolve(RunConfig(method="er", sparsity=0.9), BENCHMARKS["split_digits"].protocol)
     with pytest.raises(UserError, match="method 'er' is dense"):
         build_learner(cfg, 10)
+
+
+def test_ewc_caps_each_penalty_weight_where_one_step_lands_on_the_anchor():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    learner = learner_for(EWC, method="ewc", ewc_lambda=1e9, lr=0.05)
+    task = type("T", (), {"x_train": toy_batch().x, "y_train": toy_batch().y})()
+    learner.end_task(task, model)
+    cap = 1 / (2 * 0.05)
+    for n, f in learner.fisher.items():
+        assert torch.equal(learner.stiffness[n], (1e9 * f).clamp(max=cap)), n
+    assert (learner.stiffness["head.weight"] == cap).any()
+    # One SGD step on the penalty alone moves a capped weight exactly back to its anchor.
+    with torch.no_grad():
+        model.head.weight += 0.3
+    drifted = model.head.weight.detach().clone()
+    penalty = sum((learner.stiffness[n] * (p - learner.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+    penalty.backward()
+    stepped = drifted - 0.05 * model.head.weight.grad
+    capped = learner.stiffness["head.weight"] == cap
+    assert torch.allclose(stepped[capped], learner.anchor["head.weight"][capped], atol=1e-6)
+    uncapped = learner_for(EWC, method="ewc", ewc_lambda=1e9, lr=0.05, ewc_cap=False)
+    uncapped.end_task(task, model)
+    assert torch.equal(uncapped.stiffness["head.weight"], 1e9 * uncapped.fisher["head.weight"])

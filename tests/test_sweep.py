@@ -18,7 +18,8 @@ import pytest
 from esacl import UserError, load_run
 from esacl import sweep
 from esacl.cli import main
-from esacl.sweep import SweepLock, load_grid, run_sweep, summary_rows
+from esacl.compare import summary_rows
+from esacl.sweep import SweepLock, load_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = dict(notebook="split_digits", fixed=dict(epochs=1, landscape=False),
@@ -120,7 +121,7 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys
 
 
 def test_table_cells_show_summation_noise_as_zero_spread_but_keep_real_spread():
-    from esacl.sweep import _cell
+    from esacl.compare import cell as _cell
     assert _cell(4.11e10, 8.81e-6, ".3g") == "4.11e+10 +- 0"        # equal FLOPs up to float summation order
     assert _cell(1.5e11, 1.7e7, ".3g") == "1.5e+11 +- 1.7e+07"
     assert _cell(97.04, 0.70, ".2f") == "97.04 +- 0.70" and _cell(1.0, float("nan"), ".2f") == "1.00"

@@ -76,3 +76,11 @@ def test_any_other_import_error_propagates(tmp_path):
     """, str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("raised False operator torchvision::roi_align is broken")
+
+
+def test_the_fashion_mnist_download_uses_torchvisions_file_list():
+    from esacl.data import FMNIST_FILES
+    import_torchvision()
+    from torchvision.datasets import FashionMNIST
+    assert [f for f, _ in FashionMNIST.resources] == [f"{name}.gz" for name in FMNIST_FILES]
+    assert SOURCES["split_fmnist"].url in FashionMNIST.mirrors

@@ -1,0 +1,298 @@
+"""Comparisons across runs: the summary table (per benchmark, method and sparsity) and the paper's
+question, asked per base learner: does EsaCL-X beat SparCL-X, and at what cost?
+
+    rows = summary_rows(records)                  # mean / std over seeds of every column
+    print(summary_text(rows))                     # also summary_html, summary_csv (sweeps write both)
+    print(paper_text(records))                    # grouped by base learner, with one verdict line each
+
+Only complete runs are counted. Accuracy and forgetting in percent (forgetting on class-IL).
+"""
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass
+
+from . import metrics
+from .record import anchor
+
+# (column, header, record -> value, format) of the paper-style table, each shown as mean +- std over seeds.
+COLUMNS = [
+    ("class_il", "class-IL", lambda r: r.summary["class_il"]["average"], ".2f"),
+    ("task_il", "task-IL", lambda r: r.summary["task_il"]["average"], ".2f"),
+    ("forgetting", "forgetting", lambda r: r.summary["class_il"]["forgetting"], ".2f"),
+    ("flops", "train FLOPs", lambda r: r.efficiency["flops"], ".3g"),
+    ("flops_x_sgd", "FLOPs x SGD", lambda r: r.efficiency["flops_relative"], ".2f"),
+    ("model_mb", "model MB", lambda r: r.efficiency["memory"]["model_sparse"] / 1e6, ".3f"),
+    ("optimizer_mb", "optim MB", lambda r: r.efficiency["memory"]["optimizer_state"] / 1e6, ".3f"),
+    ("train_s", "train s", lambda r: r.efficiency["train_seconds"], ".1f"),
+]
+
+
+def _rank(key: tuple) -> tuple:
+    from .methods import PRESETS
+    order = list(PRESETS)
+    return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2]
+
+
+def group_runs(records) -> dict[tuple, list]:
+    """Complete runs by (benchmark, method, sparsity), in benchmark, preset, sparsity order; each
+    group's runs by seed."""
+    groups: dict[tuple, list] = {}
+    for r in records:
+        if r.complete:
+            key = (r.config["benchmark"], r.config["method"], float(r.config.get("sparsity") or 0.0))
+            groups.setdefault(key, []).append(r)
+    return {key: sorted(groups[key], key=lambda r: r.config["seed"]) for key in sorted(groups, key=_rank)}
+
+
+def summary_rows(records) -> list[dict]:
+    """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
+    and the published class-IL / task-IL beside (None where there is none)."""
+    from .methods import LEARNERS, PRESETS, Replay
+    rows = []
+    for key, runs in group_runs(records).items():
+        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))
+        for name, _, value, _ in COLUMNS:
+            row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
+        method = PRESETS.get(key[1])
+        replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
+        published = anchor(*key[:2], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
+        for il in ("class_il", "task_il"):
+            mean, std = (published.get(il) or [None, None]) if published else (None, None)
+            row[f"published_{il}_mean"], row[f"published_{il}_std"] = mean, std
+        row["published_source"] = published["source"] if published else None
+        rows.append(row)
+    return rows
+
+
+def cell(mean, std, fmt: str) -> str:
+    """'mean +- std' in `fmt`; '-' for a missing mean, the mean alone for a missing std."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if std is None or math.isnan(std):
+        return f"{mean:{fmt}}"
+    if fmt.endswith("g") and std <= 1e-9 * abs(mean):
+        std = 0.0                    # float summation noise (FLOPs of equal runs), not a spread worth "8.8e-06"
+    return f"{mean:{fmt}} +- {std:{fmt}}"
+
+
+def _published_cell(row: dict) -> str:
+    if row["published_source"] is None:
+        return "-"
+    return (f"{cell(row['published_class_il_mean'], row['published_class_il_std'], '.2f')} / "
+            f"{cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]")
+
+
+def _table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["benchmark", "method", "sparsity", "seeds"] + [h for _, h, _, _ in COLUMNS] + \
+        ["published class-IL / task-IL"]
+    body = [[r["benchmark"], r["method"], f"{r['sparsity']:.2f}", str(r["seeds"])]
+            + [cell(r[f"{n}_mean"], r[f"{n}_std"], f) for n, _, _, f in COLUMNS] + [_published_cell(r)]
+            for r in rows]
+    return head, body
+
+
+def aligned(head: list[str], body: list[list[str]], left: int = 2) -> str:
+    """Rows of cells as aligned text: the first `left` columns to the left, the others to the right."""
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(head), "-" * len(line(head))] + [line(b) for b in body])
+
+
+def summary_text(rows: list[dict]) -> str:
+    """The table as aligned text (mean +- std over seeds)."""
+    return aligned(*_table_cells(rows))
+
+
+_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+          "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+          "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}")
+
+
+def html_table(head: list[str], body: list[list[str]]) -> str:
+    """Cells as one plain HTML table (no script, no style of its own)."""
+    cells = lambda tag, row: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
+    return (f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>\n"
+            + "\n".join(f"<tr>{cells('td', b)}</tr>" for b in body) + "\n</tbody></table>")
+
+
+def summary_html(rows: list[dict], title: str) -> str:
+    """The table as one self-contained HTML page (inline style, no script)."""
+    esc = html.escape
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title>\n<style>"
+            + _STYLE + "</style></head>\n<body>"
+            f"<h1>{esc(title)}</h1>\n<p>Mean +- std over seeds of complete runs. Accuracy and forgetting in percent "
+            "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
+            "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
+            "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n"
+            + html_table(*_table_cells(rows)) + "</body></html>\n")
+
+
+def summary_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    names = list(rows[0]) if rows else ["benchmark", "method", "sparsity", "seeds"]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------- the paper's question
+
+# The base learners the paper compares EsaCL and SparCL on, in the table's order.
+PAPER_LEARNERS = ("ewc", "co2l", "er", "derpp")
+BOUNDS = ("sgd", "joint")
+PAPER_COLUMNS = ["class_il", "task_il", "forgetting", "flops_x_sgd", "model_mb", "optimizer_mb", "train_s"]
+
+
+def paper_methods(learners=PAPER_LEARNERS) -> list[str]:
+    """The bounds, then for each base learner X: X (dense), sparcl-X, esacl-X."""
+    return list(BOUNDS) + [m for x in learners for m in (x, f"sparcl-{x}", f"esacl-{x}")]
+
+
+def paper_configs(benchmark: str, seeds, learners=PAPER_LEARNERS, sparsity: float = 0.9, out: str = "runs",
+                  overrides: dict[str, str] | None = None, progress: bool = False) -> list:
+    """Every run of the paper's comparison, validated before any runs: `paper_methods(learners)` x
+    `seeds`, SparCL and EsaCL at `sparsity`; sharpness measured (`landscape`) for EsaCL-X at the first
+    seed only, the runs whose dashboards a report shows. `overrides`: RunConfig keys as CLI strings."""
+    from .config import RunConfig, UserError, did_you_mean
+    from .methods import PRESETS
+    for method in paper_methods(learners):
+        if method not in PRESETS:
+            learner = method.split("-")[-1]
+            raise UserError(f"no base learner '{learner}'{did_you_mean(learner, PAPER_LEARNERS)}; "
+                            f"one of: {', '.join(PAPER_LEARNERS)}")
+    fixed = dict(overrides or {})
+    for key in ("benchmark", "method", "seed", "sparsity", "out", "landscape"):
+        if key in fixed:
+            raise UserError(f"'-p {key}' is set by esacl paper itself; see 'esacl paper --help'")
+    configs = []
+    for method in paper_methods(learners):
+        sparse = PRESETS[method].sparse
+        for seed in seeds:
+            typed = dict(benchmark=benchmark, method=method, seed=seed, out=out, progress=progress,
+                         sparsity=sparsity if sparse else None,
+                         landscape=method.startswith("esacl-") and seed == seeds[0])
+            configs.append(RunConfig.from_strings(fixed, base=typed))
+    return configs
+
+
+@dataclass
+class Versus:
+    """EsaCL-X against SparCL-X on the seeds both completed: paired differences (EsaCL minus SparCL)
+    and cost ratios (EsaCL over SparCL, of the means)."""
+    learner: str
+    seeds: list[int]
+    class_il: tuple[float, float]            # mean, std over seeds of the paired difference (points)
+    task_il: tuple[float, float]
+    flops_ratio: float
+    seconds_ratio: float
+
+    @staticmethod
+    def outcome(diff: tuple[float, float]) -> str:
+        """'better', 'worse', or 'tie' where the mean difference is within one std of the differences."""
+        mean, std = diff
+        if abs(mean) <= std:
+            return "tie"
+        return "better" if mean > 0 else "worse"
+
+    def line(self) -> str:
+        n = len(self.seeds)
+        fmt = lambda d: f"{d[0]:+.2f} +- {d[1]:.2f} ({self.outcome(d)})" if n > 1 else f"{d[0]:+.2f} (n=1)"
+        return (f"{self.learner}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL {fmt(self.task_il)}, "
+                f"at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its train time "
+                f"({n} seed{'s' if n > 1 else ''})")
+
+
+def versus(records, learner: str, benchmark: str | None = None) -> Versus | None:
+    """EsaCL-`learner` against SparCL-`learner` (same benchmark and sparsity); None without both."""
+    by_method: dict[str, dict[int, object]] = {}
+    for (bench, method, _), runs in group_runs(records).items():
+        if benchmark in (None, bench) and method in (f"esacl-{learner}", f"sparcl-{learner}"):
+            by_method.setdefault(method, {}).update({r.config["seed"]: r for r in runs})
+    esacl, sparcl = by_method.get(f"esacl-{learner}", {}), by_method.get(f"sparcl-{learner}", {})
+    seeds = sorted(set(esacl) & set(sparcl))
+    if not seeds:
+        return None
+    diff = lambda il: metrics.mean_std([esacl[s].summary[il]["average"] - sparcl[s].summary[il]["average"]
+                                        for s in seeds])
+    ratio = lambda key: (sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds))
+    return Versus(learner, seeds, diff("class_il"), diff("task_il"), ratio("flops"), ratio("train_seconds"))
+
+
+def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]:
+    """(group, summary rows) for the bounds and each base learner present, in the paper's order."""
+    rows = summary_rows(records)
+    groups = []
+    for group, methods in [("bounds", BOUNDS)] + [(x, (x, f"sparcl-{x}", f"esacl-{x}")) for x in learners]:
+        part = sorted((r for r in rows if r["method"] in methods), key=lambda r: (r["benchmark"], methods.index(r["method"])))
+        if part:
+            groups.append((group, part))
+    return groups
+
+
+def _marks(records, learner: str, benchmark: str) -> dict[tuple[str, str], str]:
+    """(method, column) -> ' *' for the better of SparCL-X and EsaCL-X, ' =' on both for a tie."""
+    v = versus(records, learner, benchmark)
+    if v is None or len(v.seeds) < 2:
+        return {}
+    marks = {}
+    for column, diff in (("class_il", v.class_il), ("task_il", v.task_il)):
+        outcome = v.outcome(diff)
+        if outcome == "tie":
+            marks[(f"esacl-{learner}", column)] = marks[(f"sparcl-{learner}", column)] = " ="
+        else:
+            marks[(f"esacl-{learner}" if outcome == "better" else f"sparcl-{learner}", column)] = " *"
+    return marks
+
+
+def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
+    fmts = {name: fmt for name, _, _, fmt in COLUMNS}
+    heads = {name: head for name, head, _, _ in COLUMNS}
+    head = ["group", "method", "benchmark", "sparsity", "seeds"] + [heads[c] for c in PAPER_COLUMNS]
+    body = []
+    for group, rows in paper_rows(records, learners):
+        for i, r in enumerate(rows):
+            marks = _marks(records, group, r["benchmark"]) if group != "bounds" else {}
+            body.append([group if i == 0 else "", r["method"], r["benchmark"], f"{r['sparsity']:.2f}", str(r["seeds"])]
+                        + [cell(r[f"{c}_mean"], r[f"{c}_std"] if r["seeds"] > 1 else None, fmts[c])
+                           + marks.get((r["method"], c), "  " if c in ("class_il", "task_il") else "")
+                           for c in PAPER_COLUMNS])
+    return head, body
+
+
+LEGEND = ("mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs against dense SGD on the same data; "
+          "model MB: the sparse model; optim MB: update-rule state.\n"
+          "* the better of SparCL-X and EsaCL-X on that column (differences paired by seed); "
+          "= a tie: the mean difference is within one std of the paired differences.")
+
+
+def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
+    """One line per base learner with both SparCL-X and EsaCL-X runs, per benchmark present."""
+    benchmarks = dict.fromkeys(r.config["benchmark"] for r in records if r.complete)
+    lines = []
+    for bench in benchmarks:
+        for learner in learners:
+            v = versus(records, learner, bench)
+            if v is not None:
+                lines.append((f"[{bench}] " if len(benchmarks) > 1 else "") + v.line())
+    return lines
+
+
+def paper_text(records, learners=PAPER_LEARNERS) -> str:
+    """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend and the
+    verdict lines."""
+    return "\n".join([aligned(*_paper_cells(records, learners)), "", LEGEND, ""] + verdicts(records, learners))
+
+
+def paper_html(records, learners=PAPER_LEARNERS) -> str:
+    """The verdict lines, then the grouped table, as an HTML fragment (inline style, no script)."""
+    esc = html.escape
+    items = "".join(f"<li>{esc(line)}</li>" for line in verdicts(records, learners))
+    return (f"<style>.esacl-paper td,.esacl-paper th{{border:1px solid #ccc;padding:3px 8px;text-align:right;"
+            f"white-space:nowrap}}.esacl-paper table{{border-collapse:collapse}}"
+            f".esacl-paper td:nth-child(-n+3),.esacl-paper th:nth-child(-n+3){{text-align:left}}</style>"
+            f"<div class=\"esacl-paper\"><ul>{items}</ul>{html_table(*_paper_cells(records, learners))}"
+            f"<p>{esc(LEGEND)}</p></div>")

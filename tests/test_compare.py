@@ -1,0 +1,94 @@
+"""The comparison tables: per-method summaries and the paper's grouped question, on real runs."""
+import statistics
+
+import pytest
+
+from esacl import load_run
+from esacl.cli import main
+from esacl.compare import PAPER_LEARNERS, Versus, paper_configs, paper_methods, paper_rows, paper_text, versus
+
+FAST = {"n_tasks": "2", "epochs": "1", "slice_steps": "3", "hessian_iters": "2", "hutchinson_samples": "2"}
+
+
+@pytest.fixture(scope="module")
+def paper_runs(tmp_path_factory):
+    """`esacl paper` for ER over two seeds, as a user runs it: the runs and what it printed."""
+    out = tmp_path_factory.mktemp("paper") / "runs"
+    argv = ["paper", "--learners", "er", "--seeds", "0,1", "--out", str(out)]
+    for key, value in FAST.items():
+        argv += ["-p", key, value]
+    import contextlib
+    import io
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(argv) == 0
+    records = [load_run(p) for p in sorted(out.iterdir())]
+    return records, stdout.getvalue(), stderr.getvalue()
+
+
+def test_the_paper_grid_is_the_bounds_then_each_learner_dense_sparcl_esacl():
+    assert paper_methods(("er",)) == ["sgd", "joint", "er", "sparcl-er", "esacl-er"]
+    configs = paper_configs("split_digits", [3, 4], PAPER_LEARNERS, 0.9, "runs")
+    assert len(configs) == 2 * 14
+    assert [c.method for c in configs[::2]] == paper_methods()
+    assert {(c.method, c.sparsity) for c in configs if c.method.startswith(("sparcl", "esacl"))} == \
+        {(m, 0.9) for m in paper_methods() if m.startswith(("sparcl", "esacl"))}
+    assert all(c.sparsity is None for c in configs if c.method in ("sgd", "joint", "er", "derpp", "ewc", "co2l"))
+    # sharpness is measured only where a report shows dashboards: EsaCL-X at the first seed
+    assert {(c.method, c.seed) for c in configs if c.landscape} == {(f"esacl-{x}", 3) for x in PAPER_LEARNERS}
+
+
+def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_runs):
+    records, out, err = paper_runs
+    assert sorted((r.config["method"], r.config["seed"]) for r in records) == \
+        sorted((m, s) for m in paper_methods(("er",)) for s in (0, 1))
+    assert all(r.complete for r in records) and "[10/10] split_digits esacl-er sparsity 0.9 seed 1" in err
+    groups = paper_rows(records, ("er",))
+    assert [g for g, _ in groups] == ["bounds", "er"]
+    assert [r["method"] for r in groups[1][1]] == ["er", "sparcl-er", "esacl-er"]
+    by = {(r.config["method"], r.config["seed"]): r for r in records}
+    diffs = [by["esacl-er", s].summary["class_il"]["average"] - by["sparcl-er", s].summary["class_il"]["average"]
+             for s in (0, 1)]
+    v = versus(records, "er")
+    assert v.seeds == [0, 1]
+    assert v.class_il == pytest.approx((statistics.mean(diffs), statistics.stdev(diffs)))
+    flops = lambda m: sum(by[m, s].efficiency["flops"] for s in (0, 1))
+    assert v.flops_ratio == pytest.approx(flops("esacl-er") / flops("sparcl-er"))
+    verdict = [line for line in out.splitlines() if line.startswith("er: EsaCL vs SparCL class-IL")]
+    assert verdict == [v.line()] and f"at {v.flops_ratio:.2f}x its FLOPs" in verdict[0]
+    marked = [line for line in out.splitlines() if line.split()[:1] in (["sparcl-er"], ["esacl-er"])]
+    outcome = Versus.outcome(v.class_il)
+    if outcome == "tie":
+        assert all(" =" in line for line in marked)
+    else:
+        winner = "esacl-er" if outcome == "better" else "sparcl-er"
+        assert [line.split()[0] for line in marked if " *" in line.split("+-")[1]] == [winner]
+    assert out.rstrip().endswith(f"results in {records[0].path.parent.resolve()}")
+
+
+def test_the_outcome_is_a_tie_within_one_std_of_the_paired_differences():
+    assert Versus.outcome((1.0, 1.5)) == "tie" and Versus.outcome((-1.0, 1.0)) == "tie"
+    assert Versus.outcome((2.0, 1.5)) == "better" and Versus.outcome((-2.0, 0.5)) == "worse"
+
+
+def test_a_verdict_needs_both_sparcl_and_esacl(paper_runs):
+    records, _, _ = paper_runs
+    only_sparcl = [r for r in records if r.config["method"] != "esacl-er"]
+    assert versus(only_sparcl, "er") is None
+    assert "EsaCL vs SparCL" not in paper_text(only_sparcl, ("er",))
+
+
+def test_paper_mistakes_are_one_line(capsys, tmp_path):
+    for argv, expected in [
+        (["paper", "--learners", "err"], "no base learner 'err' (did you mean 'er'?)"),
+        (["paper", "-p", "method", "sgd"], "'-p method' is set by esacl paper itself"),
+        (["paper", "-p", "epoch", "1"], "unknown config key 'epoch' (did you mean 'epochs'?)"),
+        (["paper", "--seeds", "0,x"], "--seeds takes comma-separated integers"),
+    ]:
+        assert main(argv + ["--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, (argv, err)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a").write_text("")
+    assert main(["paper", "--out", str(tmp_path / "full")]) == 2
+    assert "already holds files" in capsys.readouterr().err
