@@ -51,7 +51,8 @@ class RunConfig:
     minibatch_size: int | None = knob(None, "replay minibatch size", interval="[1, inf)")
     alpha: float = knob(0.1, "DER++ logit-distillation weight", interval="[0, inf)")
     beta: float = knob(0.5, "DER++ replay cross-entropy weight", interval="[0, inf)")
-    ewc_lambda: float = knob(10.0, "online EWC penalty weight", interval="[0, inf)")
+    ewc_lambda: float | None = knob(None, "online EWC penalty weight (default: the benchmark's, chosen on a "
+                                    "validation split: benchmarks/tune.py)", interval="[0, inf)")
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
     ewc_cap: bool = knob(True, "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
                          "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)")
@@ -253,7 +254,7 @@ def _in_interval(value: float, interval: str) -> bool:
 
 # Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
 PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "removal_every",
-                 "removal_until", "tdm_every", "class_order")
+                 "removal_until", "tdm_every", "class_order", "ewc_lambda")
 
 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:

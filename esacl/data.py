@@ -545,21 +545,21 @@ def _load_fmnist(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
 # The protocol of Mammoth / DER and SparCL (ResNet-18, batch 32, SGD lr 0.03, buffer 500) and SparCL's
 # removal / mask schedules; the natural class order is the one the published anchors use.
 _IMAGE_PROTOCOL = dict(epochs=50, batch_size=32, lr=0.03, buffer_size=500, minibatch_size=32, width=64,
-                       removal_every=5, removal_until=20, tdm_every=5, class_order="natural")
+                       removal_every=5, removal_until=20, tdm_every=5, class_order="natural", ewc_lambda=10.0)
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_digits": BenchmarkSpec(
         "scikit-learn digits, 5 tasks x 2 classes, 8x8 gray; offline, seconds on a CPU",
         n_tasks=5, classes_per_task=2,
         protocol=dict(epochs=5, batch_size=32, lr=0.03, buffer_size=200, minibatch_size=32, width=32,
-                      removal_every=1, removal_until=3, tdm_every=1, class_order="seeded"),
+                      removal_every=1, removal_until=3, tdm_every=1, class_order="seeded", ewc_lambda=1000.0),
         loader=_load_split_digits),
     "split_fmnist": BenchmarkSpec(
         "Fashion-MNIST, 5 tasks x 2 classes, 28x28 gray, a CPU-sized ConvNet; data_root/fashion-mnist or Debian's "
         "dataset-fashion-mnist; minutes on a CPU",
         n_tasks=5, classes_per_task=2,
         protocol=dict(epochs=1, batch_size=32, lr=0.03, buffer_size=500, minibatch_size=32, width=16,
-                      removal_every=1, removal_until=1, tdm_every=1, class_order="seeded"),
+                      removal_every=1, removal_until=1, tdm_every=1, class_order="seeded", ewc_lambda=100.0),
         loader=_load_fmnist),
     "split_cifar10": BenchmarkSpec(
         "CIFAR-10, 5 tasks x 2 classes, 32x32 RGB, ResNet-18; data_root/cifar-10-batches-py; a GPU benchmark",
