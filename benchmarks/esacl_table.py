@@ -1,16 +1,17 @@
-"""EsaCL against its baselines on split_digits: accuracy, forgetting, pruning jump, FLOPs, step time.
+"""EsaCL's parts, its ablations and its efficiency knobs against SparCL and the dense baselines.
 
-    .venv/bin/python benchmarks/esacl_table.py [--seeds 0,1,2] [--sparsities 0.75,0.9,0.95] [--out benchmarks/out]
+    .venv/bin/python benchmarks/esacl_table.py [--benchmark split_digits] [--seeds 0,1,2] [--sparsity 0.9]
+                                               [--threads 2] [--only LABEL,...] [--out benchmarks/out]
 
-One table, mean +- std over seeds:
+One table, mean +- std over seeds, one row per variant (a preset and the config keys it changes):
 - class-IL / task-IL average accuracy and class-IL forgetting after the last task;
-- pruning jump: class-IL accuracy points lost by the task-end projection (sparse methods), and, for
-  the dense methods, by a one-shot magnitude pruning of the final model to each sparsity
-  (the counterfactual SDP's "no retraining" claim is measured against);
-- training FLOPs relative to dense SGD (RigL convention, esacl/flops.py);
-- step time relative to an SGD step, measured in this process: every method's step on the same
-  fixed batches, interleaved round by round, median over rounds.
-Writes the rows as JSON beside the printed table.
+- training FLOPs relative to dense SGD (RigL's convention as computed: esacl/flops.py);
+- the pruning jump at the last task end: class-IL points lost by the task-end projection as recorded
+  (after batch-norm recalibration) and with the statistics as trained; for the dense `sgd` and `sam`,
+  the flatness test: points lost by one-shot magnitude pruning of the model to the same sparsity;
+- step time relative to an SGD step, measured in this process on the same fixed batches, interleaved
+  round by round, median over rounds (`--step-times`).
+Writes the rows as JSON (benchmarks/out/esacl_table-<benchmark>.json) beside the printed table.
 """
 import argparse
 import json
@@ -26,44 +27,64 @@ import esacl
 from esacl.config import resolve
 from esacl.data import BENCHMARKS
 from esacl.metrics import mean_std
-from esacl.train import build, load_model, one_shot_prune_jump
+from esacl.train import build
 
-DENSE = ["sgd", "derpp"]
-SPARSE = ["esacl", "esacl-derpp", "sam-gmp"]
-TIMED = ["sgd", "sam", "sam-gmp", "esacl-noids", "esacl", "derpp", "esacl-derpp"]
-
-
-def run_grid(seeds, sparsities, out):
-    """Every (method, sparsity, seed) run; dense runs once per seed."""
-    runs = []
-    for method in DENSE + SPARSE:
-        for sparsity in ([None] if method in DENSE else sparsities):
-            for seed in seeds:
-                cfg = esacl.RunConfig(method=method, seed=seed, sparsity=sparsity, out=str(out), progress=False)
-                record = esacl.run(cfg)
-                row = dict(method=method, sparsity=sparsity or 0.0, seed=seed,
-                           class_il=record.summary["class_il"]["average"],
-                           task_il=record.summary["task_il"]["average"],
-                           forgetting=record.summary["class_il"]["forgetting"],
-                           flops_relative=record.efficiency["flops_relative"],
-                           jump=record.efficiency["jump_last"], path=str(record.path))
-                if method in DENSE:        # counterfactual: one-shot magnitude pruning of the final dense model
-                    model, bench = load_model(record.path)
-                    row["one_shot_jump"] = {s: one_shot_prune_jump(model, bench, bench.n_tasks - 1, s)["accuracy_drop"]
-                                            for s in sparsities}
-                runs.append(row)
-                print(f"  {method:12s} sparsity {row['sparsity']:.2f} seed {seed}: class-IL {row['class_il']:.2f}",
-                      file=sys.stderr, flush=True)
-    return runs
+OLD_SELECTION = dict(support_balance="none", support_bn="subset")     # the first reconstruction
+# (label, preset, config keys it sets)
+VARIANTS = [
+    ("sgd", "sgd", dict(one_shot_sparsity="target")),
+    ("sam", "sam", dict(one_shot_sparsity="target")),
+    ("ids-only", "ids-only", {}),
+    ("esacl-noids", "esacl-noids", {}),
+    ("esacl (old selection)", "esacl", OLD_SELECTION),
+    ("esacl (class-balanced)", "esacl", dict(support_balance="class", support_bn="subset")),
+    ("esacl (batch BN)", "esacl", dict(support_balance="none", support_bn="batch")),
+    ("esacl (both)", "esacl", dict(support_balance="class", support_bn="batch")),
+    ("esacl dense_grad_every 10", "esacl", dict(dense_grad_every=10)),
+    ("esacl sam_every 2", "esacl", dict(sam_every=2)),
+    ("esacl ramp_fraction 0", "esacl", dict(ramp_fraction=0.0)),
+    ("esacl-er", "esacl-er", {}),
+    ("esacl-er (old selection)", "esacl-er", OLD_SELECTION),
+    ("sparcl-er", "sparcl-er", {}),
+    ("esacl-ewc", "esacl-ewc", {}),
+    ("esacl-ewc (old selection)", "esacl-ewc", OLD_SELECTION),
+    ("sparcl-ewc", "sparcl-ewc", {}),
+]
+TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]      # presets at their defaults
 
 
-def step_times(methods, rounds=15, steps_per_round=8, sparsity=0.9):
-    """Median seconds per step of each method on the same fixed batches, interleaved."""
-    torch.set_num_threads(torch.get_num_threads())
+def variant_config(preset: str, keys: dict, benchmark: str, seed: int, sparsity: float, out: str) -> dict:
+    sparse = esacl.methods.PRESETS[preset].sparse
+    keys = {k: (sparsity if v == "target" else v) for k, v in keys.items()}
+    return dict(benchmark=benchmark, method=preset, seed=seed, sparsity=sparsity if sparse else None, out=out,
+                progress=False, **keys)
+
+
+def run_variants(variants, benchmark, seeds, sparsity, out) -> list[dict]:
+    rows = []
+    for label, preset, keys in variants:
+        for seed in seeds:
+            record = esacl.run(variant_config(preset, keys, benchmark, seed, sparsity, out))
+            eff = record.efficiency
+            rows.append(dict(label=label, method=preset, keys=keys, seed=seed,
+                             class_il=record.summary["class_il"]["average"],
+                             task_il=record.summary["task_il"]["average"],
+                             forgetting=record.summary["class_il"]["forgetting"],
+                             flops_relative=eff["flops_relative"], jump=eff["jump_last"],
+                             jump_as_trained=eff["jump_as_trained_last"], one_shot=eff["one_shot_last"],
+                             train_seconds=eff["train_seconds"]))
+            print(f"  {label:28s} seed {seed}: class-IL {rows[-1]['class_il']:.2f}, task-IL {rows[-1]['task_il']:.2f}",
+                  file=sys.stderr, flush=True)
+    return rows
+
+
+def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
+    """Median seconds per step of each method on the same fixed batches of the first task, interleaved."""
     built = {}
     for method in methods:
-        cfg = resolve(esacl.RunConfig(method=method, sparsity=sparsity if method not in ("sgd", "sam", "derpp") else None,
-                                      progress=False), BENCHMARKS["split_digits"].protocol)[0]
+        sparse = esacl.methods.PRESETS[method].sparse
+        cfg = resolve(esacl.RunConfig(benchmark=benchmark, method=method, sparsity=sparsity if sparse else None,
+                                      progress=False), BENCHMARKS[benchmark].protocol)[0]
         bench, model, learner, step, _ = build(cfg, torch.device("cpu"))
         task = bench.tasks[0]
         step.selector.begin_task(0, task.y_train)
@@ -83,49 +104,56 @@ def step_times(methods, rounds=15, steps_per_round=8, sparsity=0.9):
     return {m: statistics.median(t) for m, t in times.items()}
 
 
-def table(runs, sparsities, times):
-    head = (f"{'method':12s}{'sparsity':>9s}{'class-IL':>16s}{'task-IL':>16s}{'forgetting':>16s}"
-            f"{'jump (pts)':>16s}{'FLOPs x SGD':>13s}{'step x SGD':>12s}")
-    lines = [head, "-" * len(head)]
-    fmt = lambda vals: "{:9.2f} +- {:4.2f}".format(*mean_std(vals))
-    base = times["sgd"]
-    for method in DENSE + SPARSE:
-        for sparsity in ([0.0] if method in DENSE else sparsities):
-            rows = [r for r in runs if r["method"] == method and r["sparsity"] == sparsity]
-            jump = fmt([r["jump"] for r in rows]) if method in SPARSE else f"{'(dense)':>16s}"
-            step = f"{times[method] / base:12.2f}" if method in times else f"{'':>12s}"
-            lines.append(f"{method:12s}{sparsity:9.2f}{fmt([r['class_il'] for r in rows]):>16s}"
-                         f"{fmt([r['task_il'] for r in rows]):>16s}{fmt([r['forgetting'] for r in rows]):>16s}"
-                         f"{jump:>16s}{statistics.fmean(r['flops_relative'] for r in rows):13.2f}{step}")
-    lines += ["", "one-shot magnitude pruning of the final dense model (class-IL points lost, no retraining):"]
-    for method in DENSE:
-        rows = [r for r in runs if r["method"] == method]
-        cells = "  ".join(f"{s:.2f}: {fmt([r['one_shot_jump'][s] for r in rows]).strip()}" for s in sparsities)
-        lines.append(f"  {method:10s} {cells}")
-    lines += ["", "step time per method (ms, median of interleaved rounds, this machine): "
-              + ", ".join(f"{m} {t * 1e3:.2f}" for m, t in times.items())]
-    return "\n".join(lines)
+def table(rows, times) -> str:
+    fmt = lambda vals: "-" if not vals else ("{:.2f} +- {:.2f}".format(*mean_std(vals)))
+    head = ["variant", "class-IL", "task-IL", "forgetting", "FLOPs x SGD", "jump", "jump as trained",
+            "one-shot (dense)", "step x SGD"]
+    body = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        part = [r for r in rows if r["label"] == label]
+        pick = lambda key: [r[key] for r in part if r[key] is not None]
+        step = times.get(label)
+        body.append([label, fmt(pick("class_il")), fmt(pick("task_il")), fmt(pick("forgetting")),
+                     f"{statistics.fmean(pick('flops_relative')):.2f}", fmt(pick("jump")), fmt(pick("jump_as_trained")),
+                     fmt(pick("one_shot")), f"{step / times['sgd']:.2f}" if step and "sgd" in times else ""])
+    from esacl.compare import aligned
+    return aligned(head, body, left=1)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", default="split_digits")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--sparsities", default="0.75,0.9,0.95")
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated variant labels (default: all)")
+    parser.add_argument("--step-times", action="store_true", help="also time one step of " + ", ".join(TIMED))
     parser.add_argument("--out", default="benchmarks/out")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    sparsities = [float(s) for s in args.sparsities.split(",")]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    variants = VARIANTS
+    if args.only:
+        wanted = args.only.split(",")
+        variants = [v for v in VARIANTS if v[0] in wanted]
+        if len(variants) != len(wanted):
+            sys.exit(f"esacl_table: unknown variant among {wanted}; variants: {', '.join(v[0] for v in VARIANTS)}")
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs_dir:
-        runs = run_grid(seeds, sparsities, runs_dir)
-    times = step_times(TIMED)
-    text = table(runs, sparsities, times)
-    print(text)
-    print(f"\n{len(runs)} runs + timing in {time.perf_counter() - tic:.0f} s on {torch.get_num_threads()} CPU threads")
-    (out / "esacl_table.json").write_text(json.dumps(dict(runs=runs, step_seconds=times), indent=1))
-    print(f"rows written to {out / 'esacl_table.json'}")
+        rows = run_variants(variants, args.benchmark, seeds, args.sparsity, runs_dir)
+    times = step_times(args.benchmark, TIMED, args.sparsity) if args.step_times else {}
+    print(f"{args.benchmark}, sparsity {args.sparsity:g}, seeds {args.seeds}, {args.threads} CPU threads "
+          f"(mean +- std over seeds; accuracy and jumps in points)")
+    print(table(rows, times))
+    if times:
+        print("step time per method (ms, median of interleaved rounds): "
+              + ", ".join(f"{m} {t * 1e3:.2f}" for m, t in times.items()))
+    print(f"{len(rows)} runs in {time.perf_counter() - tic:.0f} s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"esacl_table-{args.benchmark}.json"
+    path.write_text(json.dumps(dict(vars(args), rows=rows, step_seconds=times), indent=1))
+    print(f"rows written to {path}")
 
 
 if __name__ == "__main__":

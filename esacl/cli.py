@@ -262,6 +262,9 @@ def cmd_compare(args) -> None:
         return
     records = [load_run(p) for p in _find_runs(folders)]
     print(comparison_table(records))
+    from .compare import thread_warnings
+    for line in thread_warnings(records):
+        print(line)
     incomplete = [str(r.path) for r in records if not r.complete]
     if incomplete:
         print(f"\nincomplete (counted with the tasks they finished): {', '.join(incomplete)}")

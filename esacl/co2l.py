@@ -88,6 +88,23 @@ def relation_distillation(z_now: torch.Tensor, z_past: torch.Tensor, t_now: floa
     return -(p_past * log_p_now.masked_fill(self_mask, 0.0)).sum(dim=1).mean()
 
 
+def neighbour_scores(z: torch.Tensor, labels: torch.Tensor, b: int, n: int, n_classes: int) -> torch.Tensor:
+    """What the representation predicts for the B stream examples ([B, n_classes]): per class, the
+    highest similarity of the example's first view to any other view in the step of that class, its
+    own second view excluded (-inf for classes absent from the step). Its argmax is a leave-one-out
+    nearest-neighbour prediction that learns during the task: what counts an example as learned or
+    forgotten (SparCL's DDR). The linear head cannot: it is trained only at task ends, so during a task
+    it has never seen the task's classes.
+
+    z: [2N, d] normalised embeddings (view 1 of N examples, then view 2); labels: [2N]."""
+    sim = z[:b] @ z.T                                                             # [B, 2N]
+    own = torch.arange(b, device=z.device)
+    sim[own, own] = float("-inf")                                                 # the example itself
+    sim[own, own + n] = float("-inf")                                             # and its other view
+    scores = torch.full((b, n_classes), float("-inf"), device=z.device, dtype=sim.dtype)
+    return scores.scatter_reduce(1, labels[None].expand(b, -1), sim, reduce="amax")
+
+
 def embed(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features ([N, D]) and normalised projections ([N, 128]) of `x`."""
     features = model.features(x)                                                 # [N, D]
@@ -107,6 +124,9 @@ class CO2L(Replay):
     backbone on 2 (B + M) views, plus, after the first task, one no-grad forward of the past model.
     """
 
+    scores_with_replay = True        # replayed examples are the anchors' positives and negatives
+    trains_at_task_end = True        # the linear probe
+
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
         self.model = None            # the live model (set by attach), rebuilt into `past` on load
@@ -124,17 +144,22 @@ class CO2L(Replay):
             self.past = frozen_copy(model)
 
     def prepare(self, batch):
+        """Draw the replay minibatch and both augmented views of every example, once per step: every
+        forward of a two-pass step (pass 1, IDS scoring, pass 2) sees the same views. `batch.x` and
+        `replay["x"]` become [N, 2, C, H, W], so a support subset keeps each example's two views."""
         if len(self.buffer):
             batch.replay = self.draw()
+            batch.replay["x"] = torch.stack(two_views(batch.replay["x"]), dim=1)   # [M, 2, C, H, W]
+        batch.x = torch.stack(two_views(batch.x), dim=1)                          # [B, 2, C, H, W]
         return batch
 
     def loss(self, model, batch):
         b = len(batch.y)
-        x, y = batch.x, batch.y
+        x, y = batch.x, batch.y                                                  # x: [B, 2, C, H, W] views
         if batch.replay:
-            x, y = torch.cat([x, batch.replay["x"]]), torch.cat([y, batch.replay["y"]])  # [N = B + M, ...]
+            x, y = torch.cat([x, batch.replay["x"]]), torch.cat([y, batch.replay["y"]])  # [N = B + M, 2, ...]
         n = len(y)
-        views = torch.cat(two_views(x))                                          # [2N, C, H, W]
+        views = x.transpose(0, 1).flatten(0, 1)                                  # [2N, C, H, W]: view 1, then view 2
         features, z = embed(model, views)                                        # [2N, D], [2N, 128]
         labels = y.repeat(2)                                                     # [2N]
         is_anchor = torch.zeros(2 * n, dtype=torch.bool, device=y.device)
@@ -150,7 +175,7 @@ class CO2L(Replay):
                 z, z_past, self.cfg.co2l_current_temperature, self.cfg.co2l_past_temperature)
         per_sample = (per_view[:b] + per_view[n:n + b]) / 2                      # [B]
         with torch.no_grad():
-            logits = model.head(features[:b])                                    # [B, n_classes]
+            logits = neighbour_scores(z.detach(), labels, b, n, self.n_classes)  # [B, n_classes]
         return Loss(total, per_sample, logits)
 
     def end_task(self, task, model):

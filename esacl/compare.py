@@ -10,6 +10,7 @@ Only complete runs are counted. Accuracy and forgetting in percent (forgetting o
 import csv
 import html
 import io
+import json
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,24 @@ def summary_rows(records) -> list[dict]:
         row["published_source"] = published["source"] if published else None
         rows.append(row)
     return rows
+
+
+def thread_warnings(records) -> list[str]:
+    """A line per group whose CPU runs used different thread counts (env.json): CPU results of sparse
+    and replay methods change in their last digits with the thread count, so such a mean mixes two
+    experiments."""
+    lines = []
+    for (bench, method, sparsity), runs in group_runs(records).items():
+        threads = set()
+        for r in runs:
+            env = json.loads((r.path / "env.json").read_text()) if (r.path / "env.json").is_file() else {}
+            if env.get("device", "cpu").startswith("cpu"):
+                threads.add(env.get("threads"))
+        if len(threads) > 1:
+            counts = ", ".join(str(t) for t in sorted(threads, key=str))
+            lines.append(f"warning: the {bench} {method} runs at sparsity {sparsity:g} used different CPU thread "
+                         f"counts ({counts}); CPU results change with it: compare runs made with one count")
+    return lines
 
 
 def cell(mean, std, fmt: str) -> str:
@@ -284,7 +303,9 @@ def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
 def paper_text(records, learners=PAPER_LEARNERS) -> str:
     """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend and the
     verdict lines."""
-    return "\n".join([aligned(*_paper_cells(records, learners)), "", LEGEND, ""] + verdicts(records, learners))
+    warnings = thread_warnings(records)
+    return "\n".join([aligned(*_paper_cells(records, learners)), "", LEGEND, ""] + verdicts(records, learners)
+                     + ([""] + warnings if warnings else []))
 
 
 def paper_html(records, learners=PAPER_LEARNERS) -> str:

@@ -75,10 +75,16 @@ class RunConfig:
     prune: str = knob("soft", "'soft': soft-threshold the accumulator (gRDA); 'hard': keep the top-k values as they are",
                       choices=lambda: ["hard", "soft"])
     ramp_fraction: float = knob(0.5, "the sparsity schedule ramps (cubic) over this fraction of the first task's "
-                                "steps, then holds the target", interval="(0, 1]")
+                                "steps, then holds the target (0: sparse from the first update)", interval="[0, 1]")
+    dense_grad_every: int = knob(1, "SDP: the accumulator takes the dense weight gradient every this-many steps and "
+                                 "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
+                                 interval="[1, inf)")
     grda_c: float = knob(0.005, "gRDA threshold scale c (threshold='grda')", interval="[0, inf)")
     grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (threshold='grda')", interval="(0, 1)")
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
+    one_shot_sparsity: float = knob(0.0, "dense methods: at each task end, record the accuracy and loss lost by "
+                                    "one-shot magnitude pruning to this sparsity, no retraining (the flatness test; "
+                                    "0: not measured)", interval="[0, 1)")
     bn_recalibrate: bool = knob(True, "sparse methods: recompute batch-norm running statistics at each task end "
                                 "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)")
     # SparCL (Wang et al. 2022): task-aware dynamic masking and dynamic gradient masking.
@@ -95,6 +101,8 @@ class RunConfig:
     # SAM ascent.
     rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
     asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
+    sam_every: int = knob(1, "SAM's ascent and second pass every this-many steps, a plain step on the first "
+                          "pass's gradient in between (LookSAM-style; 1: every step)", interval="[1, inf)")
     # IDS: batch-level support example selection and task-level redundant example elimination.
     support_fraction: float = knob(0.5, "share of each batch the SAM second pass trains on (highest sharpness "
                                    "scores)", interval="(0, 1]")
@@ -102,6 +110,12 @@ class RunConfig:
                                     interval="[1, inf)")
     support_rule: str = knob("sharpest", "which examples the second pass keeps: the 'sharpest' (IDS) or a "
                              "'random' subset of the same size (control)", choices=lambda: ["random", "sharpest"])
+    support_balance: str = knob("class", "'class': each class keeps its sharpest examples in proportion to its "
+                                "share of the batch; 'none': the sharpest K of the whole batch",
+                                choices=lambda: ["class", "none"])
+    support_bn: str = knob("subset", "batch-norm statistics of the scoring forward and the second pass: the "
+                           "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
+                           choices=lambda: ["batch", "subset"])
     removal_fraction: float = knob(0.3, "share of a task's examples removed (IDS's redundant example elimination, "
                                    "SparCL's dynamic data removal)",
                                interval="[0, 1)")

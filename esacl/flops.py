@@ -5,7 +5,11 @@ a backward pass costs 2 x its forward (gradients w.r.t. activations and w.r.t. w
 layer costs its dense FLOPs times its density. Dense per-layer FLOPs come from
 `torch.utils.flop_counter`. What is counted is what the step actually forwards: replay examples,
 SAM's second pass, the IDS scoring forward, a reduced second pass; removed examples are never
-forwarded, so they cost nothing. Not counted: evaluation, end-of-task work (EWC's Fisher,
+forwarded, so they cost nothing. A weight gradient is counted as far as the update consumes it:
+only the live entries of a masked layer, except where an update rule reads the dense gradient of
+its prunable layers (dual averaging moves its accumulator at pruned positions too; gradual
+magnitude pruning steps every weight before it re-selects): there the weight-gradient term of the
+pass that feeds the update is dense. Not counted: evaluation, end-of-task work (EWC's Fisher,
 landscape measurements) and the O(parameters) element-wise updates.
 """
 import resource
@@ -34,7 +38,9 @@ class FlopMeter:
     pre-hook on the backbone's first layer adds batch x per-example forward cost, and the backward
     cost too when gradients are enabled. Hooking the first layer rather than the model's root
     counts every forward through the backbone: feature-only forwards, and deep copies of the model
-    (a meter is shared, never copied). `set_density` keeps both costs current as masks change.
+    (a meter is shared, never copied). `set_density` keeps the costs current as masks change; a
+    phase entered with `dense_weight_grad=True` (the pass whose gradient feeds a dense-gradient
+    update rule) prices the prunable layers' weight gradients as dense.
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple, device):
@@ -42,10 +48,12 @@ class FlopMeter:
         self.dense_forward = float(sum(self.by_module.values()))   # per example
         self.layer_flops: dict[str, float] = {}                    # prunable param name -> its module's FLOPs
         self.forward_cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)
-        self.backward_cost = 2 * self.forward_cost
+        self.backward_cost = 2 * self.forward_cost                 # activation + weight gradients, per example
+        self.backward_cost_dense_wgrad = self.backward_cost        # the same, prunable weight gradients dense
         self.totals: dict[str, torch.Tensor] = {}                  # component -> FLOPs so far, on the device
         self.device = device
         self._phase = None
+        self._dense_wgrad = False
         first = next(iter(self.by_module))                         # flop_counter lists modules in call order
         model.get_submodule(first).register_forward_pre_hook(self._count)
 
@@ -58,9 +66,10 @@ class FlopMeter:
 
     def set_density(self, masks: dict[str, torch.Tensor], grad_density: dict[str, float] | None = None) -> None:
         """Per-example costs at these weight masks (device arithmetic: no sync). A backward pass is the
-        gradient w.r.t. activations (the forward's cost) plus w.r.t. weights: the forward's cost, or,
-        where only part of a layer's weight gradient is computed (DGM), the layer's dense cost times
-        `grad_density[name]` (the share of the layer's gradient entries kept), at most its live share."""
+        gradient w.r.t. activations (the forward's cost) plus w.r.t. weights: for a masked layer its live
+        entries, or, where only part of a layer's weight gradient is kept (SparCL's DGM), the layer's
+        dense cost times `grad_density[name]` (the share of its gradient entries kept), at most its
+        live share. The dense-weight-gradient variant prices every masked layer's weight gradient dense."""
         forward = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
         weight_grad = forward.clone()
         for name, mask in masks.items():
@@ -69,17 +78,22 @@ class FlopMeter:
             if grad_density and name in grad_density:
                 density = density.clamp(max=grad_density[name])
             weight_grad = weight_grad - self.layer_flops[name] * (1 - density)
+        dense_weight_grad = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
         self.forward_cost, self.backward_cost = forward, forward + weight_grad
+        self.backward_cost_dense_wgrad = forward + dense_weight_grad
 
-    def phase(self, name: str):
+    def phase(self, name: str, dense_weight_grad: bool = False):
+        """Count forwards (and their backwards) inside this block as component `name`; with
+        `dense_weight_grad`, the prunable layers' weight gradients are priced dense."""
         meter = self
 
         class _Phase:
             def __enter__(self):
-                self.outer, meter._phase = meter._phase, name
+                self.outer = meter._phase, meter._dense_wgrad
+                meter._phase, meter._dense_wgrad = name, dense_weight_grad
 
             def __exit__(self, *exc):
-                meter._phase = self.outer
+                meter._phase, meter._dense_wgrad = self.outer
         return _Phase()
 
     # Not traced under torch.compile (config key 'compile'): a guard on the phase name would compile one
@@ -91,7 +105,8 @@ class FlopMeter:
         n = args[0].shape[0]
         self._add(f"{self._phase}.forward", n * self.forward_cost)
         if torch.is_grad_enabled():
-            self._add(f"{self._phase}.backward", n * self.backward_cost)
+            cost = self.backward_cost_dense_wgrad if self._dense_wgrad else self.backward_cost
+            self._add(f"{self._phase}.backward", n * cost)
 
     def _add(self, key: str, value: torch.Tensor) -> None:
         if key not in self.totals:

@@ -106,6 +106,8 @@ class ReservoirBuffer:
 class Learner:
     """Fine-tuning: cross-entropy on the current batch only (the lower bound)."""
     cumulative = False               # True: each task trains on every task's data seen so far
+    scores_with_replay = False       # IDS scoring forwards the stream only, unless a stream loss depends on replay
+    trains_at_task_end = False       # True: end_task changes the model (CO2L's probe), so evaluate after it
 
     def __init__(self, cfg, n_classes: int, seed: int, augment=None):
         self.cfg = cfg

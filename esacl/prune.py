@@ -69,6 +69,10 @@ class Dense:
     def update(self) -> None:
         sgd(self.params, self.lr)
 
+    def dense_weight_grad(self) -> bool:
+        """Whether the next update reads the dense gradient of the prunable layers (priced so in FLOPs)."""
+        return False
+
     def sparsity(self) -> float:
         return 0.0
 
@@ -118,7 +122,10 @@ class _Pruner(Dense):
     def project(self) -> None:
         """Hard projection of the weights onto exactly the target sparsity (task end)."""
         with torch.no_grad():
-            self.masks = topk_masks({n: p for n, p in self.prunable.items()}, self.cfg.sparsity, self.cfg.sparsity_scope)
+            top = topk_masks({n: p for n, p in self.prunable.items()}, self.cfg.sparsity, self.cfg.sparsity_scope)
+            # A weight at zero is pruned whether or not top-k kept it (gRDA's threshold can zero more than the
+            # target): masks, recorded sparsity, model size and FLOPs all follow w != 0.
+            self.masks = {n: top[n] & (p != 0) for n, p in self.prunable.items()}
             for name, p in self.prunable.items():
                 p.mul_(self.masks[name])
         if self.meter is not None:
@@ -150,10 +157,16 @@ class DualAveraging(_Pruner):
         if self.cfg.reset_accumulator and task > 0:
             self.accumulator = {n: p.detach().clone() for n, p in self.prunable.items()}
 
+    def dense_weight_grad(self):
+        return self.n_steps % self.cfg.dense_grad_every == 0
+
     def update_prunable(self):
         names = list(self.prunable)
         acc = [self.accumulator[n] for n in names]
-        torch._foreach_add_(acc, [self.prunable[n].grad for n in names], alpha=-self.lr)
+        grads = [self.prunable[n].grad for n in names]
+        if (self.n_steps - 1) % self.cfg.dense_grad_every:          # n_steps already counts this update
+            grads = [g * self.masks[n] for g, n in zip(grads, names)]   # live weights only: pruned ones stay put
+        torch._foreach_add_(acc, grads, alpha=-self.lr)
         if self.cfg.threshold == "grda":
             lam = grda_threshold(self.cfg.grda_c, self.lr, self.n_steps, self.cfg.grda_mu)
             self.masks = {n: self.accumulator[n].abs() > lam for n in names}
@@ -188,6 +201,9 @@ def _largest_pruned(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class Magnitude(_Pruner):
     """Gradual magnitude pruning: an SGD step, then keep the top-(1 - s_t) |w| under the schedule."""
 
+    def dense_weight_grad(self):
+        return True                  # the SGD step moves every prunable weight, pruned ones included
+
     def update_prunable(self):
         names = list(self.prunable)
         torch._foreach_add_([self.prunable[n] for n in names], [self.prunable[n].grad for n in names], alpha=-self.lr)
@@ -219,6 +235,7 @@ class SparCL(_Pruner):
     def begin_epoch(self, epoch):
         self.batch_in_epoch = 0
         if not self.cfg.tdm or epoch % self.cfg.tdm_every:
+            self._report()           # with tdm off the masks stay dense, and DGM's share still prices the gradients
             return
         every, s, gap = self.cfg.tdm_every, self.cfg.sparsity, self.cfg.tdm_gap
         stage = sum(epoch >= e for e in (every, self.epochs - every))

@@ -200,10 +200,14 @@ class Record:
             return {}
         last = tasks[-1]
         jumps = [e["jump"]["accuracy_drop"] for e in tasks if "jump" in e]
+        as_trained = [e["jump"]["as_trained"]["accuracy_drop"] for e in tasks if "as_trained" in e.get("jump", {})]
+        one_shot = [e["one_shot"]["accuracy_drop"] for e in tasks if "one_shot" in e]
         return dict(flops=last["flops"]["total"], flops_relative=last["flops_relative"],
                     flops_by_component={k: v for k, v in last["flops"].items() if k != "total"},
                     sparsity=last.get("sparsity", 0.0), memory=last["memory"], train_seconds=last["train_seconds"],
-                    jump_last=jumps[-1] if jumps else None, jump_mean=sum(jumps) / len(jumps) if jumps else None)
+                    jump_last=jumps[-1] if jumps else None, jump_mean=sum(jumps) / len(jumps) if jumps else None,
+                    jump_as_trained_last=as_trained[-1] if as_trained else None,
+                    one_shot_last=one_shot[-1] if one_shot else None)
 
     def text(self) -> str:
         """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
@@ -230,6 +234,12 @@ class Record:
             if eff["jump_last"] is not None:
                 lines.append(f"pruning jump at the final projection: {eff['jump_last']:+.2f} accuracy points lost "
                              f"(mean over tasks {eff['jump_mean']:+.2f})")
+            if eff["jump_as_trained_last"] is not None:
+                lines.append(f"  the same projection with the batch-norm statistics as trained: "
+                             f"{eff['jump_as_trained_last']:+.2f} points")
+            if eff["one_shot_last"] is not None:
+                lines.append(f"one-shot magnitude pruning to {c.get('one_shot_sparsity', 0):g} at the last task end, no "
+                             f"retraining: {eff['one_shot_last']:+.2f} accuracy points lost")
         return "\n".join(lines)
 
 

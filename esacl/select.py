@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from .config import UserError
 from .steps import support_size
 
 
@@ -22,12 +23,13 @@ class AllData:
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         self.active = torch.zeros(0, dtype=torch.long, device=device)
-        self.epoch = 0
+        self.task = self.epoch = 0
 
     def support_size(self, batch: int) -> int:
         return batch
 
     def begin_task(self, task: int, y: torch.Tensor) -> None:
+        self.task = task
         self.active = torch.arange(len(y), device=self.device)
 
     def begin_epoch(self, epoch: int) -> None:
@@ -113,7 +115,12 @@ class Elimination(AllData):
         if count == 0:
             return None
         s = self.stats
-        order = self.score()[self.active].argsort(stable=True)                           # lowest first
+        # Ties (most examples have no forgetting event) go in a random order, seeded by run, task and
+        # epoch, as the official DDR's first-presentation order does: never by position in the task,
+        # which would drop the same examples for every seed, or whole classes where data is stored by class.
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.task * 1_009 + self.epoch)
+        shuffled = torch.randperm(len(self.active), generator=g).to(self.device)
+        order = shuffled[self.score()[self.active][shuffled].argsort(stable=True)]        # lowest first
         removed = self.active[order[:count]]
         s["removed_epoch"][removed] = self.epoch
         self.active = self.active[order[count:]].sort().values
@@ -147,9 +154,12 @@ class IDS(Elimination):
         return support_size(self.cfg, batch)
 
     def score(self):
+        """Lowest first: the mean batch-level sharpness score so far; an example no step scored yet
+        (possible with sam_every > 1) ranks last, kept, as never-learned examples are in DDR."""
         if self.cfg.ere_score == "forgetting":
             return self.forgetting_score()
-        return self.stats["score_sum"] / self.stats["score_count"].clamp_min(1)
+        s = self.stats
+        return (s["score_sum"] / s["score_count"].clamp_min(1)).masked_fill(s["score_count"] == 0, float("inf"))
 
 
 class DDR(Elimination):
@@ -162,4 +172,11 @@ SELECTORS = {"none": AllData, "ids": IDS, "ddr": DDR}
 
 
 def build_selector(preset, cfg, device) -> AllData:
+    """The preset's selector. IDS's elimination by sharpness ranks by the batch-level scores of its
+    support selection: a configuration that computes none is refused rather than ranked by position."""
+    if preset.selector == "ids" and cfg.ere_score == "sharpness" and cfg.removal_fraction > 0:
+        if cfg.support_rule == "random" or support_size(cfg, cfg.batch_size) >= cfg.batch_size:
+            why = "support_rule is random" if cfg.support_rule == "random" else "the support set is the whole batch"
+            raise UserError(f"IDS removes the examples with the lowest sharpness scores, but no step scores any "
+                            f"({why}); set ere_score=forgetting, removal_fraction=0, or keep support selection on")
     return SELECTORS[preset.selector](cfg, device)

@@ -6,11 +6,15 @@ support selection and every pruning rule wrap every learner without copying the 
 
     pass 1      loss and gradient g at w                        (every step)
     ascent      w <- w + eps, eps = rho * g*m / ||g*m||           (SAM; live weights only)
-    scoring     s_i = l_i(w + eps) - l_i(w), keep the top K       (IDS support selection)
-    pass 2      gradient at w + eps on the kept examples, then w restored exactly   (SAM)
+    scoring     s_i = l_i(w + eps) - l_i(w) on the stream examples, keep K of them  (IDS support selection)
+    pass 2      gradient at w + eps on the kept examples and the whole replay draw, then w restored exactly
     update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning
+
+With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
+update with pass 1's gradient (LookSAM-style).
 """
 import contextlib
+import dataclasses
 import math
 
 import torch
@@ -20,10 +24,10 @@ from .prune import PRUNERS
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(model: torch.nn.Module):
-    """Batch-norm normalises with batch statistics but does not update its running statistics
-    (nor num_batches_tracked): the ascent pass must not count as a second look at the data."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+def frozen_bn_stats(norms: list):
+    """The batch-norm layers `norms` normalise with batch statistics but do not update their running
+    statistics (nor num_batches_tracked): the ascent pass must not count as a second look at the data."""
+    norms = [m for m in norms if m.track_running_stats]
     for m in norms:
         m.track_running_stats = False
     try:
@@ -33,6 +37,73 @@ def frozen_bn_stats(model: torch.nn.Module):
             m.track_running_stats = True
 
 
+def batch_norms(model: torch.nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+class BatchStats:
+    """Batch-norm statistics of one forward, reused by later forwards of the same step.
+
+    While `recording`, each layer's batch mean and (biased) variance of its input are kept, as
+    train-mode batch-norm computes them to normalise (pass 1: the whole batch, replay included, at
+    w). Inside `applied()`, the layers normalise with those instead (eval mode, the recorded
+    statistics in place of the running ones, which stay untouched): the scoring forward and pass 2
+    then see the whole batch's statistics however few examples they carry. The statistics are
+    constants there, so no gradient flows through them. One mean and one variance per layer per step.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.norms = batch_norms(model)
+        self.members = set(self.norms)
+        self.stats: dict = {}
+        self.recording = False
+        for m in self.norms:
+            m.register_forward_pre_hook(self._record)
+
+    def __deepcopy__(self, memo):
+        return self                  # a frozen copy of the model (CO2L's past model) keeps the hook, inert
+
+    def _record(self, module, args):
+        if self.recording and module in self.members:
+            x = args[0].detach().float()
+            dims = [0] + list(range(2, x.dim()))
+            self.stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
+
+    @contextlib.contextmanager
+    def record(self):
+        self.recording = True
+        try:
+            yield
+        finally:
+            self.recording = False
+
+    @contextlib.contextmanager
+    def applied(self):
+        saved = [(m.training, m.running_mean, m.running_var) for m in self.norms]
+        for m in self.norms:
+            m.running_mean, m.running_var = self.stats[m]
+            m.training = False
+        try:
+            yield
+        finally:
+            for m, (training, mean, var) in zip(self.norms, saved):
+                m.running_mean, m.running_var, m.training = mean, var, training
+
+
+def support_indices(scores: torch.Tensor, y: torch.Tensor, k: int, balance: str) -> torch.Tensor:
+    """The K stream examples the second pass keeps ([K], fixed size, no host sync).
+
+    'none': the K highest scores. 'class': each class keeps its highest-scored examples in proportion
+    to its share of the batch: an example's position within its class, (rank + 1/2) / class count,
+    orders the whole batch and the K lowest positions stay (a stratified top-K)."""
+    if balance == "none":
+        return scores.topk(k, sorted=False).indices
+    same = y[:, None] == y[None, :]                                              # [B, B]
+    rank = ((scores[None, :] > scores[:, None]) & same).sum(1)                   # [B] 0: sharpest of its class
+    position = (rank + 0.5) / same.sum(1)                                        # [B] in (0, 1)
+    return (-position).topk(k, sorted=False).indices
+
+
 class Step:
     """One update on one batch; see the module docstring for the passes."""
 
@@ -40,32 +111,41 @@ class Step:
         self.cfg, self.sam, self.pruner, self.selector = cfg, sam, pruner, selector
         self.meter = meter
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.norms = batch_norms(model)                       # walked once, not per step
+        self.batch_stats = BatchStats(model) if sam and cfg.support_bn == "batch" else None
+        self.n_steps = 0
 
-    def _phase(self, name):
-        return self.meter.phase(name) if self.meter is not None else contextlib.nullcontext()
+    def _phase(self, name, dense_weight_grad: bool = False):
+        return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
     def __call__(self, model, learner, batch) -> Loss:
+        sam = self.sam and self.n_steps % self.cfg.sam_every == 0
+        self.n_steps += 1
+        dense_wgrad = self.pruner.dense_weight_grad()
         model.zero_grad(set_to_none=True)
-        with self._phase("first_pass"):
+        record = self.batch_stats.record() if sam and self.batch_stats else contextlib.nullcontext()
+        with self._phase("first_pass", dense_weight_grad=dense_wgrad and not sam), record:
             loss = learner.loss(model, batch)
             loss.total.backward()
         scores = keep = None
-        if self.sam:
+        if sam:
             saved = self.ascend()
-            with frozen_bn_stats(model):
+            stats = self.batch_stats.applied() if self.batch_stats else frozen_bn_stats(self.norms)
+            with stats:
                 second = batch
                 k = self.selector.support_size(len(batch.y))
                 if k < len(batch.y) and self.cfg.support_rule == "random":             # control: no scoring
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
                     second = batch.subset(keep)
                 elif k < len(batch.y):
+                    scored = batch if learner.scores_with_replay else dataclasses.replace(batch, replay={})
                     with torch.no_grad(), self._phase("scoring"):
-                        at_eps = learner.loss(model, batch).per_sample                 # [B]
+                        at_eps = learner.loss(model, scored).per_sample                # [B]
                     scores = at_eps - loss.per_sample.detach()                           # [B] sharpness
-                    keep = scores.topk(k, sorted=False).indices                          # [K] fixed size
+                    keep = support_indices(scores, batch.y, k, self.cfg.support_balance)  # [K]
                     second = batch.subset(keep)
                 model.zero_grad(set_to_none=True)
-                with self._phase("second_pass"):
+                with self._phase("second_pass", dense_weight_grad=dense_wgrad):
                     learner.loss(model, second).total.backward()
             with torch.no_grad():
                 torch._foreach_copy_([p for _, p in self.named], saved)               # exact restore
@@ -97,10 +177,11 @@ class Step:
         return saved
 
     def state_dict(self) -> dict:
-        return dict(pruner=self.pruner.state_dict())
+        return dict(pruner=self.pruner.state_dict(), n_steps=self.n_steps)
 
     def load_state_dict(self, state: dict) -> None:
         self.pruner.load_state_dict(state["pruner"])
+        self.n_steps = state.get("n_steps", 0)          # checkpoints written before sam_every: 0
 
 
 def build_step(cfg, preset, model, selector, meter=None) -> Step:

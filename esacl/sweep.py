@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RunConfig, UserError, did_you_mean
-from .compare import summary_csv, summary_html, summary_rows, summary_text
+from .compare import summary_csv, summary_html, summary_rows, summary_text, thread_warnings
 from .record import load_run, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
@@ -648,6 +648,9 @@ def write_summary(folder) -> tuple[str, Path, Path]:
     incomplete = [r.path.name for r in records if not r.complete]
     if incomplete:
         text += f"\n\nleft out (incomplete): {', '.join(incomplete)}"
+    warnings = thread_warnings(records)
+    if warnings:
+        text += "\n\n" + "\n".join(warnings)
     write_atomic(folder / "summary.csv", summary_csv(rows).encode())
     write_atomic(folder / "summary.html", summary_html(rows, f"Sweep {folder.name}").encode())
     return text, folder / "summary.csv", folder / "summary.html"

@@ -85,28 +85,38 @@ def evaluate(model, bench, upto: int, amp: bool = False) -> dict:
     return dict(class_il=class_il + pad, task_il=task_il + pad, loss=torch.stack(losses).sum().item() / sum(counts))
 
 
-def one_shot_prune_jump(model, bench, upto: int, sparsity: float, scope: str = "layer") -> dict:
+def one_shot_prune_jump(model, bench, upto: int, sparsity: float, scope: str = "layer", amp: bool = False) -> dict:
     """Accuracy and loss before and after one-shot magnitude pruning of `model`'s prunable weights
-    to `sparsity` (the model is left as it was): the counterfactual that SDP's jump is compared to."""
+    to `sparsity`, no retraining, batch-norm statistics as they are (the model is left as it was):
+    the flatness test, and SDP's task-end projection measured on the weights as trained."""
+    return jump_summary(*one_shot_pruned(model, bench, upto, sparsity, scope, amp), upto)
+
+
+def one_shot_pruned(model, bench, upto: int, sparsity: float, scope: str, amp: bool) -> tuple[dict, dict]:
+    """`evaluate` of the model as it is and with its prunable weights one-shot pruned to `sparsity`
+    (top-k of |w|); the weights are restored afterwards."""
     named = dict(model.named_parameters())
     prunable = {n: named[n] for n in model.prunable()}
     saved = {n: p.detach().clone() for n, p in prunable.items()}
-    before = evaluate(model, bench, upto)
+    before = evaluate(model, bench, upto, amp)
     with torch.no_grad():
         for n, mask in topk_masks(prunable, sparsity, scope).items():
             prunable[n].mul_(mask)
-    after = evaluate(model, bench, upto)
+    after = evaluate(model, bench, upto, amp)
     with torch.no_grad():
         for n, p in prunable.items():
             p.copy_(saved[n])
-    return jump_summary(before, after, upto)
+    return before, after
+
+
+def _mean_row(result: dict, upto: int) -> float:
+    return sum(result["class_il"][:upto + 1]) / (upto + 1)
 
 
 def jump_summary(before: dict, after: dict, upto: int) -> dict:
-    mean = lambda row: sum(row[:upto + 1]) / (upto + 1)
-    return dict(class_il_before=mean(before["class_il"]), class_il_after=mean(after["class_il"]),
+    return dict(class_il_before=_mean_row(before, upto), class_il_after=_mean_row(after, upto),
                 loss_before=before["loss"], loss_after=after["loss"],
-                accuracy_drop=mean(before["class_il"]) - mean(after["class_il"]))
+                accuracy_drop=_mean_row(before, upto) - _mean_row(after, upto))
 
 
 class Trainer:
@@ -219,25 +229,36 @@ class Trainer:
 
     def end_task(self, t: int, task, x, y) -> None:
         """The final projection (with its jump), the learner's end_task, evaluation, the task's records."""
-        jump = None
+        jump = one_shot = final = None
         if self.pruner.sparse:                   # the pruning jump: no retraining follows the projection
-            stale = None
+            # As trained: one-shot projection of the weights with the running statistics training left.
+            # Then the recorded projection: after batch-norm recalibration (if on), which it keeps.
+            stale, pruned = one_shot_pruned(self.model, self.bench, t, self.cfg.sparsity, self.cfg.sparsity_scope,
+                                            self.cfg.amp)
+            before = stale
             if self.cfg.bn_recalibrate:
-                stale = evaluate(self.model, self.bench, t, self.cfg.amp)
                 self.recalibrate_bn(x, y)
-            before = evaluate(self.model, self.bench, t, self.cfg.amp)
+                before = evaluate(self.model, self.bench, t, self.cfg.amp)
             self.pruner.project()
-            jump = jump_summary(before, evaluate(self.model, self.bench, t, self.cfg.amp), t)
-            if stale is not None:
-                jump["class_il_before_bn_recalibration"] = sum(stale["class_il"][:t + 1]) / (t + 1)
+            final = evaluate(self.model, self.bench, t, self.cfg.amp)
+            jump = jump_summary(before, final, t)
+            jump["as_trained"] = jump_summary(stale, pruned, t)
+        elif self.cfg.one_shot_sparsity > 0:     # the flatness test: how much one-shot pruning costs this dense model
+            one_shot = dict(one_shot_prune_jump(self.model, self.bench, t, self.cfg.one_shot_sparsity,
+                                                self.cfg.sparsity_scope, self.cfg.amp),
+                            sparsity=self.cfg.one_shot_sparsity)
         self.learner.end_task(task, self.model)  # after the projection: EWC anchors the final weights
-        result = evaluate(self.model, self.bench, t, self.cfg.amp)
+        if final is None or self.learner.trains_at_task_end:
+            final = evaluate(self.model, self.bench, t, self.cfg.amp)
+        result = final
         self.class_il.append(result["class_il"])
         self.task_il.append(result["task_il"])
         event = dict(event="task", task=t, classes=task.classes, class_il=result["class_il"],
                      task_il=result["task_il"], loss=result["loss"], train_seconds=self.train_seconds)
         if jump:
             event["jump"] = jump
+        if one_shot:
+            event["one_shot"] = one_shot
         if self.pruner.sparse:
             event["masks"] = self.save_masks(t)
             event["sparsity"] = self.sparsity()["global"]

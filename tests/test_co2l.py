@@ -131,12 +131,13 @@ def test_loss_combines_anchor_supcon_with_distillation_from_the_past_model():
     with torch.no_grad():                                   # the past model differs from the live one
         model.projector[0].weight.mul_(1.5)
     batch = learner.prepare(toy_batch(6))
-    torch.manual_seed(1)
+    assert batch.x.shape == (6, 2, 1, 8, 8) and batch.replay["x"].shape == (4, 2, 1, 8, 8)
     loss = learner.loss(model, batch)
+    # The views are drawn once, in prepare: every forward of a step (pass 1, scoring, pass 2) sees the same.
+    assert torch.equal(learner.loss(model, batch).total, loss.total)
 
-    torch.manual_seed(1)
     x = torch.cat([batch.x, batch.replay["x"]])
-    views = torch.cat(two_views(x))
+    views = torch.cat([x[:, 0], x[:, 1]])
     features, z = embed(model, views)
     y = torch.cat([batch.y, batch.replay["y"]]).repeat(2)
     anchor = torch.tensor(([True] * 6 + [False] * 4) * 2)
@@ -230,3 +231,22 @@ def test_two_views_of_uint8_pixels_are_floats_on_the_pixel_scale():
             assert explained(out, image, 1, flip=True) or explained(out, image, 1, flip=False)
     # the jitter keeps pixels near the 0..255 range (not the normalised units' near-zero range)
     assert 60 < torch.cat([v1, v2]).std() < 160
+
+
+def test_co2l_predicts_by_the_nearest_other_view_so_ddr_sees_learning_during_a_task():
+    from esacl.co2l import neighbour_scores
+    # Two stream examples and two replayed ones; view 1 rows, then view 2 rows; labels 4, 6, 4, 6.
+    z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9],
+                                                    [1.0, 0.05], [0.05, 1.0], [0.8, 0.3], [0.3, 0.8]]), dim=1)
+    labels = torch.tensor([4, 6, 4, 6, 4, 6, 4, 6])
+    scores = neighbour_scores(z, labels, b=2, n=4, n_classes=8)
+    assert scores.shape == (2, 8) and torch.isinf(scores[:, [0, 1, 2, 3, 5, 7]]).all()
+    # Example 0's own second view (row 4) is the closest of all, and excluded: its nearest is row 2 (class 4).
+    assert float(scores[0, 4]) == pytest.approx(float(z[0] @ z[2]), abs=1e-6)
+    assert scores.argmax(1).tolist() == [4, 6]
+    model, learner = co2l_learner()
+    batch = learner.prepare(toy_batch(6))
+    logits = learner.loss(model, batch).logits
+    assert logits.shape == (6, 10) and not logits.requires_grad
+    present = set(batch.y.tolist())
+    assert all(torch.isinf(logits[:, c]).all() == (c not in present) for c in range(10))

@@ -92,3 +92,19 @@ def test_paper_mistakes_are_one_line(capsys, tmp_path):
     (tmp_path / "full" / "a").write_text("")
     assert main(["paper", "--out", str(tmp_path / "full")]) == 2
     assert "already holds files" in capsys.readouterr().err
+
+
+def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
+    import json
+
+    from esacl.compare import thread_warnings
+    records, _, _ = paper_runs
+    assert thread_warnings(records) == []
+    er = [r for r in records if r.config["method"] == "er"]
+    env = json.loads((er[1].path / "env.json").read_text())
+    try:
+        (er[1].path / "env.json").write_text(json.dumps(dict(env, threads=env["threads"] + 7)))
+        lines = thread_warnings(records)
+        assert len(lines) == 1 and "split_digits er runs" in lines[0] and "different CPU thread counts" in lines[0]
+    finally:
+        (er[1].path / "env.json").write_text(json.dumps(env))

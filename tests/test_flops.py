@@ -87,3 +87,73 @@ def test_dgm_scales_the_weight_gradient_term_only():
     assert meter.forward_cost.item() == pytest.approx(forward)
     # backward = activation gradients (the forward's cost) + weight gradients (20% of each layer).
     assert meter.backward_cost.item() == pytest.approx(forward + dense - 0.8 * STAGE1 - 0.8 * STAGE2)
+
+
+def test_a_dual_averaging_step_prices_the_gradient_it_consumes_as_dense():
+    # SDP at half density in stage1 and stage2: pass 1 (its gradient only points the ascent, on live
+    # weights) has sparse weight gradients; pass 2 feeds the accumulator at every position: dense.
+    from esacl.prune import DualAveraging
+    model, meter = meter_and_model()
+    cfg = config(method="esacl-noids", sparsity=0.5, ramp_fraction=0.0)
+    pruner = DualAveraging(model, cfg, meter)
+    pruner.begin_task(0, 10)
+    step = Step(model, cfg, True, pruner, AllData(cfg, "cpu"), meter)
+    step(model, Learner(cfg, 10, 0), toy_batch(4))                # the first update makes both layers half dense
+    assert pruner.masks["stage1.0.0.weight"].float().mean() == 0.5
+    before = meter.snapshot()
+    step(model, Learner(cfg, 10, 0), toy_batch(4))
+    after = meter.snapshot()
+    delta = {k: after[k] - before.get(k, 0) for k in after if k != "total"}
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    forward = dense - 0.5 * (STAGE1 + STAGE2)                      # per example, both masked layers at half
+    assert delta["first_pass.forward"] == delta["second_pass.forward"] == pytest.approx(4 * forward)
+    assert delta["first_pass.backward"] == pytest.approx(4 * (forward + forward))       # live weight gradients
+    assert delta["second_pass.backward"] == pytest.approx(4 * (forward + dense))         # dense weight gradients
+
+
+def test_dense_grad_every_k_prices_and_feeds_the_dense_gradient_every_k_th_step_only():
+    from esacl.prune import DualAveraging
+    model, meter = meter_and_model()
+    cfg = config(method="grda", sparsity=0.5, ramp_fraction=0.0, dense_grad_every=2)
+    pruner = DualAveraging(model, cfg, meter)
+    pruner.begin_task(0, 10)
+    step = Step(model, cfg, False, pruner, AllData(cfg, "cpu"), meter)
+    learner = Learner(cfg, 10, 0)
+    step(model, learner, toy_batch(4))                             # update 0: dense
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    forward = dense - 0.5 * (STAGE1 + STAGE2)
+    costs = []
+    for i in range(2):                                             # update 1: live only; update 2: dense
+        before = meter.snapshot()["first_pass.backward"]
+        pruned = {n: (~m).clone() for n, m in pruner.masks.items()}
+        acc = {n: a.clone() for n, a in pruner.accumulator.items()}
+        step(model, learner, toy_batch(4, seed=i + 1))
+        costs.append(meter.snapshot()["first_pass.backward"] - before)
+        moved = any(not torch.equal(pruner.accumulator[n][pruned[n]], acc[n][pruned[n]]) for n in acc)
+        assert moved == (i == 1), i                                # pruned positions move on dense steps only
+    assert costs == pytest.approx([4 * (forward + forward), 4 * (forward + dense)])
+
+
+def test_dgm_without_tdm_prices_a_fifth_of_the_weight_gradients():
+    from esacl.prune import SparCL
+    model, meter = meter_and_model()
+    cfg = config(method="sparcl-er", sparsity=0.9, tdm=False)
+    pruner = SparCL(model, cfg, meter)
+    pruner.begin_task(0, 10)
+    pruner.begin_epoch(0)
+    dense = STEM + STAGE1 + STAGE2 + HEAD
+    assert meter.forward_cost.item() == dense
+    assert meter.backward_cost.item() == pytest.approx(2 * dense - 0.8 * (STAGE1 + STAGE2))
+
+
+def test_sam_every_k_takes_the_two_passes_on_every_k_th_step_only():
+    model, meter = meter_and_model()
+    cfg = config(method="sam", sam_every=3)
+    step = Step(model, cfg, True, Dense(model, cfg), AllData(cfg, "cpu"), meter)
+    passes = []
+    for i in range(6):
+        before = meter.snapshot().get("second_pass.forward", 0)
+        step(model, Learner(cfg, 10, 0), toy_batch(4, seed=i))
+        passes.append(meter.snapshot().get("second_pass.forward", 0) > before)
+    assert passes == [True, False, False, True, False, False]
+    assert step.state_dict()["n_steps"] == 6

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +171,31 @@ def test_dgm_keeps_the_top_share_of_gradients_and_refreshes_on_schedule():
         assert ((applied != 0) <= masks_seen[-1]).all()           # nothing outside the gradient mask moves
     assert torch.equal(masks_seen[0], masks_seen[1]) and torch.equal(masks_seen[1], masks_seen[2])
     assert not torch.equal(masks_seen[2], masks_seen[3])          # batch 3: recomputed
+
+
+def test_recorded_masks_and_sparsity_follow_the_zero_weights(tiny):
+    # gRDA's threshold can zero more weights than the target: the masks, and so the recorded sparsity,
+    # must count every zero, not just the top-k complement.
+    import esacl
+    from esacl.record import load_masks
+    record = esacl.run(tiny(method="esacl", sparsity=0.5, threshold="grda", grda_c=0.1, epochs=5))
+    model = torch.load(record.path / "checkpoint.pt", weights_only=True)["model"]
+    masks = load_masks(record.path, 1)
+    zeros = {n: (model[n] == 0) for n in masks}
+    for n, m in masks.items():
+        assert np.array_equal(m, ~zeros[n].numpy()), n
+    assert zeros["stage2.0.0.weight"].float().mean() > 0.5                     # more than the target is zero
+    nnz = sum(int(m.sum()) for m in masks.values())
+    assert record.task_events[-1]["sparsity"] == pytest.approx(1 - nnz / sum(m.size for m in masks.values()))
+
+
+def test_ramp_fraction_zero_is_sparse_from_the_first_update():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    pruner = DualAveraging(model, config(method="esacl", sparsity=0.8, ramp_fraction=0.0))
+    pruner.begin_task(0, 100)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    pruner.update()
+    for n, m in pruner.masks.items():
+        assert (~m).sum() == round(0.8 * m.numel()), n

@@ -8,7 +8,7 @@ from torch import nn
 from esacl.methods import Learner
 from esacl.prune import Dense, DualAveraging
 from esacl.select import AllData, IDS
-from esacl.steps import Step
+from esacl.steps import Step, support_indices
 from helpers import config, toy_batch
 
 
@@ -91,7 +91,7 @@ class Recording(IDS):
 def test_support_selection_keeps_exactly_k_of_the_highest_scores():
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(12)
-    cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5)
+    cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5, support_balance="none")
     selector = Recording(cfg, "cpu")
     step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)
     before = copy.deepcopy(model)
@@ -129,3 +129,48 @@ def test_the_ascent_leaves_pruned_weights_at_zero_and_restores_w_exactly():
     assert (model.conv.weight[~mask] == 0).all()          # eps is zero on pruned weights
     assert not torch.equal(model.conv.weight[mask], saved[0][mask])
     assert all(torch.equal(c, s) for c, s in zip(copies, saved))
+
+
+def test_class_balanced_support_keeps_each_class_in_proportion_and_its_sharpest():
+    torch.manual_seed(0)
+    y = torch.tensor([3] * 12 + [7] * 4 + [5] * 8)[torch.randperm(24)]            # shares 1/2, 1/6, 1/3
+    scores = torch.randn(24)
+    scores[y == 3] += 5                                                         # class 3 is sharpest by far
+    keep = support_indices(scores, y, 12, "class")
+    assert keep.shape == (12,) and len(set(keep.tolist())) == 12
+    assert sorted(torch.bincount(y[keep], minlength=8)[[3, 5, 7]].tolist()) == [2, 4, 6]
+    for c in (3, 5, 7):
+        mine = (y == c).nonzero().flatten()
+        kept = set(keep.tolist()) & set(mine.tolist())
+        assert kept == set(mine[scores[mine].topk(len(kept)).indices].tolist())   # its sharpest
+    plain = support_indices(scores, y, 12, "none")
+    assert set(plain.tolist()) == set(scores.topk(12).indices.tolist())
+    assert (y[plain] == 3).all()                                                # the skew the balance removes
+
+
+def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(12)
+    cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5, support_bn="batch", support_balance="none")
+    selector = Recording(cfg, "cpu")
+    before = copy.deepcopy(model)
+    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)(model, Learner(cfg, 10, 0), batch)
+    scores, keep = selector.seen
+    # By hand: batch-norm normalises every forward of the step with pass 1's batch statistics (at w).
+    h = before.conv(batch.x).detach()
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
+    fixed = copy.deepcopy(before).eval()
+    fixed.bn.running_mean, fixed.bn.running_var = mean, var
+    wp = {n: p.detach().clone().requires_grad_() for n, p in before.named_parameters()}
+    at = lambda w, x, y, reduction="mean": F.cross_entropy(torch.func.functional_call(fixed, w, (x,)), y,
+                                                           reduction=reduction)
+    train_loss = loss_at(before, wp, batch.x, batch.y)                          # pass 1 itself: train mode
+    grads = torch.autograd.grad(train_loss, list(wp.values()))
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in grads))
+    w_eps = {n: (p.detach() + 0.5 * gi / norm).requires_grad_() for (n, p), gi in zip(wp.items(), grads)}
+    hand = at(w_eps, batch.x, batch.y, "none") - loss_at(before, wp, batch.x, batch.y, "none").detach()
+    assert torch.allclose(scores, hand, atol=1e-5)
+    g2 = torch.autograd.grad(at(w_eps, batch.x[keep], batch.y[keep]), list(w_eps.values()))
+    for (n, p), gi in zip(model.named_parameters(), g2):
+        assert torch.allclose(p, wp[n].detach() - 0.1 * gi, atol=1e-6), n
+    assert torch.allclose(model.bn.running_mean, 0.9 * before.bn.running_mean + 0.1 * mean)   # pass 1 only

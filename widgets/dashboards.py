@@ -196,7 +196,7 @@ class SharpnessDashboard(Dashboard):
     def refresh(self) -> None:
         r = self.record
         measured = any("landscape" in e for e in r.task_events)
-        jumps = any("jump" in e for e in r.task_events)
+        jumps = any("jump" in e or "one_shot" in e for e in r.task_events)
         if not measured:
             line = "no landscape measurements in this run (run with landscape=True to measure sharpness)"
             if not jumps:
@@ -226,7 +226,7 @@ class SharpnessDashboard(Dashboard):
         if any("landscape" in e for e in r.task_events):
             figs += [F.sharpness_over_tasks(r), F.interpolation_curves(r)]
             figs += [F.loss_slice(r)] if self._slice_tasks() else []
-        if any("jump" in e for e in r.task_events):
+        if any("jump" in e or "one_shot" in e for e in r.task_events):
             figs.append(F.pruning_jump(r))
         return figs
 

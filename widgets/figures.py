@@ -223,20 +223,36 @@ def loss_slice(record: Record, task: int | None = None) -> go.Figure:
 
 
 def pruning_jump(record: Record) -> go.Figure:
-    """Class-IL accuracy (mean over seen tasks) before and after each task end's final projection
-    to the target sparsity, and before batch-norm recalibration where that ran."""
-    fig = figure("pruning jump: class-IL accuracy (%) on the seen tasks around the final projection",
-                 "task", "accuracy, mean over seen tasks (%)", barmode="group")
+    """Class-IL accuracy (mean over seen tasks) before and after each task end's projection to the
+    target sparsity: with the batch-norm statistics as trained, and as recorded (after batch-norm
+    recalibration where that ran). For a dense run with the flatness test: before and after one-shot
+    magnitude pruning, no retraining."""
     rows = [(e["task"], e["jump"]) for e in record.task_events if "jump" in e]
-    if not rows:
-        return message(fig, "no pruning jump recorded (dense run, or no task finished yet)")
+    dense = [(e["task"], e["one_shot"]) for e in record.task_events if "one_shot" in e]
+    if dense and not rows:
+        fig = figure(f"flatness test: class-IL accuracy (%) before and after one-shot magnitude pruning to "
+                     f"{dense[0][1]['sparsity']:g}, no retraining", "task", "accuracy, mean over seen tasks (%)",
+                     barmode="group")
+        series = [(lambda j: j, "class_il_before", "dense", "#457b9d"),
+                  (lambda j: j, "class_il_after", "one-shot pruned", "#1d3557")]
+        rows = dense
+    else:
+        fig = figure("pruning jump: class-IL accuracy (%) on the seen tasks around the task-end projection",
+                     "task", "accuracy, mean over seen tasks (%)", barmode="group")
+        if not rows:
+            return message(fig, "no pruning jump recorded (dense run, or no task finished yet)")
+        as_trained = lambda j: j.get("as_trained") or {}
+        series = [(as_trained, "class_il_before", "as trained", "#a8dadc"),
+                  (as_trained, "class_il_after", "as trained, projected", "#e9c46a"),
+                  (lambda j: j, "class_il_before", "recalibrated" if record.config.get("bn_recalibrate", True)
+                   else "before projection", "#457b9d"),
+                  (lambda j: j, "class_il_after", "projected (recorded)", "#1d3557")]
     tasks = [t for t, _ in rows]
-    series = [("class_il_before_bn_recalibration", "before BN recalibration", "#a8dadc"),
-              ("class_il_before", "before projection", "#457b9d"), ("class_il_after", "after projection", "#1d3557")]
-    for key, label, colour in series:
-        if any(key in j for _, j in rows):
-            fig.add_trace(go.Bar(x=tasks, y=[j.get(key) for _, j in rows], name=label, marker_color=colour,
-                                 customdata=[j["accuracy_drop"] for _, j in rows],
+    for part, key, label, colour in series:
+        values = [part(j).get(key) for _, j in rows]
+        if any(v is not None for v in values):
+            drops = [part(j).get("accuracy_drop") for _, j in rows]
+            fig.add_trace(go.Bar(x=tasks, y=values, name=label, marker_color=colour, customdata=drops,
                                  hovertemplate="task %{x}: %{y:.2f}% (jump %{customdata:+.2f} points)<extra></extra>"))
     fig.update_xaxes(dtick=1)
     return fig
