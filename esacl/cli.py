@@ -241,6 +241,7 @@ def cmd_report(args) -> None:
     runs = []
     for path in args.paths:
         runs += [path] if (Path(path) / "config.json").is_file() else [str(p) for p in _find_runs([path])]
+    Path(args.out).mkdir(parents=True, exist_ok=True)        # an unwritable --out fails here, before any progress line
     print(f"writing a report over {len(runs)} run(s) ...", file=sys.stderr, flush=True)
     print(write_report(runs, detail=args.detail, out=args.out, title=args.title))
 
@@ -277,7 +278,6 @@ def cmd_sweep(args) -> None:
     if args.status:
         print(status_text(grid, out))
         return
-    print(f"sweep of {len(grid.points)} points into {out.resolve()} ({args.engine} engine)", file=sys.stderr, flush=True)
     result = run_sweep(grid, out, engine=args.engine, workers=args.workers, address=args.address,
                        progress=sys.stderr.isatty() and not args.quiet)
     print(f"{result.table}\n\nwritten: {out / 'summary.csv'}, {out / 'summary.html'}")
@@ -306,7 +306,6 @@ def cmd_data(args) -> None:
     from .data import check_data, download
     names = args.names if args.action == "check" else [args.name]
     if args.action == "download":
-        print(f"downloading {args.name} ...", file=sys.stderr, flush=True)
         print(f"unpacked into {download(args.name, args.data_root)}")
     lines, ok = check_data(args.data_root, names)
     print("\n".join(lines))
@@ -326,6 +325,10 @@ def main(argv=None) -> int:
         COMMANDS[args.command](args)
     except UserError as err:
         print(f"esacl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:           # a read-only or full output folder, a vanished file: the system said no
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"esacl: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("esacl: interrupted; an unfinished run continues with 'esacl run --resume RUN_DIR'", file=sys.stderr)

@@ -42,7 +42,7 @@ class RunConfig:
     """
     benchmark: str = knob("split_digits", "benchmark name (esacl benchmarks)", choices=_benchmark_names)
     method: str = knob("sgd", "method preset (esacl methods)", choices=_method_names)
-    seed: int = knob(0, "seeds every RNG: python, numpy, torch, class order, buffer", interval="[0, inf)")
+    seed: int = knob(0, "seeds every RNG: python, numpy, torch, class order, buffer", interval="[0, 4294967295]")
     n_tasks: int | None = knob(None, "train on the first N tasks only (default: all)", interval="[1, inf)")
     epochs: int | None = knob(None, "epochs per task", interval="[1, inf)")
     batch_size: int | None = knob(None, "stream minibatch size", interval="[1, inf)")
@@ -157,6 +157,9 @@ class RunConfig:
             object.__setattr__(self, f.name, _check_value(f, value))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
+            raise UserError(f"config key 'name' is one folder name inside 'out' (no '/', not '.' or '..'); "
+                            f"got {self.name!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":

@@ -18,6 +18,7 @@ import os
 import pickle
 import struct
 import sys
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,14 +231,35 @@ def _describe(value) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+class UnpicklingError(Exception):
+    """A pickle asked for something a CIFAR batch does not contain."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the official CIFAR batches hold: dicts, lists, bytes, str,
+    int and numpy arrays. Any other global (a class, a function such as os.system) is refused
+    before anything runs, so a crafted file cannot execute code."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise UnpicklingError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path, label_key: bytes, n_classes: int, how: str = "") -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR python batch file: images [N, 3, 32, 32] uint8 (channels first, as stored) and labels
-    [N] int64. The file is a pickle, the format's official form: read only files from the official
-    archive. A missing, unreadable or misshapen file is a one-line UserError naming it."""
+    [N] int64. The file is a pickle, the format's official form, read by `CifarUnpickler`, which
+    builds nothing but containers and numpy arrays. A missing, unreadable, hostile or misshapen file is
+    a one-line UserError naming it."""
     suffix = f"; {how}" if how else ""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = CifarUnpickler(f, encoding="bytes").load()
+    except UnpicklingError as err:
+        raise UserError(f"{path} is not a CIFAR batch: it asks to load {err} (only numpy arrays are allowed)"
+                        f"{suffix}") from None
     except FileNotFoundError:
         raise UserError(f"{path} is missing{suffix}") from None
     except Exception as err:       # a truncated or foreign file raises any of several types
@@ -390,8 +412,12 @@ def _read_tiny_cache(folder: Path, wnids: list[str]) -> dict | None:
         print(f"esacl: {cache} fails its checksum (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...); "
               f"rebuilding it from the JPEGs", file=sys.stderr)
         return None
-    with np.load(cache) as stored:
-        return {k: stored[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    try:
+        with np.load(cache) as stored:
+            return {k: stored[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:    # a cache cut short before its sidecar
+        print(f"esacl: {cache} does not load ({type(err).__name__}); rebuilding it from the JPEGs", file=sys.stderr)
+        return None
 
 
 def _write_tiny_cache(folder: Path, wnids: list[str], arrays: dict) -> None:

@@ -9,6 +9,7 @@
 Every file is written to a temporary name and renamed into place; a run directory is created
 exclusively and never reused.
 """
+import fcntl
 import io
 import json
 import math
@@ -60,11 +61,60 @@ def unique_name(parent: Path, base: str, suffix: str = "") -> str:
     raise UserError(f"no free name for {base} under {parent}")
 
 
+def exclusive_lock(path: Path) -> int | None:
+    """flock `path` (created if absent) for this process and write its pid there; the descriptor, or
+    None when another process holds it. The kernel drops the lock with its last holder, so a killed
+    writer leaves no stale lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid written in a lock file, if any."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class RunDir:
-    """One run's folder on disk."""
+    """One run's folder on disk. `lock()` marks it as being written: a second writer (a concurrent
+    `--resume`) is refused."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.lock_fd: int | None = None
+
+    def lock(self) -> "RunDir":
+        """Hold `.lock` while this process writes the run, or a one-line UserError if another does."""
+        try:
+            fd = exclusive_lock(self.path / ".lock")
+        except OSError as err:
+            raise _os_error(self.path / ".lock", err) from None
+        if fd is None:
+            raise UserError(f"{self.path} is being written by another process (pid {lock_holder(self.path / '.lock')}); "
+                            f"wait for it to finish or stop it, then resume")
+        self.lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)           # closing the descriptor releases the flock
+            self.lock_fd = None
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files of writes a kill interrupted (`.NAME.tmp-PID`); returns them."""
+        stale = [p for p in self.path.rglob(".*.tmp-*") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     @classmethod
     def create(cls, out: str, name: str | None, default_name: str) -> "RunDir":
@@ -127,8 +177,23 @@ class RunDir:
             raise _os_error(self.path / "metrics.jsonl", err) from None
 
     def events(self) -> list[dict]:
+        """The events of metrics.jsonl. An append cut short (a full disk, a kill) leaves a last line
+        without its newline: that torn event is dropped, with one warning on stderr (a resume then
+        truncates the file back to its checkpoint's events). A bad line elsewhere is a one-line error."""
         path = self.path / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if not path.exists():
+            return []
+        *lines, tail = path.read_bytes().split(b"\n")       # tail: b"" when the file ends with a newline
+        events = []
+        for number, line in enumerate(lines, 1):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{path}:{number} is corrupt (not a JSON event)") from None
+        if tail.strip():
+            print(f"esacl: warning: {path} ends with a partial event (a write was interrupted); ignoring it",
+                  file=sys.stderr)
+        return events
 
     def truncate_events(self, count: int) -> None:
         kept = self.events()[:count]

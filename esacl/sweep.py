@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .config import RunConfig, UserError, did_you_mean
 from .compare import summary_csv, summary_html, summary_rows, summary_text, thread_warnings
-from .record import load_run, write_atomic
+from .record import exclusive_lock, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -211,24 +211,19 @@ class SweepLock:
     def acquire(self, wait_dead: float = 30.0) -> "SweepLock":
         """Take the lock or raise a one-line `UserError`; waits up to `wait_dead` seconds for the
         workers of a driver that is already dead."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + wait_dead
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            deadline = time.monotonic() + wait_dead
+            while (fd := exclusive_lock(self.path)) is None:
                 pid = self._pid()
                 if pid is None or _alive(pid) or time.monotonic() > deadline:
-                    os.close(fd)
                     who = f"another sweep (pid {pid})" if pid and _alive(pid) else \
                         f"the workers of a stopped sweep (pid {pid})"
                     raise UserError(f"{self.path.parent} is locked by {who}; wait for it to finish or stop it, "
-                                    f"then run again") from None
+                                    f"then run again")
                 time.sleep(POLL_SECONDS)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            raise UserError(f"cannot write the sweep folder {self.path.parent}: {err.strerror or err}") from None
         self.fd = fd
         return self
 
@@ -253,10 +248,7 @@ class SweepLock:
             os.close(fd)
 
     def _pid(self) -> int | None:
-        try:
-            return int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return lock_holder(self.path)
 
     def __enter__(self):
         return self.acquire()
@@ -449,6 +441,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
                 started=_now(), points=state)
     save = lambda: write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
     save()
+    print(f"sweep of {len(grid.points)} points into {out} ({engine} engine)", file=sys.stderr, flush=True)
     pending = [p for p in grid.points if state[p.name]["status"] != "complete"]
     skipped = len(grid.points) - len(pending)
     bar = tqdm(total=len(pending), desc=f"sweep {out.name}", unit="point", disable=not progress,

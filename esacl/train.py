@@ -409,30 +409,36 @@ def run(cfg: RunConfig | dict, callbacks=()) -> Record:
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     device = pick_device(cfg.device)
     parts = build(cfg, device)
-    rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg))
-    rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
-    rundir.write_json("env.json", environment(device))
-    trainer = Trainer(cfg, *parts, rundir, callbacks)
-    trainer.fit()
+    rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
+    try:
+        rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
+        rundir.write_json("env.json", environment(device))
+        Trainer(cfg, *parts, rundir, callbacks).fit()
+    finally:
+        rundir.unlock()
     return load_run(rundir.path)
 
 
 def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
     """Continue an interrupted run from its last checkpoint (its own config; nothing else changes)."""
-    rundir = RunDir.open(run_dir)
-    record = load_run(run_dir)
-    if record.complete:
-        raise UserError(f"{run_dir} is complete: nothing to resume")
-    cfg = RunConfig.from_dict(record.config)
-    if progress is not None:
-        cfg = cfg.replace(progress=progress)
-    device = pick_device(cfg.device)
-    trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
-    if (rundir.path / "checkpoint.pt").exists():
-        trainer.restore(rundir.load_checkpoint(device))
-    else:                                        # stopped before its first checkpoint: start over, same seed
-        rundir.truncate_events(0)
-    trainer.fit()
+    rundir = RunDir.open(run_dir).lock()
+    try:
+        record = load_run(run_dir)
+        if record.complete:
+            raise UserError(f"{run_dir} is complete: nothing to resume")
+        cfg = RunConfig.from_dict(record.config)
+        if progress is not None:
+            cfg = cfg.replace(progress=progress)
+        device = pick_device(cfg.device)
+        rundir.remove_temporaries()                # half-written files of the interrupted process
+        trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
+        if (rundir.path / "checkpoint.pt").exists():
+            trainer.restore(rundir.load_checkpoint(device))
+        else:                                      # stopped before its first checkpoint: start over, same seed
+            rundir.truncate_events(0)
+        trainer.fit()
+    finally:
+        rundir.unlock()
     return load_run(Path(run_dir))
 
 

@@ -4,6 +4,7 @@ Both drive Debian's chromium through playwright (which downloads no browser). Wi
 they skip, saying how to install it; `.ci/run` installs it.
 """
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -97,7 +98,7 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
     papermill.execute_notebook(str(notebook_path("split_digits")), str(tmp_path / "split_digits.ipynb"),
                                parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),
                                prepare_only=True)
-    port, token = free_port(), "esacl-test-token"
+    port, token = free_port(), secrets.token_hex(16)          # a fresh token per run: the server runs as root
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.open_browser=False",

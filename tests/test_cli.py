@@ -57,3 +57,23 @@ def test_python_dash_m_runs_the_same_cli():
     done = subprocess.run([sys.executable, "-m", "esacl", "run", "--sparsity", "2"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == "esacl: error: config key 'sparsity' must be in [0, 1), got 2.0"
+
+
+def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run(capsys, tmp_path, tmpfs):
+    import pathlib
+    read_only = tmpfs("1m", read_only=True)
+    code, out, _ = cli(capsys, "run", "--n-tasks", "1", "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet")
+    run_dir = pathlib.Path(out.strip().splitlines()[-1].removeprefix("results in "))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    grid = tmp_path / "grid.toml"
+    grid.write_text('notebook = "split_digits"\n[fixed]\nepochs = 1\n[axes]\nmethod = ["sgd"]\nseed = [0]\n')
+    for argv, expected in [
+        (["run", "--out", str(read_only / "runs"), "--n-tasks", "1"], f"cannot write {read_only / 'runs'}"),
+        (["sweep", str(grid), "--out", str(read_only / "sweep")], f"cannot write the sweep folder {read_only / 'sweep'}"),
+        (["report", str(run_dir), "--out", str(read_only / "reports")], "Read-only file system"),
+        (["run", "--seed", "4294967296"], "'seed' must be in [0, 4294967295]"),
+        (["data", "download", "split_cifar10"], "no data root"),
+    ]:
+        code, out, err = cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("esacl: error:") and expected in err, (argv, err)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

@@ -317,7 +317,7 @@ def test_download_without_network_is_one_line_naming_the_url(tmp_path, monkeypat
     monkeypatch.setitem(SOURCES, "split_cifar10", replace(SOURCES["split_cifar10"], url=url))
     assert main(["data", "download", "cifar10", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("esacl: error: cannot download " + url)
+    assert len(err) == 1 and err[0].startswith("esacl: error: cannot download " + url)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -451,3 +451,43 @@ def test_a_validation_split_holds_out_each_class_and_never_the_test_set():
     again = digits(validation=0.2, seed=5, class_order="natural").tasks[0]
     fixed = digits(validation=0.2, seed=0, class_order="natural").tasks[0]
     assert torch.equal(again.x_test, fixed.x_test)                  # the held-out set does not move with the seed
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile and half-written files
+
+
+class Hostile:
+    """Unpickling this runs a shell command: what a crafted data_batch_1 would do to pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar_batch_cannot_run_code(tmp_path):
+    folder = write_cifar(tmp_path)
+    marker = tmp_path / "executed"
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Hostile(marker), b"labels": [0]}, f, protocol=2)
+    message = one_line_error(lambda: image_bench("split_cifar10", tmp_path))
+    assert str(folder / "data_batch_1") in message and "posix.system" in message and "only numpy arrays" in message
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(Hostile(marker)))                     # the same bytes through pickle itself: it runs
+    assert marker.exists()
+
+
+def test_a_truncated_tiny_imagenet_cache_with_a_matching_sidecar_is_rebuilt(tmp_path, capsys):
+    folder = write_tiny_imagenet(tmp_path, per_class=1, val_per_class=1)
+    arrays = tiny_imagenet_arrays(folder, progress=False)
+    cache, meta = folder / TINY_CACHE, folder / TINY_CACHE_META
+    cut = cache.read_bytes()[:cache.stat().st_size // 3]
+    cache.write_bytes(cut)
+    sidecar = json.loads(meta.read_text())
+    meta.write_text(json.dumps(dict(sidecar, sha256=hashlib.sha256(cut).hexdigest())))    # the checksum agrees
+    capsys.readouterr()
+    rebuilt = tiny_imagenet_arrays(folder, progress=False)
+    assert "does not load" in capsys.readouterr().err
+    assert all(np.array_equal(arrays[k], rebuilt[k]) for k in arrays)

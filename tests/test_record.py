@@ -99,3 +99,125 @@ def test_anchor_lookup_by_sparsity_treats_rows_without_one_as_dense():
     assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.9) is None
     assert anchor("split_cifar10", "derpp", 500, sparsity=0.0)["source"] == "der2020"
     assert anchor("split_cifar10", "derpp", 500, sparsity=0.75) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Faults: a full disk, a torn log line, a second writer, a kill in the middle of a write
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from esacl.cli import main  # noqa: E402
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("esacl: error: ") and "Traceback" not in err, err
+    return code, err
+
+
+def test_a_torn_last_log_line_is_dropped_with_one_warning(tiny, capsys):
+    record = esacl.run(tiny(method="er"))
+    n = len(record.events)
+    with open(record.path / "metrics.jsonl", "a") as f:          # an append cut short: no newline, half an event
+        f.write('{"event": "epoch", "task": 1, "lo')
+    capsys.readouterr()
+    assert len(esacl.load_run(record.path).events) == n
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ends with a partial event" in err
+    assert main(["show", str(record.path)]) == 0 and main(["compare", str(record.path.parent)]) == 0
+    (record.path / "metrics.jsonl").write_text('{"event": "epoch"}\n{"ev\n{"event": "task"}\n')
+    with pytest.raises(UserError, match="metrics.jsonl:2 is corrupt"):            # not at the end: corruption
+        esacl.load_run(record.path)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_after_freeing_space_equals_an_uninterrupted_run(
+        tiny, tmpfs, capsys):
+    disk = tmpfs("20m")
+    whole = esacl.run(tiny(method="er", name="whole"))
+    earlier = esacl.run(tiny(method="sgd", out=str(disk / "runs"), name="earlier"))
+    before = snapshot(earlier.path)
+    filler = disk / "filler"
+
+    def fill(event):
+        if event.get("event") == "epoch" and event["task"] == 1:
+            free = shutil.disk_usage(disk).free
+            subprocess.run(["fallocate", "-l", str(free), str(filler)], check=True)
+    with pytest.raises(UserError, match="No space left on device") as err:
+        esacl.run(tiny(method="er", out=str(disk / "runs"), name="cut"), callbacks=[fill])
+    assert "\n" not in str(err.value)
+    filler.unlink()
+    cut = disk / "runs" / "cut"
+    with open(cut / "metrics.jsonl", "a") as f:                   # what an append cut short by ENOSPC leaves
+        f.write('{"event": "epoch", "task": 1, "ep')
+    capsys.readouterr()
+    assert main(["show", str(cut)]) == 0 and main(["compare", str(disk / "runs")]) == 0
+    assert main(["run", "--resume", str(cut), "--quiet"]) == 0
+    resumed = esacl.load_run(cut)
+    assert resumed.complete and resumed.class_il == whole.class_il and resumed.task_il == whole.task_il
+    assert [e["event"] for e in resumed.events] == [e["event"] for e in whole.events]
+    assert not list(cut.rglob(".*.tmp-*")) and snapshot(earlier.path) == before
+
+
+def test_a_second_writer_is_refused_in_one_line(tiny, capsys):
+    record = esacl.run(tiny(method="sgd"))
+    (record.path / "accuracy.json").write_text(json.dumps(dict(class_il=[], task_il=[], complete=False)))
+    before = snapshot(record.path)
+    holder = RunDir(record.path).lock()                            # another process writing it, as far as flock goes
+    try:
+        code, err = one_line(capsys, ["run", "--resume", str(record.path)])
+        assert code == 2 and "is being written by another process" in err and f"pid {os.getpid()}" in err
+    finally:
+        holder.unlock()
+    assert snapshot(record.path) == before
+
+
+def test_a_run_name_cannot_leave_its_out_folder(tmp_path, capsys):
+    for name in ("../../x", "a/b", "..", "."):
+        code, err = one_line(capsys, ["run", "--name", name, "--out", str(tmp_path / "runs"), "--n-tasks", "1"])
+        assert code == 2 and "one folder name inside 'out'" in err
+    assert not (tmp_path.parent / "x").exists() and not (tmp_path / "runs").exists()
+
+
+KILL_AT_CHECKPOINT = """
+import os, signal, sys
+from esacl.record import RunDir
+import esacl.cli
+calls = []
+real = RunDir.save_checkpoint
+def save(self, state):
+    calls.append(1)
+    if len(calls) == 3:                  # the third checkpoint: half its temporary file, then SIGKILL
+        import io, torch
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        tmp = self.path / f".checkpoint.pt.tmp-{os.getpid()}"
+        tmp.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, state)
+RunDir.save_checkpoint = save
+sys.exit(esacl.cli.main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_in_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, capsys):
+    whole = esacl.run(tiny(method="esacl-er", name="whole"))
+    argv = ["run", "--method", "esacl-er", "--n-tasks", "2", "--epochs", "2", "--out", str(tmp_path / "runs"),
+            "--name", "killed", "--quiet"]
+    done = subprocess.run([sys.executable, "-c", KILL_AT_CHECKPOINT, *argv], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    killed = tmp_path / "runs" / "killed"
+    assert list(killed.glob(".checkpoint.pt.tmp-*"))               # the interrupted write's leftover
+    assert main(["run", "--resume", str(killed), "--quiet"]) == 0
+    capsys.readouterr()
+    resumed = esacl.load_run(killed)
+    assert resumed.class_il == whole.class_il and resumed.task_il == whole.task_il
+    assert not list(killed.rglob(".*.tmp-*"))

@@ -272,7 +272,8 @@ def test_the_lock_refuses_a_second_sweep_and_a_dead_holder_is_taken_over(tmp_pat
         assert holder.stdout.readline().strip() == "held"
         grid = write_grid(tmp_path / "g.toml", dict(seed=[0]))
         assert main(["sweep", str(grid), "--out", str(out)]) == 2
-        assert f"is locked by another sweep (pid {holder.pid})" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"is locked by another sweep (pid {holder.pid})" in err   # the only line
         assert SweepLock(out).holder() == holder.pid
     finally:
         holder.kill()
