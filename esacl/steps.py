@@ -115,6 +115,11 @@ class Step:
         self.batch_stats = BatchStats(model) if sam and cfg.support_bn == "batch" else None
         self.n_steps = 0
 
+    def _stats(self):
+        """Batch-norm for the forwards after pass 1: pass 1's whole-batch statistics ('batch'), or each
+        forward's own, with the running statistics left alone ('subset')."""
+        return self.batch_stats.applied() if self.batch_stats else frozen_bn_stats(self.norms)
+
     def _phase(self, name, dense_weight_grad: bool = False):
         return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
@@ -128,20 +133,28 @@ class Step:
             loss = learner.loss(model, batch)
             loss.total.backward()
         scores = keep = None
+        k = self.selector.support_size(len(batch.y))
+        scoring = sam and k < len(batch.y) and self.cfg.support_rule != "random"
+        scored = batch if learner.scores_with_replay else dataclasses.replace(batch, replay={})
+        at_w = loss.per_sample
+        # Scores are loss differences of order 1e-3, which bf16 logits (8 mantissa bits) round away: under
+        # amp both losses of the score come from float32 forwards (one more no-grad forward, at w).
+        exact = torch.autocast(batch.y.device.type, enabled=False)
+        amp = torch.is_autocast_enabled(batch.y.device.type)
+        if scoring and amp:
+            with torch.no_grad(), self._phase("scoring"), exact, self._stats():
+                at_w = learner.loss(model, scored).per_sample                            # [B] float32
         if sam:
             saved = self.ascend()
-            stats = self.batch_stats.applied() if self.batch_stats else frozen_bn_stats(self.norms)
-            with stats:
+            with self._stats():
                 second = batch
-                k = self.selector.support_size(len(batch.y))
                 if k < len(batch.y) and self.cfg.support_rule == "random":             # control: no scoring
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
                     second = batch.subset(keep)
-                elif k < len(batch.y):
-                    scored = batch if learner.scores_with_replay else dataclasses.replace(batch, replay={})
-                    with torch.no_grad(), self._phase("scoring"):
+                elif scoring:
+                    with torch.no_grad(), self._phase("scoring"), (exact if amp else contextlib.nullcontext()):
                         at_eps = learner.loss(model, scored).per_sample                # [B]
-                    scores = at_eps - loss.per_sample.detach()                           # [B] sharpness
+                    scores = at_eps - at_w.detach()                                      # [B] sharpness
                     keep = support_indices(scores, batch.y, k, self.cfg.support_balance)  # [K]
                     second = batch.subset(keep)
                 model.zero_grad(set_to_none=True)

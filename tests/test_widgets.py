@@ -130,8 +130,9 @@ def test_sharpness_shows_the_landscape_files_and_the_slider_picks_the_slice(dash
     assert len(interpolation) == 1 and list(interpolation[0].y) == files[1]["interpolation"]["loss"]
     jump = {trace.name: list(trace.y) for trace in sharp.current["jump"].data}
     events = record.task_events
-    assert jump["before projection"] == [e["jump"]["class_il_before"] for e in events]
-    assert jump["after projection"] == [e["jump"]["class_il_after"] for e in events]
+    assert jump["recalibrated"] == [e["jump"]["class_il_before"] for e in events]
+    assert jump["projected (recorded)"] == [e["jump"]["class_il_after"] for e in events]
+    assert jump["as trained"] == [e["jump"]["as_trained"]["class_il_before"] for e in events]
     static_slice = sharp.figures()[2]                                # every task's slice, plotly slider
     assert len(static_slice.layout.sliders[0].steps) == 2
     assert [t.visible for t in static_slice.data if t.type == "contour"] == [False, True]
