@@ -140,6 +140,7 @@ class CO2L(Replay):
         self.model = model
 
     def begin_task(self, task, model):
+        super().begin_task(task, model)
         if task.index > 0:
             self.past = frozen_copy(model)
 
@@ -147,7 +148,7 @@ class CO2L(Replay):
         """Draw the replay minibatch and both augmented views of every example, once per step: every
         forward of a two-pass step (pass 1, IDS scoring, pass 2) sees the same views. `batch.x` and
         `replay["x"]` become [N, 2, C, H, W], so a support subset keeps each example's two views."""
-        if len(self.buffer):
+        if self.replaying():
             batch.replay = self.draw()
             batch.replay["x"] = torch.stack(two_views(batch.replay["x"]), dim=1)   # [M, 2, C, H, W]
         batch.x = torch.stack(two_views(batch.x), dim=1)                          # [B, 2, C, H, W]
@@ -198,10 +199,10 @@ class CO2L(Replay):
         model.train(was_training)
 
     def state_dict(self):
-        return dict(buffer=self.buffer.state_dict(), past=self.past.state_dict() if self.past is not None else None)
+        return dict(super().state_dict(), past=self.past.state_dict() if self.past is not None else None)
 
     def load_state_dict(self, state):
-        self.buffer.load_state_dict(state["buffer"])
+        super().load_state_dict(state)
         self.past = None
         if state["past"] is not None:
             self.past = frozen_copy(self.model)

@@ -143,6 +143,11 @@ class RunConfig:
     out: str = knob("runs", "parent folder of the run directory")
     name: str | None = knob(None, "run directory name (default: benchmark-method-sSEED, made unique)")
     progress: bool = knob(True, "show progress bars")
+    # Protocol details where the official SparCL code differs from Mammoth (measured: docs/method.md).
+    replay_first_task: bool = knob(True, "replay learners draw from the buffer during the first task too (Mammoth's "
+                                   "ER; off: from the second task on, as the official SparCL code)")
+    bn_bias: bool = knob(True, "batch-norm biases train (off: held at zero, as the official SparCL code does)")
+    drop_last: bool = knob(False, "drop each epoch's last partial batch (as the official SparCL code does)")
     # Speed: none of these changes what is computed, only how (bf16 changes rounding).
     channels_last: bool = knob(False, "model and batches in channels_last memory format (faster convs on "
                                "tensor-core GPUs)")

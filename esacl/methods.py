@@ -162,6 +162,15 @@ class Replay(Learner):
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
         self.buffer = ReservoirBuffer(cfg.buffer_size, seed + 1)
+        self.task_index = 0
+
+    def begin_task(self, task, model) -> None:
+        self.task_index = task.index
+
+    def replaying(self) -> bool:
+        """Whether this step draws from the buffer: once it holds anything, from the first task on
+        (Mammoth's ER), or from the second (`replay_first_task=false`, the official SparCL code)."""
+        return len(self.buffer) > 0 and (self.cfg.replay_first_task or self.task_index > 0)
 
     def draw(self) -> dict:
         replay = self.buffer.sample(self.cfg.minibatch_size)
@@ -172,10 +181,11 @@ class Replay(Learner):
         self.buffer.add(x=batch.x_raw, y=batch.y)
 
     def state_dict(self):
-        return dict(buffer=self.buffer.state_dict())
+        return dict(buffer=self.buffer.state_dict(), task_index=self.task_index)
 
     def load_state_dict(self, state):
         self.buffer.load_state_dict(state["buffer"])
+        self.task_index = state.get("task_index", 0)       # checkpoints written before the switch: 0 is harmless
 
     def memory_bytes(self):
         return self.buffer.nbytes()
@@ -185,7 +195,7 @@ class ER(Replay):
     """Experience replay (Mammoth's ER): one cross-entropy over stream + replay minibatch."""
 
     def prepare(self, batch):
-        if len(self.buffer):
+        if self.replaying():
             batch.replay = self.draw()
         return batch
 
@@ -206,7 +216,7 @@ class DERpp(Replay):
     """
 
     def prepare(self, batch):
-        if len(self.buffer):
+        if self.replaying():
             batch.replay = {"distill": self.draw(), "ce": self.draw()}
         return batch
 

@@ -176,7 +176,7 @@ class RunDir:
         except OSError as err:
             raise _os_error(self.path / "metrics.jsonl", err) from None
 
-    def events(self) -> list[dict]:
+    def events(self, warn: bool = True) -> list[dict]:
         """The events of metrics.jsonl. An append cut short (a full disk, a kill) leaves a last line
         without its newline: that torn event is dropped, with one warning on stderr (a resume then
         truncates the file back to its checkpoint's events). A bad line elsewhere is a one-line error."""
@@ -190,13 +190,13 @@ class RunDir:
                 events.append(json.loads(line))
             except ValueError:
                 raise UserError(f"{path}:{number} is corrupt (not a JSON event)") from None
-        if tail.strip():
+        if tail.strip() and warn:
             print(f"esacl: warning: {path} ends with a partial event (a write was interrupted); ignoring it",
                   file=sys.stderr)
         return events
 
     def truncate_events(self, count: int) -> None:
-        kept = self.events()[:count]
+        kept = self.events(warn=False)[:count]          # a torn last line goes too (its reader warned already)
         write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
 
     def save_checkpoint(self, state: dict) -> None:

@@ -158,7 +158,8 @@ class Trainer:
         order = pool[torch.randperm(len(pool), device=pool.device)]
         loss_sum = torch.zeros((), device=y.device)
         samples, n_steps = [], 0
-        for start in range(0, len(order), self.cfg.batch_size):
+        stop = len(order) - len(order) % self.cfg.batch_size if self.cfg.drop_last else len(order)
+        for start in range(0, stop, self.cfg.batch_size):
             idx = order[start:start + self.cfg.batch_size]                        # [B] task positions
             x_raw = x[idx]
             augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
@@ -171,7 +172,7 @@ class Trainer:
                 samples.append((self.pruner.n_steps, torch.stack([m.sum() for m in self.pruner.masks.values()])))
             n_steps += 1
             bar.update(1)
-        return loss_sum / n_steps, samples
+        return loss_sum / max(n_steps, 1), samples
 
     def sparsity(self) -> dict:
         """Per-layer and global sparsity of the current masks (host sync)."""
@@ -191,7 +192,7 @@ class Trainer:
         for t in range(start_task, bench.n_tasks):
             task = bench.tasks[t]
             x, y = self.task_data(t)
-            steps_per_epoch = -(-len(y) // cfg.batch_size)
+            steps_per_epoch = len(y) // cfg.batch_size if cfg.drop_last else -(-len(y) // cfg.batch_size)
             if start_epoch == 0:
                 self.learner.begin_task(task, self.model)
                 self.selector.begin_task(t, y)
@@ -386,6 +387,11 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
         for module in model.modules():
             if isinstance(module, InputNorm):
                 module.channels_last = True
+    if not cfg.bn_bias:                          # batch-norm biases held at zero, as the official SparCL code
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None:
+                m.bias.data.zero_()
+                m.bias.requires_grad_(False)
     preset = PRESETS[cfg.method]
     learner = build_learner(cfg, bench.n_classes, bench.augment)
     learner.attach(model)

@@ -220,3 +220,23 @@ def test_compile_gives_a_working_run_with_the_same_flops(tiny):
     compiled = esacl.run(tiny(method="esacl", compile=True, name="compiled"))
     assert compiled.complete and min(compiled.task_il[-1]) > 70
     assert compiled.efficiency["flops"] == eager.efficiency["flops"]     # the meter's hook runs outside the graph
+
+
+def test_the_official_sparcl_protocol_details_are_switches(tiny):
+    # No replay in the first task: task 0 forwards only the stream, as many examples as sgd does.
+    record = esacl.run(tiny(method="er", replay_first_task=False, n_tasks=1, name="noreplay"))
+    plain = esacl.run(tiny(method="sgd", n_tasks=1, name="sgd"))
+    assert record.task_events[0]["flops"]["total"] == pytest.approx(plain.task_events[0]["flops"]["total"])
+    assert esacl.run(tiny(method="er", n_tasks=1, name="replay")).task_events[0]["flops"]["total"] > \
+        1.5 * plain.task_events[0]["flops"]["total"]
+    # Batch-norm biases held at zero.
+    record = esacl.run(tiny(method="sparcl-er", bn_bias=False, name="nobias"))
+    state = torch.load(record.path / "checkpoint.pt", weights_only=True)["model"]
+    biases = [k for k in state if k.endswith(".bias") and k.replace(".bias", ".running_mean") in state]
+    assert biases and all((state[k] == 0).all() for k in biases)
+    # The last partial batch dropped: floor(n / 32) full batches per epoch.
+    whole = esacl.run(tiny(method="sgd", n_tasks=1, epochs=1, name="all"))
+    dropped = esacl.run(tiny(method="sgd", n_tasks=1, epochs=1, drop_last=True, name="dropped"))
+    n = whole.events[0]["samples"]
+    per_example = whole.task_events[0]["flops"]["total"] / n
+    assert dropped.task_events[0]["flops"]["total"] == pytest.approx(per_example * (n // 32) * 32)
