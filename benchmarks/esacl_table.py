@@ -49,6 +49,11 @@ VARIANTS = [
     ("esacl-ewc", "esacl-ewc", {}),
     ("esacl-ewc (old selection)", "esacl-ewc", OLD_SELECTION),
     ("sparcl-ewc", "sparcl-ewc", {}),
+    # where the official SparCL code differs from this harness (docs/method.md)
+    ("sparcl-er no replay in task 0", "sparcl-er", dict(replay_first_task=False)),
+    ("sparcl-er BN biases at zero", "sparcl-er", dict(bn_bias=False)),
+    ("sparcl-er drop last batch", "sparcl-er", dict(drop_last=True)),
+    ("sparcl-er no BN recalibration", "sparcl-er", dict(bn_recalibrate=False)),
 ]
 TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]      # presets at their defaults
 
