@@ -147,7 +147,8 @@ def run_grid(configs: list[RunConfig]) -> list:
     starts ([i/n], runs done, an estimate of the time left) and its class-IL when it ends."""
     import time
 
-    from .train import run
+    from .record import load_run
+    from .train import Diverged, run
     records, tic = [], time.perf_counter()
     for i, cfg in enumerate(configs):
         if len(configs) > 1:
@@ -156,7 +157,14 @@ def run_grid(configs: list[RunConfig]) -> list:
             left = f", about {elapsed / i * (len(configs) - i):.0f} s left" if i else ""
             print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method}{sparsity} seed {cfg.seed} "
                   f"({elapsed:.0f} s so far{left})", file=sys.stderr, flush=True)
-        records.append(run(cfg))
+        try:
+            records.append(run(cfg))
+        except Diverged as err:              # one run's divergence: the others still run; tables leave it out
+            if len(configs) == 1:
+                raise
+            records.append(load_run(err.path))
+            print(f"  {records[-1].status}", file=sys.stderr, flush=True)
+            continue
         if len(configs) > 1:
             print(f"  class-IL {records[-1].summary['class_il']['average']:.2f}, task-IL "
                   f"{records[-1].summary['task_il']['average']:.2f}", file=sys.stderr, flush=True)
@@ -266,7 +274,10 @@ def cmd_compare(args) -> None:
     from .compare import thread_warnings
     for line in thread_warnings(records):
         print(line)
-    incomplete = [str(r.path) for r in records if not r.complete]
+    diverged = [str(r.path) for r in records if r.diverged]
+    if diverged:
+        print(f"\ndiverged (not counted): {', '.join(diverged)}")
+    incomplete = [str(r.path) for r in records if not r.complete and not r.diverged]
     if incomplete:
         print(f"\nincomplete (counted with the tasks they finished): {', '.join(incomplete)}")
 

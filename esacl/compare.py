@@ -300,12 +300,20 @@ def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
     return lines
 
 
+def left_out(records) -> list[str]:
+    """A line naming the runs the tables leave out, if any: diverged ones, then incomplete ones."""
+    diverged = [r.path.name for r in records if r.diverged]
+    incomplete = [r.path.name for r in records if not r.complete and not r.diverged]
+    return ([f"left out (diverged: non-finite training loss): {', '.join(diverged)}"] if diverged else []) + \
+        ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else [])
+
+
 def paper_text(records, learners=PAPER_LEARNERS) -> str:
-    """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend and the
-    verdict lines."""
-    warnings = thread_warnings(records)
+    """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend, the
+    verdict lines, and the runs left out."""
+    notes = thread_warnings(records) + left_out(records)
     return "\n".join([aligned(*_paper_cells(records, learners)), "", LEGEND, ""] + verdicts(records, learners)
-                     + ([""] + warnings if warnings else []))
+                     + ([""] + notes if notes else []))
 
 
 def paper_html(records, learners=PAPER_LEARNERS) -> str:

@@ -244,6 +244,17 @@ class Record:
     task_il: list[list]
     complete: bool
     events: list[dict] = field(default_factory=list)
+    diverged: dict | None = None  # {'task', 'epoch'} where the training loss stopped being finite
+
+    @property
+    def status(self) -> str:
+        """'complete', 'diverged (...)' or 'incomplete (...)', as `show`, `compare` and sweeps say it."""
+        if self.complete:
+            return "complete"
+        if self.diverged:
+            return (f"diverged: non-finite loss in task {self.diverged['task']}, epoch {self.diverged['epoch']}, "
+                    f"after {len(self.class_il)} tasks")
+        return f"incomplete ({len(self.class_il)} tasks done)"
 
     @property
     def summary(self) -> dict:
@@ -277,8 +288,7 @@ class Record:
     def text(self) -> str:
         """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
         c = self.config
-        status = "complete" if self.complete else f"incomplete ({len(self.class_il)} tasks done)"
-        lines = [f"run {self.path}  [{c['benchmark']} / {c['method']} / seed {c['seed']}; {status}]"]
+        lines = [f"run {self.path}  [{c['benchmark']} / {c['method']} / seed {c['seed']}; {self.status}]"]
         for label, R in (("class-IL", self.class_il), ("task-IL", self.task_il)):
             lines += ["", f"{label} accuracy R[t][k] (%), row = after training task t:"]
             lines += [format_matrix(R)]
@@ -328,7 +338,7 @@ def load_run(path) -> Record:
     saved = rundir.read_json("config.json")
     acc = rundir.read_json("accuracy.json") if (rundir.path / "accuracy.json").exists() else {}
     return Record(rundir.path, saved["config"], saved.get("defaults", []), acc.get("class_il", []),
-                  acc.get("task_il", []), bool(acc.get("complete")), rundir.events())
+                  acc.get("task_il", []), bool(acc.get("complete")), rundir.events(), acc.get("diverged"))
 
 
 def anchors() -> dict:
@@ -371,7 +381,7 @@ def comparison_table(records: list[Record]) -> str:
     Rows in benchmark, then preset, then sparsity order, whatever order the runs came in."""
     groups: dict[tuple, list[Record]] = {}
     for r in records:
-        if r.class_il:
+        if r.class_il and not r.diverged:
             key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity") or 0.0)
             groups.setdefault(key, []).append(r)
     head = (f"{'benchmark':14s}{'method':13s}{'sparsity':>9s}{'seeds':>6s}{'class-IL':>16s}{'task-IL':>16s}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RunConfig, UserError, did_you_mean
-from .compare import summary_csv, summary_html, summary_rows, summary_text, thread_warnings
+from .compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
 from .record import exclusive_lock, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
@@ -147,15 +147,23 @@ def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> 
 
 # ------------------------------------------------------------------------------------------- status
 
-def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
-    """(status, detail) of one point from disk: 'complete', 'failed', 'incomplete' or 'not started'.
+FINAL = ("complete", "diverged")        # a point in either state is never run again
 
-    A complete `accuracy.json` decides 'complete'; a failure file without one, 'failed'."""
+
+def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
+    """(status, detail) of one point from disk: 'complete', 'diverged', 'failed', 'incomplete' or
+    'not started'.
+
+    A complete `accuracy.json` decides 'complete', a diverged one 'diverged' (final: a re-run would
+    repeat the same steps); a failure file without either, 'failed'."""
     acc = _read_json(run_dir / "accuracy.json")
     if acc.get("complete"):
         if (run_dir / "notebook.ipynb").is_file():
             return "complete", ""
         return "complete", "no executed notebook (resumed from its checkpoint, or its kernel stopped answering)"
+    if acc.get("diverged"):
+        where = acc["diverged"]
+        return "diverged", f"non-finite training loss in task {where.get('task')}, epoch {where.get('epoch')}"
     checkpoint = (run_dir / "checkpoint.pt").is_file()
     progress = f"{acc.get('tasks_done', 0)}/{acc['n_tasks']} tasks" if "n_tasks" in acc else "no task finished"
     if failure is not None and failure.is_file():
@@ -187,7 +195,7 @@ def status_text(grid: Grid, out) -> str:
     counts: dict[str, int] = {}
     for status, _ in states.values():
         counts[status] = counts.get(status, 0) + 1
-    order = ("complete", "incomplete", "failed", "not started")
+    order = ("complete", "diverged", "incomplete", "failed", "not started")
     lines += ["", f"{len(states)} points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in order)]
     holder = SweepLock(out).holder()
     if holder:
@@ -275,7 +283,8 @@ def run_point(point: Point, out) -> Path:
     checkpoint nor a complete record holds nothing worth keeping and is removed first)."""
     out = Path(out).resolve()
     run_dir = out / point.name
-    if _read_json(run_dir / "accuracy.json").get("complete"):
+    acc = _read_json(run_dir / "accuracy.json")
+    if acc.get("complete") or acc.get("diverged"):
         return run_dir
     if (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.json").is_file():
         from .train import resume
@@ -430,19 +439,20 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
     state = {}
     for p in grid.points:
         _check_same_point(p, out / p.name)
-        status, _ = point_status(out / p.name)
+        status, detail = point_status(out / p.name)
         old = previous.get(p.name, {})
-        state[p.name] = dict(notebook=p.notebook, params=p.params, status=status, error="",
-                             seconds=old.get("seconds") if status == "complete" else None,
+        state[p.name] = dict(notebook=p.notebook, params=p.params, status=status,
+                             error=detail if status == "diverged" else "",
+                             seconds=old.get("seconds") if status in FINAL else None,
                              attempts=old.get("attempts", 0))
-        if status == "complete":
+        if status in FINAL:
             (out / "failures" / f"{p.name}.txt").unlink(missing_ok=True)
     meta = dict(grid=grid.to_dict(), source=grid.source, engine=engine, driver_pid=os.getpid(),
                 started=_now(), points=state)
     save = lambda: write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
     save()
     print(f"sweep of {len(grid.points)} points into {out} ({engine} engine)", file=sys.stderr, flush=True)
-    pending = [p for p in grid.points if state[p.name]["status"] != "complete"]
+    pending = [p for p in grid.points if state[p.name]["status"] not in FINAL]
     skipped = len(grid.points) - len(pending)
     bar = tqdm(total=len(pending), desc=f"sweep {out.name}", unit="point", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -457,11 +467,14 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
     def finished(point: Point, result: dict) -> None:
         entry = state[point.name]
         counts["running"] -= 1
-        if result["ok"]:
+        status, detail = point_status(out / point.name)
+        if status == "diverged":                              # a finished point, left out of the table
+            entry.update(status="diverged", error=detail, seconds=round(result["seconds"], 2))
+            (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
+        elif result["ok"]:
             entry.update(status="complete", error="", seconds=round(result["seconds"], 2))
-            note = point_status(out / point.name)[1]          # e.g. complete without an executed notebook
-            if note:
-                entry["note"] = note
+            if detail:                                        # e.g. complete without an executed notebook
+                entry["note"] = detail
             (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
         else:
             counts["failed"] += 1
@@ -475,7 +488,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         bar.write(line + (f" ({entry['error']})" if entry["error"] else ""), file=sys.stderr)
 
     if skipped:
-        bar.write(f"{skipped} of {len(grid.points)} points already complete: skipped", file=sys.stderr)
+        bar.write(f"{skipped} of {len(grid.points)} points already complete or diverged: skipped", file=sys.stderr)
     try:
         if engine == "local":
             _local(pending, out, workers or default_workers(len(pending)), lock, started, finished)
@@ -638,9 +651,9 @@ def write_summary(folder) -> tuple[str, Path, Path]:
     records = [load_run(p.parent) for p in sorted(folder.rglob("config.json"))]
     rows = summary_rows(records)
     text = summary_text(rows)
-    incomplete = [r.path.name for r in records if not r.complete]
-    if incomplete:
-        text += f"\n\nleft out (incomplete): {', '.join(incomplete)}"
+    notes = left_out(records)
+    if notes:
+        text += "\n\n" + "\n".join(notes)
     warnings = thread_warnings(records)
     if warnings:
         text += "\n\n" + "\n".join(warnings)

@@ -2,6 +2,7 @@
 
     record = esacl.run(RunConfig(benchmark="split_digits", method="esacl", seed=0))
 """
+import math
 import random
 import time
 from pathlib import Path
@@ -20,6 +21,14 @@ from .prune import topk_masks
 from .record import Record, RunDir, environment, load_run
 from .select import build_selector
 from .steps import build_step
+
+
+class Diverged(UserError):
+    """The mean training loss of an epoch was not finite: the run stopped and is recorded as diverged."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
 
 
 def pick_device(name: str) -> torch.device:
@@ -205,6 +214,8 @@ class Trainer:
                     tic = time.perf_counter()
                     mean_loss, samples = self.train_epoch(x, y, bar)
                     mean_loss = mean_loss.item()                                   # host sync: once per epoch
+                    if not math.isfinite(mean_loss):
+                        self.diverge(t, epoch, mean_loss)
                     seconds = time.perf_counter() - tic
                     self.train_seconds += seconds
                     n_trained = len(self.selector.pool())
@@ -227,6 +238,16 @@ class Trainer:
                         self.checkpoint()
             self.end_task(t, task, x, y)
             start_epoch = 0
+
+    def diverge(self, t: int, epoch: int, loss: float) -> None:
+        """Stop a run whose epoch loss is not finite (checked once per epoch, at the host sync that
+        is there anyway): a 'diverged' event, `accuracy.json` says so, and the checkpoint stays the
+        last finite epoch's. Raises `Diverged`."""
+        self.emit(dict(event="diverged", task=t, epoch=epoch, loss=loss))
+        self.write_accuracy(complete=False, diverged=dict(task=t, epoch=epoch))
+        raise Diverged(f"{self.rundir.path} diverged: the mean training loss of task {t}, epoch {epoch} is {loss}; "
+                       f"recorded as diverged, its checkpoint from the last finite epoch (a smaller lr or loss "
+                       f"weight may help)", self.rundir.path)
 
     def end_task(self, t: int, task, x, y) -> None:
         """The final projection (with its jump), the learner's end_task, evaluation, the task's records."""
@@ -342,11 +363,13 @@ class Trainer:
                       **peak_memory_bytes(next(self.model.parameters()).device))
         return dict(flops=flops, flops_dense_sgd=dense_sgd, flops_relative=flops["total"] / dense_sgd, memory=memory)
 
-    def write_accuracy(self, complete: bool) -> None:
+    def write_accuracy(self, complete: bool, diverged: dict | None = None) -> None:
         record = Record(self.rundir.path, {}, [], self.class_il, self.task_il, complete)
+        extra = dict(diverged=diverged) if diverged else {}
         self.rundir.write_json("accuracy.json", dict(class_il=self.class_il, task_il=self.task_il,
                                                      summary=record.summary, complete=complete,
-                                                     tasks_done=len(self.class_il), n_tasks=self.bench.n_tasks))
+                                                     tasks_done=len(self.class_il), n_tasks=self.bench.n_tasks,
+                                                     **extra))
 
     def checkpoint(self) -> None:
         self.rundir.save_checkpoint(dict(
@@ -432,6 +455,9 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
         record = load_run(run_dir)
         if record.complete:
             raise UserError(f"{run_dir} is complete: nothing to resume")
+        if record.diverged:
+            raise UserError(f"{run_dir} diverged ({record.status}): resuming would repeat the same steps; "
+                            f"start a new run (for instance with a smaller lr)")
         cfg = RunConfig.from_dict(record.config)
         if progress is not None:
             cfg = cfg.replace(progress=progress)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import esacl
+from esacl.train import Diverged
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,7 +43,9 @@ def report_html(tmp_path_factory):
     sparse = esacl.run(esacl.RunConfig(method="esacl", landscape=True, slice_steps=5, hessian_iters=3,
                                        hutchinson_samples=2, **small))
     dense = esacl.run(esacl.RunConfig(method="derpp", **small))
-    return write_report([sparse.path, dense.path], out=str(tmp_path_factory.mktemp("reports")))
+    with pytest.raises(Diverged):              # named in the report, left out of its table
+        esacl.run(esacl.RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, name="stiff", **small))
+    return write_report([sparse.path, dense.path, out / "stiff"], out=str(tmp_path_factory.mktemp("reports")))
 
 
 def visible(page, selector: str) -> int:
@@ -139,3 +142,9 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_the_report_names_a_diverged_run_and_leaves_it_out_of_the_table(report_html):
+    html = Path(report_html).read_text()
+    assert "left out (diverged: non-finite training loss): stiff" in html
+    assert "3 run(s)" in html and ">ewc<" not in html               # no table row for it

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -77,3 +78,20 @@ def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run
         code, out, err = cli(capsys, *argv)
         assert code == 2 and err.count("\n") == 1 and err.startswith("esacl: error:") and expected in err, (argv, err)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_path):
+    stiff = ["--ewc_cap", "false", "--ewc_lambda", "1e6", "--n-tasks", "2", "--epochs", "1", "--out", str(tmp_path),
+             "--quiet"]
+    code, out, err = cli(capsys, "run", "--method", "ewc", *stiff)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert re.match(r"esacl: error: .* diverged: the mean training loss of task 1, epoch 0 is (nan|inf);", err)
+    code, out, err = cli(capsys, "run", "--method", "ewc,sgd", "--seed", "1", *stiff)
+    assert code == 0 and "  diverged: non-finite loss in task 1, epoch 0" in err
+    rows = [line.split()[1] for line in out.splitlines() if line.startswith("split_digits")]
+    assert rows == ["sgd"]                                          # the diverged ewc run is not averaged in
+    code, out, _ = cli(capsys, "compare", str(tmp_path))
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("split_digits")] == ["sgd"]
+    assert "diverged (not counted): " in out and out.count("split_digits-ewc-s") == 2
+    code, out, _ = cli(capsys, "show", str(tmp_path / "split_digits-ewc-s0"))
+    assert code == 0 and "diverged: non-finite loss in task 1, epoch 0, after 1 tasks" in out

@@ -3,6 +3,7 @@ import statistics
 
 import pytest
 
+import esacl
 from esacl import load_run
 from esacl.cli import main
 from esacl.compare import PAPER_LEARNERS, Versus, paper_configs, paper_methods, paper_rows, paper_text, versus
@@ -108,3 +109,21 @@ def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
         assert len(lines) == 1 and "split_digits er runs" in lines[0] and "different CPU thread counts" in lines[0]
     finally:
         (er[1].path / "env.json").write_text(json.dumps(env))
+
+
+def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_runs, tmp_path):
+    from esacl.compare import left_out, summary_rows
+    from esacl.record import comparison_table
+    from esacl.train import Diverged
+    records, _, _ = paper_runs
+    with pytest.raises(Diverged) as stopped:            # task 0 finishes, task 1's loss is NaN
+        esacl.run(dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, n_tasks=2, epochs=1, progress=False,
+                       out=str(tmp_path)))
+    diverged = load_run(stopped.value.path)
+    assert diverged.diverged is not None and len(diverged.class_il) == 1
+    rows = {(r["method"], r["seeds"]) for r in summary_rows(records + [diverged])}
+    assert rows == {(r["method"], r["seeds"]) for r in summary_rows(records)}
+    assert comparison_table(records + [diverged]) == comparison_table(records)   # not even its finished task
+    assert left_out(records + [diverged]) == [f"left out (diverged: non-finite training loss): {diverged.path.name}"]
+    text = paper_text(records + [diverged], ("er",))
+    assert text.endswith(left_out([diverged])[0]) and text.startswith(paper_text(records, ("er",)).split("\n\n")[0])

@@ -300,3 +300,24 @@ def test_the_table_puts_the_published_row_beside_matching_benchmark_method_buffe
     assert rows["sparcl-er", 0.75]["published_class_il_mean"] == 43.74       # buffer 50, sparsity 0.75: clfd2024
     assert rows["sparcl-er", 0.9]["published_source"] is None                  # no published row at 0.9
     assert rows["ewc", 0.0]["published_task_il_mean"] == 68.29                 # not a replay learner: buffer 0
+
+
+def test_a_diverged_point_is_final_and_named_below_the_table(tmp_path, capsys):
+    import esacl
+    from esacl.train import Diverged
+    grid = write_grid(tmp_path / "g.toml", dict(method=["sgd", "ewc"]))
+    out = tmp_path / "s"
+    with pytest.raises(Diverged):      # the ewc point, run earlier with a penalty too stiff for its lr
+        esacl.run(dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, epochs=1, landscape=False, n_tasks=2,
+                       progress=False, out=str(out), name="split_digits-ewc-s0"))
+    result = run_sweep(load_grid(grid), out, workers=1, progress=False)
+    assert result.points["split_digits-ewc-s0"]["status"] == "diverged" and result.failed == []
+    assert result.points["split_digits-ewc-s0"]["error"] == "non-finite training loss in task 1, epoch 0"
+    assert result.points["split_digits-sgd-s0"]["status"] == "complete"
+    assert [line.split()[1] for line in result.table.splitlines()[2:] if line.startswith("split_digits")] == ["sgd"]
+    assert "left out (diverged: non-finite training loss): split_digits-ewc-s0" in result.table
+    assert main(["sweep", str(grid), "--out", str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert "split_digits-ewc-s0  diverged" in printed and "2 points: 1 complete, 1 diverged, 0 incomplete" in printed
+    again = run_sweep(load_grid(grid), out, workers=1, progress=False)      # a re-run changes nothing
+    assert again.points["split_digits-ewc-s0"]["status"] == "diverged"

@@ -240,3 +240,23 @@ def test_the_official_sparcl_protocol_details_are_switches(tiny):
     n = whole.events[0]["samples"]
     per_example = whole.task_events[0]["flops"]["total"] / n
     assert dropped.task_events[0]["flops"]["total"] == pytest.approx(per_example * (n // 32) * 32)
+
+
+def test_a_non_finite_loss_stops_the_run_as_diverged_and_keeps_the_last_finite_checkpoint(tiny):
+    from esacl import UserError
+    from esacl.record import RunDir
+    from esacl.train import Diverged
+    # Uncapped EWC this stiff overshoots its anchor: the loss is NaN within the second task's first epoch.
+    cfg = tiny(method="ewc", ewc_cap=False, ewc_lambda=1e6)
+    with pytest.raises(Diverged, match="task 1, epoch 0 is (nan|inf);") as stopped:
+        esacl.run(cfg)
+    record = esacl.load_run(stopped.value.path)
+    assert not record.complete and record.diverged == {"task": 1, "epoch": 0}
+    assert record.status.startswith("diverged: non-finite loss in task 1, epoch 0")
+    assert len(record.class_il) == 1 and record.events[-1]["event"] == "diverged"
+    state = RunDir.open(record.path).load_checkpoint(torch.device("cpu"))
+    assert state["next"] == [1, 0]                                 # the end of task 0: the last finite epoch
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    with pytest.raises(UserError, match="diverged .*resuming would repeat the same steps"):
+        esacl.resume(record.path)
+    assert esacl.run(cfg.replace(ewc_cap=True)).complete           # the capped penalty trains through

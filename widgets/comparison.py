@@ -35,11 +35,11 @@ def find_runs(paths) -> list[Path]:
 
 
 def comparison_rows(records: list[Record]) -> list[dict]:
-    """One row per (benchmark, method, sparsity) with at least one finished task: 'benchmark',
-    'method', 'sparsity', 'seeds', 'runs' and, per metric key, a (mean, std) pair."""
+    """One row per (benchmark, method, sparsity) with at least one finished task (diverged runs left
+    out): 'benchmark', 'method', 'sparsity', 'seeds', 'runs' and, per metric key, a (mean, std) pair."""
     groups: dict[tuple, list[Record]] = {}
     for r in records:
-        if r.class_il:
+        if r.class_il and not r.diverged:
             key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity") or 0.0)
             groups.setdefault(key, []).append(r)
     order = list(PRESETS)
