@@ -117,8 +117,15 @@ def _grid(strings: dict[str, str]) -> list[RunConfig]:
     return configs
 
 
+def comparison(records) -> str:
+    """The comparison table of `esacl run` grids, `esacl notebook` grids and `esacl compare`: complete
+    runs grouped by settings (mean +- std over seeds), then thread-count warnings and the runs left out."""
+    from .compare import left_out, summary_rows, summary_text, thread_warnings
+    notes = thread_warnings(records) + left_out(records)
+    return summary_text(summary_rows(records)) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
 def cmd_run(args) -> None:
-    from .record import comparison_table
     from .train import resume
     if args.resume:
         given = [k for k in KEYS if getattr(args, k) is not None]
@@ -138,7 +145,7 @@ def cmd_run(args) -> None:
     if len(configs) == 1:
         print(records[0].text())
     else:
-        print("\n" + comparison_table(records))
+        print("\n" + comparison(records))
     print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
 
 
@@ -233,11 +240,10 @@ def cmd_notebook(args) -> None:
               file=sys.stderr, flush=True)
         run_dirs.append(execute_notebook(args.notebook, params, out=args.out))
         print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
+    from .record import load_run
     if len(run_dirs) > 1:
-        from .record import comparison_table, load_run
-        print(comparison_table([load_run(d) for d in run_dirs]))
+        print(comparison([load_run(d) for d in run_dirs]))
     else:
-        from .record import load_run
         print(load_run(run_dirs[0]).text())
     if args.report:
         print(f"\nreport: {write_report(run_dirs)}")
@@ -261,7 +267,7 @@ def cmd_show(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .record import comparison_table, load_run
+    from .record import load_run
     from .sweep import is_sweep, write_summary
     for folder in [f for f in args.folders if is_sweep(f)]:
         table, csv_path, html_path = write_summary(folder)
@@ -269,17 +275,7 @@ def cmd_compare(args) -> None:
     folders = [f for f in args.folders if not is_sweep(f)]
     if not folders:
         return
-    records = [load_run(p) for p in _find_runs(folders)]
-    print(comparison_table(records))
-    from .compare import thread_warnings
-    for line in thread_warnings(records):
-        print(line)
-    diverged = [str(r.path) for r in records if r.diverged]
-    if diverged:
-        print(f"\ndiverged (not counted): {', '.join(diverged)}")
-    incomplete = [str(r.path) for r in records if not r.complete and not r.diverged]
-    if incomplete:
-        print(f"\nincomplete (counted with the tasks they finished): {', '.join(incomplete)}")
+    print(comparison([load_run(p) for p in _find_runs(folders)]))
 
 
 def cmd_sweep(args) -> None:

@@ -1,11 +1,13 @@
-"""Comparisons across runs: the summary table (per benchmark, method and sparsity) and the paper's
-question, asked per base learner: does EsaCL-X beat SparCL-X, and at what cost?
+"""Comparisons across runs: the summary table (per benchmark, method, sparsity and settings) and the
+paper's question, asked per base learner: does EsaCL-X beat SparCL-X, and at what cost?
 
     rows = summary_rows(records)                  # mean / std over seeds of every column
     print(summary_text(rows))                     # also summary_html, summary_csv (sweeps write both)
     print(paper_text(records))                    # grouped by base learner, with one verdict line each
 
-Only complete runs are counted. Accuracy and forgetting in percent (forgetting on class-IL).
+Only complete runs are counted, each seed once per row; runs that differ in any setting but the seed
+(`settings`) are separate rows, labelled by the keys that differ. Accuracy and forgetting in percent
+(forgetting on class-IL).
 """
 import csv
 import html
@@ -30,21 +32,59 @@ COLUMNS = [
 ]
 
 
+# Config keys that do not change what a run trains: where it writes and what it shows, and the
+# sharpness measurements (their own random generator, no effect on training).
+NOT_SETTINGS = ("seed", "name", "out", "progress", "data_root", "log_every", "landscape", "landscape_batch",
+                "hessian_iters", "hutchinson_samples", "slice_steps")
+
+
+def settings(record) -> tuple:
+    """The run's resolved config without its seed and the keys that do not change training, as sorted
+    (key, value) pairs: runs with equal settings are seeds of one experiment."""
+    return tuple(sorted((k, v) for k, v in record.config.items() if k not in NOT_SETTINGS))
+
+
 def _rank(key: tuple) -> tuple:
     from .methods import PRESETS
     order = list(PRESETS)
-    return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2]
+    return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2], str(key[3])
 
 
-def group_runs(records) -> dict[tuple, list]:
-    """Complete runs by (benchmark, method, sparsity), in benchmark, preset, sparsity order; each
-    group's runs by seed."""
-    groups: dict[tuple, list] = {}
-    for r in records:
-        if r.complete:
-            key = (r.config["benchmark"], r.config["method"], float(r.config.get("sparsity") or 0.0))
-            groups.setdefault(key, []).append(r)
-    return {key: sorted(groups[key], key=lambda r: r.config["seed"]) for key in sorted(groups, key=_rank)}
+def _by_settings(records, include) -> tuple[dict[tuple, list], list[tuple]]:
+    """Included runs by (benchmark, method, sparsity, settings), in benchmark, preset, sparsity
+    order, each group's runs by seed with each seed once; and the (run, kept run) pairs left out as
+    repeats of a seed (the first path of a seed is kept)."""
+    groups: dict[tuple, dict] = {}
+    repeats = []
+    for r in sorted((r for r in records if include(r)), key=lambda r: str(r.path)):
+        key = (r.config["benchmark"], r.config["method"], float(r.config.get("sparsity") or 0.0), settings(r))
+        seeds = groups.setdefault(key, {})
+        if r.config["seed"] in seeds:
+            repeats.append((r, seeds[r.config["seed"]]))
+        else:
+            seeds[r.config["seed"]] = r
+    return {key: [groups[key][s] for s in sorted(groups[key])] for key in sorted(groups, key=_rank)}, repeats
+
+
+def group_runs(records, include=lambda r: r.complete) -> dict[tuple, list]:
+    """Complete runs (or those `include` accepts) by (benchmark, method, sparsity, settings): runs that
+    differ in any setting but the seed are separate groups. In benchmark, preset, sparsity order;
+    each group's runs by seed, each seed once."""
+    return _by_settings(records, include)[0]
+
+
+def differing(groups) -> dict[tuple, str]:
+    """Per group key: 'k=v, ...' for the settings in which it differs from the other groups of its
+    benchmark, method and sparsity ('' where it is the only one)."""
+    families: dict[tuple, list] = {}
+    for key in groups:
+        families.setdefault(key[:3], []).append(dict(key[3]))
+    labels = {}
+    for key in groups:
+        family = families[key[:3]]
+        keys = sorted({k for d in family for k in d if len({repr(e.get(k, "-")) for e in family}) > 1})
+        labels[key] = ", ".join(f"{k}={dict(key[3]).get(k, '-')}" for k in keys)
+    return labels
 
 
 def summary_rows(records) -> list[dict]:
@@ -52,8 +92,10 @@ def summary_rows(records) -> list[dict]:
     and the published class-IL / task-IL beside (None where there is none)."""
     from .methods import LEARNERS, PRESETS, Replay
     rows = []
-    for key, runs in group_runs(records).items():
-        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], seeds=len(runs))
+    groups = group_runs(records)
+    labels = differing(groups)
+    for key, runs in groups.items():
+        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs))
         for name, _, value, _ in COLUMNS:
             row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
         method = PRESETS.get(key[1])
@@ -72,7 +114,7 @@ def thread_warnings(records) -> list[str]:
     and replay methods change in their last digits with the thread count, so such a mean mixes two
     experiments."""
     lines = []
-    for (bench, method, sparsity), runs in group_runs(records).items():
+    for (bench, method, sparsity, _), runs in group_runs(records).items():
         threads = set()
         for r in runs:
             env = json.loads((r.path / "env.json").read_text()) if (r.path / "env.json").is_file() else {}
@@ -103,11 +145,19 @@ def _published_cell(row: dict) -> str:
             f"{cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]")
 
 
+def _settings_column(rows: list[dict]) -> bool:
+    """Whether a table needs the 'settings' column: some rows differ only in a setting."""
+    return any(r["settings"] for r in rows)
+
+
 def _table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["benchmark", "method", "sparsity", "seeds"] + [h for _, h, _, _ in COLUMNS] + \
-        ["published class-IL / task-IL"]
-    body = [[r["benchmark"], r["method"], f"{r['sparsity']:.2f}", str(r["seeds"])]
-            + [cell(r[f"{n}_mean"], r[f"{n}_std"], f) for n, _, _, f in COLUMNS] + [_published_cell(r)]
+    extra = _settings_column(rows)
+    head = ["benchmark", "method"] + (["settings"] if extra else []) + ["sparsity", "seeds"] + \
+        [h for _, h, _, _ in COLUMNS] + ["published class-IL / task-IL"]
+    body = [[r["benchmark"], r["method"]] + ([r["settings"] or "-"] if extra else [])
+            + [f"{r['sparsity']:.2f}", str(r["seeds"])]
+            + [cell(r[f"{n}_mean"], r[f"{n}_std"] if r["seeds"] > 1 else None, f) for n, _, _, f in COLUMNS]
+            + [_published_cell(r)]
             for r in rows]
     return head, body
 
@@ -121,8 +171,8 @@ def aligned(head: list[str], body: list[list[str]], left: int = 2) -> str:
 
 
 def summary_text(rows: list[dict]) -> str:
-    """The table as aligned text (mean +- std over seeds)."""
-    return aligned(*_table_cells(rows))
+    """The table as aligned text (mean +- std over seeds; a single seed's value alone)."""
+    return aligned(*_table_cells(rows), left=3 if _settings_column(rows) else 2)
 
 
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -208,6 +258,8 @@ class Versus:
     task_il: tuple[float, float]
     flops_ratio: float
     seconds_ratio: float
+    sparsity: float = 0.0
+    at: str = ""                             # ' at sparsity S' where a folder holds several sparsities
 
     @staticmethod
     def outcome(diff: tuple[float, float]) -> str:
@@ -220,25 +272,51 @@ class Versus:
     def line(self) -> str:
         n = len(self.seeds)
         fmt = lambda d: f"{d[0]:+.2f} +- {d[1]:.2f} ({self.outcome(d)})" if n > 1 else f"{d[0]:+.2f} (n=1)"
-        return (f"{self.learner}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL {fmt(self.task_il)}, "
-                f"at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its train time "
-                f"({n} seed{'s' if n > 1 else ''})")
+        return (f"{self.learner}{self.at}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL "
+                f"{fmt(self.task_il)}, at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its "
+                f"train time ({n} seed{'s' if n > 1 else ''})")
 
 
-def versus(records, learner: str, benchmark: str | None = None) -> Versus | None:
-    """EsaCL-`learner` against SparCL-`learner` (same benchmark and sparsity); None without both."""
-    by_method: dict[str, dict[int, object]] = {}
-    for (bench, method, _), runs in group_runs(records).items():
-        if benchmark in (None, bench) and method in (f"esacl-{learner}", f"sparcl-{learner}"):
-            by_method.setdefault(method, {}).update({r.config["seed"]: r for r in runs})
-    esacl, sparcl = by_method.get(f"esacl-{learner}", {}), by_method.get(f"sparcl-{learner}", {})
+def _pairs(records, learner: str, benchmark: str) -> list[tuple[float, object]]:
+    """Per sparsity where both ran on `benchmark`: (sparsity, (esacl runs, sparcl runs)), or
+    (sparsity, reason) where one of them ran with several settings (no single pair to compare)."""
+    groups = group_runs(records)
+    labels = differing(groups)
+    found: dict[float, dict[str, list]] = {}
+    for key, runs in groups.items():
+        if key[0] == benchmark and key[1] in (f"esacl-{learner}", f"sparcl-{learner}"):
+            found.setdefault(key[2], {}).setdefault(key[1], []).append((key, runs))
+    pairs = []
+    for sparsity, by_method in sorted(found.items()):
+        if len(by_method) < 2:
+            continue
+        several = {m: sorted(labels[k] for k, _ in g) for m, g in by_method.items() if len(g) > 1}
+        if several:
+            pairs.append((sparsity, "; ".join(f"{m} ran with {len(v)} settings ({' / '.join(v)})"
+                                               for m, v in sorted(several.items()))))
+        else:
+            pairs.append((sparsity, (by_method[f"esacl-{learner}"][0][1], by_method[f"sparcl-{learner}"][0][1])))
+    return pairs
+
+
+def versus(records, learner: str, benchmark: str | None = None, sparsity: float | None = None) -> Versus | None:
+    """EsaCL-`learner` against SparCL-`learner` on one benchmark and sparsity (default: the first
+    present), paired by seed; None without both, or where either ran with several settings."""
+    benchmark = benchmark or next((r.config["benchmark"] for r in records if r.complete), None)
+    pairs = [(s, p) for s, p in _pairs(records, learner, benchmark) if sparsity in (None, s)]
+    if not pairs or isinstance(pairs[0][1], str):
+        return None
+    (at, (esacl_runs, sparcl_runs)), several = pairs[0], len(_pairs(records, learner, benchmark)) > 1
+    esacl = {r.config["seed"]: r for r in esacl_runs}
+    sparcl = {r.config["seed"]: r for r in sparcl_runs}
     seeds = sorted(set(esacl) & set(sparcl))
     if not seeds:
         return None
     diff = lambda il: metrics.mean_std([esacl[s].summary[il]["average"] - sparcl[s].summary[il]["average"]
                                         for s in seeds])
     ratio = lambda key: (sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds))
-    return Versus(learner, seeds, diff("class_il"), diff("task_il"), ratio("flops"), ratio("train_seconds"))
+    return Versus(learner, seeds, diff("class_il"), diff("task_il"), ratio("flops"), ratio("train_seconds"),
+                  sparsity=at, at=f" at sparsity {at:g}" if several else "")
 
 
 def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]:
@@ -252,9 +330,9 @@ def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]
     return groups
 
 
-def _marks(records, learner: str, benchmark: str) -> dict[tuple[str, str], str]:
+def _marks(records, learner: str, benchmark: str, sparsity: float) -> dict[tuple[str, str], str]:
     """(method, column) -> ' *' for the better of SparCL-X and EsaCL-X, ' =' on both for a tie."""
-    v = versus(records, learner, benchmark)
+    v = versus(records, learner, benchmark, sparsity)
     if v is None or len(v.seeds) < 2:
         return {}
     marks = {}
@@ -270,12 +348,17 @@ def _marks(records, learner: str, benchmark: str) -> dict[tuple[str, str], str]:
 def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     fmts = {name: fmt for name, _, _, fmt in COLUMNS}
     heads = {name: head for name, head, _, _ in COLUMNS}
-    head = ["group", "method", "benchmark", "sparsity", "seeds"] + [heads[c] for c in PAPER_COLUMNS]
+    grouped = paper_rows(records, learners)
+    extra = _settings_column([r for _, rows in grouped for r in rows])
+    head = ["group", "method", "benchmark"] + (["settings"] if extra else []) + ["sparsity", "seeds"] + \
+        [heads[c] for c in PAPER_COLUMNS]
     body = []
-    for group, rows in paper_rows(records, learners):
+    for group, rows in grouped:
         for i, r in enumerate(rows):
-            marks = _marks(records, group, r["benchmark"]) if group != "bounds" else {}
-            body.append([group if i == 0 else "", r["method"], r["benchmark"], f"{r['sparsity']:.2f}", str(r["seeds"])]
+            marks = _marks(records, group, r["benchmark"], r["sparsity"]) if group != "bounds" else {}
+            settings = [r["settings"] or "-"] if extra else []
+            body.append([group if i == 0 else "", r["method"], r["benchmark"]] + settings
+                        + [f"{r['sparsity']:.2f}", str(r["seeds"])]
                         + [cell(r[f"{c}_mean"], r[f"{c}_std"] if r["seeds"] > 1 else None, fmts[c])
                            + marks.get((r["method"], c), "  " if c in ("class_il", "task_il") else "")
                            for c in PAPER_COLUMNS])
@@ -293,19 +376,29 @@ def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
     benchmarks = dict.fromkeys(r.config["benchmark"] for r in records if r.complete)
     lines = []
     for bench in benchmarks:
+        prefix = f"[{bench}] " if len(benchmarks) > 1 else ""
         for learner in learners:
-            v = versus(records, learner, bench)
-            if v is not None:
-                lines.append((f"[{bench}] " if len(benchmarks) > 1 else "") + v.line())
+            pairs = _pairs(records, learner, bench)
+            for sparsity, pair in pairs:
+                if isinstance(pair, str):
+                    at = f" at sparsity {sparsity:g}" if len(pairs) > 1 else ""
+                    lines.append(f"{prefix}{learner}{at}: no verdict: {pair}; compare runs made with one setting each")
+                    continue
+                v = versus(records, learner, bench, sparsity)
+                if v is not None:
+                    lines.append(prefix + v.line())
     return lines
 
 
 def left_out(records) -> list[str]:
-    """A line naming the runs the tables leave out, if any: diverged ones, then incomplete ones."""
+    """A line per kind of run the tables leave out, if any: diverged, incomplete, and repeats of a
+    seed already counted (same settings and seed; the first path is kept)."""
     diverged = [r.path.name for r in records if r.diverged]
     incomplete = [r.path.name for r in records if not r.complete and not r.diverged]
+    repeats = [f"{r.path.name} (as {kept.path.name})" for r, kept in _by_settings(records, lambda r: r.complete)[1]]
     return ([f"left out (diverged: non-finite training loss): {', '.join(diverged)}"] if diverged else []) + \
-        ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else [])
+        ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else []) + \
+        ([f"left out (a seed counted already, same settings): {', '.join(repeats)}"] if repeats else [])
 
 
 def paper_text(records, learners=PAPER_LEARNERS) -> str:

@@ -25,7 +25,6 @@ import torch
 
 from . import metrics
 from .config import UserError
-from .methods import PRESETS
 
 CHECKPOINT_FORMAT = "esacl-checkpoint-1"
 
@@ -372,31 +371,3 @@ def load_selections(run_dir, task: int) -> dict[str, np.ndarray]:
     """What IDS recorded for `task`: per example y, running_score, forget_count, learned,
     removed_epoch (-1: kept), and per epoch epoch_score / epoch_kept ([epochs, N])."""
     return dict(np.load(Path(run_dir) / "selections" / f"task_{task}.npz"))
-
-
-def comparison_table(records: list[Record]) -> str:
-    """Mean +- std over seeds per (benchmark, method, sparsity): class-IL and task-IL accuracy,
-    class-IL forgetting, training FLOPs relative to dense SGD, and the pruning jump.
-
-    Rows in benchmark, then preset, then sparsity order, whatever order the runs came in."""
-    groups: dict[tuple, list[Record]] = {}
-    for r in records:
-        if r.class_il and not r.diverged:
-            key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity") or 0.0)
-            groups.setdefault(key, []).append(r)
-    head = (f"{'benchmark':14s}{'method':13s}{'sparsity':>9s}{'seeds':>6s}{'class-IL':>16s}{'task-IL':>16s}"
-            f"{'forgetting':>16s}{'FLOPs x SGD':>13s}{'jump (pts)':>15s}")
-    lines = [head, "-" * len(head)]
-    order = list(PRESETS)
-    rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
-    for (bench, method, sparsity), runs in sorted(groups.items(), key=lambda item: rank(item[0])):
-        cells = []
-        for il, key in (("class_il", "average"), ("task_il", "average"), ("class_il", "forgetting")):
-            m, s = metrics.mean_std([r.summary[il][key] for r in runs])
-            cells.append(f"{m:9.2f} +- {s:4.2f}" if not math.isnan(m) else "-")
-        flops, _ = metrics.mean_std([r.efficiency.get("flops_relative") for r in runs])
-        jump, jump_std = metrics.mean_std([r.efficiency.get("jump_last") for r in runs])
-        cells = "".join(f"{c:>16s}" for c in cells)
-        lines.append(f"{bench:14s}{method:13s}{sparsity:9.2f}{len(runs):6d}{cells}{_fmt(flops, 13)}"
-                     + (f"{jump:8.2f} +- {jump_std:4.2f}" if not math.isnan(jump) else f"{'-':>15s}"))
-    return "\n".join(lines)

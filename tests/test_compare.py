@@ -112,8 +112,8 @@ def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
 
 
 def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_runs, tmp_path):
-    from esacl.compare import left_out, summary_rows
-    from esacl.record import comparison_table
+    from esacl.cli import comparison
+    from esacl.compare import left_out, summary_rows, summary_text
     from esacl.train import Diverged
     records, _, _ = paper_runs
     with pytest.raises(Diverged) as stopped:            # task 0 finishes, task 1's loss is NaN
@@ -123,7 +123,45 @@ def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_run
     assert diverged.diverged is not None and len(diverged.class_il) == 1
     rows = {(r["method"], r["seeds"]) for r in summary_rows(records + [diverged])}
     assert rows == {(r["method"], r["seeds"]) for r in summary_rows(records)}
-    assert comparison_table(records + [diverged]) == comparison_table(records)   # not even its finished task
+    assert comparison(records + [diverged]) == summary_text(summary_rows(records)) + "\n\n" + left_out([diverged])[0]
     assert left_out(records + [diverged]) == [f"left out (diverged: non-finite training loss): {diverged.path.name}"]
     text = paper_text(records + [diverged], ("er",))
     assert text.endswith(left_out([diverged])[0]) and text.startswith(paper_text(records, ("er",)).split("\n\n")[0])
+
+
+def test_runs_that_differ_in_a_setting_are_separate_rows_and_a_seed_counts_once(tmp_path, capsys):
+    from esacl.compare import left_out, summary_rows, summary_text
+    small = dict(method="sgd", n_tasks=2, progress=False, out=str(tmp_path))
+    one = [esacl.run(dict(small, seed=s, epochs=1)) for s in (0, 1)]
+    two = esacl.run(dict(small, seed=0, epochs=2))
+    again = esacl.run(dict(small, seed=0, epochs=1, name="again"))         # the same experiment once more
+    records = one + [two, again]
+    rows = {(r["settings"], r["seeds"]): r for r in summary_rows(records)}
+    assert set(rows) == {("epochs=1", 2), ("epochs=2", 1)}
+    values = [r.summary["class_il"]["average"] for r in one]
+    assert rows[("epochs=1", 2)]["class_il_mean"] == pytest.approx(statistics.mean(values))
+    assert rows[("epochs=1", 2)]["class_il_std"] == pytest.approx(statistics.stdev(values))
+    text = summary_text(summary_rows(records))
+    assert text.splitlines()[0].split()[:3] == ["benchmark", "method", "settings"]
+    single = next(line for line in text.splitlines() if "epochs=2" in line)
+    assert f"{two.summary['class_il']['average']:.2f}" in single and "+-" not in single    # one seed: its value alone
+    kept = min((one[0], again), key=lambda r: str(r.path))
+    repeat = again if kept is one[0] else one[0]
+    assert left_out(records) == [f"left out (a seed counted already, same settings): {repeat.path.name} "
+                                 f"(as {kept.path.name})"]
+    assert main(["compare", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == summary_text(summary_rows(records)) + "\n\n" + left_out(records)[0]
+    assert summary_text(summary_rows(one))                                  # one setting: no settings column
+    assert "settings" not in summary_text(summary_rows(one)).splitlines()[0]
+
+
+def test_no_verdict_where_esacl_or_sparcl_ran_with_several_settings(paper_runs, tmp_path):
+    from esacl.compare import verdicts
+    records, _, _ = paper_runs
+    other = esacl.run(dict(method="esacl-er", seed=0, n_tasks=2, epochs=1, rho=0.1, progress=False, out=str(tmp_path)))
+    lines = verdicts(records + [other], ("er",))
+    assert lines == ["er: no verdict: esacl-er ran with 2 settings (rho=0.05 / rho=0.1); compare runs made with "
+                     "one setting each"]
+    assert versus(records + [other], "er") is None
+    table = paper_text(records + [other], ("er",)).split("\n\n")[0]
+    assert "settings" in table.splitlines()[0] and " *" not in table and " =" not in table     # no marks either

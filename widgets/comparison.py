@@ -1,5 +1,6 @@
-"""Across runs: mean +- std over seeds per (benchmark, method, sparsity), as rows, an HTML table
-and bar charts with error bars. Grouped and ordered as `esacl.record.comparison_table`."""
+"""Across runs: mean +- std over seeds per (benchmark, method, sparsity, settings), as rows, an HTML
+table and bar charts with error bars. Grouped and ordered by `esacl.compare.group_runs`, with runs
+still training counted by the tasks they finished."""
 import html
 import math
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from esacl import metrics
-from esacl.methods import PRESETS
+from esacl.compare import differing, group_runs
 from esacl.record import Record, load_run
 
 from .figures import figure, message
@@ -35,27 +36,24 @@ def find_runs(paths) -> list[Path]:
 
 
 def comparison_rows(records: list[Record]) -> list[dict]:
-    """One row per (benchmark, method, sparsity) with at least one finished task (diverged runs left
-    out): 'benchmark', 'method', 'sparsity', 'seeds', 'runs' and, per metric key, a (mean, std) pair."""
-    groups: dict[tuple, list[Record]] = {}
-    for r in records:
-        if r.class_il and not r.diverged:
-            key = (r.config["benchmark"], r.config["method"], r.config.get("sparsity") or 0.0)
-            groups.setdefault(key, []).append(r)
-    order = list(PRESETS)
-    rank = lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
+    """One row per (benchmark, method, sparsity, settings) with at least one finished task (diverged
+    runs left out): 'benchmark', 'method', 'sparsity', 'settings' (how it differs from its
+    namesakes), 'seeds', 'runs' and, per metric key, a (mean, std) pair."""
+    groups = group_runs(records, include=lambda r: bool(r.class_il) and not r.diverged)
+    labels = differing(groups)
     rows = []
-    for (bench, method, sparsity), runs in sorted(groups.items(), key=lambda item: rank(item[0])):
-        row = dict(benchmark=bench, method=method, sparsity=sparsity, seeds=len(runs), runs=[str(r.path) for r in runs])
-        for key, _, _, value in METRICS:
-            row[key] = metrics.mean_std([value(r) for r in runs])
+    for key, runs in groups.items():
+        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs),
+                   runs=[str(r.path) for r in runs])
+        for metric, _, _, value in METRICS:
+            row[metric] = metrics.mean_std([value(r) for r in runs])
         rows.append(row)
     return rows
 
 
-def _cell(pair) -> str:
+def _cell(pair, seeds: int) -> str:
     mean, std = pair
-    return "–" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+    return "–" if math.isnan(mean) else f"{mean:.2f}" if seeds == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
 def comparison_html(rows: list[dict]) -> str:
@@ -65,8 +63,9 @@ def comparison_html(rows: list[dict]) -> str:
     lines = ["<table style=\"border-collapse:collapse;font-size:12px\">",
              "<tr>" + "".join(f"<th {style}>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
-        cells = [row["benchmark"], row["method"], f"{row['sparsity']:.2f}", str(row["seeds"])]
-        cells += [_cell(row[key]) for key, _, _, _ in METRICS]
+        method = row["method"] + (f" ({row['settings']})" if row["settings"] else "")
+        cells = [row["benchmark"], method, f"{row['sparsity']:.2f}", str(row["seeds"])]
+        cells += [_cell(row[key], row["seeds"]) for key, _, _, _ in METRICS]
         lines.append("<tr>" + "".join(f"<td {style}>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(lines + ["</table>"])
 
@@ -80,7 +79,8 @@ def comparison_bars(rows: list[dict], key: str) -> go.Figure:
         return message(fig, "no run has this metric")
     for bench in dict.fromkeys(r["benchmark"] for r in shown):
         part = [r for r in shown if r["benchmark"] == bench]
-        fig.add_trace(go.Bar(x=[f"{r['method']} ({r['sparsity']:g})" for r in part], y=[r[key][0] for r in part],
+        labels = [f"{r['method']} ({r['sparsity']:g}{', ' + r['settings'] if r['settings'] else ''})" for r in part]
+        fig.add_trace(go.Bar(x=labels, y=[r[key][0] for r in part],
                              error_y=dict(type="data", array=[r[key][1] for r in part]), name=bench,
                              customdata=[[r[key][1], r["seeds"]] for r in part],
                              hovertemplate="%{x}: %{y:.3f} ± %{customdata[0]:.3f} "
