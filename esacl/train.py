@@ -183,6 +183,10 @@ class Trainer:
             bar.update(1)
         return loss_sum / max(n_steps, 1), samples
 
+    def steps(self, n: int) -> int:
+        """Steps of one epoch over `n` examples."""
+        return n // self.cfg.batch_size if self.cfg.drop_last else -(-n // self.cfg.batch_size)
+
     def sparsity(self) -> dict:
         """Per-layer and global sparsity of the current masks (host sync)."""
         masks = self.pruner.masks
@@ -201,7 +205,7 @@ class Trainer:
         for t in range(start_task, bench.n_tasks):
             task = bench.tasks[t]
             x, y = self.task_data(t)
-            steps_per_epoch = len(y) // cfg.batch_size if cfg.drop_last else -(-len(y) // cfg.batch_size)
+            steps_per_epoch = self.steps(len(y))
             if start_epoch == 0:
                 self.learner.begin_task(task, self.model)
                 self.selector.begin_task(t, y)
@@ -233,6 +237,9 @@ class Trainer:
                     removal = self.selector.end_epoch()
                     if removal:
                         self.emit(dict(removal, task=t))
+                    # The pool may have shrunk (elimination): the epochs left are shorter than planned.
+                    bar.total = bar.n + (cfg.epochs - epoch - 1) * self.steps(len(self.selector.pool()))
+                    bar.refresh()
                     if epoch + 1 < cfg.epochs:           # the last epoch is followed by the task checkpoint
                         self.next = (t, epoch + 1)
                         self.checkpoint()

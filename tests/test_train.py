@@ -260,3 +260,18 @@ def test_a_non_finite_loss_stops_the_run_as_diverged_and_keeps_the_last_finite_c
     with pytest.raises(UserError, match="diverged .*resuming would repeat the same steps"):
         esacl.resume(record.path)
     assert esacl.run(cfg.replace(ewc_cap=True)).complete           # the capped penalty trains through
+
+
+def test_the_task_bar_ends_full_when_elimination_shrinks_the_pool(tiny, monkeypatch):
+    import esacl.train as train
+    ends = []
+
+    class Bar(train.tqdm):
+        def close(self):
+            if not self.disable:
+                ends.append((self.n, self.total))
+            super().close()
+    monkeypatch.setattr(train, "tqdm", Bar)
+    record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, progress=True))
+    removed = [e for e in record.events if e["event"] == "eliminate"]
+    assert removed and len(ends) >= 2 and all(n == total for n, total in ends)
