@@ -139,11 +139,23 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
         executed = Path(tmp) / "report.ipynb"
         failure = papermill_run(notebook_path(REPORT_NOTEBOOK), executed,
                                 dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail],
-                                     title=title or f"EsaCL workbench report ({len(runs)} runs)"), progress)
+                                     title=title or default_title(runs)), progress)
         if failure:
             raise UserError(f"report failed {failure}")
         write_atomic(target, export_html(executed).encode())
     return target
+
+
+def default_title(runs) -> str:
+    """What the runs are, as a report's heading: benchmarks, methods (the first six), run count, seeds."""
+    from .record import load_run
+    records = [r if hasattr(r, "config") else load_run(r) for r in runs]
+    benchmarks = ", ".join(dict.fromkeys(r.config["benchmark"] for r in records))
+    methods = list(dict.fromkeys(r.config["method"] for r in records))
+    named = ", ".join(methods[:6]) + (f" and {len(methods) - 6} more" if len(methods) > 6 else "")
+    seeds = sorted({r.config["seed"] for r in records})
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    return f"{benchmarks}: {named} ({len(records)} run{'s' if len(records) > 1 else ''}, {seed_text})"
 
 
 def default_detail(runs: list[str]) -> list[str]:

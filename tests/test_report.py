@@ -69,3 +69,16 @@ def test_papermill_run_leaves_no_kernel_behind(tmp_path):
     assert report.papermill_run(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, progress=False) is None
     kernel_pid = int(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_report_is_titled_by_what_its_runs_are():
+    from pathlib import Path
+
+    from esacl.record import Record
+    runs = [Record(Path(f"r{i}"), dict(benchmark="split_digits", method=m, seed=s), [], [], [], True)
+            for i, (m, s) in enumerate([("sgd", 0), ("esacl", 0), ("sgd", 1)])]
+    assert report.default_title(runs) == "split_digits: sgd, esacl (3 runs, seeds 0, 1)"
+    assert report.default_title(runs[:1]) == "split_digits: sgd (1 run, seed 0)"
+    many = [Record(Path(m), dict(benchmark="split_fmnist", method=m, seed=0), [], [], [], True)
+            for m in ("a", "b", "c", "d", "e", "f", "g", "h")]
+    assert report.default_title(many) == "split_fmnist: a, b, c, d, e, f and 2 more (8 runs, seed 0)"

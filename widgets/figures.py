@@ -33,8 +33,11 @@ def figure(title: str, x: str = "", y: str = "", **layout) -> go.Figure:
 
 
 def subplots(title: str, titles: list[str], **kwargs) -> go.Figure:
+    """One row of panels under one title. Keep panel titles short: they share the figure's width, and
+    the figure's title gets a taller top margin so the two lines of titles never overlap."""
+    kwargs.setdefault("horizontal_spacing", 0.1)
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, **kwargs)
-    fig.update_layout(template=TEMPLATE, title_text=title)
+    fig.update_layout(template=TEMPLATE, title_text=title, margin=dict(t=90))
     return fig
 
 
@@ -175,7 +178,7 @@ def landscape_results(record: Record) -> dict[int, dict]:
 def sharpness_over_tasks(record: Record) -> go.Figure:
     """SAM gap, top Hessian eigenvalue and Hutchinson trace at each task end."""
     fig = subplots("sharpness at each task end (fixed batch of the task's training data)",
-                   ["SAM gap L(w+ε) − L(w) (nats)", "top Hessian eigenvalue", "Hessian trace (Hutchinson)"])
+                   ["SAM gap (nats)", "top Hessian eigenvalue", "Hessian trace"])
     rows = [(e["task"], e["landscape"]) for e in record.task_events if "landscape" in e]
     if not rows:
         return message(fig, "no landscape measurement yet")
@@ -184,6 +187,8 @@ def sharpness_over_tasks(record: Record) -> go.Figure:
         fig.add_trace(go.Scatter(x=tasks, y=[m[key] for _, m in rows], mode="lines+markers", showlegend=False,
                                  hovertemplate="task %{x}: %{y:.4g}<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title_text="task", dtick=1, row=1, col=col)
+    fig.update_yaxes(title_text="L(w+ε) − L(w)", row=1, col=1)
+    fig.update_yaxes(title_text="Hutchinson estimate", row=1, col=3)
     return fig
 
 
