@@ -24,6 +24,17 @@ setup() {
   echo "$want" > "$stamp"
 }
 
+strip_outputs() {
+  # Notebooks are committed without outputs. JupyterLab's autosave writes them into the file, so git
+  # strips them on add (`.gitattributes`: notebooks/*.ipynb filter=nbstripout), keeping cell ids.
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    local strip; strip="$(cd "$VENV/bin" && pwd)/nbstripout"
+    git config filter.nbstripout.clean "'$strip' --keep-id"
+    git config filter.nbstripout.smudge cat
+    git config diff.ipynb.textconv "'$strip' --keep-id -t"
+  fi
+}
+
 assets() {
   # The widget manager bundle that exported reports embed (pinned, integrity-checked): fetched here,
   # at set-up, never when a report is written.
@@ -45,6 +56,7 @@ case "${1:-}" in
   main)
     benchmark=${2:-split_digits}
     setup
+    strip_outputs
     assets
     if [ "$benchmark" = split_fmnist ]; then fmnist; fi
     # Every base learner the paper names (EWC, CO2L, ER, DER++) dense, with SparCL and with EsaCL at sparsity
@@ -54,6 +66,7 @@ case "${1:-}" in
     ;;
   test)
     setup
+    strip_outputs
     assets
     fmnist
     "$VENV/bin/python" -m pytest -q

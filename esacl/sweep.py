@@ -131,18 +131,20 @@ def _expand(grid: Grid) -> list[Point]:
 
 
 def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> str:
-    """Deterministic run-directory name: benchmark-method[-spS][-KEYvalue for other axes]-sSEED."""
+    """Deterministic run-directory name: the one `esacl run` gives the same config
+    (benchmark-method[-spS]-sSEED, sparsity as resolved), with a -KEYvalue part for each other axis
+    before the seed."""
+    from .config import KEYS, RunConfig
+    from .train import default_name
+
     def show(value) -> str:
         if isinstance(value, bool):
             return "on" if value else "off"
         return f"{value:g}" if isinstance(value, float) else str(value)
-    get = lambda key: params.get(key, defaults.get(key))
-    parts = [str(params.get("benchmark", notebook)), str(get("method"))]
-    if params.get("sparsity") is not None:
-        parts.append(f"sp{show(params['sparsity'])}")
-    parts += [f"{k}{show(params[k])}" for k in axes if k in params and k not in ("benchmark", "method", "sparsity", "seed")]
-    parts.append(f"s{get('seed')}")
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", "-".join(parts))
+    values = {k: v for k, v in {**defaults, "benchmark": notebook, **params}.items() if k in KEYS}
+    head, seed = default_name(RunConfig.from_dict(values)).rsplit("-s", 1)
+    extra = [f"{k}{show(params[k])}" for k in axes if k in params and k not in ("benchmark", "method", "sparsity", "seed")]
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", "-".join([head] + extra + [f"s{seed}"]))
 
 
 # ------------------------------------------------------------------------------------------- status

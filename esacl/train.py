@@ -399,6 +399,9 @@ class Trainer:
 
 
 def default_name(cfg: RunConfig) -> str:
+    """benchmark-method[-spS]-sSEED, the sparsity as the run resolves it: the one name `esacl run`,
+    `esacl notebook`, sweeps and `esacl paper` give the same config."""
+    cfg, _ = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     sparsity = f"-sp{cfg.sparsity:g}" if cfg.sparsity else ""
     return f"{cfg.benchmark}-{cfg.method}{sparsity}-s{cfg.seed}"
 

@@ -46,3 +46,30 @@ def test_benchmark_notebooks_are_thin(name):
     assert code.count("esacl.run(") == 1
     for forbidden in ("backward(", "optimizer", "for epoch", "torch."):
         assert forbidden not in code
+
+
+def strip_outputs(text: str) -> str:
+    """The git clean filter that workbench.sh set-up configures for notebooks/*.ipynb."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id"], input=text, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_git_strips_notebook_outputs_and_leaves_the_committed_notebooks_as_they_are():
+    import shutil
+    import subprocess
+    root = NOTEBOOKS.parent
+    assert "notebooks/*.ipynb filter=nbstripout" in (root / ".gitattributes").read_text()
+    if shutil.which("git") and (root / ".git").exists():          # git reads the attribute as written
+        said = subprocess.run(["git", "check-attr", "filter", "notebooks/split_digits.ipynb"], cwd=root,
+                              capture_output=True, text=True).stdout
+        assert said.strip().endswith("filter: nbstripout")
+    for path in ALL:
+        assert strip_outputs(path.read_text()) == path.read_text(), path.name
+    clean = json.loads((NOTEBOOKS / "split_digits.ipynb").read_text())
+    used = json.loads(json.dumps(clean))                           # as JupyterLab saves it after a run
+    for i, cell in enumerate(c for c in used["cells"] if c["cell_type"] == "code"):
+        cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a figure's worth of output\n"]}]
+        cell["execution_count"] = i + 1
+    assert json.loads(strip_outputs(json.dumps(used, indent=1))) == clean

@@ -24,7 +24,7 @@ from esacl.sweep import SweepLock, load_grid, run_sweep
 ROOT = Path(__file__).resolve().parent.parent
 GRID = dict(notebook="split_digits", fixed=dict(epochs=1, landscape=False),
             axes=dict(method=["sgd", "esacl"], seed=[0, 1]))
-NAMES = ["split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-s0", "split_digits-esacl-s1"]
+NAMES = ["split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-sp0.9-s0", "split_digits-esacl-sp0.9-s1"]
 
 
 def write_grid(path: Path, axes: dict, fixed: dict | None = None) -> Path:
@@ -81,6 +81,12 @@ def test_dense_methods_skip_sparsities_and_names_follow_the_parameters(tmp_path)
         "split_digits-esacl-sp0.9-s0", "split_digits-esacl-sp0.9-s1"]
     assert grid.points[0].params == dict(epochs=1, landscape=False, method="sgd", seed=0)
     assert grid.points[-1].params["sparsity"] == 0.9
+    # The name `esacl run` gives the same config: the sparsity as resolved, other axes before the seed.
+    grid = load_grid(write_grid(tmp_path / "h.toml", dict(method=["esacl", "derpp"], rho=[0.1])))
+    assert [p.name for p in grid.points] == ["split_digits-esacl-sp0.9-rho0.1-s0", "split_digits-derpp-rho0.1-s0"]
+    from esacl import RunConfig
+    from esacl.train import default_name
+    assert default_name(RunConfig(method="esacl")) == "split_digits-esacl-sp0.9-s0"     # sparsity unset: resolved
 
 
 def test_a_local_sweep_executes_the_notebook_once_per_point(local_sweep):
@@ -259,7 +265,7 @@ def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, t
     assert result.failed == [] and all(p["status"] == "complete" for p in result.points.values())
     assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first} == stamps     # not run again
     # The same table as the uninterrupted sweep's seed-0 runs.
-    expected = summary_rows([load_run(local_sweep[0] / f"split_digits-{m}-s0") for m in ("sgd", "esacl")])
+    expected = summary_rows([load_run(local_sweep[0] / name) for name in NAMES[::2]])
     assert class_il_means(out) == {(r["method"], r["sparsity"]): (1, r["class_il_mean"]) for r in expected}
 
 
