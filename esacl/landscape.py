@@ -57,13 +57,13 @@ def hvp(loss_of, params, vectors) -> list[torch.Tensor]:
     return _hvp_from_grads(_graph_grads(loss_of, params), params, vectors, retain=False)
 
 
-def top_hessian_eigenvalue(loss_of, params, iters=20, tol=1e-3, generator=None) -> float:
+def top_hessian_eigenvalue(loss_of, params, iters=20, tol=1e-3, generator=None, tick=None) -> float:
     """Largest-magnitude Hessian eigenvalue (signed Rayleigh quotient) by power iteration on HVPs.
 
     Starts from a random unit vector (torch.randn with `generator`) and stops early once the
     Rayleigh quotient changes by less than `tol` relative. The forward and first backward are paid
     once (the gradient graph is kept), then each iteration is one HVP (about two backward passes)
-    and one host sync for the stopping test.
+    and one host sync for the stopping test. `tick()`, if given, is called after each HVP.
     """
     grads = _graph_grads(loss_of, params)
     v = _draw(params, generator, "gauss")
@@ -72,6 +72,8 @@ def top_hessian_eigenvalue(loss_of, params, iters=20, tol=1e-3, generator=None) 
     eig = float("nan")
     for i in range(iters):
         hv = _hvp_from_grads(grads, params, v, retain=i + 1 < iters)
+        if tick:
+            tick()
         rq = _dot(v, hv).item()
         converged = i > 0 and abs(rq - eig) <= tol * abs(rq)
         eig = rq
@@ -82,17 +84,19 @@ def top_hessian_eigenvalue(loss_of, params, iters=20, tol=1e-3, generator=None) 
     return eig
 
 
-def hutchinson_trace(loss_of, params, samples=10, generator=None) -> float:
+def hutchinson_trace(loss_of, params, samples=10, generator=None, tick=None) -> float:
     """Hutchinson estimate of tr(H): mean over Rademacher vectors v of v . Hv.
 
     Unbiased; exact for every draw when H is diagonal. Costs one forward + backward with graph,
-    then one HVP (about two backward passes) per sample.
+    then one HVP (about two backward passes) per sample. `tick()`, if given, is called after each HVP.
     """
     grads = _graph_grads(loss_of, params)
     total = 0.0
     for i in range(samples):
         v = _draw(params, generator, "rademacher")
         total += _dot(v, _hvp_from_grads(grads, params, v, retain=i + 1 < samples)).item()
+        if tick:
+            tick()
     return total / samples
 
 
@@ -202,7 +206,7 @@ def slice_2d(loss_of, params, d1, d2, steps=11, span=1.0) -> dict:
 
 
 def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=20,
-            hutchinson_samples=10, slice_steps=11, slice_span=1.0, seed=0) -> dict:
+            hutchinson_samples=10, slice_steps=11, slice_span=1.0, seed=0, progress=None) -> dict:
     """Every sharpness measurement for a classifier on one fixed batch (x [N, ...], y [N] int64).
 
     Loss is mean cross-entropy with the model in eval mode (batch-norm uses its running
@@ -212,6 +216,8 @@ def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=2
     interpolated to the current weights. All random draws come from one generator seeded with
     `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
     JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
+    progress: None, or a tqdm-like bar whose total this sets to the number of forwards and HVPs and
+    which moves one per each (the power iteration may stop early: the total then shrinks to match).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
@@ -220,7 +226,14 @@ def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=2
     modes = {m: m.training for m in model.modules()}
     model.eval()
 
+    tick = progress.update if progress is not None else None
+    if progress is not None:
+        progress.total = (1 + 2 + 1 + hessian_iters + 1 + hutchinson_samples + (11 if previous is not None else 0)
+                          + slice_steps ** 2)
+
     def loss_of():
+        if tick:
+            tick()
         return F.cross_entropy(model(x), y)
 
     try:
@@ -228,8 +241,9 @@ def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=2
             loss = loss_of().item()
         out = {"loss": loss,
                "sam_gap": sam_gap(loss_of, params, rho, mask_list),
-               "top_eigenvalue": top_hessian_eigenvalue(loss_of, params, hessian_iters, generator=generator),
-               "hutchinson_trace": hutchinson_trace(loss_of, params, hutchinson_samples, generator),
+               "top_eigenvalue": top_hessian_eigenvalue(loss_of, params, hessian_iters, generator=generator,
+                                                        tick=tick),
+               "hutchinson_trace": hutchinson_trace(loss_of, params, hutchinson_samples, generator, tick=tick),
                "interpolation": None, "slice": None}
         if previous is not None:
             start = [previous[n].detach().to(p) for n, p in named]
@@ -243,4 +257,7 @@ def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=2
     finally:
         for m, mode in modes.items():
             m.train(mode)
+        if progress is not None:
+            progress.total = progress.n                  # an early-stopped power iteration: end at 100%
+            progress.refresh()
     return out

@@ -352,10 +352,12 @@ class Trainer:
         from .landscape import measure
         g = torch.Generator().manual_seed(self.cfg.seed)
         pick = torch.randperm(len(task.y_train), generator=g)[:self.cfg.landscape_batch].to(task.y_train.device)
-        result = measure(self.model, task.x_train[pick], task.y_train[pick], rho=self.cfg.rho,
-                         masks=self.pruner.masks or None, previous=self.previous_weights or None,
-                         hessian_iters=self.cfg.hessian_iters, hutchinson_samples=self.cfg.hutchinson_samples,
-                         slice_steps=self.cfg.slice_steps, seed=self.cfg.seed)
+        with tqdm(desc=f"sharpness {t + 1}/{self.bench.n_tasks}", unit="pass", disable=not self.cfg.progress,
+                  leave=False) as bar:
+            result = measure(self.model, task.x_train[pick], task.y_train[pick], rho=self.cfg.rho,
+                             masks=self.pruner.masks or None, previous=self.previous_weights or None,
+                             hessian_iters=self.cfg.hessian_iters, hutchinson_samples=self.cfg.hutchinson_samples,
+                             slice_steps=self.cfg.slice_steps, seed=self.cfg.seed, progress=bar)
         self.rundir.write_json(f"landscape/task_{t}.json", result)
         self.previous_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         return {k: result[k] for k in ("loss", "sam_gap", "top_eigenvalue", "hutchinson_trace")}

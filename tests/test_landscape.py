@@ -211,3 +211,25 @@ def test_measure_skips_interpolation_and_slice():
     out = measure(model, x, y, hessian_iters=2, hutchinson_samples=1, slice_steps=0)
     assert out["interpolation"] is None and out["slice"] is None
     assert math.isfinite(out["top_eigenvalue"])
+
+
+def test_measure_moves_its_bar_once_per_forward_and_hvp_and_ends_it_full():
+    class Bar:                                        # the part of tqdm measure uses
+        n, total = 0, None
+
+        def update(self, k=1):
+            self.n += k
+
+        def refresh(self):
+            pass
+    model, x, y = trained_convnet()
+    previous = {n: p.detach() + 0.1 * torch.randn_like(p) for n, p in model.named_parameters()}
+    kw = dict(previous=previous, hessian_iters=4, hutchinson_samples=3, slice_steps=3, seed=7)
+    bar = Bar()
+    out = measure(model, x, y, progress=bar, **kw)
+    assert out == measure(model, x, y, **kw)          # the bar changes nothing measured
+    planned = 1 + 2 + (1 + 4) + (1 + 3) + 11 + 3 * 3  # loss, SAM gap, power iteration, Hutchinson, line, slice
+    assert planned - 3 <= bar.n <= planned and bar.total == bar.n      # the power iteration may stop early
+    counted = Bar()
+    measure(model, x, y, progress=counted, **dict(kw, hessian_iters=1))    # one HVP: no early stop possible
+    assert counted.n == counted.total == planned - 3
