@@ -90,7 +90,6 @@ def differing(groups) -> dict[tuple, str]:
 def summary_rows(records) -> list[dict]:
     """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
     and the published class-IL / task-IL beside (None where there is none)."""
-    from .methods import LEARNERS, PRESETS, Replay
     rows = []
     groups = group_runs(records)
     labels = differing(groups)
@@ -98,15 +97,22 @@ def summary_rows(records) -> list[dict]:
         row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs))
         for name, _, value, _ in COLUMNS:
             row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
-        method = PRESETS.get(key[1])
-        replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
-        published = anchor(*key[:2], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
+        published = published_row(key, runs)
         for il in ("class_il", "task_il"):
             mean, std = (published.get(il) or [None, None]) if published else (None, None)
             row[f"published_{il}_mean"], row[f"published_{il}_std"] = mean, std
         row["published_source"] = published["source"] if published else None
         rows.append(row)
     return rows
+
+
+def published_row(key: tuple, runs) -> dict | None:
+    """The published row (esacl/anchors.json) for a group key (benchmark, method, sparsity, ...):
+    same benchmark, method, sparsity and buffer size (0 for learners without a buffer); None if absent."""
+    from .methods import LEARNERS, PRESETS, Replay
+    method = PRESETS.get(key[1])
+    replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
+    return anchor(key[0], key[1], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
 
 
 def thread_warnings(records) -> list[str]:

@@ -291,3 +291,32 @@ def test_comparison_view_groups_runs_and_matches_mean_std(runs):
     accuracy = figs[0].data[0]
     assert list(accuracy.y) == [row["class_il"][0] for row in view.rows]
     assert widgets.ComparisonView(runs["out"]).rows == view.rows          # a folder of runs works too
+
+
+def test_accuracy_against_flops_pairs_sparcl_and_esacl_of_one_learner_and_shows_published_results():
+    from widgets.comparison import accuracy_against
+    def row(method, sparsity, class_il, flops, published=None):
+        nan = (float("nan"), float("nan"))
+        return dict(benchmark="split_cifar10", method=method, sparsity=sparsity, settings="", seeds=3,
+                    class_il=class_il, task_il=nan, flops=flops, forgetting=nan, jump=nan, published=published)
+    rows = [row("er", 0.0, (60.0, 1.0), (2.0, 0.0)),
+            row("sparcl-er", 0.75, (45.0, 2.0), (0.4, 0.01),
+                published=dict(source="sparcl2022", class_il=[43.74, 2.91])),
+            row("esacl-er", 0.75, (50.0, 1.5), (1.1, 0.02)),
+            row("esacl-er", 0.9, (48.0, 1.0), (0.9, 0.02)),          # no SparCL at 0.9: no pair line
+            row("sgd", 0.0, (19.6, 0.1), (1.0, 0.0))]
+    fig = accuracy_against(rows, "class_il", "flops")
+    points = [t for t in fig.data if t.mode == "markers" and not t.name.endswith("published")]
+    assert [t.name for t in points] == ["er", "sgd"]                          # one colour per base learner
+    er = points[0]
+    assert list(er.x) == [2.0, 0.4, 1.1, 0.9] and list(er.y) == [60.0, 45.0, 50.0, 48.0]
+    assert list(er.error_y.array) == [1.0, 2.0, 1.5, 1.0] and list(er.error_x.array) == [0.0, 0.01, 0.02, 0.02]
+    assert list(er.marker.symbol) == ["circle", "square", "diamond", "diamond"]
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == 1 and list(lines[0].x) == [0.4, 1.1] and list(lines[0].y) == [45.0, 50.0]
+    published = [t for t in fig.data if t.name == "er, published"]
+    assert len(published) == 1 and list(published[0].x) == [0.4] and list(published[0].y) == [43.74]
+    assert fig.layout.xaxis.type == "log"
+    by_sparsity = accuracy_against(rows, "class_il", "sparsity")
+    assert list(by_sparsity.data[0].x) == [0.0, 0.75, 0.75, 0.9]
+    assert "no run has this metric" in accuracy_against(rows, "task_il").layout.annotations[0].text

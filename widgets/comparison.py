@@ -5,10 +5,12 @@ import html
 import math
 from pathlib import Path
 
+import plotly.colors
 import plotly.graph_objects as go
 
 from esacl import metrics
-from esacl.compare import differing, group_runs
+from esacl.compare import differing, group_runs, published_row
+from esacl.methods import PRESETS
 from esacl.record import Record, load_run
 
 from .figures import figure, message
@@ -44,11 +46,80 @@ def comparison_rows(records: list[Record]) -> list[dict]:
     rows = []
     for key, runs in groups.items():
         row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs),
-                   runs=[str(r.path) for r in runs])
+                   runs=[str(r.path) for r in runs], published=published_row(key, runs))
         for metric, _, _, value in METRICS:
             row[metric] = metrics.mean_std([value(r) for r in runs])
         rows.append(row)
     return rows
+
+
+PALETTE = plotly.colors.qualitative.D3              # one colour per base learner
+
+# Marker per kind of preset: dense, SparCL, EsaCL (SDP, with or without IDS), another sparsifier.
+SYMBOLS = {"dense": "circle", "sparcl": "square", "esacl": "diamond", "sparse": "triangle-up"}
+
+
+def kind_and_learner(method: str) -> tuple[str, str]:
+    """(kind, base learner) of a preset: ('sparcl', 'er') for sparcl-er, ('esacl', 'er') for esacl-er,
+    ('esacl', 'sgd') for esacl, ('sparse', 'sgd') for grda, ('dense', 'sgd') for sam or sgd."""
+    preset = PRESETS.get(method)
+    if preset is None:
+        return "dense", method
+    learner = "sgd" if preset.learner == "finetune" else preset.learner
+    kind = {"sparcl": "sparcl", "sdp": "esacl"}.get(preset.sparsifier, "sparse" if preset.sparse else "dense")
+    return kind, learner
+
+
+def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") -> go.Figure:
+    """Accuracy against training FLOPs (x='flops', × dense SGD, log axis) or target sparsity
+    (x='sparsity'): one point per method, sparsity and settings, error bars = std over seeds. Colour:
+    the base learner; marker: ○ dense, □ SparCL, ◇ EsaCL, △ another sparsifier; a dotted line joins
+    SparCL-X to EsaCL-X at the same sparsity (with IDS: esacl-X, not an ablation); a hollow marker at a
+    point's place is its published result (esacl/anchors.json)."""
+    _, _, axis, _ = next(m for m in METRICS if m[0] == key)
+    x_title = "training FLOPs (× dense SGD, log scale)" if x == "flops" else "target sparsity"
+    fig = figure(f"{axis} against {'training FLOPs' if x == 'flops' else 'sparsity'} "
+                 "(○ dense, □ SparCL, ◇ EsaCL, △ other sparse; mean ± std over seeds)", x_title, axis)
+    where = (lambda r: r["flops"]) if x == "flops" else (lambda r: (r["sparsity"], 0.0))
+    shown = [r for r in rows if not math.isnan(r[key][0]) and not math.isnan(where(r)[0])]
+    if not shown:
+        return message(fig, "no run has this metric")
+    if x == "flops":
+        fig.update_xaxes(type="log")
+    label = lambda r: (f"{r['method']} ({r['sparsity']:g}{', ' + r['settings'] if r['settings'] else ''}"
+                       f"{', ' + r['benchmark'] if len({s['benchmark'] for s in shown}) > 1 else ''})")
+    symbol = lambda r: SYMBOLS[kind_and_learner(r["method"])[0]]
+    learners = list(dict.fromkeys(kind_and_learner(r["method"])[1] for r in shown))
+    colours = dict(zip(learners, PALETTE * (len(learners) // len(PALETTE) + 1)))
+    for learner in learners:
+        part = [r for r in shown if kind_and_learner(r["method"])[1] == learner]
+        fig.add_trace(go.Scatter(
+            x=[where(r)[0] for r in part], y=[r[key][0] for r in part], mode="markers", name=learner,
+            error_x=dict(type="data", array=[where(r)[1] for r in part], thickness=1),
+            error_y=dict(type="data", array=[r[key][1] for r in part], thickness=1),
+            marker=dict(size=11, color=colours[learner], symbol=[symbol(r) for r in part]),
+            text=[label(r) for r in part], customdata=[[r[key][1], r["seeds"]] for r in part],
+            hovertemplate="%{text}: %{y:.2f} ± %{customdata[0]:.2f} at %{x:.3g} (%{customdata[1]} seeds)"
+                          "<extra></extra>"))
+        for esacl in (r for r in part if PRESETS.get(r["method"]) and PRESETS[r["method"]].selector == "ids"
+                      and kind_and_learner(r["method"])[0] == "esacl"):
+            sparcl = [r for r in part if kind_and_learner(r["method"])[0] == "sparcl"
+                      and (r["benchmark"], r["sparsity"]) == (esacl["benchmark"], esacl["sparsity"])]
+            for other in sparcl:                       # SparCL-X -> EsaCL-X: the paper's comparison
+                fig.add_trace(go.Scatter(x=[where(other)[0], where(esacl)[0]], y=[other[key][0], esacl[key][0]],
+                                         mode="lines", line=dict(color=colours[learner], dash="dot", width=1.5),
+                                         showlegend=False, hoverinfo="skip"))
+        published = [r for r in part if r.get("published") and r["published"].get(key)]
+        if published:
+            fig.add_trace(go.Scatter(
+                x=[where(r)[0] for r in published], y=[r["published"][key][0] for r in published], mode="markers",
+                name=f"{learner}, published",
+                error_y=dict(type="data", array=[r["published"][key][1] for r in published], thickness=1),
+                marker=dict(size=11, color="white", line=dict(color=colours[learner], width=2),
+                            symbol=[symbol(r) for r in published]),
+                text=[f"{label(r)}, published by {r['published']['source']}" for r in published],
+                hovertemplate="%{text}: %{y:.2f}<extra></extra>"))
+    return fig
 
 
 def _cell(pair, seeds: int) -> str:
