@@ -320,3 +320,24 @@ def test_accuracy_against_flops_pairs_sparcl_and_esacl_of_one_learner_and_shows_
     by_sparsity = accuracy_against(rows, "class_il", "sparsity")
     assert list(by_sparsity.data[0].x) == [0.0, 0.75, 0.75, 0.9]
     assert "no run has this metric" in accuracy_against(rows, "task_il").layout.annotations[0].text
+
+
+def test_overlaid_curves_draw_one_line_per_run_and_one_legend_entry_per_method(runs):
+    from widgets.comparison import overlay
+    sparse, dense = runs["sparse"], runs["dense"]
+    accuracy = overlay([sparse, dense, dense], "accuracy")
+    assert [t.name for t in accuracy.data] == ["esacl", "sgd", "sgd"]
+    assert [t.showlegend for t in accuracy.data] == [True, True, False]        # a method's seeds toggle together
+    row1 = dense.class_il[1]
+    assert list(accuracy.data[1].y) == [dense.class_il[0][0], (row1[0] + row1[1]) / 2]
+    sharp = overlay([sparse, dense], "sharpness")
+    assert [t.name for t in sharp.data] == ["esacl"]
+    assert list(sharp.data[0].y) == [e["landscape"]["top_eigenvalue"] for e in sparse.task_events]
+    sparsity = overlay([sparse, dense], "sparsity")
+    epochs = [e for e in sparse.events if e["event"] == "epoch"]
+    assert [t.name for t in sparsity.data] == ["esacl"] and list(sparsity.data[0].y) == [e["sparsity"] for e in epochs]
+    assert "no sparse run" in overlay([dense], "sparsity").layout.annotations[0].text
+    view = widgets.ComparisonView([sparse.path, dense.path])
+    titles = [f.layout.title.text for f in view.figures()]
+    assert titles[0].startswith("class-IL accuracy (%) against training FLOPs") and \
+        "top Hessian eigenvalue at each task end" in titles

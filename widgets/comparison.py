@@ -159,6 +159,40 @@ def comparison_bars(rows: list[dict], key: str) -> go.Figure:
     return fig
 
 
+def overlay(records: list[Record], what: str) -> go.Figure:
+    """Curves of several runs in one plot, one line per run (a legend entry per method: clicking it
+    shows or hides all its seeds, also in an exported report). what: 'accuracy' (average class-IL
+    over the tasks seen, after each task), 'sharpness' (top Hessian eigenvalue at each task end, runs
+    that measured it) or 'sparsity' (global sparsity at each epoch end, sparse runs)."""
+    titles = dict(accuracy=("average class-IL accuracy over the tasks seen", "after task", "class-IL (%)"),
+                  sharpness=("top Hessian eigenvalue at each task end", "task", "top eigenvalue"),
+                  sparsity=("global sparsity of the prunable layers at each epoch end", "epoch (all tasks)",
+                            "sparsity"))
+    fig = figure(*titles[what])
+    seen = set()
+    for r in records:
+        if what == "accuracy":
+            x = list(range(len(r.class_il)))
+            y = [sum(row[:t + 1]) / (t + 1) for t, row in enumerate(r.class_il)]
+        elif what == "sharpness":
+            points = [(e["task"], e["landscape"]["top_eigenvalue"]) for e in r.task_events if "landscape" in e]
+            x, y = [t for t, _ in points], [v for _, v in points]
+        else:
+            epochs = [e for e in r.events if e.get("event") == "epoch" and "sparsity" in e]
+            x, y = list(range(len(epochs))), [e["sparsity"] for e in epochs]
+        if not y:
+            continue
+        method = r.config["method"]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=method, legendgroup=method,
+                                 showlegend=method not in seen, text=[Path(r.path).name] * len(x),
+                                 hovertemplate="%{text}: %{y:.3g} at %{x}<extra></extra>"))
+        seen.add(method)
+    if not seen:
+        return message(fig, {"accuracy": "no finished task yet", "sharpness": "no run measured sharpness",
+                             "sparsity": "no sparse run"}[what])
+    return fig
+
+
 def load_records(runs) -> list[Record]:
     """Records from run directories, folders of them, or Records (kept as they are)."""
     if isinstance(runs, (str, Path, Record)):

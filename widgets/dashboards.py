@@ -27,7 +27,8 @@ from esacl.record import Record, load_masks, load_run, load_selections
 
 from . import figures as F
 from . import thumbnails
-from .comparison import METRICS, accuracy_against, comparison_bars, comparison_html, comparison_rows, load_records
+from .comparison import (METRICS, accuracy_against, comparison_bars, comparison_html, comparison_rows, load_records,
+                         overlay)
 
 WAITING = "waiting for a run: pass this dashboard's callback to esacl.run, or use from_run(run_dir)"
 
@@ -524,7 +525,9 @@ class ComparisonView(W.VBox):
 
     def figures(self) -> list[go.Figure]:
         """Class-IL and task-IL against training FLOPs and against sparsity (SparCL-X and EsaCL-X
-        paired), then one bar chart per metric that some run has (error bars: std over seeds)."""
+        paired), the runs' accuracy, sharpness and sparsity curves overlaid, then one bar chart per
+        metric that some run has (error bars: std over seeds)."""
         cost = [accuracy_against(self.rows, key, x) for x in ("flops", "sparsity") for key in ("class_il", "task_il")]
-        return cost + [comparison_bars(self.rows, key) for key, *_ in METRICS
-                       if any(not math.isnan(row[key][0]) for row in self.rows)]
+        curves = [overlay(self.records, what) for what in ("accuracy", "sharpness", "sparsity")]
+        return cost + curves + [comparison_bars(self.rows, key) for key, *_ in METRICS
+                                if any(not math.isnan(row[key][0]) for row in self.rows)]
