@@ -23,13 +23,16 @@ import torch
 import esacl
 from esacl.config import _field, _parse_string
 from esacl.metrics import mean_std
+from esacl.train import Diverged
 
 
 def validation_scores(cfg: dict) -> dict:
-    record = esacl.run(cfg)
+    try:
+        record = esacl.run(cfg)
+    except Diverged:                              # a non-finite training loss stops the run
+        return dict(finite=False)
     rows = record.class_il + record.task_il
-    finite = all(math.isfinite(a) for row in rows for a in row if a is not None) and \
-        all(math.isfinite(e["loss"]) for e in record.events if e.get("event") == "epoch")
+    finite = all(math.isfinite(a) for row in rows for a in row if a is not None)
     s = record.summary
     return dict(class_il=s["class_il"]["average"], task_il=s["task_il"]["average"],
                 forgetting=s["class_il"]["forgetting"], task_forgetting=s["task_il"]["forgetting"], finite=finite)

@@ -32,10 +32,11 @@ COLUMNS = [
 ]
 
 
-# Config keys that do not change what a run trains: where it writes and what it shows, and the
-# sharpness measurements (their own random generator, no effect on training).
+# Config keys that do not change what a run trains: where it writes and what it shows, the
+# sharpness measurements (their own random generator, no effect on training), and the thread count
+# (its last-digit effect on CPU is flagged by `thread_warnings` from env.json, which records the count used).
 NOT_SETTINGS = ("seed", "name", "out", "progress", "data_root", "log_every", "landscape", "landscape_batch",
-                "hessian_iters", "hutchinson_samples", "slice_steps")
+                "hessian_iters", "hutchinson_samples", "slice_steps", "threads")
 
 
 def settings(record) -> tuple:

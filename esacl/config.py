@@ -139,6 +139,10 @@ class RunConfig:
                              "instead of the test set (for choosing hyper-parameters; 0: the test set)",
                              interval="[0, 1)")
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
+    threads: int | None = knob(None, "CPU threads of the run's tensor work, set before it starts (default: the "
+                               "process's: $OMP_NUM_THREADS, else the cores it may use; sweeps divide the cores "
+                               "among their parallel points). CPU results change in their last digits with it",
+                               interval="[1, inf)")
     data_root: str | None = knob(None, "folder holding the datasets (default: $ESACL_DATA)")
     out: str = knob("runs", "parent folder of the run directory")
     name: str | None = knob(None, "run directory name (default: benchmark-method-sSEED, made unique)")
@@ -196,6 +200,15 @@ KEYS = [f.name for f in fields(RunConfig)]
 def help_lines() -> list[tuple[str, str, str]]:
     """(key, type, help) for every knob, for CLI help and docs."""
     return [(f.name, _type_name(f.type), f.metadata["help"]) for f in fields(RunConfig)]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all of them where the OS has no affinity)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                      # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def did_you_mean(word: str, names) -> str:

@@ -32,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, UserError, did_you_mean
+from .config import RunConfig, UserError, did_you_mean, usable_cores
 from .compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
 from .record import exclusive_lock, load_run, lock_holder, write_atomic
 
@@ -408,7 +408,7 @@ def default_workers(n_points: int) -> int:
             return 1
     except ImportError:
         pass
-    return max(1, min((os.cpu_count() or 2) // 2, n_points))
+    return max(1, min(usable_cores() // 2, n_points))
 
 
 def run_sweep(grid, out, engine: str = "local", workers: int | None = None, address: str | None = None,
@@ -530,7 +530,8 @@ WORKER = [sys.executable, "-m", "esacl.sweep"]
 def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished) -> None:
     env = dict(os.environ)
     # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")        # as esacl sets for itself: no spinning beside other points
     (out / "logs").mkdir(exist_ok=True)
     queue, running = list(points), {}
     try:

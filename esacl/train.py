@@ -2,6 +2,7 @@
 
     record = esacl.run(RunConfig(benchmark="split_digits", method="esacl", seed=0))
 """
+import contextlib
 import math
 import random
 import time
@@ -444,19 +445,32 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
     return bench, model, learner, step, meter
 
 
+@contextlib.contextmanager
+def threads_of(cfg: RunConfig):
+    """torch's CPU thread count set to `cfg.threads` (if given) for the block, and restored after."""
+    before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(cfg: RunConfig | dict, callbacks=()) -> Record:
     """Train and evaluate one run end to end; returns its record (also written to its run directory)."""
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     device = pick_device(cfg.device)
-    parts = build(cfg, device)
-    rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
-    try:
-        rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
-        rundir.write_json("env.json", environment(device))
-        Trainer(cfg, *parts, rundir, callbacks).fit()
-    finally:
-        rundir.unlock()
+    with threads_of(cfg):
+        parts = build(cfg, device)
+        rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
+        try:
+            rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
+            rundir.write_json("env.json", environment(device))         # records the thread count in use
+            Trainer(cfg, *parts, rundir, callbacks).fit()
+        finally:
+            rundir.unlock()
     return load_run(rundir.path)
 
 
@@ -475,12 +489,13 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
             cfg = cfg.replace(progress=progress)
         device = pick_device(cfg.device)
         rundir.remove_temporaries()                # half-written files of the interrupted process
-        trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
-        if (rundir.path / "checkpoint.pt").exists():
-            trainer.restore(rundir.load_checkpoint(device))
-        else:                                      # stopped before its first checkpoint: start over, same seed
-            rundir.truncate_events(0)
-        trainer.fit()
+        with threads_of(cfg):
+            trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
+            if (rundir.path / "checkpoint.pt").exists():
+                trainer.restore(rundir.load_checkpoint(device))
+            else:                                  # stopped before its first checkpoint: start over, same seed
+                rundir.truncate_events(0)
+            trainer.fit()
     finally:
         rundir.unlock()
     return load_run(Path(run_dir))

@@ -275,3 +275,25 @@ def test_the_task_bar_ends_full_when_elimination_shrinks_the_pool(tiny, monkeypa
     record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, progress=True))
     removed = [e for e in record.events if e["event"] == "eliminate"]
     assert removed and len(ends) >= 2 and all(n == total for n, total in ends)
+
+
+def test_the_threads_key_sets_the_thread_count_for_the_run_only_and_env_json_records_it(tiny):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    seen = []
+    record = esacl.run(tiny(threads=wanted), callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    assert set(seen) == {wanted} and torch.get_num_threads() == before
+    assert json.loads((record.path / "env.json").read_text())["threads"] == wanted
+
+
+def test_importing_esacl_makes_idle_openmp_threads_sleep_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+    probe = "import esacl, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    said = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert said.strip() == "PASSIVE"
+    said = subprocess.run([sys.executable, "-c", probe], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
+                          text=True, check=True).stdout
+    assert said.strip() == "ACTIVE"
