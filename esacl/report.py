@@ -238,15 +238,25 @@ _FIT_PLOTS = """<script>
 """
 
 
+def shows_widgets(nb) -> bool:
+    """Whether any output of the notebook displays a widget (a view the exported page must render)."""
+    return any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+               for cell in nb.cells if cell.cell_type == "code" for output in cell.get("outputs", []))
+
+
 def export_html(notebook: Path) -> str:
     """An executed notebook as one HTML file that renders offline, inputs hidden."""
     import nbformat
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    # The template loads the widget manager by creating a <script> with this src: a data URL keeps
-    # the report one self-contained file (about 2.5 MB of base64).
-    exporter.widget_renderer_url = "data:text/javascript;base64," + base64.b64encode(embed_js().read_bytes()).decode()
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    nb = nbformat.read(notebook, as_version=4)
+    if shows_widgets(nb):
+        # The template loads the widget manager by creating a <script> with this src: a data URL keeps
+        # the report one self-contained file (about 2.5 MB of base64).
+        exporter.widget_renderer_url = "data:text/javascript;base64," + base64.b64encode(embed_js().read_bytes()).decode()
+    else:       # widgets made but never shown (a report's): their state would only weigh the page down
+        nb.metadata.pop("widgets", None)
+    body, _ = exporter.from_notebook_node(nb)
     body = _REMOTE_SCRIPT.sub("", body)
     return body.replace("</body>", _FIT_PLOTS + "</body>", 1) if "</body>" in body else body + _FIT_PLOTS

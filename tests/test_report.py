@@ -82,3 +82,19 @@ def test_a_report_is_titled_by_what_its_runs_are():
     many = [Record(Path(m), dict(benchmark="split_fmnist", method=m, seed=0), [], [], [], True)
             for m in ("a", "b", "c", "d", "e", "f", "g", "h")]
     assert report.default_title(many) == "split_fmnist: a, b, c, d, e, f and 2 more (8 runs, seed 0)"
+
+
+def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_the_page(tmp_path):
+    nb = new_notebook(cells=[new_code_cell(
+        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
+        "pio.renderers.default = 'plotly_mimetype+notebook'\n"
+        "hidden = w.Tab([w.HTML('<b>never shown</b>')])\n"
+        "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    NotebookClient(nb, store_widget_state=True).execute()
+    assert nb.metadata.get("widgets") and not report.shows_widgets(nb)       # state was stored, nothing shown
+    path = tmp_path / "hidden.ipynb"
+    nbformat.write(nb, path)
+    html = report.export_html(path)
+    assert "application/vnd.jupyter.widget-state+json" not in html and "never shown" not in html
+    assert "data:text/javascript;base64," not in html and "Plotly.newPlot" in html

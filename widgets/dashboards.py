@@ -363,6 +363,15 @@ class SelectionDashboard(Dashboard):
             parts.append(thumbnails.grid_html(title, pictures, captions))
         return "".join(parts)
 
+    def static_thumbnails(self) -> str:
+        """The kept and removed examples of every task after its last epoch (task-level selection),
+        as HTML: what the task slider shows live, all at once for a report."""
+        parts = []
+        for t, sel in self.selections().items():
+            last = sel["epoch_score"].shape[0] - 1
+            parts.append(f"<h4>task {t}, after epoch {last}</h4>" + self.thumbnails_html(t, last, "task"))
+        return "".join(parts)
+
     def show_selection(self) -> None:
         t, e, level = self.task.value, self.epoch.value, self.level.value
         self.thumbnails.value = self.thumbnails_html(t, e, level)
@@ -500,6 +509,16 @@ class RunDashboard(W.Tab):
     def figures(self) -> dict[str, list[go.Figure]]:
         """Static figures per dashboard (tab title -> figures), for reports; no kernel needed."""
         return {title: dash.figures() for title, dash in self.dashboards.items()}
+
+    def static(self) -> dict[str, list]:
+        """What a report shows of this run, per dashboard: its static figures (plotly's own sliders and
+        legends stand in for the controls: they work without a kernel) and, for selections, the kept
+        and removed examples of every task as HTML thumbnails. Each figure once; sections with
+        nothing to show are left out."""
+        parts = self.figures()
+        if self.record is not None and parts.get("Selections"):
+            parts["Selections"] = parts["Selections"] + [self.selections.static_thumbnails()]
+        return {title: items for title, items in parts.items() if items}
 
 
 # ----------------------------------------------------------------------------- several runs
