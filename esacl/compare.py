@@ -89,8 +89,9 @@ def differing(groups) -> dict[tuple, str]:
 
 
 def summary_rows(records) -> list[dict]:
-    """Per benchmark, method and sparsity, over complete runs: seeds and mean / std of every column,
-    and the published class-IL / task-IL beside (None where there is none)."""
+    """Per benchmark, method, sparsity and settings, over complete runs: seeds and mean / std of
+    every column, the settings that set the row apart ('' if none), and the published class-IL /
+    task-IL beside (None where there is none)."""
     rows = []
     groups = group_runs(records)
     labels = differing(groups)
@@ -310,10 +311,11 @@ def versus(records, learner: str, benchmark: str | None = None, sparsity: float 
     """EsaCL-`learner` against SparCL-`learner` on one benchmark and sparsity (default: the first
     present), paired by seed; None without both, or where either ran with several settings."""
     benchmark = benchmark or next((r.config["benchmark"] for r in records if r.complete), None)
-    pairs = [(s, p) for s, p in _pairs(records, learner, benchmark) if sparsity in (None, s)]
+    found = _pairs(records, learner, benchmark)
+    pairs = [(s, p) for s, p in found if sparsity in (None, s)]
     if not pairs or isinstance(pairs[0][1], str):
         return None
-    (at, (esacl_runs, sparcl_runs)), several = pairs[0], len(_pairs(records, learner, benchmark)) > 1
+    at, (esacl_runs, sparcl_runs) = pairs[0]
     esacl = {r.config["seed"]: r for r in esacl_runs}
     sparcl = {r.config["seed"]: r for r in sparcl_runs}
     seeds = sorted(set(esacl) & set(sparcl))
@@ -323,7 +325,7 @@ def versus(records, learner: str, benchmark: str | None = None, sparsity: float 
                                         for s in seeds])
     ratio = lambda key: (sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds))
     return Versus(learner, seeds, diff("class_il"), diff("task_il"), ratio("flops"), ratio("train_seconds"),
-                  sparsity=at, at=f" at sparsity {at:g}" if several else "")
+                  sparsity=at, at=f" at sparsity {at:g}" if len(found) > 1 else "")
 
 
 def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]:
@@ -363,8 +365,8 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     for group, rows in grouped:
         for i, r in enumerate(rows):
             marks = _marks(records, group, r["benchmark"], r["sparsity"]) if group != "bounds" else {}
-            settings = [r["settings"] or "-"] if extra else []
-            body.append([group if i == 0 else "", r["method"], r["benchmark"]] + settings
+            label = [r["settings"] or "-"] if extra else []
+            body.append([group if i == 0 else "", r["method"], r["benchmark"]] + label
                         + [f"{r['sparsity']:.2f}", str(r["seeds"])]
                         + [cell(r[f"{c}_mean"], r[f"{c}_std"] if r["seeds"] > 1 else None, fmts[c])
                            + marks.get((r["method"], c), "  " if c in ("class_il", "task_il") else "")
