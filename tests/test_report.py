@@ -22,16 +22,21 @@ def test_parameters_are_checked_against_the_notebook_and_runconfig():
         report.notebook_path("split_digit")
 
 
+def execute(source: str):
+    """A one-cell notebook of `source` after a plotly set-up, executed as reports are (widget state stored)."""
+    nb = new_notebook(cells=[new_code_cell(
+        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
+        "pio.renderers.default = 'plotly_mimetype+notebook'\n" + source)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    NotebookClient(nb, store_widget_state=True).execute()
+    return nb
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """A tiny executed notebook with a plotly figure and a widget, as reports contain."""
-    nb = new_notebook(cells=[new_code_cell(
-        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
-        "pio.renderers.default = 'plotly_mimetype+notebook'\n"
-        "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
-        "display(w.Tab([w.HTML('<b>hello</b>')], titles=['a']))")],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    NotebookClient(nb, store_widget_state=True).execute()
+    nb = execute("go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
+                 "display(w.Tab([w.HTML('<b>hello</b>')], titles=['a']))")
     path = tmp_path_factory.mktemp("nb") / "probe.ipynb"
     nbformat.write(nb, path)
     return path
@@ -85,13 +90,8 @@ def test_a_report_is_titled_by_what_its_runs_are():
 
 
 def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_the_page(tmp_path):
-    nb = new_notebook(cells=[new_code_cell(
-        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
-        "pio.renderers.default = 'plotly_mimetype+notebook'\n"
-        "hidden = w.Tab([w.HTML('<b>never shown</b>')])\n"
-        "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    NotebookClient(nb, store_widget_state=True).execute()
+    nb = execute("hidden = w.Tab([w.HTML('<b>never shown</b>')])\n"
+                 "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")
     assert nb.metadata.get("widgets") and not report.shows_widgets(nb)       # state was stored, nothing shown
     path = tmp_path / "hidden.ipynb"
     nbformat.write(nb, path)
