@@ -280,7 +280,8 @@ class SparCL(_Pruner):
             self.meter.set_density(self.masks, keep)
 
     def project(self):
-        super().project()
+        if self.cfg.tdm:             # with tdm off the weights stay dense throughout (DGM alone: SparCL's ablation)
+            super().project()
         self._report()
 
     def state_dict(self):

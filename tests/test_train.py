@@ -297,3 +297,12 @@ def test_importing_esacl_makes_idle_openmp_threads_sleep_unless_told_otherwise()
     said = subprocess.run([sys.executable, "-c", probe], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
                           text=True, check=True).stdout
     assert said.strip() == "ACTIVE"
+
+
+def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):
+    dgm_only = esacl.run(tiny(method="sparcl-er", tdm=False))
+    er = esacl.run(tiny(method="er"))
+    masks = esacl.load_masks(dgm_only.path, 1)
+    assert all(m.all() for m in masks.values()) and dgm_only.efficiency["sparsity"] == 0.0
+    # Dense forwards and activation gradients, a fifth of the prunable layers' weight gradients.
+    assert 0.5 * er.efficiency["flops_relative"] < dgm_only.efficiency["flops_relative"] < er.efficiency["flops_relative"]
