@@ -1,13 +1,12 @@
 """How much one busy process beside a run slows it, by OpenMP wait policy and thread count.
 
-    .venv/bin/python benchmarks/threads.py [--method esacl] [--n-tasks 2] [--epochs 1] [--repeats 2]
+    .venv/bin/python benchmarks/threads.py [--method esacl] [--n-tasks 5] [--epochs 1] [--repeats 3]
 
 Each measurement is a fresh Python process that trains one split_digits run and reports its training
 seconds (the run's own `train_seconds`: no start-up, no evaluation). It runs once on the idle machine
 and once beside a competing process that keeps one core busy (a Python busy loop), for:
-- `default`: OpenMP's own wait policy (torch imported before esacl, so esacl's setting is not seen:
-  the behaviour before esacl set one), the process's default thread count;
-- `passive`: `OMP_WAIT_POLICY=PASSIVE` (what `import esacl` sets), the default thread count;
+- `default`: OpenMP's own wait policy, the process's default thread count;
+- `passive`: `OMP_WAIT_POLICY=PASSIVE` (what sweep workers get), the default thread count;
 - `passive, threads 1`: the same with the run's `threads` key at 1.
 Prints the idle and busy seconds (median of `--repeats`) and the slowdown busy / idle side by side,
 with the machine's cores and load. The machine should be otherwise idle: the point is one competitor.
@@ -23,15 +22,13 @@ import time
 CHILD = """
 import json, sys
 policy, threads, method, n_tasks, epochs = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-if policy == "default":
-    import torch                          # loads the OpenMP runtime before esacl sets its policy
 import tempfile
 import esacl
 with tempfile.TemporaryDirectory() as out:
     record = esacl.run(dict(method=method, n_tasks=n_tasks, epochs=epochs, progress=False, out=out,
                             threads=threads or None))
-    import torch
-    print(json.dumps(dict(seconds=record.efficiency["train_seconds"], threads=torch.get_num_threads())))
+    threads = json.loads((record.path / "env.json").read_text())["threads"]     # the count the run used
+    print(json.dumps(dict(seconds=record.efficiency["train_seconds"], threads=threads)))
 """
 
 BUSY = "while True:\n    pass\n"
@@ -60,9 +57,9 @@ def measure(policy: str, threads: int, args, busy: bool) -> tuple[float, int]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="esacl")
-    parser.add_argument("--n-tasks", type=int, default=2)
+    parser.add_argument("--n-tasks", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     load = os.getloadavg()[0]
     rows = []

@@ -286,19 +286,6 @@ def test_the_threads_key_sets_the_thread_count_for_the_run_only_and_env_json_rec
     assert json.loads((record.path / "env.json").read_text())["threads"] == wanted
 
 
-def test_importing_esacl_makes_idle_openmp_threads_sleep_unless_told_otherwise():
-    import os
-    import subprocess
-    import sys
-    probe = "import esacl, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    said = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    assert said.strip() == "PASSIVE"
-    said = subprocess.run([sys.executable, "-c", probe], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
-                          text=True, check=True).stdout
-    assert said.strip() == "ACTIVE"
-
-
 def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):
     dgm_only = esacl.run(tiny(method="sparcl-er", tdm=False))
     er = esacl.run(tiny(method="er"))
