@@ -110,7 +110,7 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys
     rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
     assert set(rows) == {"sgd", "esacl"}
     for method in ("sgd", "esacl"):
-        records = [load_run(out / f"split_digits-{method}-s{seed}") for seed in (0, 1)]
+        records = [load_run(out / name) for name in NAMES if f"-{method}-" in name]
         row = rows[method]
         assert int(row["seeds"]) == 2 and float(row["sparsity"]) == (0.9 if method == "esacl" else 0.0)
         for column, value in (("class_il", lambda r: r.summary["class_il"]["average"]),
@@ -206,7 +206,7 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert {line.split()[0]: line.split()[1] for line in printed.splitlines()[:2]} == \
         {"split_digits-sgd-s0": "complete", "split_cifar10-sgd-s0": "failed"}
-    assert "2 points: 1 complete, 0 incomplete, 1 failed, 0 not started" in printed
+    assert "2 points: 1 complete, 0 diverged, 0 incomplete, 1 failed, 0 not started" in printed
 
 
 def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
@@ -294,8 +294,9 @@ def test_the_table_puts_the_published_row_beside_matching_benchmark_method_buffe
     from types import SimpleNamespace
 
     def record(method, sparsity, seed, buffer=500):
-        return SimpleNamespace(complete=True, config=dict(benchmark="split_cifar10", method=method, seed=seed,
-                                                          sparsity=sparsity, buffer_size=buffer),
+        return SimpleNamespace(path=Path(f"{method}-sp{sparsity}-s{seed}"), complete=True,
+                               config=dict(benchmark="split_cifar10", method=method, seed=seed,
+                                           sparsity=sparsity, buffer_size=buffer),
                                summary=dict(class_il=dict(average=70.0 + seed, forgetting=10.0), task_il=dict(average=90.0)),
                                efficiency=dict(flops=1e15, flops_relative=1.0, train_seconds=1.0,
                                                memory=dict(model_sparse=1e6, optimizer_state=0.0)))
