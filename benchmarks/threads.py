@@ -21,7 +21,7 @@ import time
 
 CHILD = """
 import json, sys
-policy, threads, method, n_tasks, epochs = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+threads, method, n_tasks, epochs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 import tempfile
 import esacl
 with tempfile.TemporaryDirectory() as out:
@@ -44,7 +44,7 @@ def measure(policy: str, threads: int, args, busy: bool) -> tuple[float, int]:
     try:
         if competitor:
             time.sleep(0.5)
-        done = subprocess.run([sys.executable, "-c", CHILD, policy, str(threads), args.method, str(args.n_tasks),
+        done = subprocess.run([sys.executable, "-c", CHILD, str(threads), args.method, str(args.n_tasks),
                                str(args.epochs)], env=env, capture_output=True, text=True, check=True)
     finally:
         if competitor:
