@@ -482,7 +482,7 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
         if record.complete:
             raise UserError(f"{run_dir} is complete: nothing to resume")
         if record.diverged:
-            raise UserError(f"{run_dir} diverged ({record.status}): resuming would repeat the same steps; "
+            raise UserError(f"{run_dir} {record.status}: resuming would repeat the same steps; "
                             f"start a new run (for instance with a smaller lr)")
         cfg = RunConfig.from_dict(record.config)
         if progress is not None:
