@@ -36,9 +36,9 @@ strip_outputs() {
 }
 
 assets() {
-  # The widget manager bundle that exported reports embed (pinned, integrity-checked): fetched here,
+  # The cartesian plotly.js bundle that exported reports embed (pinned, integrity-checked): fetched here,
   # at set-up, never when a report is written.
-  "$VENV/bin/python" -c "from esacl.report import fetch_embed_js; fetch_embed_js()"
+  "$VENV/bin/python" -c "from esacl.report import fetch_plotly_cartesian; fetch_plotly_cartesian()"
 }
 
 fmnist() {

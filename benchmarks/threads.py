@@ -5,9 +5,11 @@
 Each measurement is a fresh Python process that trains one split_digits run and reports its training
 seconds (the run's own `train_seconds`: no start-up, no evaluation). It runs once on the idle machine
 and once beside a competing process that keeps one core busy (a Python busy loop), for:
-- `default`: OpenMP's own wait policy, the process's default thread count;
-- `passive`: `OMP_WAIT_POLICY=PASSIVE` (what sweep workers get), the default thread count;
-- `passive, threads 1`: the same with the run's `threads` key at 1.
+- `threads = cores`: OpenMP's own wait policy, the `threads` key at the usable cores (the default
+  before runs looked at the machine);
+- `default`: no `threads` key: the cores less one per core other processes keep busy at the start;
+- `passive, threads = cores`: `OMP_WAIT_POLICY=PASSIVE` (what sweep workers get), threads at the cores;
+- `threads 1`: the `threads` key at 1.
 Prints the idle and busy seconds (median of `--repeats`) and the slowdown busy / idle side by side,
 with the machine's cores and load. The machine should be otherwise idle: the point is one competitor.
 """
@@ -33,7 +35,9 @@ with tempfile.TemporaryDirectory() as out:
 
 BUSY = "while True:\n    pass\n"
 
-SETTINGS = [("default", "default", 0), ("passive", "passive", 0), ("passive, threads 1", "passive", 1)]
+CORES = len(os.sched_getaffinity(0))
+SETTINGS = [("threads = cores", "default", CORES), ("default", "default", 0),
+            ("passive, threads = cores", "passive", CORES), ("threads 1", "default", 1)]
 
 
 def measure(policy: str, threads: int, args, busy: bool) -> tuple[float, int]:
@@ -64,20 +68,20 @@ def main():
     load = os.getloadavg()[0]
     rows = []
     for label, policy, threads in SETTINGS:
-        times = {}
+        times, used = {}, {}
         for busy in (False, True):
             runs = [measure(policy, threads, args, busy) for _ in range(args.repeats)]
             times[busy] = statistics.median(s for s, _ in runs)
-            used = runs[0][1]
-            print(f"  {label:20s} {'busy' if busy else 'idle'}: {[round(s, 2) for s, _ in runs]} s "
-                  f"({used} threads)", file=sys.stderr, flush=True)
-        rows.append((label, used, times[False], times[True]))
+            used[busy] = "/".join(sorted({str(n) for _, n in runs}))
+            print(f"  {label:26s} {'busy' if busy else 'idle'}: {[round(s, 2) for s, _ in runs]} s "
+                  f"({used[busy]} threads)", file=sys.stderr, flush=True)
+        rows.append((label, f"{used[False]}/{used[True]}", times[False], times[True]))
     print(f"split_digits {args.method}, {args.n_tasks} tasks x {args.epochs} epoch(s): training seconds, median of "
           f"{args.repeats}; busy = beside one process spinning on one core")
-    print(f"{'setting':22s}{'threads':>8s}{'idle s':>9s}{'busy s':>9s}{'slowdown':>10s}")
+    print(f"{'setting':26s}{'threads idle/busy':>18s}{'idle s':>9s}{'busy s':>9s}{'slowdown':>10s}")
     for label, used, idle, busy in rows:
-        print(f"{label:22s}{used:8d}{idle:9.2f}{busy:9.2f}{busy / idle:9.1f}x")
-    print(f"{len(os.sched_getaffinity(0))} usable cores; load average before the measurements {load:.2f}")
+        print(f"{label:26s}{used:>18s}{idle:9.2f}{busy:9.2f}{busy / idle:9.1f}x")
+    print(f"{CORES} usable cores; load average before the measurements {load:.2f}")
 
 
 if __name__ == "__main__":

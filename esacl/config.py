@@ -140,8 +140,9 @@ class RunConfig:
                              interval="[0, 1)")
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
     threads: int | None = knob(None, "CPU threads of the run's tensor work, set before it starts (default: the "
-                               "process's: $OMP_NUM_THREADS, else the cores it may use; sweeps divide the cores "
-                               "among their parallel points). CPU results change in their last digits with it",
+                               "process's: $OMP_NUM_THREADS, else the cores it may use less one per core other "
+                               "processes keep busy at the start; sweeps divide the cores among their parallel "
+                               "points). CPU results change in their last digits with it",
                                interval="[1, inf)")
     data_root: str | None = knob(None, "folder holding the datasets (default: $ESACL_DATA)")
     out: str = knob("runs", "parent folder of the run directory")

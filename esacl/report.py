@@ -5,15 +5,14 @@
 
 A benchmark notebook's parameters are RunConfig keys; they are validated before a kernel starts, so
 a typo is an error, not a silently ignored parameter. The executed notebook and its HTML land in
-the run directory. Reports embed plotly.js (the notebooks' renderer) and a local copy of the widget
-manager's `embed.js` (npm `@jupyter-widgets/html-manager`, fetched at set-up), and keep no
-reference to any CDN. This module imports papermill and nbconvert only when called.
+the run directory (without the 4.8 MB of plotly.js its import cell carries). Reports embed
+plotly.js once, the cartesian partial bundle (1.5 MB, npm `plotly.js-cartesian-dist-min`, fetched
+at set-up) where every figure is cartesian, and keep no reference to any CDN. This module imports
+papermill and nbconvert only when called.
 """
 import base64
 import datetime
-import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,8 +22,16 @@ from .record import RunDir, unique_name, write_atomic
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 REPORT_NOTEBOOK = "report"
-EMBED_JS_VERSION = "1.0.15"      # @jupyter-widgets/html-manager, pairs with ipywidgets 8
-EMBED_JS = ROOT / ".cache" / "html-manager" / "embed.js"
+PLOTLY_JS_VERSION = "4.1.1"     # the plotly.js release plotly==7.1.0 embeds; its partial bundle must be the same
+PLOTLY_CARTESIAN = ROOT / ".cache" / "plotly" / f"plotly-cartesian-{PLOTLY_JS_VERSION}.min.js"
+PLOTLY_CARTESIAN_TARBALL = (
+    f"https://registry.npmjs.org/plotly.js-cartesian-dist-min/-/plotly.js-cartesian-dist-min-{PLOTLY_JS_VERSION}.tgz",
+    "sha512-o8GrFeusncwBIxbBynRJpY4pkgVB6caM+JLpwrLYbbsO7dZ8FJ+SVN2Fr+L7kiG/Z6w4P5O0Jus/Qr5EefHVeg==")
+# The trace types the cartesian bundle draws (its package README); every figure here is one of
+# scatter, bar, heatmap, contour and histogram.
+CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
+                              "image", "pie", "scatter", "scatterternary", "violin"})
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def benchmark_notebooks() -> list[str]:
@@ -86,7 +93,8 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     """Execute a benchmark notebook with papermill into a fresh run directory; returns the run directory.
 
     `params` are typed RunConfig values (see `check_parameters`). The run directory's name is fixed
-    before the kernel starts, so the executed notebook and its HTML can be moved into it."""
+    before the kernel starts, so the executed notebook can be moved into it. It is kept without
+    plotly.js (JupyterLab draws each figure from its JSON); `write_report([run_dir])` makes its page."""
     path = notebook_path(name)
     defaults = {k: v for k, v in notebook_parameters(path).items()}
     literal = {k: parameter_value(v) for k, v in defaults.items()}
@@ -103,13 +111,21 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
         failure = papermill_run(path, executed, parameters, progress)
         if failure:
             if run_dir.is_dir() and executed.exists():
-                shutil.copy(executed, run_dir / "notebook.ipynb")       # keep the evidence with the run
+                keep_notebook(executed, run_dir / "notebook.ipynb")       # the evidence stays with the run
             raise UserError(f"notebook {name} failed {failure}")
         if not run_dir.is_dir():
             raise UserError(f"notebook {name} ran but wrote no run directory at {run_dir}")
-        write_atomic(run_dir / "notebook.ipynb", executed.read_bytes())
-    write_atomic(run_dir / "notebook.html", export_html(run_dir / "notebook.ipynb").encode())
+        keep_notebook(executed, run_dir / "notebook.ipynb")
     return run_dir
+
+
+def keep_notebook(executed: Path, target: Path) -> None:
+    """Write an executed notebook into its run directory, slimmed: no plotly.js, no HTML twin of a
+    figure (a run's notebook went from 5.8 MB to well under 1 MB)."""
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    slim(nb)
+    write_atomic(target, nbformat.writes(nb).encode())
 
 
 def parameter_value(value: str):
@@ -174,89 +190,91 @@ def default_detail(runs: list[str]) -> list[str]:
     return [best[m][1] for m in sorted(sparse or best)[:4]]
 
 
-EMBED_JS_TARBALL = (f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{EMBED_JS_VERSION}.tgz",
-                    "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==")
-
-
-def fetch_embed_js() -> Path:
-    """Set-up step (never called by a report): download the pinned html-manager tarball from the npm
-    registry, check its published sha512 integrity, and keep its dist/embed.js under .cache/."""
+def fetch_plotly_cartesian() -> Path:
+    """Set-up step (never called by a report): download the pinned `plotly.js-cartesian-dist-min`
+    tarball from the npm registry, check its published sha512 integrity, and keep its bundle under
+    .cache/. Without it reports embed the full plotly.js (4.8 MB instead of 1.5 MB) and still work."""
     import hashlib
     import io
     import tarfile
     import urllib.request
-    if EMBED_JS.is_file():
-        return EMBED_JS
-    url, integrity = EMBED_JS_TARBALL
+    if PLOTLY_CARTESIAN.is_file():
+        return PLOTLY_CARTESIAN
+    url, integrity = PLOTLY_CARTESIAN_TARBALL
     with urllib.request.urlopen(url, timeout=60) as response:
         data = response.read()
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != integrity:
         raise UserError(f"{url} does not match its published integrity {integrity}")
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        embed = tar.extractfile("package/dist/embed.js").read()
-    EMBED_JS.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(EMBED_JS, embed)
-    return EMBED_JS
-
-
-def embed_js() -> Path:
-    """The local widget manager bundle ($ESACL_EMBED_JS, or what set-up fetched)."""
-    path = Path(os.environ.get("ESACL_EMBED_JS", EMBED_JS))
-    if not path.is_file():
-        raise UserError(f"{path} is missing: run ./workbench.sh main (set-up fetches it), or "
-                        f"'npm pack @jupyter-widgets/html-manager@{EMBED_JS_VERSION}' and copy package/dist/embed.js there")
-    return path
+        bundle = tar.extractfile("package/plotly-cartesian.min.js").read()
+    PLOTLY_CARTESIAN.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(PLOTLY_CARTESIAN, bundle)
+    return PLOTLY_CARTESIAN
 
 
 # Script tags that would reach the network from an exported notebook: require.js and MathJax (the
 # lab template's and plotly's). The reports use neither.
-# Also inside widget state, where quotes and slashes come escaped (`src=\"...\"`, `<\/script>`).
 _REMOTE_SCRIPT = re.compile(r'<script[^>]*?\bsrc=\\?"https?:(?:[^"\\]|\\/)*\\?"[^>]*>\s*<\\?/script>')
 
 
-# Plotly figures inside widget layouts (a GridBox cell, a hidden Tab page) are drawn before the layout
-# settles, at the page's width, and then clipped by their cell. This redraws each figure at its
-# container's size when the two differ (on first draw, on a tab switch, on a window resize).
-_FIT_PLOTS = """<script>
-(function () {
-  if (!window.ResizeObserver) return;
-  const watched = new WeakSet();
-  const fit = entries => entries.forEach(e => {
-    const gd = e.target, layout = gd._fullLayout;
-    if (window.Plotly && layout && e.contentRect.width > 0 && Math.abs(layout.width - e.contentRect.width) > 1)
-      window.Plotly.Plots.resize(gd);
-  });
-  const observer = new ResizeObserver(fit);
-  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach(gd => {
-    if (gd._fullLayout && !watched.has(gd)) { watched.add(gd); observer.observe(gd); }
-  });
-  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
-  watch();
-})();
-</script>
-"""
+def output_bundles(nb):
+    """The mime bundle of every display output: the cells' and, in stored widget state, the Output
+    widgets' (where the dashboards draw)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "data" in output:
+                yield output
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for model in state.values():
+        yield from (o for o in model.get("state", {}).get("outputs", []) if "data" in o)
 
 
-def shows_widgets(nb) -> bool:
-    """Whether any output of the notebook displays a widget (a view the exported page must render)."""
-    return any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
-               for cell in nb.cells if cell.cell_type == "code" for output in cell.get("outputs", []))
+# plotly.js as plotly's notebook renderer embeds it: a <script> whose body is the bundle (which holds
+# no "</script"), opening with its licence header and version.
+_PLOTLYJS = re.compile(r"(<script[^>]*>)/\*\*\n\* plotly\.js v(\S+)\n.*?(</script>)", re.S)
+
+
+def carries_plotlyjs(bundle: dict) -> bool:
+    """Whether an output is plotly's notebook set-up: the whole plotly.js in a <script>."""
+    return _PLOTLYJS.search(bundle["data"].get("text/html", "")) is not None
+
+
+def slim(nb) -> None:
+    """Drop what only an HTML export needs: plotly.js (the import cell's 4.8 MB) and each figure's
+    HTML twin (JupyterLab draws the figure from its JSON). In place."""
+    for cell in nb.cells:
+        cell["outputs"] = [o for o in cell.get("outputs", []) if "data" not in o or not carries_plotlyjs(o)]
+    for output in output_bundles(nb):
+        if PLOTLY_MIME in output["data"]:
+            output["data"].pop("text/html", None)
+
+
+def trace_types(nb) -> set[str]:
+    return {trace.get("type", "scatter") for output in output_bundles(nb)
+            for trace in output["data"].get(PLOTLY_MIME, {}).get("data", [])}
 
 
 def export_html(notebook: Path) -> str:
-    """An executed notebook as one HTML file that renders offline, inputs hidden."""
+    """An executed notebook as one HTML file that renders offline, inputs hidden.
+
+    Its plotly figures keep every control (plotly's sliders, legends, zoom, hover: no kernel needed).
+    ipywidgets are left out: without a kernel their controls would move and change nothing. plotly.js
+    is swapped for its cartesian bundle when every figure is cartesian and set-up fetched it."""
     import nbformat
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     nb = nbformat.read(notebook, as_version=4)
-    if shows_widgets(nb):
-        # The template loads the widget manager by creating a <script> with this src: a data URL keeps
-        # the report one self-contained file (about 2.5 MB of base64).
-        exporter.widget_renderer_url = "data:text/javascript;base64," + base64.b64encode(embed_js().read_bytes()).decode()
-    else:       # widgets made but never shown (a report's): their state would only weigh the page down
-        nb.metadata.pop("widgets", None)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell["outputs"] = [o for o in cell.get("outputs", [])
+                           if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+    if trace_types(nb) <= CARTESIAN_TRACES and PLOTLY_CARTESIAN.is_file():
+        cartesian = PLOTLY_CARTESIAN.read_text()
+        swap = lambda m: m[1] + cartesian + m[3] if m[2] == PLOTLY_JS_VERSION else m[0]      # noqa: E731
+        for output in output_bundles(nb):
+            if carries_plotlyjs(output):
+                output["data"]["text/html"] = _PLOTLYJS.sub(swap, output["data"]["text/html"])
     body, _ = exporter.from_notebook_node(nb)
-    body = _REMOTE_SCRIPT.sub("", body)
-    return body.replace("</body>", _FIT_PLOTS + "</body>", 1) if "</body>" in body else body + _FIT_PLOTS
+    return _REMOTE_SCRIPT.sub("", body)

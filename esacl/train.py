@@ -4,7 +4,9 @@
 """
 import contextlib
 import math
+import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import RunConfig, UserError, resolve
+from .config import RunConfig, UserError, resolve, usable_cores
 from .data import BENCHMARKS, load_benchmark
 from .flops import FlopMeter, peak_memory_bytes, sparse_model_bytes
 from .methods import PRESETS, Batch, build_learner
@@ -445,14 +447,60 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
     return bench, model, learner, step, meter
 
 
-@contextlib.contextmanager
-def threads_of(cfg: RunConfig):
-    """torch's CPU thread count set to `cfg.threads` (if given) for the block, and restored after."""
-    before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def busy_cores_elsewhere(seconds: float = 0.1) -> float:
+    """How many of the cores this process may use other processes kept busy over `seconds`: the busy
+    ticks of those cores in /proc/stat less this process's own CPU time. 0.0 where there is no /proc."""
+    cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+
+    def sample() -> tuple[int, int]:
+        busy = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name in cpus:                    # user nice system idle iowait irq softirq steal
+                    busy += sum(int(t) for t in ticks[:8]) - int(ticks[3]) - int(ticks[4])
+        with open("/proc/self/stat") as f:          # fields 14 and 15 (utime, stime), after "(comm)"
+            own = sum(int(t) for t in f.read().rsplit(")", 1)[1].split()[11:13])
+        return busy, own
+
     try:
-        yield
+        (busy0, own0), start = sample(), time.monotonic()
+        time.sleep(seconds)
+        (busy1, own1), elapsed = sample(), time.monotonic() - start
+    except (OSError, AttributeError):               # no /proc (macOS, Windows), no affinity
+        return 0.0
+    return max(0.0, (busy1 - busy0 - (own1 - own0)) / (os.sysconf("SC_CLK_TCK") * elapsed))
+
+
+def run_threads(cfg: RunConfig, device: torch.device) -> tuple[int | None, float | None]:
+    """The CPU thread count a run sets (None: leave the process's) and the busy cores it saw.
+
+    `cfg.threads` when given; else, on a CPU with no $OMP_NUM_THREADS, one thread fewer per core
+    that other processes keep busy at the start (0.1 s sample): OpenMP threads spinning against
+    another process on the same core made a run 5.7x slower (benchmarks/threads.py)."""
+    if cfg.threads:
+        return cfg.threads, None
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return None, None
+    others = busy_cores_elsewhere()
+    if others < 0.5:
+        return None, others
+    return max(1, min(torch.get_num_threads(), usable_cores() - round(others))), others
+
+
+@contextlib.contextmanager
+def threads_of(cfg: RunConfig, device: torch.device):
+    """torch's CPU thread count set for the block (`run_threads`), and restored after; yields the
+    busy cores elsewhere that chose it (None: not measured)."""
+    before = torch.get_num_threads()
+    threads, others = run_threads(cfg, device)
+    if threads:
+        torch.set_num_threads(threads)
+    if others is not None and threads and cfg.progress:
+        print(f"other processes keep {others:.1f} of {usable_cores()} cores busy: training with {threads} "
+              f"thread(s) (--threads N to choose)", file=sys.stderr)
+    try:
+        yield others
     finally:
         torch.set_num_threads(before)
 
@@ -462,12 +510,13 @@ def run(cfg: RunConfig | dict, callbacks=()) -> Record:
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     device = pick_device(cfg.device)
-    with threads_of(cfg):
+    with threads_of(cfg, device) as others:
         parts = build(cfg, device)
         rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
         try:
             rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
-            rundir.write_json("env.json", environment(device))         # records the thread count in use
+            # the thread count in use, and the busy cores elsewhere that chose it
+            rundir.write_json("env.json", dict(environment(device), busy_cores_elsewhere=others))
             Trainer(cfg, *parts, rundir, callbacks).fit()
         finally:
             rundir.unlock()
@@ -489,7 +538,7 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
             cfg = cfg.replace(progress=progress)
         device = pick_device(cfg.device)
         rundir.remove_temporaries()                # half-written files of the interrupted process
-        with threads_of(cfg):
+        with threads_of(cfg, device):
             trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
             if (rundir.path / "checkpoint.pt").exists():
                 trainer.restore(rundir.load_checkpoint(device))

@@ -3,6 +3,13 @@ import pytest
 from esacl import RunConfig
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """Runs in tests see an idle machine, so their thread count (and last digits) never depends on
+    what else the machine runs; test_train checks the busy-machine rule by patching this back."""
+    monkeypatch.setattr("esacl.train.busy_cores_elsewhere", lambda seconds=0.1: 0.0)
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """A fast split_digits config: two tasks, two epochs, quiet, writing under tmp_path."""

@@ -34,35 +34,63 @@ def execute(source: str):
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """A tiny executed notebook with a plotly figure and a widget, as reports contain."""
+    """A tiny executed notebook as a run's: a plotly figure, and a widget whose Output draws another."""
     nb = execute("go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
-                 "display(w.Tab([w.HTML('<b>hello</b>')], titles=['a']))")
+                 "out = w.Output()\n"
+                 "display(w.Tab([w.VBox([w.HTML('<b>hello</b>'), out])], titles=['a']))\n"
+                 "with out:\n"
+                 "    go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])).show()")
     path = tmp_path_factory.mktemp("nb") / "probe.ipynb"
     nbformat.write(nb, path)
     return path
 
 
-def test_export_embeds_the_widget_manager_and_references_no_remote_script(executed):
+def test_a_kept_run_notebook_has_no_plotlyjs_and_each_figure_once(executed, tmp_path):
+    nb = nbformat.read(executed, as_version=4)
+    figures = [o["data"][report.PLOTLY_MIME] for o in report.output_bundles(nb) if report.PLOTLY_MIME in o["data"]]
+    assert len(figures) == 2 and any(report.carries_plotlyjs(o) for o in report.output_bundles(nb))
+    report.keep_notebook(executed, tmp_path / "notebook.ipynb")
+    kept = nbformat.read(tmp_path / "notebook.ipynb", as_version=4)
+    assert not any(report.carries_plotlyjs(o) for o in report.output_bundles(kept))
+    bundles = [o["data"] for o in report.output_bundles(kept) if report.PLOTLY_MIME in o["data"]]
+    assert [b[report.PLOTLY_MIME] for b in bundles] == figures       # in a cell and in the widget's Output
+    assert not any("text/html" in b for b in bundles)
+    assert kept.metadata["widgets"] and any("application/vnd.jupyter.widget-view+json" in o["data"]
+                                            for o in report.output_bundles(kept))       # the dashboard stays
+    assert (tmp_path / "notebook.ipynb").stat().st_size < executed.stat().st_size / 10
+
+
+def test_export_leaves_out_widgets_embeds_the_cartesian_bundle_and_references_no_remote_script(executed):
+    assert report.PLOTLY_CARTESIAN.is_file(), "set-up fetches it: ./workbench.sh test"
     html = report.export_html(executed)
     assert not re.findall(r'<script[^>]*\bsrc="https?://', html)
-    assert "data:text/javascript;base64," in html
-    assert "application/vnd.jupyter.widget-state+json" in html
-    assert "Plotly.newPlot" in html or "plotly" in html.lower()
-    assert "hello" in html.split("application/vnd.jupyter.widget-state+json")[1]
+    assert "application/vnd.jupyter.widget-state+json" not in html and "hello" not in html
+    assert "Plotly.newPlot" in html
+    assert f"plotly.js (cartesian - minified) v{report.PLOTLY_JS_VERSION}" in html
+    assert f"* plotly.js v{report.PLOTLY_JS_VERSION}" not in html
 
 
-def test_a_missing_embed_js_names_the_fix(monkeypatch, tmp_path, executed):
-    monkeypatch.setenv("ESACL_EMBED_JS", str(tmp_path / "nowhere.js"))
-    with pytest.raises(UserError, match="npm pack @jupyter-widgets/html-manager"):
-        report.export_html(executed)
+def test_the_pinned_bundle_is_the_release_plotly_embeds():
+    from plotly.offline import get_plotlyjs_version
+    assert get_plotlyjs_version() == report.PLOTLY_JS_VERSION
+
+
+def test_a_figure_outside_the_cartesian_bundle_or_no_bundle_keeps_the_full_plotlyjs(monkeypatch, tmp_path, executed):
+    nb = execute("go.Figure(go.Scatter3d(x=[1], y=[2], z=[3])).show()")
+    nbformat.write(nb, tmp_path / "3d.ipynb")
+    assert report.trace_types(nb) == {"scatter3d"}
+    assert f"* plotly.js v{report.PLOTLY_JS_VERSION}" in report.export_html(tmp_path / "3d.ipynb")
+    monkeypatch.setattr(report, "PLOTLY_CARTESIAN", tmp_path / "nowhere.js")
+    html = report.export_html(executed)
+    assert f"* plotly.js v{report.PLOTLY_JS_VERSION}" in html and "Plotly.newPlot" in html
 
 
 def test_the_fetched_bundle_must_match_its_published_integrity(monkeypatch, tmp_path):
-    monkeypatch.setattr(report, "EMBED_JS", tmp_path / "embed.js")
+    monkeypatch.setattr(report, "PLOTLY_CARTESIAN", tmp_path / "plotly.js")
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: io.BytesIO(b"not the tarball"))
     with pytest.raises(UserError, match="does not match its published integrity"):
-        report.fetch_embed_js()
-    assert not (tmp_path / "embed.js").exists()
+        report.fetch_plotly_cartesian()
+    assert not (tmp_path / "plotly.js").exists()
 
 
 def test_papermill_run_leaves_no_kernel_behind(tmp_path):
@@ -92,9 +120,9 @@ def test_a_report_is_titled_by_what_its_runs_are():
 def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_the_page(tmp_path):
     nb = execute("hidden = w.Tab([w.HTML('<b>never shown</b>')])\n"
                  "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")
-    assert nb.metadata.get("widgets") and not report.shows_widgets(nb)       # state was stored, nothing shown
+    assert nb.metadata.get("widgets")                                       # state was stored
     path = tmp_path / "hidden.ipynb"
     nbformat.write(nb, path)
     html = report.export_html(path)
     assert "application/vnd.jupyter.widget-state+json" not in html and "never shown" not in html
-    assert "data:text/javascript;base64," not in html and "Plotly.newPlot" in html
+    assert "html-manager" not in html and "Plotly.newPlot" in html

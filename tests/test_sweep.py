@@ -95,7 +95,8 @@ def test_a_local_sweep_executes_the_notebook_once_per_point(local_sweep):
     for name in NAMES:
         run_dir = out / name
         assert json.loads((run_dir / "accuracy.json").read_text())["complete"]
-        assert (run_dir / "notebook.ipynb").is_file() and (run_dir / "notebook.html").is_file()
+        assert (run_dir / "notebook.ipynb").is_file() and not (run_dir / "notebook.html").exists()
+        assert (run_dir / "notebook.ipynb").stat().st_size < 1_000_000
     saved = json.loads((out / "sweep.json").read_text())
     assert {n: p["status"] for n, p in saved["points"].items()} == dict.fromkeys(NAMES, "complete")
     assert all(p["seconds"] > 0 and p["attempts"] == 1 for p in saved["points"].values())

@@ -286,6 +286,39 @@ def test_the_threads_key_sets_the_thread_count_for_the_run_only_and_env_json_rec
     assert json.loads((record.path / "env.json").read_text())["threads"] == wanted
 
 
+def test_a_run_takes_one_thread_fewer_per_core_other_processes_keep_busy(tiny, monkeypatch):
+    from esacl import train
+    cores = torch.device("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train, "usable_cores", lambda: 4)
+    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 4)
+    for busy, threads in [(0.3, None), (0.6, 3), (1.4, 3), (2.6, 1), (7.0, 1)]:
+        monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1: busy)
+        assert train.run_threads(tiny(), cores) == (threads, busy)
+    assert train.run_threads(tiny(threads=2), cores) == (2, None)               # the key wins, nothing measured
+    assert train.run_threads(tiny(), torch.device("meta")) == (None, None)      # not a CPU run
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert train.run_threads(tiny(), cores) == (None, None)                     # the user chose
+
+
+def test_a_busy_machine_is_seen_and_recorded_in_env_json(tiny, monkeypatch):
+    import subprocess
+    import sys
+    from esacl import train
+    monkeypatch.undo()                               # the real measurement, not conftest's idle machine
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert train.busy_cores_elsewhere(0.3) >= 0.5
+    finally:
+        spinner.kill()
+        spinner.wait()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1: 1.0)
+    env = json.loads((esacl.run(tiny()).path / "env.json").read_text())
+    assert env["busy_cores_elsewhere"] == 1.0
+    assert env["threads"] == max(1, min(torch.get_num_threads(), train.usable_cores() - 1))
+
+
 def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):
     dgm_only = esacl.run(tiny(method="sparcl-er", tdm=False))
     er = esacl.run(tiny(method="er"))
