@@ -52,10 +52,19 @@ class FlopMeter:
         self.backward_cost_dense_wgrad = self.backward_cost        # the same, prunable weight gradients dense
         self.totals: dict[str, torch.Tensor] = {}                  # component -> FLOPs so far, on the device
         self.device = device
+        self._dense = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)  # made once: no copy per step
         self._phase = None
         self._dense_wgrad = False
-        first = next(iter(self.by_module))                         # flop_counter lists modules in call order
-        model.get_submodule(first).register_forward_pre_hook(self._count)
+        self._first = model.get_submodule(next(iter(self.by_module)))    # flop_counter lists modules in call order
+        self._hook = self._first.register_forward_pre_hook(self._count)
+
+    def under_compile(self) -> None:
+        """Keep the counting hook out of `torch.compile`'s graphs (config key 'compile'): a guard on the
+        phase name would compile one graph per phase and exhaust dynamo's recompile limit; the cost is one
+        graph break at the first layer. Done here, not at import, since `torch.compiler.disable` imports
+        dynamo (1.6 s)."""
+        self._hook.remove()
+        self._hook = self._first.register_forward_pre_hook(torch.compiler.disable(self._count))
 
     def __deepcopy__(self, memo):
         return self                                                 # copies of the model report here too
@@ -70,35 +79,21 @@ class FlopMeter:
         entries, or, where only part of a layer's weight gradient is kept (SparCL's DGM), the layer's
         dense cost times `grad_density[name]` (the share of its gradient entries kept), at most its
         live share. The dense-weight-gradient variant prices every masked layer's weight gradient dense."""
-        forward = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
-        weight_grad = forward.clone()
+        forward = weight_grad = self._dense
         for name, mask in masks.items():
             density = mask.double().mean()
             forward = forward - self.layer_flops[name] * (1 - density)
             if grad_density and name in grad_density:
                 density = density.clamp(max=grad_density[name])
             weight_grad = weight_grad - self.layer_flops[name] * (1 - density)
-        dense_weight_grad = torch.tensor(self.dense_forward, dtype=torch.float64, device=self.device)
         self.forward_cost, self.backward_cost = forward, forward + weight_grad
-        self.backward_cost_dense_wgrad = forward + dense_weight_grad
+        self.backward_cost_dense_wgrad = forward + self._dense
 
     def phase(self, name: str, dense_weight_grad: bool = False):
         """Count forwards (and their backwards) inside this block as component `name`; with
         `dense_weight_grad`, the prunable layers' weight gradients are priced dense."""
-        meter = self
+        return _Phase(self, name, dense_weight_grad)
 
-        class _Phase:
-            def __enter__(self):
-                self.outer = meter._phase, meter._dense_wgrad
-                meter._phase, meter._dense_wgrad = name, dense_weight_grad
-
-            def __exit__(self, *exc):
-                meter._phase, meter._dense_wgrad = self.outer
-        return _Phase()
-
-    # Not traced under torch.compile (config key 'compile'): a guard on the phase name would compile one
-    # graph per phase and exhaust dynamo's recompile limit; the cost is one graph break at the first layer.
-    @torch.compiler.disable
     def _count(self, module, args):
         if self._phase is None:
             return
@@ -147,3 +142,18 @@ def peak_memory_bytes(device: torch.device) -> dict:
     if device.type == "cuda":
         return dict(peak=torch.cuda.max_memory_allocated(device), peak_kind="cuda max_memory_allocated")
     return dict(peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak_kind="process max RSS")
+
+
+class _Phase:
+    """`FlopMeter.phase`'s context: sets the component and restores the enclosing one."""
+    __slots__ = ("meter", "inner", "outer")
+
+    def __init__(self, meter: FlopMeter, name: str, dense_weight_grad: bool):
+        self.meter, self.inner = meter, (name, dense_weight_grad)
+
+    def __enter__(self):
+        self.outer = self.meter._phase, self.meter._dense_wgrad
+        self.meter._phase, self.meter._dense_wgrad = self.inner
+
+    def __exit__(self, *exc):
+        self.meter._phase, self.meter._dense_wgrad = self.outer

@@ -444,6 +444,7 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
         # past which it would silently fall back to eager.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         model.compile()
+        meter.under_compile()
     return bench, model, learner, step, meter
 
 
