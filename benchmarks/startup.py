@@ -1,17 +1,25 @@
-"""Start-up costs a researcher waits through: `import esacl` against `import torch`.
+"""Start-up costs a researcher waits through, and the dashboards nobody watches.
 
-    .venv/bin/python benchmarks/startup.py [--repeats 7] [--threads 1]
+    .venv/bin/python benchmarks/startup.py [--repeats 7] [--threads 1] [--notebooks 3]
 
-Each import is timed in a fresh interpreter (wall-clock of `python -c "import X"`, interpreter start
-included), the two alternating so that a change in the machine's load hits both; prints the median
-of `--repeats`, the ratio, and the modules `import esacl` loads beyond torch's that take longest.
+1. `import esacl` against `import torch`: each timed in a fresh interpreter (wall-clock of
+   `python -c "import X"`, interpreter start included), the two alternating so that a change in the
+   machine's load hits both; the median of `--repeats`, the ratio, and the slowest modules
+   `import esacl` loads beyond torch's.
+2. One split_digits `esacl` notebook (landscape off) executed as `esacl notebook` executes it, with
+   its dashboards headless (what `esacl notebook`, sweeps and reports do: one draw at the end) and
+   live (a draw per task end and per epoch, as in JupyterLab), alternating, median of `--notebooks`;
+   and the execution's time outside the run itself (kernel start, imports, papermill, writing the
+   notebook: the start-up a grid point pays), from the run directory's first and last file.
 """
 import argparse
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def wall(code: str, env: dict) -> float:
@@ -35,10 +43,25 @@ def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
     return sorted(top, key=lambda r: -r[1])[:n]
 
 
+def notebook_seconds(headless: bool) -> tuple[float, float]:
+    """(execution wall-clock, the part outside the run) of one split_digits esacl notebook."""
+    from esacl import report
+    # Live: the kernel is not told it is headless (the variable it reads is set under another name).
+    report.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_dir = report.execute_notebook("split_digits", dict(method="esacl", landscape=False), out=out)
+        wall = time.perf_counter() - start
+        first = (Path(run_dir) / "config.json").stat().st_mtime
+        last = (Path(run_dir) / "accuracy.json").stat().st_mtime
+    return wall, wall - (last - first)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the children")
+    parser.add_argument("--notebooks", type=int, default=3, help="notebook executions per setting (0: skip)")
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     load = os.getloadavg()[0]
@@ -52,6 +75,18 @@ def main():
     print(f"{'import torch':16s}{t:7.2f} s")
     print(f"{'import esacl':16s}{e:7.2f} s   {e / t:.2f}x torch")
     print("slowest imports besides torch's: " + ", ".join(f"{m} {s:.2f} s" for m, s in slowest_extra_imports(env)))
+    if args.notebooks:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)      # the kernels inherit it
+        runs = {True: [], False: []}
+        for _ in range(args.notebooks):
+            for headless in (False, True):
+                runs[headless].append(notebook_seconds(headless))
+        print(f"split_digits esacl notebook (landscape off), median of {args.notebooks}:")
+        for headless in (False, True):
+            total = statistics.median(w for w, _ in runs[headless])
+            outside = statistics.median(o for _, o in runs[headless])
+            print(f"  dashboards {'headless' if headless else 'live':9s}{total:7.2f} s, of which {outside:.2f} s "
+                  f"outside the run (start-up and saving)")
     print(f"{len(os.sched_getaffinity(0))} usable cores; load average before {load:.2f}")
 
 

@@ -12,6 +12,7 @@ papermill and nbconvert only when called.
 """
 import base64
 import datetime
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ PLOTLY_CARTESIAN_TARBALL = (
 CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
                               "image", "pie", "scatter", "scatterternary", "violin"})
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+HEADLESS = "ESACL_HEADLESS"       # read by widgets.RunDashboard in the kernels executed here
 
 
 def benchmark_notebooks() -> list[str]:
@@ -74,6 +76,8 @@ def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool
     connect sometimes loses its first SYN, and kernels over TCP stalled for minutes at random."""
     import papermill
     from jupyter_client.manager import KernelManager
+    # The kernel inherits this: no frontend watches it, so dashboards draw once, not per event.
+    before, os.environ[HEADLESS] = os.environ.get(HEADLESS), "1"
     with tempfile.TemporaryDirectory() as sockets:
         km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
         try:
@@ -86,6 +90,10 @@ def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool
             # until this process exits. Every output has arrived by now: kill it (0.1 s, not 0.8 s).
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
+            if before is None:
+                os.environ.pop(HEADLESS)
+            else:
+                os.environ[HEADLESS] = before
     return None
 
 

@@ -257,6 +257,35 @@ def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
     assert live.sharpness.task.max == 0 and live.selections.task.max == 0
 
 
+def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(runs, dash, monkeypatch):
+    record = runs["sparse"]
+    monkeypatch.setenv("ESACL_HEADLESS", "1")                  # as esacl.report sets it for its kernels
+    headless = widgets.RunDashboard(min_interval=0.0)
+    assert not headless.live and widgets.RunDashboard(min_interval=0.0, live=True).live
+    headless.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
+    for event in record.events:
+        headless.callback(event)
+    assert headless.redraws == 1
+    expected = dash.figures()
+    for title, figs in headless.figures().items():
+        assert [f.to_dict() for f in figs] == [f.to_dict() for f in expected[title]], title
+
+
+def test_papermill_kernels_run_headless(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+    import nbformat
+    import os
+    from esacl import report
+    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
+                             new_code_cell("import widgets\nprint(widgets.RunDashboard().live)")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    assert report.papermill_run(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, progress=False) is None
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
+    assert [o["text"].strip() for o in outputs if o["output_type"] == "stream"] == ["False"]
+    assert "ESACL_HEADLESS" not in os.environ
+
+
 # ----------------------------------------------------------------------------- dense run
 
 def test_dense_run_gets_one_line_notices(runs):

@@ -8,6 +8,7 @@ plotly's own sliders where a control would pick one task, so they need no kernel
 """
 import html
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from . import thumbnails
 from .comparison import (METRICS, accuracy_against, comparison_bars, comparison_html, comparison_rows, load_records,
                          overlay)
 
+HEADLESS = "ESACL_HEADLESS"        # set for kernels no frontend watches (esacl.report's executions)
 WAITING = "waiting for a run: pass this dashboard's callback to esacl.run, or use from_run(run_dir)"
 
 
@@ -435,9 +437,12 @@ class RunDashboard(W.Tab):
         dash = RunDashboard.from_run(run_dir)                # the same from a saved run
 
     Live, the view redraws at most every `min_interval` seconds on epoch events and always at a
-    task end; `redraws` counts the redraws."""
+    task end; `redraws` counts the redraws. Headless (`live=False`; by default when $ESACL_HEADLESS
+    is set, as `esacl notebook`, sweeps and reports set it for their kernels, which no frontend
+    watches), it draws once, at the last task end (or when the run diverges)."""
 
-    def __init__(self, record: Record | None = None, min_interval: float = 1.0, max_thumbnails: int = 48):
+    def __init__(self, record: Record | None = None, min_interval: float = 1.0, max_thumbnails: int = 48,
+                 live: bool | None = None):
         self.accuracy = AccuracyDashboard()
         self.sharpness = SharpnessDashboard()
         self.masks = MaskDashboard()
@@ -447,6 +452,7 @@ class RunDashboard(W.Tab):
                            "Selections": self.selections, "Efficiency": self.efficiency}
         super().__init__(children=list(self.dashboards.values()), titles=list(self.dashboards))
         self.min_interval = min_interval
+        self.live = not os.environ.get(HEADLESS) if live is None else live
         self.record: Record | None = None
         self.run_dir: Path | None = None
         self.config: dict = {}
@@ -484,27 +490,41 @@ class RunDashboard(W.Tab):
             self.events = load_run(self.run_dir).events if resumed else []
         else:
             self.events.append(event)
+        if not self.live:
+            last = kind == "task" and event.get("task") == (self._n_tasks() or 0) - 1
+            if last or kind == "diverged":
+                self._redraw(whole=True)
+            return
         due = time.monotonic() - self._last_draw >= self.min_interval
         if kind not in ("start", "task") and not due:
             return
+        self._redraw(whole=kind in ("start", "task"))
+
+    def update_epoch(self) -> None:
+        """Between task ends only the loss and the sparsity move: redraw those."""
+        self.record = self.live_record()
+        self.accuracy.update_epoch(self.record)
+        self.masks.update_epoch(self.record)
+        self._drawn()
+
+    def _redraw(self, whole: bool) -> None:
         try:
-            if kind in ("start", "task"):
+            if whole:
                 self.update(self.live_record())
-            else:                                    # between task ends only the loss and the sparsity move
-                self.record = self.live_record()
-                self.accuracy.update_epoch(self.record)
-                self.masks.update_epoch(self.record)
-                self._drawn()
+            else:
+                self.update_epoch()
         except Exception as err:                     # a plotting bug must not stop a training run
             warnings.warn(f"dashboard update failed: {type(err).__name__}: {err}", RuntimeWarning)
+
+    def _n_tasks(self) -> int | None:
+        spec = BENCHMARKS.get(self.config.get("benchmark"))
+        return self.config.get("n_tasks") or (spec.n_tasks if spec else None)
 
     def live_record(self) -> Record:
         """The run so far, from the events the callback has seen (files are read from `run_dir`)."""
         tasks = [e for e in self.events if e.get("event") == "task"]
-        spec = BENCHMARKS.get(self.config.get("benchmark"))
-        n_tasks = self.config.get("n_tasks") or (spec.n_tasks if spec else None)
         return Record(self.run_dir, self.config, [], [e["class_il"] for e in tasks], [e["task_il"] for e in tasks],
-                      len(tasks) == n_tasks, list(self.events))
+                      len(tasks) == self._n_tasks(), list(self.events))
 
     def figures(self) -> dict[str, list[go.Figure]]:
         """Static figures per dashboard (tab title -> figures), for reports; no kernel needed."""
