@@ -2,6 +2,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from esacl.cli import main
 
 
@@ -87,7 +89,7 @@ def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_pa
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert re.match(r"esacl: error: .* diverged: the mean training loss of task 1, epoch 0 is (nan|inf);", err)
     code, out, err = cli(capsys, "run", "--method", "ewc,sgd", "--seed", "1", *stiff)
-    assert code == 0 and "  diverged: non-finite loss in task 1, epoch 0" in err
+    assert code == 0 and "split_digits ewc seed 1: diverged: non-finite loss in task 1, epoch 0" in err
     rows = [line.split()[1] for line in out.splitlines() if line.startswith("split_digits")]
     assert rows == ["sgd"]                                          # the diverged ewc run is not averaged in
     code, out, _ = cli(capsys, "compare", str(tmp_path))
@@ -96,3 +98,24 @@ def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_pa
     assert out.count("split_digits-ewc-s") == 2
     code, out, _ = cli(capsys, "show", str(tmp_path / "split_digits-ewc-s0"))
     assert code == 0 and "diverged: non-finite loss in task 1, epoch 0, after 1 tasks" in out
+
+
+def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_order(tmp_path, capsys):
+    from esacl import RunConfig
+    from esacl.cli import paper_workers, run_grid
+    from esacl.config import UserError
+
+    def grid(out):
+        base = dict(n_tasks=2, epochs=1, progress=False, threads=1, out=str(out))
+        return [RunConfig(method="esacl", **base), RunConfig(method="sgd", **base),
+                RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, **base)]      # diverges: kept, reported
+    serial = run_grid(grid(tmp_path / "serial"))
+    parallel = run_grid(grid(tmp_path / "parallel"), workers=2)
+    assert [r.config["method"] for r in parallel] == ["esacl", "sgd", "ewc"]
+    assert [r.class_il for r in parallel] == [r.class_il for r in serial]               # same threads: same digits
+    assert [r.status for r in parallel] == [r.status for r in serial] and parallel[2].diverged
+    err = capsys.readouterr().err
+    assert err.count("[3/3]") == 2 and "split_digits ewc seed 0: diverged" in err
+    assert paper_workers(3, grid(tmp_path)[0]) == 3
+    with pytest.raises(UserError, match="--workers must be at least 1"):
+        paper_workers(0, grid(tmp_path)[0])
