@@ -55,8 +55,10 @@ class UInt8Images(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i]), i
 
 
-def config(method: str, width: int, device: torch.device) -> RunConfig:
-    cfg = RunConfig(benchmark="split_cifar10", method=method, width=width, device=str(device), progress=False)
+def config(method: str, width: int, device: torch.device, **settings) -> RunConfig:
+    """split_cifar10's protocol for `method`; `settings`: speed keys (compile, channels_last, amp)."""
+    cfg = RunConfig(benchmark="split_cifar10", method=method, width=width, device=str(device), progress=False,
+                    **settings)
     return resolve(cfg, BENCHMARKS["split_cifar10"].protocol)[0]
 
 
@@ -66,9 +68,9 @@ def synthetic(x: torch.Tensor, y: torch.Tensor, norm, augment) -> Benchmark:
     return Benchmark("synthetic", [task], 10, (3, 32, 32), "resnet18", list(range(10)), augment=augment, norm=norm)
 
 
-def prepared(method, width, device, bench):
+def prepared(method, width, device, bench, settings=None):
     """The package's parts for one method, at the first task's start (sparse methods at their target)."""
-    cfg = config(method, width, device)
+    cfg = config(method, width, device, **(settings or {}))
     bench, model, learner, step, meter = build(cfg, device, bench)
     task = bench.tasks[0]
     step.selector.begin_task(0, task.y_train)
@@ -86,8 +88,10 @@ def package_segment(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> float
     return time.perf_counter() - tic
 
 
-def reference_segment(model, learner, step, batches, steps: int, device) -> float:
-    """Seconds for `steps` batches from the live DataLoader iterator through the same Step."""
+def reference_segment(model, learner, step, batches, steps: int, device, cfg=None) -> float:
+    """Seconds for `steps` batches from the live DataLoader iterator through the same Step (in the
+    memory format and autocast `cfg` asks for, as the package's own loop)."""
+    from esacl.train import autocast
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     tic = time.perf_counter()
@@ -95,17 +99,22 @@ def reference_segment(model, learner, step, batches, steps: int, device) -> floa
     for _ in range(steps):
         x, y, idx = next(batches)                                                  # [B, 3, 32, 32] float
         x = x.to(device, non_blocking=True)
+        if cfg is not None and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
         batch = learner.prepare(Batch(x, y, idx, x))
-        loss = step(model, learner, batch)
+        with autocast(device, cfg is not None and cfg.amp):
+            loss = step(model, learner, batch)
         learner.observe(batch, loss)
         loss_sum += loss.total.detach()
     loss_sum.item()                                                                # host sync, once
     return time.perf_counter() - tic
 
 
-def measure(width: int, steps: int, rounds: int, methods: list[str], workers: int, device: torch.device) -> list[dict]:
-    """Samples per second of each method, both pipelines, interleaved; median over rounds."""
+def measure(width: int, steps: int, rounds: int, methods: list[str], workers: int, device: torch.device,
+            settings: dict | None = None) -> list[dict]:
+    """Samples per second of each method, both pipelines, interleaved; median over rounds. `settings`:
+    speed keys of RunConfig (compile, channels_last, amp) for both pipelines' model and step."""
     import_torchvision()
     from torchvision import transforms
 
@@ -128,11 +137,13 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
 
     runners = {}
     for method in methods:
-        cfg, bench, model, learner, step, meter = prepared(method, width, device, synthetic(x, y, (mean, std), crop_flip))
+        cfg, bench, model, learner, step, meter = prepared(method, width, device, synthetic(x, y, (mean, std), crop_flip),
+                                                           settings)
         trainer = Trainer(cfg, bench, model, learner, step, meter, rundir=None)
-        _, _, ref_model, ref_learner, ref_step, _ = prepared(method, width, device, synthetic(x, y, None, None))
+        _, _, ref_model, ref_learner, ref_step, _ = prepared(method, width, device, synthetic(x, y, None, None), settings)
         runners[method] = (lambda t=trainer: package_segment(t, x, y),
-                           lambda m=ref_model, l=ref_learner, s=ref_step: reference_segment(m, l, s, batches, steps, device))
+                           lambda m=ref_model, l=ref_learner, s=ref_step, c=cfg: reference_segment(m, l, s, batches, steps,
+                                                                                                   device, c))
     seconds = {m: {"esacl": [], "reference": []} for m in methods}
     for r in range(rounds + 1):                                                    # round 0: warm-up, not timed
         for method, (ours, reference) in runners.items():
@@ -143,18 +154,25 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
     rows = []
     for method in methods:
         rate = {k: n / statistics.median(v) for k, v in seconds[method].items()}
-        rows.append(dict(backbone=f"resnet18 w{width}", method=method, steps=steps, rounds=rounds,
+        rows.append(dict(backbone=f"resnet18 w{width}", method=method, settings=settings_label(settings),
+                         steps=steps, rounds=rounds,
                          esacl=rate["esacl"], reference=rate["reference"], ratio=rate["esacl"] / rate["reference"],
                          seconds=seconds[method]))
     return rows
 
 
+def settings_label(settings: dict | None) -> str:
+    on = [key for key, value in (settings or {}).items() if value]
+    return "+".join(on) if on else "eager"
+
+
 def table(rows: list[dict]) -> str:
-    head = f"{'backbone':15s}{'method':8s}{'steps':>6s}{'esacl (samples/s)':>19s}{'reference (samples/s)':>23s}{'ratio':>7s}"
+    head = (f"{'backbone':15s}{'method':8s}{'settings':>20s}{'steps':>6s}{'esacl (samples/s)':>19s}"
+            f"{'reference (samples/s)':>23s}{'ratio':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['backbone']:15s}{r['method']:8s}{r['steps']:6d}{r['esacl']:19.1f}{r['reference']:23.1f}"
-                     f"{r['ratio']:7.2f}")
+        lines.append(f"{r['backbone']:15s}{r['method']:8s}{r.get('settings', 'eager'):>20s}{r['steps']:6d}"
+                     f"{r['esacl']:19.1f}{r['reference']:23.1f}{r['ratio']:7.2f}")
     return "\n".join(lines)
 
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                        "every dashboard of EsaCL-X at the first seed")
     paper.add_argument("--title", help="the report's title")
     paper.add_argument("--workers", type=int, help="runs at once, each in its own process with its share of the "
-                       "cores (default: the usable cores on a CPU, 1 on a GPU)")
+                       "cores (default: half the usable cores on a CPU, 1 on a GPU)")
 
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -161,12 +161,24 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
     from .record import load_run
     from .train import Diverged, run
     tic, n = time.perf_counter(), len(configs)
+    seconds: dict[str, list[float]] = {}          # method -> wall-clock of its finished runs
 
-    def said(i: int, done: int, record) -> None:
+    def time_left(finished: set[int], lanes: int) -> float:
+        """The unfinished runs at their method's mean so far (the mean of all runs for a method not seen yet)."""
+        every = [s for runs in seconds.values() for s in runs]
+        guess = {m: sum(v) / len(v) for m, v in seconds.items()}
+        mean = sum(every) / len(every)
+        return sum(guess.get(configs[j].method, mean) for j in range(n) if j not in finished) / lanes
+
+    finished: set[int] = set()
+
+    def said(i: int, done: int, record, wall: float, lanes: int = 1) -> None:
+        seconds.setdefault(configs[i].method, []).append(wall)
+        finished.add(i)
         if n == 1:
             return
         cfg, elapsed = configs[i], time.perf_counter() - tic
-        left = f", about {elapsed / done * (n - done):.0f} s left" if done < n else ""
+        left = f", about {time_left(finished, lanes):.0f} s left" if done < n else ""
         sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
         result = (record.status if record.diverged else f"class-IL {record.summary['class_il']['average']:.2f}, "
                   f"task-IL {record.summary['task_il']['average']:.2f}")
@@ -176,13 +188,14 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
     if workers <= 1 or n == 1:
         records = []
         for i, cfg in enumerate(configs):
+            start = time.perf_counter()
             try:
                 records.append(run(cfg))
             except Diverged as err:          # one run's divergence: the others still run; tables leave it out
                 if n == 1:
                     raise
                 records.append(load_run(err.path))
-            said(i, i + 1, records[-1])
+            said(i, i + 1, records[-1], time.perf_counter() - start)
         return records
 
     import concurrent.futures
@@ -200,18 +213,23 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
         futures = {pool.submit(_run_in_worker, shared[i]): i for i in order}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             i = futures[future]
-            records[i] = load_run(future.result())
-            said(i, done, records[i])
+            path, wall = future.result()
+            records[i] = load_run(path)
+            said(i, done, records[i], wall, lanes=workers)
     return records
 
 
-def _run_in_worker(cfg: RunConfig) -> str:
-    """One run in a worker process of `run_grid`: its run directory (diverged runs included)."""
+def _run_in_worker(cfg: RunConfig) -> tuple[str, float]:
+    """One run in a worker process of `run_grid`: its run directory (diverged runs included) and seconds."""
+    import time
+
     from .train import Diverged, run
+    start = time.perf_counter()
     try:
-        return str(run(cfg).path)
+        path = run(cfg).path
     except Diverged as err:
-        return str(err.path)
+        path = err.path
+    return str(path), time.perf_counter() - start
 
 
 def cmd_paper(args) -> None:
@@ -239,15 +257,17 @@ def cmd_paper(args) -> None:
 
 
 def paper_workers(given: int | None, cfg: RunConfig) -> int:
-    """`esacl paper`'s runs at once: as given, else one per usable core on a CPU (two single-thread runs
-    on 2 cores finish 1.5x sooner than one at a time on both: benchmarks/startup.py), one on a GPU."""
+    """`esacl paper`'s runs at once: as given, else half the usable cores on a CPU (each run then has
+    two threads, as the sweep engine's points), one on a GPU. On 2 cores that is one run at a time:
+    two single-thread runs at once finished the split_digits main job only 1.27x sooner (310 s against
+    245 s), and a run's last digits follow its thread count."""
     from .config import usable_cores
     from .train import pick_device
     if given is not None:
         if given < 1:
             raise UserError(f"--workers must be at least 1, got {given}")
         return given
-    return usable_cores() if pick_device(cfg.device).type == "cpu" else 1
+    return max(1, usable_cores() // 2) if pick_device(cfg.device).type == "cpu" else 1
 
 
 def _int_list(flag: str, text: str) -> list[int]:

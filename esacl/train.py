@@ -106,7 +106,8 @@ def one_shot_prune_jump(model, bench, upto: int, sparsity: float, scope: str = "
 
 def one_shot_pruned(model, bench, upto: int, sparsity: float, scope: str, amp: bool) -> tuple[dict, dict]:
     """`evaluate` of the model as it is and with its prunable weights one-shot pruned to `sparsity`
-    (top-k of |w|); the weights are restored afterwards."""
+    (top-k of |w|); the weights are restored afterwards. Weights at that sparsity already (SDP's at a
+    task end) are not evaluated twice: one host sync to find out."""
     named = dict(model.named_parameters())
     prunable = {n: named[n] for n in model.prunable()}
     saved = {n: p.detach().clone() for n, p in prunable.items()}
@@ -114,7 +115,8 @@ def one_shot_pruned(model, bench, upto: int, sparsity: float, scope: str, amp: b
     with torch.no_grad():
         for n, mask in topk_masks(prunable, sparsity, scope).items():
             prunable[n].mul_(mask)
-    after = evaluate(model, bench, upto, amp)
+    unchanged = all(torch.equal(prunable[n], saved[n]) for n in prunable)
+    after = before if unchanged else evaluate(model, bench, upto, amp)
     with torch.no_grad():
         for n, p in prunable.items():
             p.copy_(saved[n])
@@ -271,8 +273,10 @@ class Trainer:
             if self.cfg.bn_recalibrate:
                 self.recalibrate_bn(x, y)
                 before = evaluate(self.model, self.bench, t, self.cfg.amp)
+            trained = {n: p.detach().clone() for n, p in self.pruner.prunable.items()}   # transient copy
             self.pruner.project()
-            final = evaluate(self.model, self.bench, t, self.cfg.amp)
+            unchanged = all(torch.equal(p, trained[n]) for n, p in self.pruner.prunable.items())
+            final = before if unchanged else evaluate(self.model, self.bench, t, self.cfg.amp)
             jump = jump_summary(before, final, t)
             jump["as_trained"] = jump_summary(stale, pruned, t)
         elif self.cfg.one_shot_sparsity > 0:     # the flatness test: how much one-shot pruning costs this dense model

@@ -1,0 +1,126 @@
+"""The prepared GPU check: one command, at most 8 minutes on a GPU machine with no network.
+
+    python3 benchmarks/gpu_check.py --data-root DIR [--out DIR] [--tiny]
+
+DIR holds `fashion-mnist/` (the four idx files, 30 MB: `cp -r /usr/share/datasets/fashion-mnist DIR/`).
+The machine needs python with torch, torchvision, numpy, scikit-learn and tqdm, and this repository;
+nothing is installed or fetched. It measures, on the first CUDA device (else the CPU):
+
+1. throughput: training samples per second of one step of `sgd`, `sam` and `esacl`, this package's
+   data path against the DataLoader + PIL reference (`benchmarks/throughput.py`), ResNet-18 at batch
+   32 on CIFAR-shaped data, eager, with `compile`, and with `channels_last` + `amp`;
+2. wall-clock of one full Split Fashion-MNIST protocol (5 tasks, 1 epoch each) with ResNet-18 (width
+   64, Mammoth's) instead of the CPU ConvNet, for `er`, `sparcl-er` and `esacl-er`: training and
+   evaluation, checkpoints and run files included;
+3. the projected wall-clock of the full Split CIFAR-10 protocol (5 tasks x 10,000 examples x 50
+   epochs at batch 32) per method and setting, from the measured samples per second (training steps
+   only: evaluation, removals and the replay draw's extra forward are not in the projection).
+
+Writes `gpu_check.json` (every figure, the device, versions) and prints a short table. `--tiny`:
+a CPU-sized setting (ResNet-18 width 8, a few steps, 2 tasks of 256 examples) that checks the
+script end to end in about a minute; its figures mean nothing.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))         # esacl, without installing it
+sys.path.insert(0, str(Path(__file__).resolve().parent))                # throughput.py beside this file
+
+import throughput  # noqa: E402
+
+from esacl.config import RunConfig, resolve  # noqa: E402
+from esacl.data import BENCHMARKS, load_benchmark  # noqa: E402
+from esacl.record import RunDir, environment, load_run  # noqa: E402
+from esacl.train import Trainer, build, pick_device  # noqa: E402
+
+FMNIST_METHODS = ("er", "sparcl-er", "esacl-er")
+CIFAR10_STEPS = 5 * 10_000 * 50 / 32            # tasks x training examples per task x epochs / batch
+
+
+def throughput_rows(device, tiny: bool, compile_: bool) -> list[dict]:
+    settings = [{}, {"channels_last": True, "amp": True}] + ([{"compile": True}] if compile_ else [])
+    width, steps, rounds = (8, 4, 1) if tiny else (64, 100, 2)
+    workers = 0 if tiny else min(8, os.cpu_count() or 1)
+    rows = []
+    for setting in settings:
+        rows += throughput.measure(width, steps, rounds, ["sgd", "sam", "esacl"], workers, device, setting)
+        print(throughput.table(rows[-3:]), flush=True)
+    for row in rows:
+        row["projected_cifar10_s"] = CIFAR10_STEPS * 32 / row["esacl"]
+    return rows
+
+
+def fmnist_protocol(method: str, data_root: str, device, tiny: bool, out: str) -> dict:
+    """One Split Fashion-MNIST run with ResNet-18: its wall-clock, train seconds and accuracy."""
+    cfg = RunConfig(benchmark="split_fmnist", method=method, width=8 if tiny else 64, device=str(device),
+                    data_root=data_root, progress=False, out=out, n_tasks=2 if tiny else None)
+    cfg, _ = resolve(cfg, BENCHMARKS["split_fmnist"].protocol)
+    bench = load_benchmark(cfg, device)
+    if tiny:
+        bench = dataclasses.replace(bench, tasks=[dataclasses.replace(t, x_train=t.x_train[:256], y_train=t.y_train[:256],
+                                                                      x_test=t.x_test[:256], y_test=t.y_test[:256])
+                                                  for t in bench.tasks])
+    bench = dataclasses.replace(bench, backbone="resnet18")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    parts = build(cfg, device, bench)
+    rundir = RunDir.create(cfg.out, cfg.name, f"fmnist-resnet18-{method}").lock()
+    try:
+        rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults={}))
+        rundir.write_json("env.json", environment(device))
+        Trainer(cfg, *parts, rundir).fit()
+    finally:
+        rundir.unlock()
+    wall = time.perf_counter() - tic
+    record = load_run(rundir.path)
+    return dict(method=method, wall_s=wall, train_s=record.efficiency["train_seconds"],
+                class_il=record.summary["class_il"]["average"], task_il=record.summary["task_il"]["average"],
+                flops=record.efficiency["flops"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", required=True, help="folder holding fashion-mnist/")
+    parser.add_argument("--out", default="benchmarks/out", help="where gpu_check.json goes")
+    parser.add_argument("--tiny", action="store_true", help="a CPU-sized check of the script itself")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile setting (it needs a C compiler)")
+    args = parser.parse_args()
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"gpu_check on {device} ({name}), torch {torch.__version__}{' (tiny)' if args.tiny else ''}", flush=True)
+    tic = time.perf_counter()
+    rows = throughput_rows(device, args.tiny, not args.no_compile)
+    with tempfile.TemporaryDirectory() as runs:
+        fmnist = []
+        for method in FMNIST_METHODS:
+            fmnist.append(fmnist_protocol(method, args.data_root, device, args.tiny, runs))
+            print(f"split_fmnist resnet18 {method}: {fmnist[-1]['wall_s']:.1f} s wall, "
+                  f"{fmnist[-1]['train_s']:.1f} s training, class-IL {fmnist[-1]['class_il']:.2f}", flush=True)
+    result = dict(device=str(device), device_name=name, tiny=args.tiny, env=environment(device),
+                  seconds=time.perf_counter() - tic, throughput=rows, split_fmnist_resnet18=fmnist,
+                  cifar10_steps=CIFAR10_STEPS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(result, indent=1))
+    print("\n" + throughput.table(rows))
+    print(f"\n{'method':10s}{'settings':>22s}{'projected Split CIFAR-10 (h)':>30s}")
+    for row in rows:
+        print(f"{row['method']:10s}{row['settings']:>22s}{row['projected_cifar10_s'] / 3600:30.2f}")
+    print(f"\n{'Split Fashion-MNIST, ResNet-18':32s}{'wall s':>8s}{'train s':>9s}{'class-IL':>10s}{'task-IL':>9s}")
+    for r in fmnist:
+        print(f"{r['method']:32s}{r['wall_s']:8.1f}{r['train_s']:9.1f}{r['class_il']:10.2f}{r['task_il']:9.2f}")
+    print(f"\n{time.perf_counter() - tic:.0f} s in all; {out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main()
