@@ -11,6 +11,8 @@
    live (a draw per task end and per epoch, as in JupyterLab), alternating, median of `--notebooks`;
    and the execution's time outside the run itself (kernel start, imports, papermill, writing the
    notebook: the start-up a grid point pays), from the run directory's first and last file.
+3. A 3-point `esacl notebook` grid (seeds 0, 1, 2) with a fresh kernel per point (as before) and with
+   one reused kernel (as `esacl notebook` grids run now): each point's time outside its run.
 """
 import argparse
 import os
@@ -43,18 +45,26 @@ def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
     return sorted(top, key=lambda r: -r[1])[:n]
 
 
-def notebook_seconds(headless: bool) -> tuple[float, float]:
+def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float, float]:
     """(execution wall-clock, the part outside the run) of one split_digits esacl notebook."""
     from esacl import report
     # Live: the kernel is not told it is headless (the variable it reads is set under another name).
     report.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_dir = report.execute_notebook("split_digits", dict(method="esacl", landscape=False), out=out)
+        run_dir = report.execute_notebook("split_digits", dict(method="esacl", landscape=False, seed=seed), out=out,
+                                          kernel=kernel)
         wall = time.perf_counter() - start
         first = (Path(run_dir) / "config.json").stat().st_mtime
         last = (Path(run_dir) / "accuracy.json").stat().st_mtime
     return wall, wall - (last - first)
+
+
+def grid_startup(reuse: bool) -> list[float]:
+    """Each point's seconds outside its run in a 3-point grid (seeds 0, 1, 2)."""
+    from esacl.report import Kernel
+    with Kernel(reusable=reuse) as kernel:
+        return [notebook_seconds(True, seed, kernel if reuse else None)[1] for seed in (0, 1, 2)]
 
 
 def main():
@@ -87,6 +97,11 @@ def main():
             outside = statistics.median(o for _, o in runs[headless])
             print(f"  dashboards {'headless' if headless else 'live':9s}{total:7.2f} s, of which {outside:.2f} s "
                   f"outside the run (start-up and saving)")
+        print("a 3-point grid (seeds 0, 1, 2), each point's seconds outside its run:")
+        for reuse in (False, True):
+            points = grid_startup(reuse)
+            print(f"  {'one kernel for the grid' if reuse else 'a fresh kernel per point':26s}"
+                  + "  ".join(f"{p:5.2f}" for p in points))
     print(f"{len(os.sched_getaffinity(0))} usable cores; load average before {load:.2f}")
 
 

@@ -291,7 +291,7 @@ def _find_runs(folders: list[str]) -> list[Path]:
 
 
 def cmd_notebook(args) -> None:
-    from .report import check_parameters, execute_notebook, notebook_path, write_report
+    from .report import Kernel, check_parameters, execute_notebook, notebook_path, write_report
     path = notebook_path(args.notebook)
     given = dict(args.parameter)
     for key in ("out", "progress"):
@@ -303,11 +303,12 @@ def cmd_notebook(args) -> None:
         raise UserError("parameter 'name' names one run; drop it when running a grid")
     checked = [check_parameters(path, params) for params in grid]        # every point, before any kernel starts
     run_dirs = []
-    for i, params in enumerate(checked):
-        print(f"[{i + 1}/{len(checked)}] {args.notebook} " + " ".join(f"{k}={v}" for k, v in params.items()),
-              file=sys.stderr, flush=True)
-        run_dirs.append(execute_notebook(args.notebook, params, out=args.out))
-        print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
+    with Kernel(reusable=True) as kernel:           # imports paid once for the whole grid
+        for i, params in enumerate(checked):
+            print(f"[{i + 1}/{len(checked)}] {args.notebook} " + " ".join(f"{k}={v}" for k, v in params.items()),
+                  file=sys.stderr, flush=True)
+            run_dirs.append(execute_notebook(args.notebook, params, out=args.out, kernel=kernel))
+            print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
     from .record import load_run
     if len(run_dirs) > 1:
         print(comparison([load_run(d) for d in run_dirs]))

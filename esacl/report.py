@@ -69,36 +69,94 @@ def check_parameters(path: Path, given: dict[str, str]) -> dict:
     return {key: typed[key] for key in given}
 
 
-def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool) -> str | None:
-    """Execute `notebook` into `output` with papermill, in this process; None, or where and why it failed.
+class Kernel:
+    """A python3 kernel for papermill: headless (dashboards draw once), over unix sockets (IPC), not
+    loopback TCP (on these machines a loopback connect sometimes loses its first SYN, and kernels over
+    TCP stalled for minutes at random).
 
-    The kernel talks to us over unix sockets (IPC), not loopback TCP: on these machines a loopback
-    connect sometimes loses its first SYN, and kernels over TCP stalled for minutes at random."""
-    import papermill
-    from jupyter_client.manager import KernelManager
-    # The kernel inherits this: no frontend watches it, so dashboards draw once, not per event.
-    before, os.environ[HEADLESS] = os.environ.get(HEADLESS), "1"
-    with tempfile.TemporaryDirectory() as sockets:
-        km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
+    `reusable`: one kernel serves a sequence of benchmark-notebook executions (an `esacl notebook`
+    grid), so torch, esacl and the dashboards are imported once rather than per point; before each
+    later point its namespace is reset (`%reset -f`) and its widgets closed, and a point that fails
+    takes the kernel with it (the next starts a fresh one). Not for reports: plotly.js is emitted
+    only by a kernel's first `import widgets`, and an exported page needs it."""
+
+    def __init__(self, reusable: bool = False):
+        self.reusable = reusable
+        self.km = None
+        self._sockets = None
+        self.used = 0
+
+    def ready(self):
+        """The kernel manager for the next execution: started if need be, else reset."""
+        from jupyter_client.manager import KernelManager
+        if self.km is not None and self.km.is_alive():
+            self._reset()
+        else:
+            self.close()
+            self._sockets = tempfile.TemporaryDirectory()
+            self.km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{self._sockets.name}/kernel")
+            # The kernel inherits this: no frontend watches it, so dashboards draw once, not per event.
+            self.km.start_kernel(env=dict(os.environ, **{HEADLESS: "1"}))
+        self.used += 1
+        return self.km
+
+    def _reset(self) -> None:
+        # Over the shell channel alone, waiting for the reply: no iopub subscription to wait for (0.2 s).
+        client = self.km.client()
+        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
         try:
-            papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                                       progress_bar=progress, cwd=str(Path.cwd()), km=km)
-        except papermill.PapermillExecutionError as err:
-            return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
+            msg_id = client.execute("get_ipython().run_line_magic('reset', '-f')\n"
+                                    "import sys\n"
+                                    "if 'ipywidgets' in sys.modules: sys.modules['ipywidgets'].Widget.close_all()",
+                                    silent=True, store_history=False)
+            while client.get_shell_msg(timeout=60)["parent_header"].get("msg_id") != msg_id:
+                pass
         finally:
-            # nbclient shuts down only kernels it started itself; ours would live (holding its memory)
-            # until this process exits. Every output has arrived by now: kill it (0.1 s, not 0.8 s).
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
-            if before is None:
-                os.environ.pop(HEADLESS)
-            else:
-                os.environ[HEADLESS] = before
+            client.stop_channels()
+
+    def done(self, failed: bool) -> None:
+        """After an execution: kept for the next one if reusable and it went well, else killed (0.1 s,
+        not 0.8 s: every output has arrived). nbclient shuts down only kernels it started itself."""
+        if failed or not self.reusable:
+            self.close()
+
+    def close(self) -> None:
+        if self.km is not None and self.km.has_kernel:
+            self.km.shutdown_kernel(now=True)
+        self.km = None
+        if self._sockets is not None:
+            self._sockets.cleanup()
+            self._sockets = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool,
+                  kernel: Kernel | None = None) -> str | None:
+    """Execute `notebook` into `output` with papermill, in this process, on `kernel` (default: a
+    fresh one, shut down after); None, or where and why it failed."""
+    import papermill
+    kernel = kernel or Kernel()
+    failed = True
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                                   progress_bar=progress, cwd=str(Path.cwd()), km=kernel.ready())
+        failed = False
+    except papermill.PapermillExecutionError as err:
+        return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
+    finally:
+        kernel.done(failed)
     return None
 
 
-def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool = False) -> Path:
+def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool = False,
+                     kernel: Kernel | None = None) -> Path:
     """Execute a benchmark notebook with papermill into a fresh run directory; returns the run directory.
+    `kernel`: a reusable `Kernel` shared by a grid's points (default: a fresh kernel).
 
     `params` are typed RunConfig values (see `check_parameters`). The run directory's name is fixed
     before the kernel starts, so the executed notebook can be moved into it. It is kept without
@@ -116,7 +174,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     parameters = dict(params, out=str(out_dir), name=name_, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "notebook.ipynb"
-        failure = papermill_run(path, executed, parameters, progress)
+        failure = papermill_run(path, executed, parameters, progress, kernel)
         if failure:
             if run_dir.is_dir() and executed.exists():
                 keep_notebook(executed, run_dir / "notebook.ipynb")       # the evidence stays with the run

@@ -126,3 +126,41 @@ def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_th
     html = report.export_html(path)
     assert "application/vnd.jupyter.widget-state+json" not in html and "never shown" not in html
     assert "html-manager" not in html and "Plotly.newPlot" in html
+
+
+def test_a_reusable_kernel_runs_a_grid_with_fresh_state_and_the_results_of_fresh_kernels(tmp_path):
+    from esacl.record import load_run
+    point = dict(method="sgd", epochs=1, landscape=False)
+    with report.Kernel(reusable=True) as kernel:
+        first = report.execute_notebook("split_digits", dict(point, seed=0), out=str(tmp_path / "reused"), kernel=kernel)
+        pid = kernel.km.provisioner.pid
+        second = report.execute_notebook("split_digits", dict(point, seed=1), out=str(tmp_path / "reused"),
+                                         kernel=kernel)
+        assert kernel.km.provisioner.pid == pid and kernel.used == 2            # one kernel for both points
+        with pytest.raises(UserError, match="notebook split_digits failed"):      # a failing point ...
+            report.execute_notebook("split_digits", dict(point, method="esacl", seed=2, device="cuda:7"),
+                                    out=str(tmp_path / "reused"), kernel=kernel)
+        assert kernel.km is None                                                  # ... takes its kernel along
+        third = report.execute_notebook("split_digits", dict(point, seed=2), out=str(tmp_path / "reused"),
+                                        kernel=kernel)
+    alone = report.execute_notebook("split_digits", dict(point, seed=1), out=str(tmp_path / "fresh"))
+    assert load_run(second).class_il == load_run(alone).class_il
+    assert load_run(first).class_il != load_run(second).class_il and load_run(third).complete
+
+
+def test_a_reused_kernel_starts_each_notebook_with_an_empty_namespace(tmp_path):
+    def notebook(source):
+        nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
+                                 new_code_cell(source)],
+                          metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        path = tmp_path / f"nb{len(list(tmp_path.iterdir()))}.ipynb"
+        nbformat.write(nb, path)
+        return path
+    with report.Kernel(reusable=True) as kernel:
+        assert report.papermill_run(notebook("import torch\nleftover = 1\ntorch.set_num_threads(1)"),
+                                    tmp_path / "out1.ipynb", {}, False, kernel) is None
+        assert report.papermill_run(notebook("print('leftover' in globals(), 'torch' in globals())"),
+                                    tmp_path / "out2.ipynb", {}, False, kernel) is None
+        assert kernel.used == 2
+    said = nbformat.read(tmp_path / "out2.ipynb", as_version=4).cells[-1].outputs[0]["text"]
+    assert said.strip() == "False False"
