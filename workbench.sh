@@ -69,6 +69,7 @@ case "${1:-}" in
     strip_outputs
     assets
     fmnist
+    "$VENV/bin/ruff" check --quiet .
     "$VENV/bin/python" -m pytest -q
     ;;
   *)

@@ -116,7 +116,7 @@ def table(rows, times) -> str:
     body = []
     for label in dict.fromkeys(r["label"] for r in rows):
         part = [r for r in rows if r["label"] == label]
-        pick = lambda key: [r[key] for r in part if r[key] is not None]
+        pick = lambda key, part=part: [r[key] for r in part if r[key] is not None]
         step = times.get(label)
         body.append([label, fmt(pick("class_il")), fmt(pick("task_il")), fmt(pick("forgetting")),
                      f"{statistics.fmean(pick('flops_relative')):.2f}", fmt(pick("jump")), fmt(pick("jump_as_trained")),

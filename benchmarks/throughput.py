@@ -142,8 +142,8 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
         trainer = Trainer(cfg, bench, model, learner, step, meter, rundir=None)
         _, _, ref_model, ref_learner, ref_step, _ = prepared(method, width, device, synthetic(x, y, None, None), settings)
         runners[method] = (lambda t=trainer: package_segment(t, x, y),
-                           lambda m=ref_model, l=ref_learner, s=ref_step, c=cfg: reference_segment(m, l, s, batches, steps,
-                                                                                                   device, c))
+                           lambda m=ref_model, le=ref_learner, s=ref_step, c=cfg: reference_segment(
+                               m, le, s, batches, steps, device, c))
     seconds = {m: {"esacl": [], "reference": []} for m in methods}
     for r in range(rounds + 1):                                                    # round 0: warm-up, not timed
         for method, (ours, reference) in runners.items():

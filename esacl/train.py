@@ -22,7 +22,7 @@ from .methods import PRESETS, Batch, build_learner
 from .models import InputNorm, build_model
 from .prune import topk_masks
 from .record import Record, RunDir, environment, load_run
-from .select import build_selector
+from .selection import build_selector
 from .steps import build_step
 
 

@@ -1,8 +1,22 @@
+import hashlib
+import json
+import math
+import os
+import pickle
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import esacl
 from esacl import RunConfig, UserError
-from esacl.data import load_benchmark
+from esacl import data as data_module
+from esacl.cli import main
+from esacl.data import (BENCHMARKS, FMNIST_DEBIAN, FMNIST_FILES, SOURCES, TINY_CACHE, TINY_CACHE_META, crop_flip,
+                        fmnist_arrays, idx_bytes, load_benchmark, parse_idx, tiny_imagenet_arrays)
+from esacl.methods import PRESETS
+from helpers import write_cifar, write_idx, write_tiny_imagenet
 
 
 def digits(**changes):
@@ -30,9 +44,15 @@ def test_the_split_is_stratified_fixed_and_normalised():
     y_test = torch.cat([t.y_test for t in bench.tasks])
     share = torch.bincount(y_test, minlength=10) / (torch.bincount(y_train, minlength=10) + torch.bincount(y_test, minlength=10))
     assert ((share - 0.25).abs() < 0.01).all()
-    assert torch.equal(digits(seed=3).tasks[0].x_test.sum(), digits(seed=3).tasks[0].x_test.sum())
+
+    def test_images_by_class(bench):        # class -> its test images, sorted: the split, whatever the task order
+        x = torch.cat([t.x_test for t in bench.tasks]).flatten(1)
+        y = torch.cat([t.y_test for t in bench.tasks])
+        return {c: sorted(map(tuple, x[y == c].tolist())) for c in range(10)}
+    fixed = test_images_by_class(bench)
     other = digits(seed=1)
-    assert sorted(torch.cat([t.y_test for t in other.tasks]).tolist()) == sorted(y_test.tolist())
+    assert other.class_order != bench.class_order                   # another task order ...
+    assert test_images_by_class(other) == fixed                      # ... over the same test examples
 
 
 def test_class_order_is_fixed_per_seed():
@@ -50,25 +70,6 @@ def test_n_tasks_cuts_the_stream_and_is_bounded():
 
 # ------------------------------------------------------------------------------------------------
 # Image benchmarks: small files in the real on-disk formats, loaded through the user's code path
-
-import hashlib
-import json
-import math
-import os
-import pickle
-import sys
-
-import numpy as np
-from PIL import Image
-
-import esacl
-from esacl.cli import main
-from esacl.methods import PRESETS
-from esacl.data import BENCHMARKS, SOURCES, TINY_CACHE, TINY_CACHE_META, crop_flip, tiny_imagenet_arrays
-
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import write_cifar, write_tiny_imagenet  # noqa: E402
-
 
 def image_bench(name, root, **changes):
     return load_benchmark(RunConfig(benchmark=name, data_root=str(root), progress=False, **changes), torch.device("cpu"))
@@ -132,10 +133,10 @@ def test_missing_data_is_one_line_naming_the_folder_and_how_to_get_it(tmp_path, 
     monkeypatch.delenv("ESACL_DATA", raising=False)
     for name, folder in (("split_cifar10", "cifar-10-batches-py"), ("split_cifar100", "cifar-100-python"),
                          ("split_tinyimagenet", "tiny-imagenet-200")):
-        message = one_line_error(lambda: load_benchmark(RunConfig(benchmark=name), torch.device("cpu")))
+        message = one_line_error(lambda name=name: load_benchmark(RunConfig(benchmark=name), torch.device("cpu")))
         assert folder in message and "ESACL_DATA" in message and f"esacl data download {name}" in message
         assert SOURCES[name].url in message
-        message = one_line_error(lambda: image_bench(name, tmp_path))
+        message = one_line_error(lambda name=name: image_bench(name, tmp_path))
         assert str(tmp_path / folder) in message and f"--data-root {tmp_path}" in message
 
 
@@ -323,9 +324,6 @@ def test_download_without_network_is_one_line_naming_the_url(tmp_path, monkeypat
 # ------------------------------------------------------------------------------------------------
 # Split Fashion-MNIST: the idx reader on small files, the look-up order, the real files where installed
 
-from esacl import data as data_module  # noqa: E402
-from esacl.data import FMNIST_DEBIAN, FMNIST_FILES, fmnist_arrays, idx_bytes, parse_idx  # noqa: E402
-from helpers import write_idx  # noqa: E402
 
 DEBIAN_FMNIST = all((FMNIST_DEBIAN / f"{name}.gz").is_file() for name in FMNIST_FILES)
 
@@ -362,7 +360,7 @@ def test_a_damaged_idx_file_is_one_line_naming_it(tmp_path):
     for name, (content, expected) in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        message = one_line_error(lambda: read_idx(path))
+        message = one_line_error(lambda path=path: read_idx(path))
         assert str(path) in message and expected in message, (name, message)
     message = one_line_error(lambda: read_idx(tmp_path / "absent.gz"))
     assert str(tmp_path / "absent.gz") in message and "missing" in message

@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from esacl.methods import Learner
 from esacl.models import ConvNet
 from esacl.prune import Dense
-from esacl.select import AllData, IDS
+from esacl.selection import AllData, IDS
 from esacl.steps import Step
 from esacl.flops import FlopMeter, dense_forward_flops, sparse_model_bytes
 from helpers import config, toy_batch

@@ -2,6 +2,7 @@
 import ast
 import json
 
+import nbformat
 import papermill
 import pytest
 
@@ -28,9 +29,14 @@ def test_notebooks_are_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("name", benchmark_notebooks())
-def test_benchmark_notebook_parameters_are_exactly_runconfig_keys(name):
+def test_benchmark_notebook_parameters_are_runconfig_keys_each_passed_to_runconfig(name):
     params = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
     assert set(params) <= set(KEYS)
+    # Each declared parameter reaches the run: the notebook builds its RunConfig with every one of them.
+    source = "".join("".join(c["source"]) for c in nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells
+                     if c["cell_type"] == "code" and "RunConfig(" in "".join(c["source"]))
+    call = source[source.index("RunConfig("):]
+    assert {k for k in params if f"{k}={k}" in call} == set(params), name
     assert params["benchmark"]["default"].strip('"') == name
     defaults = {k: ast.literal_eval(v["default"]) for k, v in params.items()}
     RunConfig.from_dict(defaults)                                  # the defaults themselves are valid

@@ -7,7 +7,7 @@ from torch import nn
 
 from esacl.methods import Learner
 from esacl.prune import Dense, DualAveraging
-from esacl.select import AllData, IDS
+from esacl.selection import AllData, IDS
 from esacl.steps import Step, support_indices
 from helpers import config, toy_batch
 

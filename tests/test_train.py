@@ -126,7 +126,7 @@ def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
         return
     assert eff["sparsity"] == pytest.approx(0.75, abs=1e-3)
     for t in range(2):
-        for name, mask in esacl.load_masks(record.path, t).items():
+        for mask in esacl.load_masks(record.path, t).values():
             # the projection keeps the top 25% of |w| per layer; a weight there that is exactly zero counts as pruned
             assert (~mask).sum() >= round(0.75 * mask.size) and (~mask).sum() - round(0.75 * mask.size) < 0.001 * mask.size
     for name, mask in esacl.load_masks(record.path, 1).items():
@@ -293,7 +293,7 @@ def test_a_run_takes_one_thread_fewer_per_core_other_processes_keep_busy(tiny, m
     monkeypatch.setattr(train, "usable_cores", lambda: 4)
     monkeypatch.setattr(train.torch, "get_num_threads", lambda: 4)
     for busy, threads in [(0.3, None), (0.6, 3), (1.4, 3), (2.6, 1), (7.0, 1)]:
-        monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1: busy)
+        monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1, busy=busy: busy)
         assert train.run_threads(tiny(), cores) == (threads, busy)
     assert train.run_threads(tiny(threads=2), cores) == (2, None)               # the key wins, nothing measured
     assert train.run_threads(tiny(), torch.device("meta")) == (None, None)      # not a CPU run

@@ -514,7 +514,7 @@ class RunDashboard(W.Tab):
             else:
                 self.update_epoch()
         except Exception as err:                     # a plotting bug must not stop a training run
-            warnings.warn(f"dashboard update failed: {type(err).__name__}: {err}", RuntimeWarning)
+            warnings.warn(f"dashboard update failed: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
 
     def _n_tasks(self) -> int | None:
         spec = BENCHMARKS.get(self.config.get("benchmark"))

@@ -4,7 +4,7 @@ import torch
 
 from esacl.config import UserError
 from esacl.methods import Batch, Loss
-from esacl.select import IDS
+from esacl.selection import IDS
 from helpers import config
 
 
@@ -66,7 +66,7 @@ def test_forgetting_events_count_correct_to_wrong_transitions():
 
 
 def test_ddr_removes_the_stated_counts_at_the_stated_epochs_fewest_forgettings_first():
-    from esacl.select import DDR
+    from esacl.selection import DDR
     cfg = config(method="sparcl-er", epochs=6, removal_fraction=0.4, removal_every=2, removal_until=4)
     selector = DDR(cfg, "cpu")
     selector.begin_task(0, torch.arange(20) % 2)
@@ -99,7 +99,7 @@ def test_ddr_removes_the_stated_counts_at_the_stated_epochs_fewest_forgettings_f
 def test_ddr_breaks_ties_at_random_not_by_position():
     # Data stored class by class (as Tiny-ImageNet is) and every example always right: all tie at zero
     # forgetting events. Removal by position would take the first 750 examples: classes 0 and 1 only.
-    from esacl.select import DDR
+    from esacl.selection import DDR
     y = torch.arange(20).repeat_interleave(500)
     removed = {}
     for seed in (0, 1):
@@ -121,7 +121,7 @@ def test_ddr_breaks_ties_at_random_not_by_position():
 
 def test_ids_elimination_without_scores_is_refused_in_one_line():
     from esacl.methods import PRESETS
-    from esacl.select import build_selector
+    from esacl.selection import build_selector
     for changes in (dict(support_rule="random"), dict(support_fraction=1.0), dict(support_size=64)):
         with pytest.raises(UserError, match="no step scores any") as err:
             build_selector(PRESETS["esacl"], config(method="esacl", **changes), "cpu")
