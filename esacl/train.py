@@ -482,7 +482,7 @@ def run_threads(cfg: RunConfig, device: torch.device) -> tuple[int | None, float
 
     `cfg.threads` when given; else, on a CPU with no $OMP_NUM_THREADS, one thread fewer per core
     that other processes keep busy at the start (0.1 s sample): OpenMP threads spinning against
-    another process on the same core made a run 5.7x slower (benchmarks/threads.py)."""
+    another process on the same core made a run 4.5-5.7x slower (benchmarks/threads.py)."""
     if cfg.threads:
         return cfg.threads, None
     if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
