@@ -278,18 +278,6 @@ def _int_list(flag: str, text: str) -> list[int]:
     return values
 
 
-def _find_runs(folders: list[str]) -> list[Path]:
-    found = []
-    for folder in folders:
-        path = Path(folder)
-        if not path.is_dir():
-            raise UserError(f"{folder} is not a folder")
-        found += sorted(p.parent for p in path.rglob("config.json"))
-    if not found:
-        raise UserError(f"no run directories under {', '.join(folders)}")
-    return found
-
-
 def cmd_notebook(args) -> None:
     from .report import Kernel, check_parameters, execute_notebook, notebook_path, write_report
     path = notebook_path(args.notebook)
@@ -320,10 +308,9 @@ def cmd_notebook(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from .record import find_runs
     from .report import write_report
-    runs = []
-    for path in args.paths:
-        runs += [path] if (Path(path) / "config.json").is_file() else [str(p) for p in _find_runs([path])]
+    runs = [str(p) for p in find_runs(args.paths)]
     Path(args.out).mkdir(parents=True, exist_ok=True)        # an unwritable --out fails here, before any progress line
     print(f"writing a report over {len(runs)} run(s) ...", file=sys.stderr, flush=True)
     print(write_report(runs, detail=args.detail, out=args.out, title=args.title))
@@ -336,7 +323,7 @@ def cmd_show(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .record import load_run
+    from .record import find_runs, load_run
     from .sweep import is_sweep, write_summary
     for folder in [f for f in args.folders if is_sweep(f)]:
         table, csv_path, html_path = write_summary(folder)
@@ -344,7 +331,7 @@ def cmd_compare(args) -> None:
     folders = [f for f in args.folders if not is_sweep(f)]
     if not folders:
         return
-    print(comparison([load_run(p) for p in _find_runs(folders)]))
+    print(comparison([load_run(p) for p in find_runs(folders)]))
 
 
 def cmd_sweep(args) -> None:

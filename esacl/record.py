@@ -331,6 +331,24 @@ def format_matrix(R) -> str:
     return "\n".join([head] + rows)
 
 
+def find_runs(paths) -> list[Path]:
+    """The run directories among `paths`, in order: each path is a run directory (it holds a
+    config.json) or a folder searched at any depth (a sweep's, a main job's, `runs/`). The one place
+    runs are found: the CLI, the report and the dashboards all call it. A path that is neither, or
+    paths that hold no run, are a one-line UserError."""
+    found = []
+    for path in map(Path, paths):
+        if (path / "config.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p.parent for p in path.rglob("config.json"))
+        else:
+            raise UserError(f"{path} is not a run directory or a folder")
+    if paths and not found:
+        raise UserError(f"no run directories under {', '.join(map(str, paths))}")
+    return found
+
+
 def load_run(path) -> Record:
     """Read a run directory back (complete or not)."""
     rundir = RunDir.open(path)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .config import RunConfig, UserError, did_you_mean, usable_cores
 from .compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
-from .record import exclusive_lock, load_run, lock_holder, write_atomic
+from .record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -653,7 +653,10 @@ def write_summary(folder) -> tuple[str, Path, Path]:
     """Aggregate every run directory under `folder` into `summary.csv` and `summary.html`; returns
     (text table, csv path, html path). Incomplete runs are left out of the table and named below it."""
     folder = Path(folder)
-    records = [load_run(p.parent) for p in sorted(folder.rglob("config.json"))]
+    try:
+        records = [load_run(p) for p in find_runs([folder])]
+    except UserError:                                # no run yet: every point failed before its first file
+        records = []
     rows = summary_rows(records)
     text = summary_text(rows)
     notes = left_out(records)

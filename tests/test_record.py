@@ -212,3 +212,18 @@ def test_kill_9_in_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(ti
     resumed = esacl.load_run(killed)
     assert resumed.class_il == whole.class_il and resumed.task_il == whole.task_il
     assert not list(killed.rglob(".*.tmp-*"))
+
+
+def test_find_runs_takes_run_directories_and_folders_at_any_depth_and_names_a_bad_path(tmp_path):
+    from esacl.record import find_runs
+    for run in ("a/r1", "a/deep/r2", "b/r3"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "config.json").write_text("{}")
+    (tmp_path / "a" / "notes").mkdir()
+    assert find_runs([tmp_path / "a"]) == [tmp_path / "a/deep/r2", tmp_path / "a/r1"]
+    assert find_runs([tmp_path / "b/r3", tmp_path / "a/r1"]) == [tmp_path / "b/r3", tmp_path / "a/r1"]
+    with pytest.raises(UserError, match="is not a run directory or a folder"):
+        find_runs([tmp_path / "absent"])
+    with pytest.raises(UserError, match="no run directories under"):
+        find_runs([tmp_path / "a" / "notes"])
+    assert find_runs([]) == []

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from esacl import metrics
 from esacl.compare import differing, group_runs, published_row
 from esacl.methods import PRESETS
-from esacl.record import Record, load_run
+from esacl.record import Record, find_runs, load_run
 
 from .figures import figure, message
 
@@ -23,18 +23,6 @@ METRICS = [
     ("flops", "FLOPs × SGD", "training FLOPs relative to dense SGD", lambda r: r.efficiency.get("flops_relative")),
     ("jump", "jump (pts)", "pruning jump at the last task (points)", lambda r: r.efficiency.get("jump_last")),
 ]
-
-
-def find_runs(paths) -> list[Path]:
-    """Run directories among `paths`: each path is a run directory (it has a config.json) or a
-    folder whose sub-folders are (a sweep's output)."""
-    runs = []
-    for path in map(Path, paths):
-        if (path / "config.json").is_file():
-            runs.append(path)
-        else:
-            runs += sorted(p for p in path.iterdir() if (p / "config.json").is_file()) if path.is_dir() else []
-    return runs
 
 
 def comparison_rows(records: list[Record]) -> list[dict]:
