@@ -3,11 +3,10 @@
 User mistakes print one line (`esacl: error: ...`) and exit 2; nothing is half-written.
 """
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
-from .config import KEYS, RunConfig, UserError, did_you_mean, help_lines
+from .config import KEYS, RunConfig, UserError, cross, did_you_mean, help_lines
 
 # Keys that take a comma-separated list in `esacl run`: the run becomes a grid over them.
 GRID_KEYS = ("method", "seed", "sparsity")
@@ -111,9 +110,7 @@ def _grid(strings: dict[str, str]) -> list[RunConfig]:
     """Every config of the cross product of comma lists, all validated before anything runs."""
     axes = {k: strings[k].split(",") for k in GRID_KEYS if k in strings}
     fixed = {k: v for k, v in strings.items() if k not in axes}
-    configs = []
-    for values in itertools.product(*axes.values()):
-        configs.append(RunConfig.from_strings(dict(fixed, **dict(zip(axes, values)))))
+    configs = [RunConfig.from_strings(point) for point in cross(fixed, axes)]
     if len(configs) > 1 and "name" in strings:
         raise UserError("config key 'name' names one run; drop it when running a grid")
     return configs
@@ -286,7 +283,7 @@ def cmd_notebook(args) -> None:
         if key in given:
             raise UserError(f"'-p {key}' is set by esacl notebook itself; use --out")
     axes = {k: given.pop(k).split(",") for k in GRID_KEYS if k in given and "," in given[k]}
-    grid = [dict(given, **dict(zip(axes, values))) for values in itertools.product(*axes.values())]
+    grid = cross(given, axes)
     if len(grid) > 1 and "name" in given:
         raise UserError("parameter 'name' names one run; drop it when running a grid")
     checked = [check_parameters(path, params) for params in grid]        # every point, before any kernel starts

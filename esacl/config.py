@@ -6,6 +6,7 @@ take the benchmark's protocol default (`resolve`), and the run records which one
 """
 import dataclasses
 import difflib
+import itertools
 import math
 import types
 import typing
@@ -210,6 +211,12 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:                      # macOS, Windows
         return os.cpu_count() or 1
+
+
+def cross(fixed: dict, axes: dict) -> list[dict]:
+    """Every combination of the `axes` values over `fixed`, the last axis fastest: the one grid
+    expansion (`esacl run` and `esacl notebook` comma lists, sweep grids)."""
+    return [dict(fixed, **dict(zip(axes, values))) for values in itertools.product(*axes.values())]
 
 
 def did_you_mean(word: str, names) -> str:

@@ -17,7 +17,6 @@ Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, 
 """
 import datetime
 import fcntl
-import itertools
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, UserError, did_you_mean, usable_cores
+from .config import RunConfig, UserError, cross, did_you_mean, usable_cores
 from .compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
 from .record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
@@ -105,8 +104,7 @@ def _expand(grid: Grid) -> list[Point]:
     from .report import check_declared, notebook_parameters, notebook_path, parameter_value
     declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
-    for values in itertools.product(*grid.axes.values()):
-        params = dict(grid.fixed, **dict(zip(grid.axes, values)))
+    for params in cross(grid.fixed, grid.axes):
         notebook = grid.notebook or params["benchmark"]
         if notebook not in declared:
             declared[notebook] = {k: parameter_value(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}

@@ -68,3 +68,11 @@ def test_resolve_fills_protocol_defaults_and_says_which():
 def test_replace_rejects_unknown_keys():
     with pytest.raises(UserError, match="unknown config key 'seeds'"):
         RunConfig().replace(seeds=3)
+
+
+def test_cross_expands_every_combination_last_axis_fastest():
+    from esacl.config import cross
+    assert cross({"epochs": "1"}, {"method": ["sgd", "er"], "seed": ["0", "1"]}) == [
+        {"epochs": "1", "method": "sgd", "seed": "0"}, {"epochs": "1", "method": "sgd", "seed": "1"},
+        {"epochs": "1", "method": "er", "seed": "0"}, {"epochs": "1", "method": "er", "seed": "1"}]
+    assert cross({"seed": "3"}, {}) == [{"seed": "3"}]
