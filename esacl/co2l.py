@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import random_window
 from .methods import Loss, Replay
 
 PROJECTION_DIM = 128
@@ -35,17 +36,8 @@ def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     both = torch.cat([x, x])                                                     # [2N, C, H, W]
     pad = max(1, h // 8)
     padded = F.pad(both, (pad, pad, pad, pad), mode="reflect")                   # [2N, C, H + 2p, W + 2p]
+    views = random_window(padded, pad, flip=c == 3)                              # [2N, C, H, W]
     dev = x.device
-    top = torch.randint(0, 2 * pad + 1, (2 * n, 1), device=dev)                  # [2N, 1]
-    left = torch.randint(0, 2 * pad + 1, (2 * n, 1), device=dev)                 # [2N, 1]
-    rows = top + torch.arange(h, device=dev)                                     # [2N, H]
-    cols = left + torch.arange(w, device=dev)                                    # [2N, W]
-    if c == 3:
-        flip = torch.rand(2 * n, 1, device=dev) < 0.5                            # [2N, 1]
-        cols = torch.where(flip, cols.flip(1), cols)                             # reading the window backwards
-    example = torch.arange(2 * n, device=dev)[:, None, None, None]              # [2N, 1, 1, 1]
-    channel = torch.arange(c, device=dev)[None, :, None, None]                   # [1, C, 1, 1]
-    views = padded[example, channel, rows[:, None, :, None], cols[:, None, None, :]]  # [2N, C, H, W]
     scale = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(0.6, 1.4)
     shift = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(-0.4, 0.4)
     if pixels:

@@ -113,15 +113,24 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     from torch's global RNG on x's device (checkpoints save it). One pad and one gather, batched on
     the device: no per-example Python, no host sync.
     """
-    b, c, h, w = x.shape
-    dev = x.device
-    padded = F.pad(x, (pad, pad, pad, pad))                                       # [B, C, H + 2p, W + 2p] zeros
+    return random_window(F.pad(x, (pad, pad, pad, pad)), pad, flip=True)         # zero padding
+
+
+def random_window(padded: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """Per example, the H x W window of `padded` ([B, C, H + 2 pad, W + 2 pad]) at a random offset
+    (0..2 pad each way) and, with `flip`, read backwards with probability 1/2: one gather, no host
+    sync. Draws, in this order, the rows' offsets, the columns' and the flips from torch's global
+    RNG on the tensor's device. Shared by `crop_flip` and CO2L's views."""
+    b, c = padded.shape[:2]
+    h, w = padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
+    dev = padded.device
     top = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                      # [B, 1]
     left = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                     # [B, 1]
-    flip = torch.rand(b, 1, device=dev) < 0.5                                    # [B, 1]
     rows = top + torch.arange(h, device=dev)                                     # [B, H]
     cols = left + torch.arange(w, device=dev)                                    # [B, W]
-    cols = torch.where(flip, cols.flip(1), cols)                                 # a flip reads the window backwards
+    if flip:
+        flipped = torch.rand(b, 1, device=dev) < 0.5                             # [B, 1]
+        cols = torch.where(flipped, cols.flip(1), cols)                          # a flip reads the window backwards
     example = torch.arange(b, device=dev)[:, None, None, None]                   # [B, 1, 1, 1]
     channel = torch.arange(c, device=dev)[None, :, None, None]                   # [1, C, 1, 1]
     return padded[example, channel, rows[:, None, :, None], cols[:, None, None, :]]  # [B, C, H, W]
