@@ -105,8 +105,30 @@ def hutchinson_trace(loss_of, params, samples=10, generator=None, tick=None, gra
     return total / samples
 
 
-def sam_gap(loss_of, params, rho, masks=None) -> float:
-    """L(w + eps) - L(w) with eps = rho * g*m / ||g*m||, g the gradient at w.
+@torch.no_grad()
+def sam_perturbation(params, grads, masks, rho: float, asam: bool = False) -> list[torch.Tensor]:
+    """SAM's ascent: eps = rho * d / ||d||, d = g*m (live weights only; g None counts as zero); with
+    `asam`, ASAM's eps = rho * T^2 g / ||T g||, T = |w| + 0.01. masks: a list aligned with params of
+    bool tensors (True = live) or None (all live). The one copy of the ascent: the training step
+    (`steps.Step.ascend`) and the sharpness measurement (`sam_gap`) both take it. No host sync."""
+    direction = []
+    for p, g, m in zip(params, grads, masks):
+        g = torch.zeros_like(p) if g is None else g
+        if m is not None:
+            g = g * m
+        if asam:
+            g = g * (p.abs() + 0.01) ** 2
+        direction.append(g)
+    if asam:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
+            [d / (p.abs() + 0.01) for d, p in zip(direction, params)])))
+    else:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
+    return torch._foreach_mul(direction, rho / (norm + 1e-12))          # a zero gradient gives eps = 0
+
+
+def sam_gap(loss_of, params, rho, masks=None, asam: bool = False) -> float:
+    """L(w + eps) - L(w) with eps = `sam_perturbation` (SAM's, or ASAM's with `asam`) at w.
 
     masks: None, or a list aligned with params of bool tensors (True = live) or None (all live);
     masked coordinates are not perturbed. Parameters are restored exactly from copies (1x
@@ -115,17 +137,11 @@ def sam_gap(loss_of, params, rho, masks=None) -> float:
     """
     loss = loss_of()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    direction = []
-    for i, (g, p) in enumerate(zip(grads, params)):
-        g = torch.zeros_like(p) if g is None else g
-        m = masks[i] if masks is not None else None
-        direction.append(g if m is None else g * m)
-    scale = rho / (_norm(direction) + 1e-12)                           # 0-dim; a zero gradient gives eps = 0
+    eps = sam_perturbation(params, grads, masks or [None] * len(params), rho, asam)
     saved = [p.detach().clone() for p in params]
     try:
         with torch.no_grad():
-            for p, d in zip(params, direction):
-                p.add_(d * scale)
+            torch._foreach_add_(params, eps)
             perturbed = loss_of()
     finally:
         _restore(params, saved)
@@ -210,14 +226,14 @@ def slice_2d(loss_of, params, d1, d2, steps=11, span=1.0) -> dict:
     return {"alphas": grid, "betas": list(grid), "loss": losses}
 
 
-def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=20,
+def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hessian_iters=20,
             hutchinson_samples=10, slice_steps=11, slice_span=1.0, seed=0, progress=None) -> dict:
     """Every sharpness measurement for a classifier on one fixed batch (x [N, ...], y [N] int64).
 
     Loss is mean cross-entropy with the model in eval mode (batch-norm uses its running
     statistics, which therefore are not updated); each module's mode is restored afterwards.
     masks: param name -> bool tensor for pruned parameters (others all live), applied to the SAM
-    ascent and the slice directions. previous: None or param name -> tensor, an earlier endpoint,
+    ascent and the slice directions; `asam`: the SAM gap takes ASAM's ascent (the run's key). previous: None or param name -> tensor, an earlier endpoint,
     interpolated to the current weights. All random draws come from one generator seeded with
     `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
     JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
@@ -244,7 +260,7 @@ def measure(model, x, y, *, rho=0.05, masks=None, previous=None, hessian_iters=2
     try:
         with torch.no_grad():
             loss = loss_of().item()
-        out = {"loss": loss, "sam_gap": sam_gap(loss_of, params, rho, mask_list)}
+        out = {"loss": loss, "sam_gap": sam_gap(loss_of, params, rho, mask_list, asam)}
         grads = _graph_grads(loss_of, params)       # one gradient graph for both Hessian measurements
         out["top_eigenvalue"] = top_hessian_eigenvalue(loss_of, params, hessian_iters, generator=generator,
                                                        tick=tick, grads=grads)

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .landscape import sam_perturbation
 from .methods import SPARSIFIERS, Loss
 from .prune import PRUNERS
 
@@ -171,22 +172,9 @@ class Step:
         """w <- w + eps on live weights; returns copies of w (dense copy: 1x parameter memory, transient)."""
         params = [p for _, p in self.named]
         saved = [p.detach().clone() for p in params]
-        masks = self.pruner.masks
-        direction = []
-        for (name, p) in self.named:
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            if name in masks:
-                g = g * masks[name]
-            if self.cfg.asam:                    # ASAM: eps = rho * T^2 g / ||T g||, T = |w| + 0.01
-                g = g * (p.abs() + 0.01) ** 2
-            direction.append(g)
-        if self.cfg.asam:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-                [d / (p.abs() + 0.01) for d, (_, p) in zip(direction, self.named)])))
-        else:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
-        scale = self.cfg.rho / (norm + 1e-12)                                            # 0-dim, on the device
-        torch._foreach_add_(params, torch._foreach_mul(direction, scale))
+        masks = [self.pruner.masks.get(name) for name, _ in self.named]
+        torch._foreach_add_(params, sam_perturbation(params, [p.grad for p in params], masks, self.cfg.rho,
+                                                     self.cfg.asam))
         return saved
 
     def state_dict(self) -> dict:

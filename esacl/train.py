@@ -361,7 +361,7 @@ class Trainer:
         pick = torch.randperm(len(task.y_train), generator=g)[:self.cfg.landscape_batch].to(task.y_train.device)
         with tqdm(desc=f"sharpness {t + 1}/{self.bench.n_tasks}", unit="pass", disable=not self.cfg.progress,
                   leave=False) as bar:
-            result = measure(self.model, task.x_train[pick], task.y_train[pick], rho=self.cfg.rho,
+            result = measure(self.model, task.x_train[pick], task.y_train[pick], rho=self.cfg.rho, asam=self.cfg.asam,
                              masks=self.pruner.masks or None, previous=self.previous_weights or None,
                              hessian_iters=self.cfg.hessian_iters, hutchinson_samples=self.cfg.hutchinson_samples,
                              slice_steps=self.cfg.slice_steps, seed=self.cfg.seed, progress=bar)

@@ -91,6 +91,17 @@ def test_sam_gap_matches_closed_form_and_restores_params_and_grads(masked):
     assert torch.equal(w1.grad, grad_before) and w2.grad is None
 
 
+def test_sam_gap_with_asam_takes_the_adaptive_ascent_of_the_training_step():
+    A, b, params, flat, loss_of, loss_at = quadratic()
+    w = flat([p.detach() for p in params])
+    g = A @ w + b
+    t = w.abs() + 0.01                                # ASAM's T = |w| + 0.01
+    rho = 0.3
+    expected = loss_at(w + rho * t ** 2 * g / (t * g).norm()) - loss_at(w)
+    assert sam_gap(loss_of, params, rho, asam=True) == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
+    assert sam_gap(loss_of, params, rho) != pytest.approx(expected.item(), rel=1e-3)
+
+
 def test_filter_normalized_direction_norms_zero_biases_and_masks():
     torch.manual_seed(0)
     model = ConvNet(in_channels=1, n_classes=10, width=4)
