@@ -18,7 +18,7 @@ nothing is installed or fetched. It measures, on the first CUDA device (else the
 
 Writes `gpu_check.json` (every figure, the device, versions) and prints a short table. `--tiny`:
 a CPU-sized setting (ResNet-18 width 8, a few steps, 2 tasks of 256 examples) that checks the
-script end to end in about a minute; its figures mean nothing.
+script end to end in under a minute; its figures mean nothing.
 """
 import argparse
 import dataclasses
