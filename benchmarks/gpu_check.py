@@ -39,8 +39,8 @@ import throughput  # noqa: E402
 
 from esacl.config import RunConfig, resolve  # noqa: E402
 from esacl.data import BENCHMARKS, load_benchmark  # noqa: E402
-from esacl.record import RunDir, environment, load_run  # noqa: E402
-from esacl.train import Trainer, build, pick_device  # noqa: E402
+from esacl.record import environment  # noqa: E402
+from esacl.train import pick_device, run  # noqa: E402
 
 FMNIST_METHODS = ("er", "sparcl-er", "esacl-er")
 CIFAR10_STEPS = 5 * 10_000 * 50 / 32            # tasks x training examples per task x epochs / batch
@@ -61,10 +61,10 @@ def throughput_rows(device, tiny: bool, compile_: bool) -> list[dict]:
 
 def fmnist_protocol(method: str, data_root: str, device, tiny: bool, out: str) -> dict:
     """One Split Fashion-MNIST run with ResNet-18: its wall-clock, train seconds and accuracy."""
-    cfg = RunConfig(benchmark="split_fmnist", method=method, width=8 if tiny else 64, device=str(device),
-                    data_root=data_root, progress=False, out=out, n_tasks=2 if tiny else None)
-    cfg, _ = resolve(cfg, BENCHMARKS["split_fmnist"].protocol)
-    bench = load_benchmark(cfg, device)
+    given = RunConfig(benchmark="split_fmnist", method=method, width=8 if tiny else 64, device=str(device),
+                      data_root=data_root, progress=False, out=out, n_tasks=2 if tiny else None,
+                      name=f"fmnist-resnet18-{method}")
+    bench = load_benchmark(resolve(given, BENCHMARKS["split_fmnist"].protocol)[0], device)
     if tiny:
         bench = dataclasses.replace(bench, tasks=[dataclasses.replace(t, x_train=t.x_train[:256], y_train=t.y_train[:256],
                                                                       x_test=t.x_test[:256], y_test=t.y_test[:256])
@@ -73,16 +73,8 @@ def fmnist_protocol(method: str, data_root: str, device, tiny: bool, out: str) -
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     tic = time.perf_counter()
-    parts = build(cfg, device, bench)
-    rundir = RunDir.create(cfg.out, cfg.name, f"fmnist-resnet18-{method}").lock()
-    try:
-        rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults={}))
-        rundir.write_json("env.json", environment(device))
-        Trainer(cfg, *parts, rundir).fit()
-    finally:
-        rundir.unlock()
+    record = run(given, bench=bench)       # the protocol's data, ResNet-18 instead of the CPU ConvNet
     wall = time.perf_counter() - tic
-    record = load_run(rundir.path)
     return dict(method=method, wall_s=wall, train_s=record.efficiency["train_seconds"],
                 class_il=record.summary["class_il"]["average"], task_il=record.summary["task_il"]["average"],
                 flops=record.efficiency["flops"])

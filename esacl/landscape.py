@@ -233,8 +233,8 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
     Loss is mean cross-entropy with the model in eval mode (batch-norm uses its running
     statistics, which therefore are not updated); each module's mode is restored afterwards.
     masks: param name -> bool tensor for pruned parameters (others all live), applied to the SAM
-    ascent and the slice directions; `asam`: the SAM gap takes ASAM's ascent (the run's key). previous: None or param name -> tensor, an earlier endpoint,
-    interpolated to the current weights. All random draws come from one generator seeded with
+    ascent and the slice directions; `asam`: the SAM gap takes ASAM's ascent (the run's key).
+    previous: None or param name -> tensor, an earlier endpoint, interpolated to the current weights. All random draws come from one generator seeded with
     `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
     JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
     progress: None, or a tqdm-like bar whose total this sets to the number of forwards and HVPs and

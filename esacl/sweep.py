@@ -530,7 +530,7 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
     # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
     env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
     # Parallel points share the machine by construction: idle OpenMP threads sleep rather than spin
-    # (benchmarks/threads.py: a run beside a busy process 5.7x slower spinning, 1.1x sleeping).
+    # (benchmarks/threads.py: beside a busy process a run was 4.5x slower with them spinning, no slower sleeping).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     (out / "logs").mkdir(exist_ok=True)
     queue, running = list(points), {}

@@ -510,13 +510,14 @@ def threads_of(cfg: RunConfig, device: torch.device):
         torch.set_num_threads(before)
 
 
-def run(cfg: RunConfig | dict, callbacks=()) -> Record:
-    """Train and evaluate one run end to end; returns its record (also written to its run directory)."""
+def run(cfg: RunConfig | dict, callbacks=(), bench=None) -> Record:
+    """Train and evaluate one run end to end; returns its record (also written to its run directory).
+    `bench`: an already built `data.Benchmark` instead of loading `cfg.benchmark` (see `build`)."""
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     device = pick_device(cfg.device)
     with threads_of(cfg, device) as others:
-        parts = build(cfg, device)
+        parts = build(cfg, device, bench)
         rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
         try:
             rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))

@@ -12,6 +12,23 @@ def config(**changes):
     return resolve(RunConfig(**changes), BENCHMARKS["split_digits"].protocol)[0]
 
 
+def probe_notebook(path, source: str):
+    """Write a papermill-ready notebook to `path`: a tagged parameters cell, then `source`; returns `path`."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}), new_code_cell(source)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, path)
+    return path
+
+
+def stream_text(notebook) -> list[str]:
+    """What the last cell of an executed notebook printed, one entry per stream output."""
+    import nbformat
+    return [o["text"].strip() for o in nbformat.read(notebook, as_version=4).cells[-1].outputs
+            if o["output_type"] == "stream"]
+
+
 def toy_batch(n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 8, 8, generator=g)

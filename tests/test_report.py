@@ -8,6 +8,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from esacl import UserError
 from esacl import report
+from helpers import probe_notebook, stream_text
 
 
 def test_parameters_are_checked_against_the_notebook_and_runconfig():
@@ -95,12 +96,9 @@ def test_the_fetched_bundle_must_match_its_published_integrity(monkeypatch, tmp_
 
 def test_papermill_run_leaves_no_kernel_behind(tmp_path):
     import psutil
-    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
-                             new_code_cell("import os\nkernel_pid = os.getpid()\nprint(kernel_pid)")],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, tmp_path / "probe.ipynb")
-    assert report.papermill_run(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, progress=False) is None
-    kernel_pid = int(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
+    probe = probe_notebook(tmp_path / "probe.ipynb", "import os\nprint(os.getpid())")
+    assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
+    kernel_pid = int(stream_text(tmp_path / "out.ipynb")[0])
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
 
 
@@ -149,18 +147,10 @@ def test_a_reusable_kernel_runs_a_grid_with_fresh_state_and_the_results_of_fresh
 
 
 def test_a_reused_kernel_starts_each_notebook_with_an_empty_namespace(tmp_path):
-    def notebook(source):
-        nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
-                                 new_code_cell(source)],
-                          metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-        path = tmp_path / f"nb{len(list(tmp_path.iterdir()))}.ipynb"
-        nbformat.write(nb, path)
-        return path
+    first = probe_notebook(tmp_path / "first.ipynb", "import torch\nleftover = 1\ntorch.set_num_threads(1)")
+    second = probe_notebook(tmp_path / "second.ipynb", "print('leftover' in globals(), 'torch' in globals())")
     with report.Kernel(reusable=True) as kernel:
-        assert report.papermill_run(notebook("import torch\nleftover = 1\ntorch.set_num_threads(1)"),
-                                    tmp_path / "out1.ipynb", {}, False, kernel) is None
-        assert report.papermill_run(notebook("print('leftover' in globals(), 'torch' in globals())"),
-                                    tmp_path / "out2.ipynb", {}, False, kernel) is None
+        assert report.papermill_run(first, tmp_path / "out1.ipynb", {}, False, kernel) is None
+        assert report.papermill_run(second, tmp_path / "out2.ipynb", {}, False, kernel) is None
         assert kernel.used == 2
-    said = nbformat.read(tmp_path / "out2.ipynb", as_version=4).cells[-1].outputs[0]["text"]
-    assert said.strip() == "False False"
+    assert stream_text(tmp_path / "out2.ipynb") == ["False False"]

@@ -272,18 +272,11 @@ def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(ru
 
 
 def test_papermill_kernels_run_headless(tmp_path):
-    from nbformat.v4 import new_code_cell, new_notebook
-    import nbformat
-    import os
     from esacl import report
-    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}),
-                             new_code_cell("import widgets\nprint(widgets.RunDashboard().live)")],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, tmp_path / "probe.ipynb")
-    assert report.papermill_run(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, progress=False) is None
-    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
-    assert [o["text"].strip() for o in outputs if o["output_type"] == "stream"] == ["False"]
-    assert "ESACL_HEADLESS" not in os.environ
+    from helpers import probe_notebook, stream_text
+    probe = probe_notebook(tmp_path / "probe.ipynb", "import widgets\nprint(widgets.RunDashboard().live)")
+    assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
+    assert stream_text(tmp_path / "out.ipynb") == ["False"]
 
 
 # ----------------------------------------------------------------------------- dense run
