@@ -13,6 +13,9 @@
    notebook: the start-up a grid point pays), from the run directory's first and last file.
 3. A 3-point `esacl notebook` grid (seeds 0, 1, 2) with a fresh kernel per point (as before) and with
    one reused kernel (as `esacl notebook` grids run now): each point's time outside its run.
+4. The same 3 points as a local sweep on one worker: a fresh worker process and kernel per point (the
+   engine's former shape) against one worker that reuses its kernel (now): each point's seconds in
+   `sweep.json` less its run.
 """
 import argparse
 import os
@@ -67,6 +70,24 @@ def grid_startup(reuse: bool) -> list[float]:
         return [notebook_seconds(True, seed, kernel if reuse else None)[1] for seed in (0, 1, 2)]
 
 
+def sweep_startup(reuse: bool) -> list[float]:
+    """Each point's seconds outside its run in a 3-point local sweep (seeds 0, 1, 2) on one worker."""
+    from esacl import sweep
+    local = sweep._local
+    sweep._local = lambda *args, **kwargs: local(*args, **kwargs, reuse=reuse)
+    grid = dict(notebook="split_digits", fixed=dict(method="esacl", landscape=False), axes=dict(seed=[0, 1, 2]))
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            result = sweep.run_sweep(grid, out, workers=1, progress=False)
+            outside = []
+            for name, point in result.points.items():
+                run = (Path(out) / name / "accuracy.json").stat().st_mtime - (Path(out) / name / "config.json").stat().st_mtime
+                outside.append(point["seconds"] - run)
+    finally:
+        sweep._local = local
+    return outside
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -101,6 +122,11 @@ def main():
         for reuse in (False, True):
             points = grid_startup(reuse)
             print(f"  {'one kernel for the grid' if reuse else 'a fresh kernel per point':26s}"
+                  + "  ".join(f"{p:5.2f}" for p in points))
+        print("a 3-point local sweep on one worker, each point's seconds outside its run:")
+        for reuse in (False, True):
+            points = sweep_startup(reuse)
+            print(f"  {'one worker and kernel' if reuse else 'a fresh worker per point':26s}"
                   + "  ".join(f"{p:5.2f}" for p in points))
     print(f"{len(os.sched_getaffinity(0))} usable cores; load average before {load:.2f}")
 

@@ -12,9 +12,11 @@ partial ones from their checkpoint, and retries failed ones. A failing or crashi
 (`.lock`).
 
 Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, seconds),
-`failures/<point>.txt` (error and traceback), `logs/<point>.log` (a local worker's output),
+`failures/<point>.txt` (error and traceback), `logs/<point>.log` (a point's output on a local worker;
+`logs/workers.log`: the workers' own),
 `summary.csv` and `summary.html` (the paper-style table), `.lock`.
 """
+import contextlib
 import datetime
 import fcntl
 import json
@@ -277,10 +279,11 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------------ one point
 
-def run_point(point: Point, out) -> Path:
+def run_point(point: Point, out, kernel=None) -> Path:
     """Bring one point to completion and return its run directory: nothing if complete, a resume
     from the checkpoint if partial, else a fresh notebook execution (a folder with neither a
-    checkpoint nor a complete record holds nothing worth keeping and is removed first)."""
+    checkpoint nor a complete record holds nothing worth keeping and is removed first) on `kernel`
+    (a reusable `report.Kernel`; default: a fresh kernel)."""
     out = Path(out).resolve()
     run_dir = out / point.name
     acc = _read_json(run_dir / "accuracy.json")
@@ -293,11 +296,13 @@ def run_point(point: Point, out) -> Path:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     from .report import execute_notebook
-    return execute_notebook(point.notebook, dict(point.params, name=point.name), out=str(out), progress=False)
+    return execute_notebook(point.notebook, dict(point.params, name=point.name), out=str(out), progress=False,
+                            kernel=kernel)
 
 
-def attempt(point: Point, out, cwd: str | None = None) -> dict:
-    """`run_point`, never raising: {'ok', 'error' (one line), 'traceback', 'seconds', 'note'}. The Ray task.
+def attempt(point: Point, out, cwd: str | None = None, kernel=None) -> dict:
+    """`run_point`, never raising: {'ok', 'error' (one line), 'traceback', 'seconds', 'note'}. The Ray
+    task, and what a local worker does per point (with its reused `kernel`).
 
     A kernel that sits idle while its notebook waits for it is stopped after `STALL_SECONDS` (see
     `_guard_kernel`). If this attempt's own notebook execution stalled, its run directory is removed
@@ -312,7 +317,7 @@ def attempt(point: Point, out, cwd: str | None = None) -> dict:
         done, stalled = threading.Event(), threading.Event()
         threading.Thread(target=_guard_kernel, args=(done, stalled), daemon=True).start()
         try:
-            run_point(point, out)
+            run_point(point, out, kernel)
             return dict(ok=True, error="", traceback="", note="", seconds=time.perf_counter() - tic)
         except Exception as err:
             if not stalled.is_set():
@@ -520,12 +525,49 @@ def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
-# Local engine: one worker process per point. A subprocess rather than a pool: a worker that dies
-# (out of memory, a segfault) is one failed point, while a dead pool worker breaks every pending future.
+# Local engine: `workers` worker processes, each running points one at a time on one reused kernel
+# (torch, esacl and the dashboards imported once per worker, not per point). Processes rather than a
+# pool: a worker that dies (out of memory, a segfault) is one failed point and a fresh worker takes the
+# next, while a dead pool worker breaks every pending future. A point that kills its kernel fails alone:
+# the worker's next point starts a fresh kernel.
 WORKER = [sys.executable, "-m", "esacl.sweep"]
 
 
-def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished) -> None:
+class _Worker:
+    """One local worker process: points go in as JSON lines on its stdin, each answered by a JSON
+    line on its result pipe. Its own output goes to `logs/workers.log`, a point's to `logs/<point>.log`."""
+
+    def __init__(self, out: Path, env: dict, lock_fd: int):
+        read, write = os.pipe()
+        with open(out / "logs" / "workers.log", "ab") as log:
+            self.proc = subprocess.Popen(WORKER + [str(write)], stdin=subprocess.PIPE, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd, write))
+        os.close(write)
+        self.results = os.fdopen(read, "r")
+        self.point: Point | None = None                      # the point it is running
+        self.since = 0.0
+
+    def give(self, point: Point, out: Path) -> None:
+        self.point, self.since = point, time.perf_counter()
+        try:
+            self.proc.stdin.write((json.dumps(dict(point=point.__dict__, out=str(out))) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:                              # it died already: its result pipe says so
+            pass
+
+    def retire(self) -> None:
+        """No more points: the worker closes its kernel and exits."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished,
+           reuse: bool = True) -> None:
+    """Run `points` over `workers` worker processes (`reuse` False: a fresh worker and kernel per point,
+    the engine's former cost, kept for `benchmarks/startup.py`)."""
+    import selectors
     env = dict(os.environ)
     # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
     env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
@@ -533,50 +575,73 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
     # (benchmarks/threads.py: beside a busy process a run was 4.5x slower with them spinning, no slower sleeping).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     (out / "logs").mkdir(exist_ok=True)
-    queue, running = list(points), {}
+    queue, pool, selector = list(points), [], selectors.DefaultSelector()
+
+    def start(worker: _Worker) -> None:
+        point = queue.pop(0)
+        worker.give(point, out)
+        started(point)
+
+    def drop(worker: _Worker) -> None:
+        selector.unregister(worker.results)
+        pool.remove(worker)
+        worker.retire()
+
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                point = queue.pop(0)
-                spec = json.dumps(dict(point=point.__dict__, out=str(out)))
-                with open(out / "logs" / f"{point.name}.log", "ab") as log:
-                    proc = subprocess.Popen(WORKER + [spec], stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fd,))
-                running[proc] = (point, time.perf_counter())
-                started(point)
-            time.sleep(POLL_SECONDS)
-            for proc in [p for p in running if p.poll() is not None]:
-                point, tic = running.pop(proc)
-                finished(point, _worker_result(proc.returncode, point, out, time.perf_counter() - tic))
+        while queue or pool:
+            for worker in [w for w in pool if w.point is None]:
+                if queue:
+                    start(worker)
+                else:                                         # nothing left for it: free its memory now
+                    drop(worker)
+            while queue and len(pool) < workers:
+                pool.append(_Worker(out, env, lock.fd))
+                selector.register(pool[-1].results, selectors.EVENT_READ, pool[-1])
+                start(pool[-1])
+            for key, _ in selector.select(timeout=POLL_SECONDS):
+                worker, line = key.data, key.data.results.readline()
+                point, seconds = worker.point, time.perf_counter() - worker.since
+                worker.point = None
+                if line:                                      # it wrote any failure file itself
+                    finished(point, dict(json.loads(line), seconds=seconds, traceback=None))
+                    if not reuse:
+                        drop(worker)
+                else:                                         # end of its pipe: the worker died
+                    drop(worker)
+                    finished(point, _worker_result(worker.proc.wait(), point, out, seconds))
+    except BaseException:
+        for worker in pool:                              # interrupted: stop the workers (they stop their kernels)
+            worker.proc.terminate()
+        raise
     finally:
-        for proc in running:                         # interrupted: stop the workers (they stop their kernels)
-            proc.terminate()
-        for proc in running:
+        for worker in pool:
+            worker.retire()
+        for worker in pool:
             try:
-                proc.wait(timeout=15)
+                worker.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                worker.proc.kill()
+            worker.results.close()
+        selector.close()
 
 
 def _worker_result(code: int, point: Point, out: Path, seconds: float) -> dict:
-    if code == 0:
-        return dict(ok=True, seconds=seconds)
-    failure = out / "failures" / f"{point.name}.txt"
-    if code == 1 and failure.is_file():              # the worker caught the error and wrote it down
-        return dict(ok=False, error=failure.read_text().splitlines()[0], traceback=None, seconds=seconds)
+    """The failure of a point whose worker died while running it."""
     how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.Signals._value2member_map_ \
         else f"exit code {code}"
     hint = " (out of memory?)" if code == -signal.SIGKILL else ""
     log = out / "logs" / f"{point.name}.log"
+    log = log if log.is_file() else out / "logs" / "workers.log"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.is_file() else ""
     return dict(ok=False, error=f"worker died: {how}{hint}", seconds=seconds,
                 traceback=f"the worker process ended with {how}; last lines of {log}:\n{tail}")
 
 
 def _worker_main(argv: list[str]) -> int:
-    """A local worker: one point, then exit 0 (complete) or 1 (failure file written)."""
-    spec = json.loads(argv[0])
-    point, out = Point(**spec["point"]), Path(spec["out"])
+    """A local worker: points from stdin (a JSON line each), one at a time on one reused kernel, each
+    answered on the result pipe (file descriptor argv[0]) with {'ok', 'error', 'note'}; exits at the
+    end of stdin. A failed point's failure file is written here."""
+    results = os.fdopen(int(argv[0]), "w")
     driver = os.getppid()
 
     def watch() -> None:                             # a killed driver must not leave a run being written
@@ -587,12 +652,40 @@ def _worker_main(argv: list[str]) -> int:
     threading.Thread(target=watch, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: _stop(143))
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the driver's to handle: it stops us with SIGTERM
-    result = attempt(point, out)
-    if result["note"]:
-        print(result["note"], flush=True)            # into logs/<point>.log
-    if not result["ok"]:
-        _write_failure(out, point.name, result["error"], result["traceback"])
-    return 0 if result["ok"] else 1
+    from .report import Kernel
+    with Kernel(reusable=True) as kernel:
+        for line in sys.stdin:
+            spec = json.loads(line)
+            point, out = Point(**spec["point"]), Path(spec["out"])
+            with _output_to(out / "logs" / f"{point.name}.log"):
+                result = attempt(point, out, kernel=kernel)
+                if result["note"]:
+                    print(result["note"], flush=True)
+            if not result["ok"]:
+                _write_failure(out, point.name, result["error"], result["traceback"])
+            results.write(json.dumps(dict(ok=result["ok"], error=result["error"], note=result["note"])) + "\n")
+            results.flush()
+    return 0
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """This process's stdout and stderr (file descriptors 1 and 2) appended to `path` for a while. A
+    kernel started meanwhile keeps writing its own (rare) output there, as its first point's."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
 
 
 def _stop(code: int) -> None:

@@ -218,6 +218,41 @@ def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
     assert (tmp_path / "s" / "failures" / "split_digits-sgd-s1.txt").read_text().startswith("worker died")
 
 
+COUNTING_WORKER = """
+import os, signal, sys
+from esacl import report, sweep
+start = report.Kernel.ready
+
+def ready(self):                        # one line in the log per kernel started
+    fresh = self.km is None or not self.km.is_alive()
+    km = start(self)
+    if fresh:
+        with open(os.environ["KERNEL_LOG"], "a") as log:
+            log.write(f"{km.provisioner.pid}\\n")
+    return km
+
+def attempt(point, out, cwd=None, kernel=None):
+    if point.name.endswith("-s1"):      # this point kills its worker
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run(point, out, cwd, kernel)
+
+report.Kernel.ready, run, sweep.attempt = ready, sweep.attempt, attempt
+sys.exit(sweep._worker_main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_runs_its_points_on_one_kernel_and_a_dead_worker_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "WORKER", [sys.executable, "-c", COUNTING_WORKER])
+    monkeypatch.setenv("KERNEL_LOG", str(tmp_path / "kernels.log"))
+    result = run_sweep(dict(GRID, axes=dict(method=["sgd"], seed=[0, 1, 2, 3])), tmp_path / "s", workers=1,
+                       progress=False)
+    assert result.failed == ["split_digits-sgd-s1"]
+    assert result.points["split_digits-sgd-s1"]["error"] == "worker died: signal SIGKILL (out of memory?)"
+    assert [result.points[f"split_digits-sgd-s{i}"]["status"] for i in (0, 2, 3)] == ["complete"] * 3
+    # The first worker's kernel ran s0; the worker that replaced it ran s2 and s3 on one kernel.
+    assert len((tmp_path / "kernels.log").read_text().split()) == 2
+
+
 STALLING_POINT = """
 import json, subprocess, sys
 from pathlib import Path
@@ -225,7 +260,7 @@ from esacl import sweep
 sweep.STALL_SECONDS = 1
 calls = []
 
-def run_point(point, out):              # the first execution waits on a kernel that never answers
+def run_point(point, out, kernel=None):  # the first execution waits on a kernel that never answers
     run_dir = Path(out) / point.name
     run_dir.mkdir()
     calls.append(point.name)            # mkdir above fails unless the stalled run directory was removed
