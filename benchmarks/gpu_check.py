@@ -12,7 +12,10 @@ nothing is installed or fetched. It measures, on the first CUDA device (else the
 2. wall-clock of one full Split Fashion-MNIST protocol (5 tasks, 1 epoch each) with ResNet-18 (width
    64, Mammoth's) instead of the CPU ConvNet, for `er`, `sparcl-er` and `esacl-er`: training and
    evaluation, checkpoints and run files included;
-3. the projected wall-clock of the full Split CIFAR-10 protocol (5 tasks x 10,000 examples x 50
+3. sharpness measurements (`landscape.measure`: SAM gap, Hessian, an 11 x 11 slice) of ResNet-18 on
+   256 CIFAR-shaped examples, the slice one grid point per forward against a row of the grid per
+   forward (`slice_2d_stacked`, the default on CUDA): seconds of each and the largest difference;
+4. the projected wall-clock of the full Split CIFAR-10 protocol (5 tasks x 10,000 examples x 50
    epochs at batch 32) per method and setting, from the measured samples per second (training steps
    only: evaluation, removals and the replay draw's extra forward are not in the projection).
 
@@ -59,6 +62,29 @@ def throughput_rows(device, tiny: bool, compile_: bool) -> list[dict]:
     return rows
 
 
+def landscape_row(device, tiny: bool) -> dict:
+    """`landscape.measure` of ResNet-18 on 256 CIFAR-shaped examples, the slice serial and stacked."""
+    from esacl.landscape import measure
+    from esacl.models import build_model
+    torch.manual_seed(0)
+    model = build_model("resnet18", (3, 32, 32), 10, 8 if tiny else 64, norm=([0.5] * 3, [0.25] * 3)).to(device)
+    x = torch.randint(0, 256, (32 if tiny else 256, 3, 32, 32), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    kw = dict(hessian_iters=2 if tiny else 20, hutchinson_samples=1 if tiny else 10, slice_steps=3 if tiny else 11)
+    row = {}
+    for name, points in (("serial", 1), ("stacked", kw["slice_steps"])):
+        measure(model, x[:8], y[:8], **dict(kw, slice_steps=2), slice_points=points)       # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tic = time.perf_counter()
+        row[name] = measure(model, x, y, **kw, slice_points=points)
+        row[f"{name}_s"] = time.perf_counter() - tic
+    diff = max(abs(a - b) for ra, rb in zip(row["serial"]["slice"]["loss"], row["stacked"]["slice"]["loss"])
+               for a, b in zip(ra, rb))
+    return dict(serial_s=row["serial_s"], stacked_s=row["stacked_s"], ratio=row["serial_s"] / row["stacked_s"],
+                max_slice_difference=diff, examples=len(x), **kw)
+
+
 def fmnist_protocol(method: str, data_root: str, device, tiny: bool, out: str) -> dict:
     """One Split Fashion-MNIST run with ResNet-18: its wall-clock, train seconds and accuracy."""
     given = RunConfig(benchmark="split_fmnist", method=method, width=8 if tiny else 64, device=str(device),
@@ -92,6 +118,9 @@ def main():
     print(f"gpu_check on {device} ({name}), torch {torch.__version__}{' (tiny)' if args.tiny else ''}", flush=True)
     tic = time.perf_counter()
     rows = throughput_rows(device, args.tiny, not args.no_compile)
+    landscape = landscape_row(device, args.tiny)
+    print(f"landscape resnet18: serial slice {landscape['serial_s']:.1f} s, stacked {landscape['stacked_s']:.1f} s "
+          f"({landscape['ratio']:.2f}x), largest slice difference {landscape['max_slice_difference']:.2g}", flush=True)
     with tempfile.TemporaryDirectory() as runs:
         fmnist = []
         for method in FMNIST_METHODS:
@@ -99,7 +128,8 @@ def main():
             print(f"split_fmnist resnet18 {method}: {fmnist[-1]['wall_s']:.1f} s wall, "
                   f"{fmnist[-1]['train_s']:.1f} s training, class-IL {fmnist[-1]['class_il']:.2f}", flush=True)
     result = dict(device=str(device), device_name=name, tiny=args.tiny, env=environment(device),
-                  seconds=time.perf_counter() - tic, throughput=rows, split_fmnist_resnet18=fmnist,
+                  seconds=time.perf_counter() - tic, throughput=rows, landscape=landscape,
+                  split_fmnist_resnet18=fmnist,
                   cifar10_steps=CIFAR10_STEPS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +138,9 @@ def main():
     print(f"\n{'method':10s}{'settings':>22s}{'projected Split CIFAR-10 (h)':>30s}")
     for row in rows:
         print(f"{row['method']:10s}{row['settings']:>22s}{row['projected_cifar10_s'] / 3600:30.2f}")
+    print(f"\nsharpness measurements, ResNet-18, {landscape['examples']} examples, "
+          f"{landscape['slice_steps']}x{landscape['slice_steps']} slice: one point per forward "
+          f"{landscape['serial_s']:.1f} s, a row per forward {landscape['stacked_s']:.1f} s, {landscape['ratio']:.2f}x")
     print(f"\n{'Split Fashion-MNIST, ResNet-18':32s}{'wall s':>8s}{'train s':>9s}{'class-IL':>10s}{'task-IL':>9s}")
     for r in fmnist:
         print(f"{r['method']:32s}{r['wall_s']:8.1f}{r['train_s']:9.1f}{r['class_il']:10.2f}{r['task_il']:9.2f}")

@@ -24,8 +24,11 @@ def test_the_gpu_check_runs_end_to_end_in_its_tiny_setting(tmp_path):
     for r in rows:
         assert r["esacl"] > 0 and r["reference"] > 0
         assert r["projected_cifar10_s"] == pytest.approx(result["cifar10_steps"] * 32 / r["esacl"])
+    landscape = result["landscape"]
+    assert landscape["serial_s"] > 0 and landscape["stacked_s"] > 0 and landscape["max_slice_difference"] < 1e-4
     runs = result["split_fmnist_resnet18"]
     assert [r["method"] for r in runs] == ["er", "sparcl-er", "esacl-er"]
     assert all(r["wall_s"] >= r["train_s"] > 0 and 0 <= r["class_il"] <= 100 for r in runs)
     assert runs[2]["flops"] > runs[1]["flops"]               # EsaCL's two passes cost more than SparCL's
     assert "projected Split CIFAR-10" in done.stdout and "Split Fashion-MNIST, ResNet-18" in done.stdout
+    assert "sharpness measurements, ResNet-18" in done.stdout

@@ -217,6 +217,22 @@ def test_measure_convnet_shapes_state_and_determinism():
     assert measure(model, x, y, **dict(kw, seed=8))["slice"] != out["slice"]
 
 
+@pytest.mark.parametrize("points", [4, 9])           # chunks that split rows, and the whole grid at once
+def test_the_stacked_slice_equals_the_serial_one_and_moves_nothing(points):
+    model, x, y = trained_convnet()
+    mask = torch.rand(model.stage1[0][0].weight.shape) > 0.5
+    kw = dict(masks={"stage1.0.0.weight": mask}, hessian_iters=2, hutchinson_samples=1, slice_steps=3, seed=7)
+    before = snapshot(model)
+    serial, stacked = measure(model, x, y, **kw), measure(model, x, y, slice_points=points, **kw)
+    assert all(same(a, b) for a, b in zip(snapshot(model), before))
+    assert stacked["slice"]["alphas"] == serial["slice"]["alphas"]
+    want, got = torch.tensor(serial["slice"]["loss"]), torch.tensor(stacked["slice"]["loss"])   # [3, 3]
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6) and not torch.equal(want[0], want[1])
+    model.eval()
+    with torch.no_grad():                             # the centre is the model itself
+        assert got[1, 1].item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
+
+
 def test_measure_skips_interpolation_and_slice():
     model, x, y = trained_convnet()
     out = measure(model, x, y, hessian_iters=2, hutchinson_samples=1, slice_steps=0)
@@ -242,6 +258,8 @@ def test_measure_moves_its_bar_once_per_forward_and_hvp_and_ends_it_full():
     # loss, SAM gap, the gradient graph both Hessian measurements share, power iteration, Hutchinson, line, slice
     planned = 1 + 2 + 1 + 4 + 3 + 11 + 3 * 3
     assert planned - 3 <= bar.n <= planned and bar.total == bar.n      # the power iteration may stop early
-    counted = Bar()
+    counted, stacked = Bar(), Bar()
     measure(model, x, y, progress=counted, **dict(kw, hessian_iters=1))    # one HVP: no early stop possible
     assert counted.n == counted.total == planned - 3
+    measure(model, x, y, progress=stacked, slice_points=3, **dict(kw, hessian_iters=1))
+    assert stacked.n == stacked.total == planned - 3
