@@ -59,7 +59,7 @@ TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]      # p
 
 
 def variant_config(preset: str, keys: dict, benchmark: str, seed: int, sparsity: float, out: str) -> dict:
-    sparse = esacl.methods.PRESETS[preset].sparse
+    sparse = esacl.presets.PRESETS[preset].sparse
     keys = {k: (sparsity if v == "target" else v) for k, v in keys.items()}
     return dict(benchmark=benchmark, method=preset, seed=seed, sparsity=sparsity if sparse else None, out=out,
                 progress=False, **keys)
@@ -87,7 +87,7 @@ def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
     """Median seconds per step of each method on the same fixed batches of the first task, interleaved."""
     built = {}
     for method in methods:
-        sparse = esacl.methods.PRESETS[method].sparse
+        sparse = esacl.presets.PRESETS[method].sparse
         cfg = resolve(esacl.RunConfig(benchmark=benchmark, method=method, sparsity=sparsity if sparse else None,
                                       progress=False), BENCHMARKS[benchmark].protocol)[0]
         bench, model, learner, step, _ = build(cfg, torch.device("cpu"))

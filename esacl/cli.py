@@ -347,7 +347,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_methods(args) -> None:
-    from .methods import PRESETS
+    from .presets import PRESETS
     rows = [("method", "learner", "sparsifier", "selector", "source")]
     rows += [(name, p.learner, p.sparsifier, p.selector, p.source) for name, p in PRESETS.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -5,14 +5,13 @@ current task's examples are anchors; replayed examples serve as positives and ne
 instance-wise relation distillation (IRD) from a frozen copy of the model taken at the start of
 the task. Classification comes from a linear probe on frozen features, trained at each task end.
 """
-import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import random_window
-from .methods import Loss, Replay
+from .methods import Loss, Replay, frozen_copy
 
 PROJECTION_DIM = 128
 PROBE_LR, PROBE_MOMENTUM, PROBE_BATCH = 0.1, 0.9, 256
@@ -203,16 +202,6 @@ class CO2L(Replay):
     def memory_bytes(self):
         past = sum(p.numel() * p.element_size() for p in self.past.parameters()) if self.past is not None else 0
         return self.buffer.nbytes() + past
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with no gradients (one more copy of the parameters in memory).
-    The FLOP meter's hook comes along, so its forwards are counted where they run."""
-    past = copy.deepcopy(model).eval()
-    for p in past.parameters():
-        p.requires_grad_(False)
-        p.grad = None
-    return past
 
 
 def fit_linear_probe(head: nn.Linear, features: torch.Tensor, y: torch.Tensor, n_classes: int, epochs: int) -> None:

@@ -46,7 +46,7 @@ def settings(record) -> tuple:
 
 
 def _rank(key: tuple) -> tuple:
-    from .methods import PRESETS
+    from .presets import PRESETS
     order = list(PRESETS)
     return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2], str(key[3])
 
@@ -111,7 +111,8 @@ def summary_rows(records) -> list[dict]:
 def published_row(key: tuple, runs) -> dict | None:
     """The published row (esacl/anchors.json) for a group key (benchmark, method, sparsity, ...):
     same benchmark, method, sparsity and buffer size (0 for learners without a buffer); None if absent."""
-    from .methods import LEARNERS, PRESETS, Replay
+    from .methods import Replay
+    from .presets import LEARNERS, PRESETS
     method = PRESETS.get(key[1])
     replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
     return anchor(key[0], key[1], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
@@ -235,7 +236,7 @@ def paper_configs(benchmark: str, seeds, learners=PAPER_LEARNERS, sparsity: floa
     `seeds`, SparCL and EsaCL at `sparsity`; sharpness measured (`landscape`) for EsaCL-X at the first
     seed only, the runs whose dashboards a report shows. `overrides`: RunConfig keys as CLI strings."""
     from .config import RunConfig, UserError, did_you_mean
-    from .methods import PRESETS
+    from .presets import PRESETS
     for method in paper_methods(learners):
         if method not in PRESETS:
             learner = method.split("-")[-1]

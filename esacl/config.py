@@ -5,16 +5,13 @@ Built from a dict (notebook parameters), from CLI strings, or directly. Every mi
 take the benchmark's protocol default (`resolve`), and the run records which ones did.
 """
 import dataclasses
-import difflib
 import itertools
 import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
 
-
-class UserError(Exception):
-    """A mistake in what the user asked for: shown as one line, never as a traceback."""
+from .errors import UserError, did_you_mean  # noqa: F401  (re-exported: esacl.config.UserError)
 
 
 def knob(default, help, *, interval=None, choices=None):
@@ -26,7 +23,7 @@ def knob(default, help, *, interval=None, choices=None):
 
 
 def _method_names():
-    from .methods import PRESETS
+    from .presets import PRESETS
     return sorted(PRESETS)
 
 
@@ -52,6 +49,9 @@ class RunConfig:
     minibatch_size: int | None = knob(None, "replay minibatch size", interval="[1, inf)")
     alpha: float = knob(0.1, "DER++ logit-distillation weight", interval="[0, inf)")
     beta: float = knob(0.5, "DER++ replay cross-entropy weight", interval="[0, inf)")
+    lwf_alpha: float = knob(1.0, "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)",
+                            interval="[0, inf)")
+    lwf_temperature: float = knob(2.0, "LwF: distillation temperature (Li & Hoiem's 2)", interval="(0, inf)")
     ewc_lambda: float | None = knob(None, "online EWC penalty weight (default: the benchmark's, chosen on a "
                                     "validation split: benchmarks/tune.py)", interval="[0, inf)")
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
@@ -219,12 +219,6 @@ def cross(fixed: dict, axes: dict) -> list[dict]:
     return [dict(fixed, **dict(zip(axes, values))) for values in itertools.product(*axes.values())]
 
 
-def did_you_mean(word: str, names) -> str:
-    """' (did you mean 'X'?)' for the closest of `names` to a mistyped `word`, or ''."""
-    near = difflib.get_close_matches(word, list(names), n=1)
-    return f" (did you mean '{near[0]}'?)" if near else ""
-
-
 def _field(key: str) -> dataclasses.Field:
     for f in fields(RunConfig):
         if f.name == key:
@@ -303,7 +297,7 @@ PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:
     """Fill every `None` protocol knob from the benchmark (and `sparsity` from the method);
     returns the config and the filled keys."""
-    from .methods import PRESETS
+    from .presets import PRESETS
     filled = [k for k in PROTOCOL_KEYS if getattr(cfg, k) is None]
     values = {k: protocol[k] for k in filled}
     if cfg.sparsity is None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import UserError
+from .errors import UserError
 
 
 @dataclass

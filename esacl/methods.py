@@ -1,17 +1,17 @@
-"""Methods as compositions: base learner (loss terms) x sparsifier x data selector.
+"""Base learners: what the loss is and what a learner remembers between steps.
 
-A base learner only says what the loss is (`Learner.loss`) and what to remember between steps
+Methods are compositions of a base learner, a sparsifier and a data selector (`presets.py`). A base learner only says what the loss is (`Learner.loss`) and what to remember between steps
 (buffer, Fisher). How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning)
 is the step's business (steps.py), so every step mechanic wraps every learner unchanged.
 """
 import contextlib
+import copy
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from .config import UserError
 
 
 @dataclass
@@ -119,9 +119,9 @@ class Learner:
         """Add what the learner trains besides the backbone (a projection head) to `model`, so the
         step updates it and checkpoints carry it. Called once, before the step is built."""
 
-    def phase(self, name: str):
-        """Count forwards made inside this block as training FLOPs of component `name`."""
-        return self.meter.phase(name) if self.meter is not None else contextlib.nullcontext()
+    def phase(self, name: str, dense_weight_grad: bool = False):
+        """Count forwards made inside this block (and their backwards) as training FLOPs of component `name`."""
+        return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
     def begin_task(self, task, model) -> None:
         pass
@@ -134,6 +134,10 @@ class Learner:
         logits = model(batch.x)
         per_sample = F.cross_entropy(logits, batch.y, reduction="none")
         return Loss(per_sample.mean(), per_sample, logits)
+
+    def adjust_gradient(self, model, batch: Batch) -> None:
+        """Between the step's last backward and the update: change the parameters' `.grad` in place
+        (A-GEM's projection). With SAM, the gradient is the second pass's, the weights back at w."""
 
     def observe(self, batch: Batch, loss: Loss) -> None:
         """After the update: remember what the learner keeps (buffer)."""
@@ -237,6 +241,89 @@ class DERpp(Replay):
         self.buffer.add(x=batch.x_raw, y=batch.y, logits=loss.logits.detach().float())  # float32 under bf16 autocast too
 
 
+class AGEM(Replay):
+    """A-GEM (Chaudhry et al. ICLR 2019) on a reservoir buffer (Mammoth's agem_r): the stream loss is
+    cross-entropy, and the update's gradient g is projected so that, to first order, it does not raise
+    the loss on a replay draw: with g_ref that draw's gradient at the same weights,
+    g <- g - min(0, g . g_ref) / (g_ref . g_ref) g_ref (`agem_project`). The buffer fills as ER's."""
+
+    def prepare(self, batch):
+        if self.replaying():
+            batch.replay = {"reference": self.draw()}
+        return batch
+
+    def adjust_gradient(self, model, batch):
+        if not batch.replay:
+            return
+        params = [p for p in model.parameters() if p.grad is not None]
+        reference = batch.replay["reference"]
+        # One more forward and backward per step; autograd computes every weight gradient, pruned ones too.
+        with self.phase("reference", dense_weight_grad=True):
+            g_ref = torch.autograd.grad(F.cross_entropy(model(reference["x"]), reference["y"]), params)
+        agem_project([p.grad for p in params], list(g_ref))
+
+
+def agem_project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> None:
+    """In place: g <- g - min(0, g . r) / (r . r) r over the concatenation of the tensors (no host sync)."""
+    dot = sum((g * r).sum() for g, r in zip(grads, reference))
+    norm2 = sum((r * r).sum() for r in reference)
+    torch._foreach_add_(grads, torch._foreach_mul(reference, -dot.clamp(max=0) / norm2.clamp(min=1e-30)))
+
+
+class LwF(Learner):
+    """Learning without Forgetting (Li & Hoiem, TPAMI 2017) in class-incremental form: cross-entropy on
+    the stream plus `lwf_alpha` * T^2 * KL(softmax(z_old / T) || softmax(z / T)), T = `lwf_temperature`,
+    over the classes of earlier tasks, z_old the logits of the model as it was at the last task end (a
+    frozen copy: one more copy of the model in memory, one more forward per loss)."""
+
+    def __init__(self, cfg, n_classes, seed, augment=None):
+        super().__init__(cfg, n_classes, seed, augment)
+        self.model = None                # the live model (set by attach), copied into `teacher` on load
+        self.teacher = None              # frozen copy at the last task end (none in the first task)
+        self.seen: list[int] = []        # class ids of the tasks before the current one
+
+    def attach(self, model):
+        self.model = model
+
+    def loss(self, model, batch):
+        loss = super().loss(model, batch)
+        if self.teacher is not None:
+            seen = torch.tensor(self.seen, device=batch.y.device)
+            with torch.no_grad(), self.phase("teacher"):
+                old = self.teacher(batch.x)[:, seen]                                 # [B, seen]
+            t = self.cfg.lwf_temperature
+            distill = F.kl_div(F.log_softmax(loss.logits[:, seen] / t, dim=1), F.log_softmax(old.float() / t, dim=1),
+                               log_target=True, reduction="batchmean") * t * t
+            loss.total = loss.total + self.cfg.lwf_alpha * distill
+        return loss
+
+    def end_task(self, task, model):
+        self.teacher = frozen_copy(model)
+        self.seen = sorted(set(self.seen) | set(task.classes))
+
+    def state_dict(self):
+        return dict(teacher=self.teacher.state_dict() if self.teacher is not None else None, seen=self.seen)
+
+    def load_state_dict(self, state):
+        self.seen, self.teacher = list(state["seen"]), None
+        if state["teacher"] is not None:
+            self.teacher = frozen_copy(self.model)
+            self.teacher.load_state_dict(state["teacher"])
+
+    def memory_bytes(self):
+        return 0 if self.teacher is None else sum(t.numel() * t.element_size() for t in self.teacher.state_dict().values())
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode with no gradients (one more copy of the parameters in memory).
+    The FLOP meter's hook comes along, so its forwards are counted where they run."""
+    past = copy.deepcopy(model).eval()
+    for p in past.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return past
+
+
 class EWC(Learner):
     """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on): CE + sum_i k_i (w_i - w*_i)^2, k = lambda F.
 
@@ -308,70 +395,3 @@ def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, budget_bytes: int =
             fisher[n] += torch.einsum("b,b...->...", weight, g ** 2)
     model.train(was_training)
     return {n: f / len(x) for n, f in fisher.items()}
-
-
-LEARNERS = {"finetune": Learner, "joint": Joint, "er": ER, "derpp": DERpp, "ewc": EWC}
-
-
-# Sparsifier axis -> (SAM two-pass step?, update rule of prune.PRUNERS).
-SPARSIFIERS = {
-    "none": (False, "dense"),
-    "sam": (True, "dense"),
-    "grda": (False, "dual_averaging"),
-    "sdp": (True, "dual_averaging"),
-    "sam-gmp": (True, "magnitude"),
-    "sparcl": (False, "sparcl"),
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A row of the comparison table: one choice on each axis, and where it comes from."""
-    learner: str
-    sparsifier: str
-    selector: str
-    source: str
-
-    @property
-    def sparse(self) -> bool:
-        return SPARSIFIERS[self.sparsifier][1] != "dense"
-
-
-_ESACL = "EsaCL (Ren & Honavar SDM 2024), reconstruction: docs/method.md"
-_SPARCL = "SparCL (Wang et al. NeurIPS 2022), official code's settings"
-PRESETS: dict[str, Preset] = {
-    "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
-    "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
-    "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
-    "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
-    "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
-    "co2l": Preset("co2l", "none", "none",
-                   "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer"),
-    "esacl": Preset("finetune", "sdp", "ids", _ESACL),
-    "esacl-er": Preset("er", "sdp", "ids", _ESACL + ", on ER"),
-    "esacl-derpp": Preset("derpp", "sdp", "ids", _ESACL + ", on DER++"),
-    "esacl-ewc": Preset("ewc", "sdp", "ids", _ESACL + ", on online EWC"),
-    "esacl-co2l": Preset("co2l", "sdp", "ids", _ESACL + ", on CO2L"),
-    "esacl-noids": Preset("finetune", "sdp", "none", "ablation: SDP without data selection"),
-    "ids-only": Preset("finetune", "sam", "ids", "ablation: dense SAM with IDS, no pruning"),
-    "sam": Preset("finetune", "sam", "none", "ablation: dense SAM, Foret et al. ICLR 2021"),
-    "grda": Preset("finetune", "grda", "none", "ablation: dual-averaging pruning without SAM (gRDA, Chao et al. 2020)"),
-    "sam-gmp": Preset("finetune", "sam-gmp", "none",
-                      "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging"),
-    "sparcl-er": Preset("er", "sparcl", "ddr", _SPARCL + ", on ER"),
-    "sparcl-derpp": Preset("derpp", "sparcl", "ddr", _SPARCL + ", on DER++"),
-    "sparcl-ewc": Preset("ewc", "sparcl", "ddr", _SPARCL + ", on online EWC"),
-    "sparcl-co2l": Preset("co2l", "sparcl", "ddr", _SPARCL + ", on CO2L"),
-}
-
-
-def build_learner(cfg, n_classes: int, augment=None) -> Learner:
-    """The base learner of `cfg.method`'s preset."""
-    preset = PRESETS[cfg.method]
-    if cfg.sparsity > 0 and not preset.sparse:
-        raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
-    return LEARNERS[preset.learner](cfg, n_classes, cfg.seed, augment)
-
-
-from .co2l import CO2L  # noqa: E402  (co2l.py imports this module)
-LEARNERS["co2l"] = CO2L

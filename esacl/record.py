@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .config import UserError
+from .errors import UserError
 
 CHECKPOINT_FORMAT = "esacl-checkpoint-1"
 

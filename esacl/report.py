@@ -294,7 +294,7 @@ def default_title(runs) -> str:
 
 def default_detail(runs: list[str]) -> list[str]:
     """One run per method (its lowest seed): the sparse methods' if there are any, at most four."""
-    from .methods import PRESETS
+    from .presets import PRESETS
     from .record import load_run
     records = [load_run(r) for r in runs]
     if len(records) == 1:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .config import UserError
+from .errors import UserError
 from .steps import support_size
 
 

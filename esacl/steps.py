@@ -8,6 +8,7 @@ support selection and every pruning rule wrap every learner without copying the 
     ascent      w <- w + eps, eps = rho * g*m / ||g*m||           (SAM; live weights only)
     scoring     s_i = l_i(w + eps) - l_i(w) on the stream examples, keep K of them  (IDS support selection)
     pass 2      gradient at w + eps on the kept examples and the whole replay draw, then w restored exactly
+    gradient    the learner's own change to the gradient, if any (A-GEM's projection)
     update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning
 
 With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
@@ -20,7 +21,8 @@ import math
 import torch
 
 from .landscape import sam_perturbation
-from .methods import SPARSIFIERS, Loss
+from .methods import Loss
+from .presets import SPARSIFIERS
 from .prune import PRUNERS
 
 
@@ -163,6 +165,7 @@ class Step:
                     learner.loss(model, second).total.backward()
             with torch.no_grad():
                 torch._foreach_copy_([p for _, p in self.named], saved)               # exact restore
+        learner.adjust_gradient(model, batch)
         self.selector.record(batch, loss, scores, keep)
         self.pruner.update()
         return loss

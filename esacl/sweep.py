@@ -102,7 +102,7 @@ def load_grid(source) -> Grid:
 
 
 def _expand(grid: Grid) -> list[Point]:
-    from .methods import PRESETS
+    from .presets import PRESETS
     from .report import check_declared, notebook_parameters, notebook_path, parameter_value
     declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}

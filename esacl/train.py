@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from .config import RunConfig, UserError, resolve, usable_cores
 from .data import BENCHMARKS, load_benchmark
 from .flops import FlopMeter, peak_memory_bytes, sparse_model_bytes
-from .methods import PRESETS, Batch, build_learner
+from .methods import Batch
+from .presets import PRESETS, build_learner
 from .models import InputNorm, build_model
 from .prune import topk_masks
 from .record import Record, RunDir, environment, load_run

@@ -15,7 +15,7 @@ from esacl import data as data_module
 from esacl.cli import main
 from esacl.data import (BENCHMARKS, FMNIST_DEBIAN, FMNIST_FILES, SOURCES, TINY_CACHE, TINY_CACHE_META, crop_flip,
                         fmnist_arrays, idx_bytes, load_benchmark, parse_idx, tiny_imagenet_arrays)
-from esacl.methods import PRESETS
+from esacl.presets import PRESETS
 from helpers import write_cifar, write_idx, write_tiny_imagenet
 
 

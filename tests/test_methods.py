@@ -7,7 +7,8 @@ from scipy import stats
 from esacl import RunConfig, UserError
 from esacl.config import resolve
 from esacl.data import BENCHMARKS
-from esacl.methods import EWC, Batch, DERpp, ER, ReservoirBuffer, build_learner, fisher_diagonal
+from esacl.methods import EWC, Batch, DERpp, ER, LwF, ReservoirBuffer, agem_project, fisher_diagonal
+from esacl.presets import build_learner
 from esacl.models import ConvNet
 
 
@@ -158,3 +159,44 @@ def test_ewc_caps_each_penalty_weight_where_one_step_lands_on_the_anchor():
     uncapped = learner_for(EWC, method="ewc", ewc_lambda=1e9, lr=0.05, ewc_cap=False)
     uncapped.end_task(task, model)
     assert torch.equal(uncapped.stiffness["head.weight"], 1e9 * uncapped.fisher["head.weight"])
+
+
+def test_agem_projection_by_hand():
+    # g = (1, 0), r = (-1, 1) split over two tensors: g.r = -1, r.r = 2, g~ = g + r / 2 = (0.5, 0.5).
+    g, r = [torch.tensor([1.0]), torch.tensor([0.0])], [torch.tensor([-1.0]), torch.tensor([1.0])]
+    agem_project(g, r)
+    assert [t.item() for t in g] == [0.5, 0.5]
+    g = [torch.tensor([1.0]), torch.tensor([0.0])]
+    agem_project(g, [torch.tensor([1.0]), torch.tensor([1.0])])       # g.r = 1 > 0: left alone
+    assert [t.item() for t in g] == [1.0, 0.0]
+
+
+def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    cfg = RunConfig(method="lwf", lwf_alpha=0.7, lwf_temperature=2.0)
+    model = ConvNet(1, 10, width=4)
+    learner = LwF(cfg, 10, 0)
+    learner.attach(model)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([2, 3, 2, 3, 2, 3])
+    batch = Batch(x, y, torch.arange(6), x)
+    assert learner.loss(model, batch).total.item() == pytest.approx(F.cross_entropy(model(x), y).item())
+    learner.end_task(SimpleNamespace(classes=[0, 1]), model)            # task 0 had classes 0 and 1
+    model.eval()
+    with torch.no_grad():
+        old = model(x).double().numpy()                                 # the teacher: this model, in eval mode
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))                           # training moves on
+    model.train()
+    loss = learner.loss(model, batch)
+    new = loss.logits.detach().double().numpy()
+    soft = lambda z: np.exp(z / 2.0) / np.exp(z / 2.0).sum(axis=1, keepdims=True)
+    p_old, p_new = soft(old[:, [0, 1]]), soft(new[:, [0, 1]])
+    kl = (p_old * np.log(p_old / p_new)).sum(axis=1).mean()
+    ce = F.cross_entropy(loss.logits, y).item()
+    assert loss.total.item() == pytest.approx(ce + 0.7 * 4.0 * kl, rel=1e-5)
+    # A checkpoint carries the teacher.
+    again = LwF(cfg, 10, 0)
+    again.attach(model)
+    again.load_state_dict(learner.state_dict())
+    assert again.seen == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(loss.total.item(), rel=1e-6)

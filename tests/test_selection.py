@@ -120,7 +120,7 @@ def test_ddr_breaks_ties_at_random_not_by_position():
 
 
 def test_ids_elimination_without_scores_is_refused_in_one_line():
-    from esacl.methods import PRESETS
+    from esacl.presets import PRESETS
     from esacl.selection import build_selector
     for changes in (dict(support_rule="random"), dict(support_fraction=1.0), dict(support_size=64)):
         with pytest.raises(UserError, match="no step scores any") as err:

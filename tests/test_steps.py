@@ -174,3 +174,30 @@ def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
     for (n, p), gi in zip(model.named_parameters(), g2):
         assert torch.allclose(p, wp[n].detach() - 0.1 * gi, atol=1e-6), n
     assert torch.allclose(model.bn.running_mean, 0.9 * before.bn.running_mean + 0.1 * mean)   # pass 1 only
+
+
+@pytest.mark.parametrize("opposed", [True, False])
+def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
+    from esacl.methods import AGEM
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(8)
+    # Opposed: the stream's inputs relabelled; aligned: the stream batch itself (g.r = g.g > 0).
+    x_ref, y_ref = batch.x, (batch.y + 1) % 10 if opposed else batch.y
+    cfg = config(method="agem", lr=0.1, buffer_size=20, minibatch_size=8)
+    # By hand (float64): g at w on the stream, r at w on the replay draw, g~ = g - min(0, g.r)/(r.r) r, w - lr g~.
+    w = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    g = torch.autograd.grad(loss_at(model, w, batch.x, batch.y), list(w.values()))
+    r = torch.autograd.grad(loss_at(model, w, x_ref, y_ref), list(w.values()))
+    dot = sum((a.double() * b.double()).sum() for a, b in zip(g, r))
+    assert (dot < 0) == opposed                          # the case each parameter stands for
+    norm2 = sum((b.double() ** 2).sum() for b in r)
+    projected = [a.double() - min(0.0, dot.item()) / norm2.item() * b.double() for a, b in zip(g, r)]
+    expected = {n: p.detach().double() - 0.1 * gi for (n, p), gi in zip(w.items(), projected)}
+    if opposed:                                          # the projected gradient no longer opposes r
+        assert abs(sum((a * b.double()).sum() for a, b in zip(projected, r)).item()) < 1e-9
+
+    learner = AGEM(cfg, 10, 0)
+    batch.replay = {"reference": dict(x=x_ref, y=y_ref)}
+    Step(model, cfg, sam=False, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(model, learner, batch)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.double(), expected[n], atol=1e-6), n

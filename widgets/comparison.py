@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from esacl import metrics
 from esacl.compare import differing, group_runs, published_row
-from esacl.methods import PRESETS
+from esacl.presets import PRESETS
 from esacl.record import Record, find_runs, load_run
 
 from .figures import figure, message

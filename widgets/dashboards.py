@@ -23,7 +23,7 @@ from IPython.display import clear_output, display
 
 from esacl.config import RunConfig, UserError
 from esacl.data import BENCHMARKS, load_benchmark
-from esacl.methods import PRESETS
+from esacl.presets import PRESETS
 from esacl.record import Record, load_masks, load_run, load_selections
 
 from . import figures as F

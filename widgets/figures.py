@@ -381,7 +381,7 @@ def mask_changes(record: Record, task: int | None = None) -> go.Figure:
 
 def score_kind(record: Record) -> str:
     """'sharpness' when the selector ranks by the SAM loss increase, else 'forgetting' (events)."""
-    from esacl.methods import PRESETS
+    from esacl.presets import PRESETS
     preset = PRESETS.get(record.config.get("method"))
     if (preset is not None and preset.selector == "ddr") or record.config.get("ere_score") == "forgetting":
         return "forgetting"

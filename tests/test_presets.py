@@ -1,0 +1,74 @@
+"""The registries, and the package's shape: every method is a composition, and no module of esacl
+reaches back up the import graph (lazy imports inside functions included)."""
+import ast
+from pathlib import Path
+
+import pytest
+
+from esacl import UserError
+from esacl.presets import LEARNERS, PRESETS, SPARSIFIERS, build_learner
+from esacl.selection import SELECTORS
+from helpers import config
+
+PACKAGE = Path(__file__).resolve().parent.parent / "esacl"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the esacl modules it imports anywhere in its source (top level or inside functions)."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esacl."):
+                names.add(node.module.split(".")[1])
+        graph[path.stem] = names - {path.stem}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` (the modules in order, the first repeated at the end), or []."""
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == "open":
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[module] = "done"
+        return []
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+def test_the_package_imports_without_cycles():
+    graph = import_graph()
+    assert {"presets", "methods", "co2l", "config", "errors"} <= set(graph)
+    assert cycle(graph) == []
+    found = cycle(dict(graph, errors={"config"}))                                     # the check can fail
+    assert found[0] == found[-1] and {"config", "errors"} <= set(found)
+    # The layers below config name errors, not config: config reads the registries, never the reverse.
+    for low in ("errors", "methods", "co2l", "presets", "data", "prune", "selection", "steps", "landscape"):
+        assert "config" not in graph[low], low
+
+
+def test_every_preset_is_one_choice_on_each_axis():
+    for name, preset in PRESETS.items():
+        assert preset.learner in LEARNERS and preset.sparsifier in SPARSIFIERS and preset.selector in SELECTORS, name
+    for learner in ("er", "derpp", "ewc", "co2l", "lwf", "agem"):             # each base learner, with each sparse method
+        assert (PRESETS[learner].learner, PRESETS[f"sparcl-{learner}"].learner, PRESETS[f"esacl-{learner}"].learner) \
+            == (learner, learner, learner)
+        assert PRESETS[f"sparcl-{learner}"].sparse and PRESETS[f"esacl-{learner}"].sparsifier == "sdp"
+
+
+def test_a_dense_preset_refuses_a_sparsity():
+    assert type(build_learner(config(method="agem"), 10)) is LEARNERS["agem"]
+    with pytest.raises(UserError, match="method 'lwf' is dense: config key 'sparsity' must be 0"):
+        build_learner(config(method="lwf", sparsity=0.5), 10)
