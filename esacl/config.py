@@ -80,8 +80,8 @@ class RunConfig:
     dense_grad_every: int = knob(1, "SDP: the accumulator takes the dense weight gradient every this-many steps and "
                                  "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
                                  interval="[1, inf)")
-    grda_c: float = knob(0.005, "gRDA threshold scale c (threshold='grda')", interval="[0, inf)")
-    grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (threshold='grda')", interval="(0, 1)")
+    grda_c: float = knob(0.005, "gRDA threshold scale c (with threshold 'grda')", interval="[0, inf)")
+    grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (with threshold 'grda')", interval="(0, 1)")
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
     one_shot_sparsity: float = knob(0.0, "dense methods: at each task end, record the accuracy and loss lost by "
                                     "one-shot magnitude pruning to this sparsity, no retraining (the flatness test; "

@@ -1,0 +1,96 @@
+"""The one source of the benchmark notebooks: `python notebooks/template.py` writes notebooks/<benchmark>.ipynb
+for every benchmark; tests/test_notebooks.py checks that each committed notebook is what `render` makes.
+
+Every notebook is the same four parts: what the benchmark is, a `parameters` cell declaring every
+RunConfig key (so papermill, `esacl notebook -p` and sweep axes can set any of them), one call into
+esacl with the live dashboard, and the run's summary.
+"""
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))                # esacl, from this checkout
+
+from esacl.config import RunConfig  # noqa: E402
+
+TITLES = {
+    "split_digits": ("Split-Digits", "scikit-learn's digits (ships offline) as 5 tasks of 2 classes, 8x8 gray, a small "
+                     "ConvNet; seconds on a laptop CPU."),
+    "split_fmnist": ("Split Fashion-MNIST", "Fashion-MNIST as 5 tasks of 2 classes, 28x28 gray, a CPU-sized ConvNet, one "
+                     "epoch per task; data from `data_root/fashion-mnist` or Debian's package "
+                     "`dataset-fashion-mnist`; about a minute per run on a laptop CPU."),
+    "split_cifar10": ("Split CIFAR-10", "CIFAR-10 as 5 tasks of 2 classes, ResNet-18 (64 filters, 3x3 stem), 50 epochs "
+                      "per task: a GPU benchmark; data from `data_root` (`cifar-10-batches-py`)."),
+    "split_cifar100": ("Split CIFAR-100", "CIFAR-100 as 10 tasks of 10 classes, ResNet-18, 50 epochs per task: a GPU "
+                       "benchmark; data from `data_root` (`cifar-100-python`)."),
+    "split_tinyimagenet": ("Split Tiny-ImageNet", "Tiny-ImageNet as 10 tasks of 20 classes, 64x64, ResNet-18, 100 "
+                           "epochs per task: a GPU benchmark; data from `data_root` (`tiny-imagenet-200`)."),
+}
+# What a notebook opened in JupyterLab runs unless told otherwise, where it differs from RunConfig's default:
+# EsaCL itself, sharpness measured on the CPU-sized benchmarks, runs into the repository's runs/.
+OVERRIDES = dict(method="esacl", out="../runs")
+SHARPNESS = ("split_digits", "split_fmnist")
+
+ABOUT = """One run of one method: after each task the model is evaluated on every task seen so far (class-IL and
+task-IL from the same run). The dashboards below update while it trains: accuracy, loss-landscape
+sharpness, how the sparse masks evolve, which examples the data selection kept or removed, and the
+training cost (FLOPs in RigL's convention, memory, wall-clock). Everything is also written to the run
+directory (`out/name`), which `esacl show`, `esacl report` and these dashboards read later.
+
+Batch use: `esacl notebook {name} -p method esacl -p sparsity 0.9 --out runs/` (papermill); any
+parameter below can be set with `-p KEY VALUE` or be an axis of `esacl sweep`."""
+
+RUN = """import esacl
+import widgets
+from esacl.config import KEYS
+from IPython.display import display
+
+config = esacl.RunConfig(**{key: globals()[key] for key in KEYS})     # every parameter above
+dashboard = widgets.RunDashboard()
+display(dashboard)
+record = esacl.run(config, callbacks=[dashboard.callback])"""
+
+
+def parameters(name: str) -> str:
+    """The parameters cell: every RunConfig key in its order, its value and its help."""
+    values = dict(OVERRIDES, benchmark=name, landscape=name in SHARPNESS)
+    lines = ["# Parameters: every esacl.RunConfig key (`esacl run --help` explains each); papermill sets any of them."]
+    for f in dataclasses.fields(RunConfig):
+        value = values.get(f.name, f.default)
+        literal = json.dumps(value) if isinstance(value, str) else repr(value)
+        lines.append(f"{f.name + ' = ' + literal:34s}# {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def render(name: str) -> str:
+    """notebooks/<name>.ipynb as committed: nbformat 4.5, no outputs, cell ids derived from the name."""
+    title, summary = TITLES[name]
+    cells = [("markdown", f"# {title}: EsaCL and its baselines\n\n{summary}\n\n{ABOUT.format(name=name)}", {}),
+             ("code", parameters(name), {"tags": ["parameters"]}),
+             ("markdown", "## Training, with live dashboards", {}),
+             ("code", RUN, {}),
+             ("markdown", "## Summary: accuracy matrices, forgetting, FLOPs, sparsity, memory, pruning jump", {}),
+             ("code", "print(record.text())", {})]
+    out = []
+    for i, (kind, source, metadata) in enumerate(cells):
+        cell = dict(cell_type=kind, id=hashlib.sha256(f"{name}/{i}".encode()).hexdigest()[:8], metadata=metadata,
+                    source=source.splitlines(keepends=True))
+        if kind == "code":
+            cell = dict(cell, execution_count=None, outputs=[])
+        out.append(dict(sorted(cell.items())))
+    nb = dict(cells=out, metadata=dict(kernelspec=dict(display_name="Python 3", language="python", name="python3"),
+                                       language_info=dict(name="python")), nbformat=4, nbformat_minor=5)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    for name in TITLES:
+        (HERE / f"{name}.ipynb").write_text(render(name))
+        print(f"wrote notebooks/{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
