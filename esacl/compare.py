@@ -88,16 +88,16 @@ def differing(groups) -> dict[tuple, str]:
     return labels
 
 
-def summary_rows(records) -> list[dict]:
-    """Per benchmark, method, sparsity and settings, over complete runs: seeds and mean / std of
-    every column, the settings that set the row apart ('' if none), and the published class-IL /
-    task-IL beside (None where there is none)."""
+def summary_rows(records, include=lambda r: r.complete, columns=COLUMNS) -> list[dict]:
+    """Per benchmark, method, sparsity and settings, over complete runs (or those `include` accepts):
+    seeds and mean / std of every column of `columns`, the settings that set the row apart ('' if
+    none), the runs, and the published class-IL / task-IL beside (None where there is none)."""
     rows = []
-    groups = group_runs(records)
+    groups = group_runs(records, include)
     labels = differing(groups)
     for key, runs in groups.items():
         row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs))
-        for name, _, value, _ in COLUMNS:
+        for name, _, value, _ in columns:
             row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
         published = published_row(key, runs)
         for il in ("class_il", "task_il"):
@@ -159,13 +159,14 @@ def _settings_column(rows: list[dict]) -> bool:
     return any(r["settings"] for r in rows)
 
 
-def _table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+def table_cells(rows: list[dict], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+    """The header and the cells of the summary table of `rows` (made with the same `columns`)."""
     extra = _settings_column(rows)
     head = ["benchmark", "method"] + (["settings"] if extra else []) + ["sparsity", "seeds"] + \
-        [h for _, h, _, _ in COLUMNS] + ["published class-IL / task-IL"]
+        [h for _, h, _, _ in columns] + ["published class-IL / task-IL"]
     body = [[r["benchmark"], r["method"]] + ([r["settings"] or "-"] if extra else [])
             + [f"{r['sparsity']:.2f}", str(r["seeds"])]
-            + [cell(r[f"{n}_mean"], r[f"{n}_std"] if r["seeds"] > 1 else None, f) for n, _, _, f in COLUMNS]
+            + [cell(r[f"{n}_mean"], r[f"{n}_std"] if r["seeds"] > 1 else None, f) for n, _, _, f in columns]
             + [_published_cell(r)]
             for r in rows]
     return head, body
@@ -181,7 +182,7 @@ def aligned(head: list[str], body: list[list[str]], left: int = 2) -> str:
 
 def summary_text(rows: list[dict]) -> str:
     """The table as aligned text (mean +- std over seeds; a single seed's value alone)."""
-    return aligned(*_table_cells(rows), left=3 if _settings_column(rows) else 2)
+    return aligned(*table_cells(rows), left=3 if _settings_column(rows) else 2)
 
 
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -205,7 +206,7 @@ def summary_html(rows: list[dict], title: str) -> str:
             "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
             "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
             "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n"
-            + html_table(*_table_cells(rows)) + "</body></html>\n")
+            + html_table(*table_cells(rows)) + "</body></html>\n")
 
 
 def summary_csv(rows: list[dict]) -> str:

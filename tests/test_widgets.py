@@ -308,7 +308,7 @@ def test_comparison_view_groups_runs_and_matches_mean_std(runs):
     table = view.table_html()
     assert "esacl" in table and "sgd" in table
     assert f">{view.rows[1]['class_il'][0]:.2f}</td>" in table                   # one seed: the value alone
-    assert "±" not in table
+    assert "+-" not in table and "jump (pts)" in table and "model MB" in table       # esacl compare's columns
     figs = view.figures()
     accuracy = figs[0].data[0]
     assert list(accuracy.y) == [row["class_il"][0] for row in view.rows]

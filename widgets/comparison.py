@@ -1,43 +1,41 @@
-"""Across runs: mean +- std over seeds per (benchmark, method, sparsity, settings), as rows, an HTML
-table and bar charts with error bars. Grouped and ordered by `esacl.compare.group_runs`, with runs
-still training counted by the tasks they finished."""
-import html
+"""Across runs: figures of `esacl.compare.summary_rows` (mean +- std over seeds per benchmark, method,
+sparsity and settings), and its table in HTML, with runs still training counted by the tasks they finished."""
 import math
 from pathlib import Path
 
 import plotly.colors
 import plotly.graph_objects as go
 
-from esacl import metrics
-from esacl.compare import differing, group_runs, published_row
+from esacl.compare import COLUMNS, html_table, summary_rows, table_cells
 from esacl.presets import PRESETS
 from esacl.record import Record, find_runs, load_run
 
 from .figures import figure, message
 
-# (key, column title, axis title, value of one record)
+# The table's columns: esacl compare's, and the pruning jump at the last task.
+TABLE = COLUMNS + [("jump", "jump (pts)", lambda r: r.efficiency.get("jump_last"), ".2f")]
+
+# (key of a row's (mean, std) pair, its column in TABLE, axis title) of the metrics the figures show.
 METRICS = [
-    ("class_il", "class-IL (%)", "class-IL accuracy (%)", lambda r: r.summary["class_il"]["average"]),
-    ("task_il", "task-IL (%)", "task-IL accuracy (%)", lambda r: r.summary["task_il"]["average"]),
-    ("forgetting", "forgetting (pts)", "class-IL forgetting (points)", lambda r: r.summary["class_il"]["forgetting"]),
-    ("flops", "FLOPs × SGD", "training FLOPs relative to dense SGD", lambda r: r.efficiency.get("flops_relative")),
-    ("jump", "jump (pts)", "pruning jump at the last task (points)", lambda r: r.efficiency.get("jump_last")),
+    ("class_il", "class_il", "class-IL accuracy (%)"),
+    ("task_il", "task_il", "task-IL accuracy (%)"),
+    ("forgetting", "forgetting", "class-IL forgetting (points)"),
+    ("flops", "flops_x_sgd", "training FLOPs relative to dense SGD"),
+    ("jump", "jump", "pruning jump at the last task (points)"),
 ]
 
 
 def comparison_rows(records: list[Record]) -> list[dict]:
-    """One row per (benchmark, method, sparsity, settings) with at least one finished task (diverged
-    runs left out): 'benchmark', 'method', 'sparsity', 'settings' (how it differs from its
-    namesakes), 'seeds', 'runs' and, per metric key, a (mean, std) pair."""
-    groups = group_runs(records, include=lambda r: bool(r.class_il) and not r.diverged)
-    labels = differing(groups)
-    rows = []
-    for key, runs in groups.items():
-        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs),
-                   runs=[str(r.path) for r in runs], published=published_row(key, runs))
-        for metric, _, _, value in METRICS:
-            row[metric] = metrics.mean_std([value(r) for r in runs])
-        rows.append(row)
+    """`esacl.compare.summary_rows` over every run with at least one finished task (runs still training
+    count by the tasks they finished; diverged runs left out), with TABLE's columns, and for the
+    figures: per metric key a (mean, std) pair and 'published' ({'source', 'class_il', 'task_il'} or None)."""
+    rows = summary_rows(records, include=lambda r: bool(r.class_il) and not r.diverged, columns=TABLE)
+    for row in rows:
+        for key, column, _ in METRICS:
+            row[key] = (row[f"{column}_mean"], row[f"{column}_std"])
+        row["published"] = None if row["published_source"] is None else dict(
+            source=row["published_source"], **{il: [row[f"published_{il}_mean"], row[f"published_{il}_std"]]
+                                               for il in ("class_il", "task_il")})
     return rows
 
 
@@ -64,7 +62,7 @@ def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") 
     the base learner; marker: ○ dense, □ SparCL, ◇ EsaCL, △ another sparsifier; a dotted line joins
     SparCL-X to EsaCL-X at the same sparsity (with IDS: esacl-X, not an ablation); a hollow marker at a
     point's place is its published result (esacl/anchors.json)."""
-    _, _, axis, _ = next(m for m in METRICS if m[0] == key)
+    axis = next(m[2] for m in METRICS if m[0] == key)
     x_title = "training FLOPs (× dense SGD, log scale)" if x == "flops" else "target sparsity"
     fig = figure(f"{axis} against {'training FLOPs' if x == 'flops' else 'sparsity'} "
                  "(○ dense, □ SparCL, ◇ EsaCL, △ other sparse; mean ± std over seeds)", x_title, axis)
@@ -110,28 +108,14 @@ def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") 
     return fig
 
 
-def _cell(pair, seeds: int) -> str:
-    mean, std = pair
-    return "–" if math.isnan(mean) else f"{mean:.2f}" if seeds == 1 else f"{mean:.2f} ± {std:.2f}"
-
-
 def comparison_html(rows: list[dict]) -> str:
-    """The rows as an HTML table (mean ± std over seeds)."""
-    head = ["benchmark", "method", "sparsity", "seeds"] + [title for _, title, _, _ in METRICS]
-    style = 'style="padding:2px 8px;text-align:right;border-bottom:1px solid #ddd"'
-    lines = ["<table style=\"border-collapse:collapse;font-size:12px\">",
-             "<tr>" + "".join(f"<th {style}>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    for row in rows:
-        method = row["method"] + (f" ({row['settings']})" if row["settings"] else "")
-        cells = [row["benchmark"], method, f"{row['sparsity']:.2f}", str(row["seeds"])]
-        cells += [_cell(row[key], row["seeds"]) for key, _, _, _ in METRICS]
-        lines.append("<tr>" + "".join(f"<td {style}>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    return "\n".join(lines + ["</table>"])
+    """The rows as `esacl compare`'s table (mean +- std over seeds), with the jump column, in HTML."""
+    return html_table(*table_cells(rows, TABLE))
 
 
 def comparison_bars(rows: list[dict], key: str) -> go.Figure:
     """Bars of one metric per method and sparsity (one colour per benchmark), error bars = std over seeds."""
-    _, _, axis, _ = next(m for m in METRICS if m[0] == key)
+    axis = next(m[2] for m in METRICS if m[0] == key)
     fig = figure(f"{axis}: mean ± std over seeds", "method (target sparsity)", axis, barmode="group")
     shown = [r for r in rows if not math.isnan(r[key][0])]
     if not shown:

@@ -544,9 +544,9 @@ class RunDashboard(W.Tab):
 # ----------------------------------------------------------------------------- several runs
 
 class ComparisonView(W.VBox):
-    """Runs compared: mean ± std over seeds per benchmark, method and sparsity (class-IL, task-IL,
-    forgetting, FLOPs relative to dense SGD, pruning jump) as a table and bar charts with error
-    bars. `runs`: run directories, folders of run directories, or Records."""
+    """Runs compared: mean ± std over seeds per benchmark, method and sparsity, as `esacl compare`'s
+    table (with the pruning jump beside) and figures with error bars (accuracy against FLOPs and
+    sparsity, curves overlaid, a bar chart per metric). `runs`: run directories, folders of them, or Records."""
 
     def __init__(self, runs):
         self.records = load_records(runs)
