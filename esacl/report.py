@@ -21,7 +21,16 @@ from .config import RunConfig, UserError, did_you_mean
 from .record import RunDir, unique_name, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
+
+
+def _notebooks() -> Path:
+    """The notebooks folder: a plain (not editable) install's copy inside the package (`esacl/notebooks`,
+    see pyproject.toml), else the checkout's `notebooks/`."""
+    installed = Path(__file__).resolve().parent / "notebooks"
+    return installed if installed.is_dir() else ROOT / "notebooks"
+
+
+NOTEBOOKS = _notebooks()
 REPORT_NOTEBOOK = "report"
 PLOTLY_JS_VERSION = "4.1.1"     # the plotly.js release plotly==7.1.0 embeds; its partial bundle must be the same
 PLOTLY_CARTESIAN = ROOT / ".cache" / "plotly" / f"plotly-cartesian-{PLOTLY_JS_VERSION}.min.js"

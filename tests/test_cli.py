@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -119,3 +120,44 @@ def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_
     assert paper_workers(3, grid(tmp_path)[0]) == 3
     with pytest.raises(UserError, match="--workers must be at least 1"):
         paper_workers(0, grid(tmp_path)[0])
+
+
+def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
+    """`pip install .` (not editable) into a fresh venv: `esacl sweep` and `esacl report`, run outside the
+    checkout, find the notebooks inside the installed package. The venv reaches this environment's
+    dependencies through a path file and their data files (nbconvert's templates, kernel specs) through
+    JUPYTER_PATH, so nothing is downloaded; esacl itself is the installed copy."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "source"                   # a copy: building writes build/ and egg-info beside the sources
+    for part in ("esacl", "widgets", "notebooks"):
+        shutil.copytree(root / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(root / part, source / part)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
+                   check=True, capture_output=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([python, "-c", "import esacl, widgets; print(esacl.__file__, widgets.__file__)"], cwd=work,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert all(path.startswith(site) for path in where)
+    (work / "grid.toml").write_text('notebook = "split_digits"\n[fixed]\nepochs = 1\nn_tasks = 2\nlandscape = false\n'
+                                    '[axes]\nmethod = ["sgd"]\n')
+    esacl = [python, "-m", "esacl"]
+    env = dict(os.environ, JUPYTER_PATH=str(Path(sys.prefix) / "share" / "jupyter"))
+    done = subprocess.run(esacl + ["sweep", "grid.toml", "--out", "s", "--workers", "1", "--quiet"], cwd=work,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (work / "s" / "split_digits-sgd-s0" / "notebook.ipynb").is_file()
+    done = subprocess.run(esacl + ["report", "s/split_digits-sgd-s0", "--out", "r"], cwd=work, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((work / "r").glob("*.html"))) == 1
