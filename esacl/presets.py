@@ -2,7 +2,8 @@
 
 A method is one choice on each axis: base learner (the loss, `methods.py`, `co2l.py`) x sparsifier
 (the step's passes and update rule, `steps.py`, `prune.py`) x data selector (`selection.py`). Adding
-a base learner is a class and a line in `LEARNERS`; `esacl-X` and `sparcl-X` presets compose it.
+a base learner is a class, a line in `LEARNERS`, its dense preset, and a line in `COMPOSED` for its
+`esacl-X` and `sparcl-X` presets.
 """
 from dataclasses import dataclass
 
@@ -40,35 +41,27 @@ class Preset:
 
 _ESACL = "EsaCL (Ren & Honavar SDM 2024), reconstruction: docs/method.md"
 _SPARCL = "SparCL (Wang et al. NeurIPS 2022), official code's settings"
+# The base learners that SparCL and EsaCL compose with (presets sparcl-X and esacl-X), as sources name them.
+COMPOSED = {"er": "ER", "derpp": "DER++", "ewc": "online EWC", "co2l": "CO2L", "lwf": "LwF", "agem": "A-GEM"}
 PRESETS: dict[str, Preset] = {
     "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
     "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
     "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
     "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
     "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
-    "lwf": Preset("lwf", "none", "none", "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model"),
-    "agem": Preset("agem", "none", "none", "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)"),
     "co2l": Preset("co2l", "none", "none",
                    "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer"),
+    "lwf": Preset("lwf", "none", "none", "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model"),
+    "agem": Preset("agem", "none", "none", "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)"),
     "esacl": Preset("finetune", "sdp", "ids", _ESACL),
-    "esacl-er": Preset("er", "sdp", "ids", _ESACL + ", on ER"),
-    "esacl-derpp": Preset("derpp", "sdp", "ids", _ESACL + ", on DER++"),
-    "esacl-ewc": Preset("ewc", "sdp", "ids", _ESACL + ", on online EWC"),
-    "esacl-co2l": Preset("co2l", "sdp", "ids", _ESACL + ", on CO2L"),
-    "esacl-lwf": Preset("lwf", "sdp", "ids", _ESACL + ", on LwF"),
-    "esacl-agem": Preset("agem", "sdp", "ids", _ESACL + ", on A-GEM"),
+    **{f"esacl-{x}": Preset(x, "sdp", "ids", f"{_ESACL}, on {name}") for x, name in COMPOSED.items()},
     "esacl-noids": Preset("finetune", "sdp", "none", "ablation: SDP without data selection"),
     "ids-only": Preset("finetune", "sam", "ids", "ablation: dense SAM with IDS, no pruning"),
     "sam": Preset("finetune", "sam", "none", "ablation: dense SAM, Foret et al. ICLR 2021"),
     "grda": Preset("finetune", "grda", "none", "ablation: dual-averaging pruning without SAM (gRDA, Chao et al. 2020)"),
     "sam-gmp": Preset("finetune", "sam-gmp", "none",
                       "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging"),
-    "sparcl-er": Preset("er", "sparcl", "ddr", _SPARCL + ", on ER"),
-    "sparcl-derpp": Preset("derpp", "sparcl", "ddr", _SPARCL + ", on DER++"),
-    "sparcl-ewc": Preset("ewc", "sparcl", "ddr", _SPARCL + ", on online EWC"),
-    "sparcl-co2l": Preset("co2l", "sparcl", "ddr", _SPARCL + ", on CO2L"),
-    "sparcl-lwf": Preset("lwf", "sparcl", "ddr", _SPARCL + ", on LwF"),
-    "sparcl-agem": Preset("agem", "sparcl", "ddr", _SPARCL + ", on A-GEM"),
+    **{f"sparcl-{x}": Preset(x, "sparcl", "ddr", f"{_SPARCL}, on {name}") for x, name in COMPOSED.items()},
 }
 
 

@@ -3,11 +3,15 @@ import pytest
 from esacl import RunConfig
 
 
-@pytest.fixture(autouse=True)
-def idle_machine(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def idle_machine():
     """Runs in tests see an idle machine, so their thread count (and last digits) never depends on
-    what else the machine runs; test_train checks the busy-machine rule by patching this back."""
-    monkeypatch.setattr("esacl.train.busy_cores_elsewhere", lambda seconds=0.1: 0.0)
+    what else the machine runs (a test's leftover kernel, a browser). For the whole session: module-scoped
+    fixtures that train are set up before any function-scoped patch. test_train puts the real
+    measurement back where it tests the busy-machine rule."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("esacl.train.busy_cores_elsewhere", lambda seconds=0.1: 0.0)
+        yield
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import esacl
+from esacl.train import busy_cores_elsewhere as MEASURED  # imported at collection: the real one
 from esacl.train import evaluate
 
 
@@ -305,7 +306,7 @@ def test_a_busy_machine_is_seen_and_recorded_in_env_json(tiny, monkeypatch):
     import subprocess
     import sys
     from esacl import train
-    monkeypatch.undo()                               # the real measurement, not conftest's idle machine
+    monkeypatch.setattr(train, "busy_cores_elsewhere", MEASURED)     # the real measurement, not conftest's idle machine
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         assert train.busy_cores_elsewhere(0.3) >= 0.5
