@@ -575,7 +575,7 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
     # (benchmarks/threads.py: beside a busy process a run was 4.5x slower with them spinning, no slower sleeping).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     (out / "logs").mkdir(exist_ok=True)
-    queue, pool, selector = list(points), [], selectors.DefaultSelector()
+    queue, pool, retired, selector = list(points), [], [], selectors.DefaultSelector()
 
     def start(worker: _Worker) -> None:
         point = queue.pop(0)
@@ -586,6 +586,7 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
         selector.unregister(worker.results)
         pool.remove(worker)
         worker.retire()
+        retired.append(worker)                       # waited for at the end (it closes its kernel meanwhile)
 
     try:
         while queue or pool:
@@ -610,13 +611,14 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
                     drop(worker)
                     finished(point, _worker_result(worker.proc.wait(), point, out, seconds))
     except BaseException:
-        for worker in pool:                              # interrupted: stop the workers (they stop their kernels)
-            worker.proc.terminate()
+        for worker in pool + retired:                    # interrupted: stop the workers (they stop their kernels)
+            if worker.proc.poll() is None:
+                worker.proc.terminate()
         raise
     finally:
         for worker in pool:
             worker.retire()
-        for worker in pool:
+        for worker in pool + retired:
             try:
                 worker.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
