@@ -1,8 +1,10 @@
 """Base learners: what the loss is and what a learner remembers between steps.
 
-Methods are compositions of a base learner, a sparsifier and a data selector (`presets.py`). A base learner only says what the loss is (`Learner.loss`) and what to remember between steps
-(buffer, Fisher). How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning)
-is the step's business (steps.py), so every step mechanic wraps every learner unchanged.
+Methods are compositions of a base learner, a sparsifier and a data selector (`presets.py`). A base
+learner only says what the loss is (`Learner.loss`), what to remember between steps (buffer, Fisher,
+a past model) and, if anything, how to change the gradient before the update (`adjust_gradient`).
+How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning) is the step's business
+(steps.py), so every step mechanic wraps every learner unchanged.
 """
 import contextlib
 import copy
@@ -281,6 +283,7 @@ class LwF(Learner):
         self.model = None                # the live model (set by attach), copied into `teacher` on load
         self.teacher = None              # frozen copy at the last task end (none in the first task)
         self.seen: list[int] = []        # class ids of the tasks before the current one
+        self.index: torch.Tensor | None = None   # [len(seen)] the same on the model's device: no upload per step
 
     def attach(self, model):
         self.model = model
@@ -288,7 +291,7 @@ class LwF(Learner):
     def loss(self, model, batch):
         loss = super().loss(model, batch)
         if self.teacher is not None:
-            seen = torch.tensor(self.seen, device=batch.y.device)
+            seen = self.index
             with torch.no_grad(), self.phase("teacher"):
                 old = self.teacher(batch.x)[:, seen]                                 # [B, seen]
             t = self.cfg.lwf_temperature
@@ -300,12 +303,14 @@ class LwF(Learner):
     def end_task(self, task, model):
         self.teacher = frozen_copy(model)
         self.seen = sorted(set(self.seen) | set(task.classes))
+        self.index = torch.tensor(self.seen, device=next(model.parameters()).device)
 
     def state_dict(self):
         return dict(teacher=self.teacher.state_dict() if self.teacher is not None else None, seen=self.seen)
 
     def load_state_dict(self, state):
         self.seen, self.teacher = list(state["seen"]), None
+        self.index = torch.tensor(self.seen, device=next(self.model.parameters()).device)
         if state["teacher"] is not None:
             self.teacher = frozen_copy(self.model)
             self.teacher.load_state_dict(state["teacher"])

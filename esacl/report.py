@@ -84,10 +84,11 @@ class Kernel:
     TCP stalled for minutes at random).
 
     `reusable`: one kernel serves a sequence of benchmark-notebook executions (an `esacl notebook`
-    grid), so torch, esacl and the dashboards are imported once rather than per point; before each
-    later point its namespace is reset (`%reset -f`) and its widgets closed, and a point that fails
-    takes the kernel with it (the next starts a fresh one). Not for reports: plotly.js is emitted
-    only by a kernel's first `import widgets`, and an exported page needs it."""
+    grid, a sweep worker's points), so torch, esacl and the dashboards are imported once, when it
+    starts, rather than per point; before each later point its namespace is reset (`%reset -f`) and
+    its widgets closed, and a point that fails takes the kernel with it (the next starts a fresh one).
+    Not for reports: plotly.js is emitted only by a kernel's first `import widgets` (here the silent
+    preload, whose output no notebook keeps), and an exported page needs it."""
 
     def __init__(self, reusable: bool = False):
         self.reusable = reusable
@@ -133,7 +134,7 @@ class Kernel:
         client.start_channels(iopub=False, stdin=False, hb=False, control=False)
         try:
             msg_id = client.execute(code, silent=True, store_history=False)
-            while client.get_shell_msg(timeout=600)["parent_header"].get("msg_id") != msg_id:
+            while client.get_shell_msg(timeout=120)["parent_header"].get("msg_id") != msg_id:
                 pass
         finally:
             client.stop_channels()
@@ -171,7 +172,8 @@ def _ready_client():
     class ReadyClient(BlockingKernelClient):
         def wait_for_ready(self, timeout=None):
             import time
-            deadline = time.monotonic() + (60 if timeout is None else timeout)
+            timeout = 60 if timeout is None else timeout
+            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if not self.is_alive():
                     raise RuntimeError("Kernel died before replying to kernel_info")
