@@ -5,7 +5,6 @@ current task's examples are anchors; replayed examples serve as positives and ne
 instance-wise relation distillation (IRD) from a frozen copy of the model taken at the start of
 the task. Classification comes from a linear probe on frozen features, trained at each task end.
 """
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -91,7 +91,7 @@ def differing(groups) -> dict[tuple, str]:
 def summary_rows(records, include=lambda r: r.complete, columns=COLUMNS) -> list[dict]:
     """Per benchmark, method, sparsity and settings, over complete runs (or those `include` accepts):
     seeds and mean / std of every column of `columns`, the settings that set the row apart ('' if
-    none), the runs, and the published class-IL / task-IL beside (None where there is none)."""
+    none), and the published class-IL / task-IL beside (None where there is none)."""
     rows = []
     groups = group_runs(records, include)
     labels = differing(groups)

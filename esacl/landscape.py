@@ -242,18 +242,17 @@ def slice_2d_stacked(model, x, y, names, d1, d2, steps=11, span=1.0, points=None
     params = dict(model.named_parameters())
     fixed = {n: t for n, t in list(params.items()) + list(model.named_buffers()) if n not in names}
     grid = _grid(-span, span, steps)
-    pairs = [(a, b) for a in grid for b in grid]
+    first = params[names[0]]
+    alphas = torch.tensor([a for a in grid for _ in grid], dtype=first.dtype, device=first.device)   # [steps^2]
+    betas = torch.tensor([b for _ in grid for b in grid], dtype=first.dtype, device=first.device)    # [steps^2]
     points = points or steps
 
     def loss_at(weights):
         return F.cross_entropy(functional_call(model, {**fixed, **weights}, (x,)), y)
 
     losses = []
-    for start in range(0, len(pairs), points):
-        chunk = pairs[start:start + points]
-        a = torch.tensor([c[0] for c in chunk], dtype=x.dtype if x.is_floating_point() else torch.float32,
-                         device=params[names[0]].device)                              # [G]
-        b = torch.tensor([c[1] for c in chunk], dtype=a.dtype, device=a.device)        # [G]
+    for start in range(0, steps * steps, points):
+        a, b = alphas[start:start + points], betas[start:start + points]              # [G]
         stacked = {}
         for n, u, v in zip(names, d1, d2):
             w = params[n].detach()
@@ -261,7 +260,7 @@ def slice_2d_stacked(model, x, y, names, d1, d2, steps=11, span=1.0, points=None
             stacked[n] = w + a.view(shape) * u + b.view(shape) * v                    # [G, *w.shape]
         losses += vmap(loss_at)(stacked).tolist()                                      # host sync per chunk
         if tick:
-            tick(len(chunk))
+            tick(len(a))
     return {"alphas": grid, "betas": list(grid), "loss": [losses[i * steps:(i + 1) * steps] for i in range(steps)]}
 
 
@@ -273,8 +272,8 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
     statistics, which therefore are not updated); each module's mode is restored afterwards.
     masks: param name -> bool tensor for pruned parameters (others all live), applied to the SAM
     ascent and the slice directions; `asam`: the SAM gap takes ASAM's ascent (the run's key).
-    previous: None or param name -> tensor, an earlier endpoint, interpolated to the current weights. All random draws come from one generator seeded with
-    `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
+    previous: None or param name -> tensor, an earlier endpoint, interpolated to the current weights.
+    All random draws come from one generator seeded with `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
     JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
     progress: None, or a tqdm-like bar whose total this sets to the number of forwards and HVPs and
     which moves one per each (the power iteration may stop early: the total then shrinks to match).
@@ -320,7 +319,7 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
             points = slice_points or (slice_steps if x.device.type == "cuda" else 1)
             if points > 1:
                 out["slice"] = slice_2d_stacked(model, x, y, [n for n, _ in named], d1, d2, slice_steps, slice_span,
-                                                points, tick=progress.update if progress is not None else None)
+                                                points, tick=tick)
             else:
                 out["slice"] = slice_2d(loss_of, params, d1, d2, slice_steps, slice_span)
     finally:

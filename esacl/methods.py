@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
 
-
 @dataclass
 class Batch:
     """What one step trains on. `replay` is drawn once per step, so a two-pass step sees the same."""
@@ -282,8 +281,7 @@ class LwF(Learner):
         super().__init__(cfg, n_classes, seed, augment)
         self.model = None                # the live model (set by attach), copied into `teacher` on load
         self.teacher = None              # frozen copy at the last task end (none in the first task)
-        self.seen: list[int] = []        # class ids of the tasks before the current one
-        self.index: torch.Tensor | None = None   # [len(seen)] the same on the model's device: no upload per step
+        self.seen: torch.Tensor | None = None   # [K] class ids of the earlier tasks, on the model's device
 
     def attach(self, model):
         self.model = model
@@ -291,32 +289,35 @@ class LwF(Learner):
     def loss(self, model, batch):
         loss = super().loss(model, batch)
         if self.teacher is not None:
-            seen = self.index
             with torch.no_grad(), self.phase("teacher"):
-                old = self.teacher(batch.x)[:, seen]                                 # [B, seen]
+                old = self.teacher(batch.x)[:, self.seen]                            # [B, K]
             t = self.cfg.lwf_temperature
-            distill = F.kl_div(F.log_softmax(loss.logits[:, seen] / t, dim=1), F.log_softmax(old.float() / t, dim=1),
+            distill = F.kl_div(F.log_softmax(loss.logits[:, self.seen] / t, dim=1), F.log_softmax(old.float() / t, dim=1),
                                log_target=True, reduction="batchmean") * t * t
             loss.total = loss.total + self.cfg.lwf_alpha * distill
         return loss
 
     def end_task(self, task, model):
         self.teacher = frozen_copy(model)
-        self.seen = sorted(set(self.seen) | set(task.classes))
-        self.index = torch.tensor(self.seen, device=next(model.parameters()).device)
+        earlier = [] if self.seen is None else self.seen.tolist()                  # host sync: task end only
+        self.seen = torch.tensor(sorted(set(earlier) | set(task.classes)), device=next(model.parameters()).device)
 
     def state_dict(self):
-        return dict(teacher=self.teacher.state_dict() if self.teacher is not None else None, seen=self.seen)
+        if self.teacher is None:
+            return dict(teacher=None, seen=None)
+        return dict(teacher=self.teacher.state_dict(), seen=self.seen.tolist())
 
     def load_state_dict(self, state):
-        self.seen, self.teacher = list(state["seen"]), None
-        self.index = torch.tensor(self.seen, device=next(self.model.parameters()).device)
+        self.teacher = self.seen = None
         if state["teacher"] is not None:
             self.teacher = frozen_copy(self.model)
             self.teacher.load_state_dict(state["teacher"])
+            self.seen = torch.tensor(state["seen"], device=next(self.model.parameters()).device)
 
     def memory_bytes(self):
-        return 0 if self.teacher is None else sum(t.numel() * t.element_size() for t in self.teacher.state_dict().values())
+        if self.teacher is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in self.teacher.state_dict().values())
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))                # esacl, from this checkout
+if (HERE.parent / "pyproject.toml").is_file():
+    sys.path.insert(0, str(HERE.parent))            # esacl, from this checkout (an installed copy imports it as is)
 
 from esacl.config import RunConfig  # noqa: E402
 

@@ -199,4 +199,4 @@ def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
     again = LwF(cfg, 10, 0)
     again.attach(model)
     again.load_state_dict(learner.state_dict())
-    assert again.seen == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(loss.total.item(), rel=1e-6)
+    assert again.seen.tolist() == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(loss.total.item(), rel=1e-6)
