@@ -273,8 +273,9 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
     masks: param name -> bool tensor for pruned parameters (others all live), applied to the SAM
     ascent and the slice directions; `asam`: the SAM gap takes ASAM's ascent (the run's key).
     previous: None or param name -> tensor, an earlier endpoint, interpolated to the current weights.
-    All random draws come from one generator seeded with `seed`. Parameters, their .grad and buffers are as before the call on return. Returns a
-    JSON-serialisable dict (see the keys below; 'interpolation'/'slice' are None when skipped).
+    All random draws come from one generator seeded with `seed`. Parameters, their .grad and buffers
+    are as before the call on return. Returns a JSON-serialisable dict (see the keys below;
+    'interpolation'/'slice' are None when skipped).
     progress: None, or a tqdm-like bar whose total this sets to the number of forwards and HVPs and
     which moves one per each (the power iteration may stop early: the total then shrinks to match).
     slice_points: grid points per forward of the slice (`slice_2d_stacked`); None: a row of the grid on

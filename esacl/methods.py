@@ -292,8 +292,8 @@ class LwF(Learner):
             with torch.no_grad(), self.phase("teacher"):
                 old = self.teacher(batch.x)[:, self.seen]                            # [B, K]
             t = self.cfg.lwf_temperature
-            distill = F.kl_div(F.log_softmax(loss.logits[:, self.seen] / t, dim=1), F.log_softmax(old.float() / t, dim=1),
-                               log_target=True, reduction="batchmean") * t * t
+            distill = F.kl_div(F.log_softmax(loss.logits[:, self.seen] / t, dim=1),
+                               F.log_softmax(old.float() / t, dim=1), log_target=True, reduction="batchmean") * t * t
             loss.total = loss.total + self.cfg.lwf_alpha * distill
         return loss
 
