@@ -86,26 +86,26 @@ def run_variants(variants, benchmark, seeds, sparsity, out) -> list[dict]:
 def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
     """Median seconds per step of each method on the same fixed batches of the first task, interleaved."""
     built = {}
-    for method in methods:
-        sparse = esacl.presets.PRESETS[method].sparse
-        cfg = resolve(esacl.RunConfig(benchmark=benchmark, method=method, sparsity=sparsity if sparse else None,
+    for name in methods:
+        sparse = esacl.presets.PRESETS[name].sparse
+        cfg = resolve(esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None,
                                       progress=False), BENCHMARKS[benchmark].protocol)[0]
-        bench, model, learner, step, _ = build(cfg, torch.device("cpu"))
+        bench, model, method, _ = build(cfg, torch.device("cpu"))
         task = bench.tasks[0]
-        step.selector.begin_task(0, task.y_train)
-        step.pruner.begin_task(0, 1)              # a ramp of one step: the target sparsity from the start
+        method.selector.begin_task(0, task.y_train)
+        method.sparsifier.begin_task(0, 1)        # a ramp of one step: the target sparsity from the start
         batches = [esacl.methods.Batch(task.x_train[i:i + 32], task.y_train[i:i + 32], torch.arange(i, i + 32),
                                        task.x_train[i:i + 32]) for i in range(0, 32 * steps_per_round, 32)]
         for b in batches[:3]:                     # warm-up, and fills replay buffers
-            learner.observe(b, step(model, learner, learner.prepare(b)))
-        built[method] = (model, learner, step, batches)
+            method.train_step(model, method.prepare(b))
+        built[name] = (model, method, batches)
     times = {m: [] for m in methods}
     for _ in range(rounds):
-        for method, (model, learner, step, batches) in built.items():
+        for name, (model, method, batches) in built.items():
             tic = time.perf_counter()
             for b in batches:
-                learner.observe(b, step(model, learner, learner.prepare(b)))
-            times[method].append((time.perf_counter() - tic) / len(batches))
+                method.train_step(model, method.prepare(b))
+            times[name].append((time.perf_counter() - tic) / len(batches))
     return {m: statistics.median(t) for m, t in times.items()}
 
 

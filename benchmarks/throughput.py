@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/throughput.py [--methods sgd,sam,esacl] [--workers N] [--rounds R] [--out benchmarks/out]
 
 (a) esacl: the task's uint8 images on the device, batched crop/flip on the device, the package's
-    `Trainer.train_epoch` (learner, Step, selector) over steps x 32 examples; one host sync per
+    `Trainer.train_epoch` (the method: learner, step, selector) over steps x 32 examples; one host sync per
     segment, as per epoch in a run.
 (b) reference, as Mammoth and SparCL build it: a `torch.utils.data.Dataset` over the same uint8
     images returning PIL images through torchvision v1 transforms RandomCrop(32, padding=4),
@@ -71,13 +71,12 @@ def synthetic(x: torch.Tensor, y: torch.Tensor, norm, augment) -> Benchmark:
 def prepared(method, width, device, bench, settings=None):
     """The package's parts for one method, at the first task's start (sparse methods at their target)."""
     cfg = config(method, width, device, **(settings or {}))
-    bench, model, learner, step, meter = build(cfg, device, bench)
+    bench, model, method, meter = build(cfg, device, bench)
     task = bench.tasks[0]
-    step.selector.begin_task(0, task.y_train)
-    step.selector.begin_epoch(0)
-    step.pruner.begin_task(0, 1)              # a ramp of one step: the target sparsity from the start
-    step.pruner.begin_epoch(0)
-    return cfg, bench, model, learner, step, meter
+    method.selector.begin_task(0, task.y_train)
+    method.sparsifier.begin_task(0, 1)        # a ramp of one step: the target sparsity from the start
+    method.begin_epoch(0)
+    return cfg, bench, model, method, meter
 
 
 def package_segment(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -88,7 +87,7 @@ def package_segment(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> float
     return time.perf_counter() - tic
 
 
-def reference_segment(model, learner, step, batches, steps: int, device, cfg=None) -> float:
+def reference_segment(model, method, batches, steps: int, device, cfg=None) -> float:
     """Seconds for `steps` batches from the live DataLoader iterator through the same Step (in the
     memory format and autocast `cfg` asks for, as the package's own loop)."""
     from esacl.train import autocast
@@ -102,10 +101,9 @@ def reference_segment(model, learner, step, batches, steps: int, device, cfg=Non
         if cfg is not None and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
-        batch = learner.prepare(Batch(x, y, idx, x))
+        batch = method.prepare(Batch(x, y, idx, x))
         with autocast(device, cfg is not None and cfg.amp):
-            loss = step(model, learner, batch)
-        learner.observe(batch, loss)
+            loss = method.train_step(model, batch)
         loss_sum += loss.total.detach()
     loss_sum.item()                                                                # host sync, once
     return time.perf_counter() - tic
@@ -137,13 +135,12 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
 
     runners = {}
     for method in methods:
-        cfg, bench, model, learner, step, meter = prepared(method, width, device, synthetic(x, y, (mean, std), crop_flip),
-                                                           settings)
-        trainer = Trainer(cfg, bench, model, learner, step, meter, rundir=None)
-        _, _, ref_model, ref_learner, ref_step, _ = prepared(method, width, device, synthetic(x, y, None, None), settings)
+        cfg, bench, model, ours, meter = prepared(method, width, device, synthetic(x, y, (mean, std), crop_flip),
+                                                  settings)
+        trainer = Trainer(cfg, bench, model, ours, meter, rundir=None)
+        _, _, ref_model, ref_method, _ = prepared(method, width, device, synthetic(x, y, None, None), settings)
         runners[method] = (lambda t=trainer: package_segment(t, x, y),
-                           lambda m=ref_model, le=ref_learner, s=ref_step, c=cfg: reference_segment(
-                               m, le, s, batches, steps, device, c))
+                           lambda m=ref_model, r=ref_method, c=cfg: reference_segment(m, r, batches, steps, device, c))
     seconds = {m: {"esacl": [], "reference": []} for m in methods}
     for r in range(rounds + 1):                                                    # round 0: warm-up, not timed
         for method, (ours, reference) in runners.items():

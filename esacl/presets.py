@@ -1,15 +1,19 @@
-"""The registries: base learners, sparsifiers, and the method presets that compose them.
+"""The registries: base learners, sparsifiers, the method presets that compose them, and `Method`.
 
 A method is one choice on each axis: base learner (the loss, `methods.py`, `co2l.py`) x sparsifier
-(the step's passes and update rule, `steps.py`, `prune.py`) x data selector (`selection.py`). Adding
-a base learner is a class, a line in `LEARNERS`, its dense preset, and a line in `COMPOSED` for its
-`esacl-X` and `sparcl-X` presets.
+(the step's passes and update rule, `steps.py`, `prune.py`) x data selector (`selection.py`).
+`build_method` puts a preset's three parts together as one `Method`, the only thing the trainer
+drives. Adding a base learner is a class, a line in `LEARNERS`, its dense preset, and a line in
+`COMPOSED` for its `esacl-X` and `sparcl-X` presets.
 """
 from dataclasses import dataclass
 
 from .co2l import CO2L
 from .errors import UserError
-from .methods import AGEM, DERpp, ER, EWC, Joint, Learner, LwF
+from .methods import AGEM, Batch, DERpp, ER, EWC, Joint, Learner, Loss, LwF
+from .prune import PRUNERS
+from .selection import build_selector
+from .steps import Step
 
 LEARNERS = {"finetune": Learner, "joint": Joint, "er": ER, "derpp": DERpp, "ewc": EWC, "co2l": CO2L, "lwf": LwF,
             "agem": AGEM}
@@ -71,4 +75,88 @@ def build_learner(cfg, n_classes: int, augment=None) -> Learner:
     if cfg.sparsity > 0 and not preset.sparse:
         raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
     return LEARNERS[preset.learner](cfg, n_classes, cfg.seed, augment)
+
+
+class Method:
+    """A preset's base learner, sparsifier and data selector, driven as one.
+
+    The trainer calls, per task: `begin_task`, then per epoch `begin_epoch`, a `train_step` per
+    batch of `pool()` and `end_epoch`, and finally `end_task`. Inside a step the learner's loss
+    feeds the sparsifier's passes, its gradient hook (`Learner.adjust_gradient`) runs between the
+    last backward and the update, and the selector scores what the step saw. One `state_dict`
+    carries all three.
+    """
+
+    def __init__(self, learner: Learner, step: Step):
+        self.learner, self.step = learner, step
+        self.sparsifier, self.selector = step.pruner, step.selector
+        self.cumulative = learner.cumulative         # each task trains on every task's data seen so far
+
+    @property
+    def masks(self) -> dict:
+        """name -> bool mask of each prunable weight ({} for dense methods)."""
+        return self.sparsifier.masks
+
+    def begin_task(self, t: int, task, y, model, steps_in_task: int) -> None:
+        """Task `t` starts: `y` ([N]) the labels it trains on, `steps_in_task` its planned updates."""
+        self.learner.begin_task(task, model)
+        self.selector.begin_task(t, y)
+        self.sparsifier.begin_task(t, steps_in_task)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.selector.begin_epoch(epoch)
+        self.sparsifier.begin_epoch(epoch)
+
+    def pool(self):
+        """[N'] positions of the task's examples this epoch trains on (the selector's)."""
+        return self.selector.pool()
+
+    def prepare(self, batch: Batch) -> Batch:
+        """The step's whole batch: the stream batch and the learner's replay draw (drawn once)."""
+        return self.learner.prepare(batch)
+
+    def train_step(self, model, batch: Batch) -> Loss:
+        """One update on `batch` (prepared); the loss at the weights before it."""
+        loss = self.step(model, self.learner, batch)
+        self.learner.observe(batch, loss)
+        return loss
+
+    def end_epoch(self) -> dict | None:
+        """The selector's removal after an epoch, as an event (None: nothing removed)."""
+        return self.selector.end_epoch()
+
+    def end_task(self, task, model, evaluate, recalibrate_bn) -> tuple[dict, dict | None]:
+        """The sparsifier's end of task (projection and its jump, batch-norm recalibration; see
+        `prune.Dense.end_task`), then the learner's (after the projection: EWC anchors the final
+        weights). Returns fields for the task's event and `evaluate()` of the final weights, or
+        None where that is still to be made (also when the learner trains at its task end)."""
+        fields, final = self.sparsifier.end_task(evaluate, recalibrate_bn)
+        self.learner.end_task(task, model)
+        return fields, None if self.learner.trains_at_task_end else final
+
+    def state_bytes(self) -> dict:
+        """Memory the method keeps besides the model: the sparsifier's state and the learner's."""
+        return dict(optimizer_state=self.sparsifier.state_bytes(), learner_state=self.learner.memory_bytes())
+
+    def state_dict(self) -> dict:
+        return dict(step=self.step.state_dict(), learner=self.learner.state_dict(),
+                    selector=self.selector.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step.load_state_dict(state["step"])
+        self.learner.load_state_dict(state["learner"])
+        self.selector.load_state_dict(state["selector"])
+
+
+def build_method(cfg, model, n_classes: int, augment, device, meter=None) -> Method:
+    """`cfg.method`'s preset as a `Method` on `model`: the learner attaches what it trains besides the
+    backbone first, so the step's parameters include it; the sparsifier decides the step's passes
+    (SAM or one) and its update rule."""
+    preset = PRESETS[cfg.method]
+    learner = build_learner(cfg, n_classes, augment)
+    learner.attach(model)
+    learner.meter = meter
+    sam, rule = SPARSIFIERS[preset.sparsifier]
+    step = Step(model, cfg, sam, PRUNERS[rule](model, cfg, meter), build_selector(preset, cfg, device), meter)
+    return Method(learner, step)
 

@@ -51,13 +51,46 @@ def sgd(params: list[torch.Tensor], lr: float) -> None:
         torch._foreach_add_(live, [p.grad for p in live], alpha=-lr)
 
 
+def one_shot_pruned(prunable: dict[str, torch.Tensor], evaluate, sparsity: float, scope: str) -> tuple[dict, dict]:
+    """`evaluate()` of the model as it is and with its `prunable` weights one-shot pruned to `sparsity`
+    (top-k of |w|, no retraining); the weights are restored afterwards. Weights at that sparsity already
+    (SDP's at a task end) are not evaluated twice: one host sync to find out."""
+    saved = {n: p.detach().clone() for n, p in prunable.items()}       # dense copy of the prunable weights
+    before = evaluate()
+    with torch.no_grad():
+        for n, mask in topk_masks(prunable, sparsity, scope).items():
+            prunable[n].mul_(mask)
+    unchanged = all(torch.equal(prunable[n], saved[n]) for n in prunable)
+    after = before if unchanged else evaluate()
+    with torch.no_grad():
+        for n, p in prunable.items():
+            p.copy_(saved[n])
+    return before, after
+
+
+def _mean_seen(result: dict) -> float:
+    """Mean class-IL accuracy over the tasks an evaluation covered (the later ones are None)."""
+    seen = [a for a in result["class_il"] if a is not None]
+    return sum(seen) / len(seen)
+
+
+def jump_summary(before: dict, after: dict) -> dict:
+    """Accuracy (mean class-IL over the tasks seen) and loss before and after a pruning step."""
+    return dict(class_il_before=_mean_seen(before), class_il_after=_mean_seen(after),
+                loss_before=before["loss"], loss_after=after["loss"],
+                accuracy_drop=_mean_seen(before) - _mean_seen(after))
+
+
 class Dense:
     """Plain SGD on every parameter: no momentum, no weight decay, constant lr."""
     sparse = False
 
     def __init__(self, model, cfg, meter=None):
+        self.cfg = cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.lr = cfg.lr
+        named = dict(model.named_parameters())
+        self.prunable = {name: named[name] for name in model.prunable()}
         self.masks: dict[str, torch.Tensor] = {}
 
     def begin_task(self, task: int, steps_in_task: int) -> None:
@@ -79,6 +112,19 @@ class Dense:
     def project(self) -> None:
         pass
 
+    def end_task(self, evaluate, recalibrate_bn) -> tuple[dict, dict | None]:
+        """The sparsifier's end of a task: fields for the task's event, and `evaluate()` of the final
+        weights when it made one (None: not evaluated). `evaluate()` scores the model on the tasks
+        seen; `recalibrate_bn()` recomputes its batch-norm statistics over the task's batches.
+
+        Dense: the flatness test where `one_shot_sparsity` asks for it, what one-shot magnitude
+        pruning with no retraining would cost these weights (they are left as they were)."""
+        if not self.cfg.one_shot_sparsity:
+            return {}, None
+        jump = jump_summary(*one_shot_pruned(self.prunable, evaluate, self.cfg.one_shot_sparsity,
+                                             self.cfg.sparsity_scope))
+        return dict(one_shot=dict(jump, sparsity=self.cfg.one_shot_sparsity)), None
+
     def state_dict(self) -> dict:
         return {}
 
@@ -95,9 +141,8 @@ class _Pruner(Dense):
 
     def __init__(self, model, cfg, meter=None):
         super().__init__(model, cfg, meter)
-        self.cfg, self.meter = cfg, meter
+        self.meter = meter
         named = dict(model.named_parameters())
-        self.prunable = {name: named[name] for name in model.prunable()}
         self.dense_params = [p for n, p in named.items() if n not in self.prunable and p.requires_grad]
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
         self.n_steps = 0               # updates since the run began (gRDA's n)
@@ -130,6 +175,21 @@ class _Pruner(Dense):
                 p.mul_(self.masks[name])
         if self.meter is not None:
             self.meter.set_density(self.masks)
+
+    def end_task(self, evaluate, recalibrate_bn):
+        """The final projection and its pruning jump (no retraining follows it): first a one-shot
+        projection of the weights as trained, with the running statistics training left; then the
+        recorded projection, after batch-norm recalibration (`bn_recalibrate`), which it keeps."""
+        stale, pruned = one_shot_pruned(self.prunable, evaluate, self.cfg.sparsity, self.cfg.sparsity_scope)
+        before = stale
+        if self.cfg.bn_recalibrate:
+            recalibrate_bn()
+            before = evaluate()
+        trained = {n: p.detach().clone() for n, p in self.prunable.items()}   # transient dense copy
+        self.project()
+        unchanged = all(torch.equal(p, trained[n]) for n, p in self.prunable.items())
+        final = before if unchanged else evaluate()
+        return dict(jump=dict(jump_summary(before, final), as_trained=jump_summary(stale, pruned))), final
 
     def state_dict(self):
         return dict(masks=self.masks, n_steps=self.n_steps, ramp_steps=self.ramp_steps)
@@ -295,3 +355,12 @@ class SparCL(_Pruner):
 
 
 PRUNERS = {"dense": Dense, "dual_averaging": DualAveraging, "magnitude": Magnitude, "sparcl": SparCL}
+
+
+def mask_sparsity(masks: dict[str, torch.Tensor]) -> dict:
+    """Per-layer and global sparsity of `masks` (host sync)."""
+    if not masks:
+        return {"global": 0.0, "layers": {}}
+    nnz = torch.stack([m.sum() for m in masks.values()]).tolist()
+    sizes = [m.numel() for m in masks.values()]
+    return {"global": 1 - sum(nnz) / sum(sizes), "layers": {n: 1 - k / s for n, k, s in zip(masks, nnz, sizes)}}

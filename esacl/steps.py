@@ -22,8 +22,6 @@ import torch
 
 from .landscape import sam_perturbation
 from .methods import Loss
-from .presets import SPARSIFIERS
-from .prune import PRUNERS
 
 
 @contextlib.contextmanager
@@ -186,12 +184,6 @@ class Step:
     def load_state_dict(self, state: dict) -> None:
         self.pruner.load_state_dict(state["pruner"])
         self.n_steps = state.get("n_steps", 0)          # checkpoints written before sam_every: 0
-
-
-def build_step(cfg, preset, model, selector, meter=None) -> Step:
-    """The step of a preset: its sparsifier decides the passes and the update rule."""
-    sam, rule = SPARSIFIERS[preset.sparsifier]
-    return Step(model, cfg, sam, PRUNERS[rule](model, cfg, meter), selector, meter)
 
 
 def support_size(cfg, batch: int) -> int:

@@ -199,3 +199,38 @@ def test_ramp_fraction_zero_is_sparse_from_the_first_update():
     pruner.update()
     for n, m in pruner.masks.items():
         assert (~m).sum() == round(0.8 * m.numel()), n
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_the_sparsifiers_task_end_projects_once_and_reports_its_jump(recalibrate):
+    """SDP's end of task: the one-shot jump of the weights as trained, then (after batch-norm
+    recalibration, if on) the projection it keeps; the final evaluation is returned, not repeated."""
+    from esacl.train import build
+    cfg = config(method="esacl-noids", sparsity=0.75, bn_recalibrate=recalibrate)
+    _, model, method, _ = build(cfg, torch.device("cpu"))
+    calls = []
+
+    def evaluate():                      # a stand-in evaluation: the mean |w| of the prunable weights
+        level = float(sum(p.detach().abs().mean() for p in method.sparsifier.prunable.values()))
+        calls.append(level)
+        return dict(class_il=[level, None], task_il=[level, None], loss=level)
+    recalibrations = []
+    fields, final = method.sparsifier.end_task(evaluate, lambda: recalibrations.append(1))
+    # the weights as trained, one-shot pruned (weights restored), [after recalibration,] projected
+    assert len(calls) == (4 if recalibrate else 3) and len(recalibrations) == int(recalibrate)
+    assert final["loss"] == calls[-1] and calls[1] == calls[-1] and calls[0] > calls[1]
+    jump = fields["jump"]
+    assert jump["loss_before"] == calls[0] and jump["loss_after"] == calls[-1]      # the weights trained as they are
+    assert jump["as_trained"]["loss_before"] == calls[0] and jump["as_trained"]["accuracy_drop"] == calls[0] - calls[1]
+    for name, p in method.sparsifier.prunable.items():
+        assert (p == 0).sum() == round(0.75 * p.numel()) and torch.equal(method.masks[name], p != 0)
+
+
+def test_a_dense_task_end_changes_nothing_and_measures_the_flatness_test_only_when_asked():
+    from esacl.train import build
+    for one_shot, expected in ((0.0, set()), (0.5, {"one_shot"})):
+        _, model, method, _ = build(config(method="sgd", one_shot_sparsity=one_shot), torch.device("cpu"))
+        weights = [p.detach().clone() for p in model.parameters()]
+        fields, final = method.sparsifier.end_task(lambda: dict(class_il=[1.0], task_il=[1.0], loss=1.0), None)
+        assert set(fields) == expected and final is None
+        assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))

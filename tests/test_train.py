@@ -168,12 +168,15 @@ def test_a_projection_that_changes_weights_has_a_measured_jump(tiny):
 
 
 def test_dense_runs_record_the_flatness_test_one_shot_pruning_without_retraining(tiny):
-    from esacl.train import load_model, one_shot_prune_jump
+    from esacl.prune import jump_summary, one_shot_pruned
+    from esacl.train import evaluate, load_model
     record = esacl.run(tiny(method="sgd", one_shot_sparsity=0.9))
     last = record.task_events[-1]["one_shot"]
     assert last["sparsity"] == 0.9 and last["class_il_before"] == pytest.approx(sum(record.class_il[-1]) / 2)
     model, bench = load_model(record.path)
-    assert last == pytest.approx(dict(one_shot_prune_jump(model, bench, 1, 0.9), sparsity=0.9))
+    prunable = {n: p for n, p in model.named_parameters() if n in model.prunable()}
+    jump = jump_summary(*one_shot_pruned(prunable, lambda: evaluate(model, bench, 1), 0.9, "layer"))
+    assert last == pytest.approx(dict(jump, sparsity=0.9))
     assert record.efficiency["one_shot_last"] == last["accuracy_drop"]
     assert "one_shot" not in esacl.run(tiny(method="sgd")).task_events[-1]
 
@@ -187,7 +190,7 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
     cfg, _ = resolve(tiny(method="esacl-noids"), BENCHMARKS["split_digits"].protocol)
     trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(0)
-    trainer.selector.begin_task(0, y)
+    trainer.method.selector.begin_task(0, y)
     weights = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.model.stem[1].running_mean.fill_(5.0)
     trainer.recalibrate_bn(x, y)

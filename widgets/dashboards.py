@@ -483,6 +483,8 @@ class RunDashboard(W.Tab):
         events throttled, task ends always). A dashboard error is warned about, never raised into
         the training loop."""
         kind = event.get("event")
+        if kind == "checkpoint":                     # not a recorded event: nothing to show
+            return
         if kind == "start":
             self.run_dir, self.config = Path(event["run_dir"]), dict(event["config"])
             # A resumed run has events already: those its checkpoint had seen.
