@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 import esacl
-from esacl.config import _field, _parse_string
+from esacl.config import _field
+from esacl.knobs import parse_string
 from esacl.metrics import mean_std
 from esacl.train import Diverged
 
@@ -51,7 +52,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    values = [_parse_string(_field(args.key), v) for v in args.values.split(",")]
+    values = [parse_string(_field(args.key), v) for v in args.values.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     tic = time.perf_counter()
     results = []

@@ -5,15 +5,32 @@ current task's examples are anchors; replayed examples serve as positives and ne
 instance-wise relation distillation (IRD) from a frozen copy of the model taken at the start of
 the task. Classification comes from a linear probe on frozen features, trained at each task end.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import random_window
+from .knobs import Section, knob
 from .methods import Loss, Replay, frozen_copy
 
 PROJECTION_DIM = 128
 PROBE_LR, PROBE_MOMENTUM, PROBE_BATCH = 0.1, 0.9, 256
+
+
+@dataclass(frozen=True)
+class CO2LConfig(Section):
+    """CO2L (Cha et al. 2021)."""
+    co2l_temperature: float = knob(0.5, "CO2L: temperature of the asymmetric supervised contrastive loss",
+                                   interval="(0, inf)")
+    co2l_current_temperature: float = knob(0.2, "CO2L: relation-distillation temperature of the current model",
+                                           interval="(0, inf)")
+    co2l_past_temperature: float = knob(0.01, "CO2L: relation-distillation temperature of the past model",
+                                        interval="(0, inf)")
+    co2l_distill: float = knob(1.0, "CO2L: weight of the instance-wise relation distillation", interval="[0, inf)")
+    co2l_probe_epochs: int = knob(50, "CO2L: epochs of the linear probe trained at each task end",
+                                  interval="[1, inf)")
 
 
 def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,6 +133,7 @@ class CO2L(Replay):
 
     scores_with_replay = True        # replayed examples are the anchors' positives and negatives
     trains_at_task_end = True        # the linear probe
+    Config = CO2LConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
@@ -156,14 +174,14 @@ class CO2L(Replay):
         is_anchor = torch.zeros(2 * n, dtype=torch.bool, device=y.device)
         is_anchor[:b] = True
         is_anchor[n:n + b] = True                                                # stream part of both views
-        per_view = asymmetric_supcon(z, labels, is_anchor, self.cfg.co2l_temperature)  # [2N]
+        per_view = asymmetric_supcon(z, labels, is_anchor, self.opts.co2l_temperature)  # [2N]
         # Every anchor has a positive (its other view), so the anchor count is 2B: no device count needed.
         total = per_view.sum() / (2 * b)
         if self.past is not None:
             with torch.no_grad():
                 _, z_past = embed(self.past, views)                              # [2N, 128]
-            total = total + self.cfg.co2l_distill * relation_distillation(
-                z, z_past, self.cfg.co2l_current_temperature, self.cfg.co2l_past_temperature)
+            total = total + self.opts.co2l_distill * relation_distillation(
+                z, z_past, self.opts.co2l_current_temperature, self.opts.co2l_past_temperature)
         per_sample = (per_view[:b] + per_view[n:n + b]) / 2                      # [B]
         with torch.no_grad():
             logits = neighbour_scores(z.detach(), labels, b, n, self.n_classes)  # [B, n_classes]
@@ -185,7 +203,7 @@ class CO2L(Replay):
             x, y = torch.cat([stored["x"][past], x]), torch.cat([stored["y"][past], y])
         with torch.no_grad(), self.phase("linear_probe"):
             features = torch.cat([model.features(chunk) for chunk in x.split(512)])  # [N, D]
-        fit_linear_probe(model.head, features, y, self.n_classes, self.cfg.co2l_probe_epochs)
+        fit_linear_probe(model.head, features, y, self.n_classes, self.opts.co2l_probe_epochs)
         model.train(was_training)
 
     def state_dict(self):

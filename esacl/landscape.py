@@ -9,8 +9,22 @@ gradients are taken with `torch.autograd.grad`, never `.backward()`.
 Random draws are made on the generator's device (the CPU when none is given) and then moved, so
 a seed gives the same directions whatever device the model sits on.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from .knobs import Section, knob
+
+
+@dataclass(frozen=True)
+class LandscapeConfig(Section):
+    """Sharpness of the loss landscape, measured at each task end."""
+    landscape: bool = knob(False, "measure sharpness at each task end (SAM gap, Hessian, slices)")
+    landscape_batch: int = knob(256, "examples in the fixed evaluation batch of the landscape", interval="[1, inf)")
+    hessian_iters: int = knob(20, "power iterations for the top Hessian eigenvalue", interval="[1, inf)")
+    hutchinson_samples: int = knob(10, "Rademacher samples for the Hessian trace", interval="[1, inf)")
+    slice_steps: int = knob(11, "grid points per axis of the 2-D slice (0: no slice)", interval="[0, inf)")
 
 
 def _draw(params, generator, kind: str) -> list[torch.Tensor]:

@@ -14,6 +14,42 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
+from .knobs import Section, knob
+
+
+@dataclass(frozen=True)
+class ReplayConfig(Section):
+    """Replay learners (ER, DER++, A-GEM, CO2L): the reservoir buffer and its draw."""
+    buffer_size: int | None = knob(None, "replay buffer size (reservoir)", interval="[1, inf)")
+    minibatch_size: int | None = knob(None, "replay minibatch size", interval="[1, inf)")
+    replay_first_task: bool = knob(True, "replay learners draw from the buffer during the first task too (Mammoth's "
+                                   "ER; off: from the second task on, as the official SparCL code)")
+
+
+@dataclass(frozen=True)
+class DERppConfig(Section):
+    """DER++ (Buzzega et al. 2020)."""
+    derpp_alpha: float = knob(0.1, "DER++: weight of the MSE to the stored logits", interval="[0, inf)")
+    derpp_beta: float = knob(0.5, "DER++: weight of the replay cross-entropy", interval="[0, inf)")
+
+
+@dataclass(frozen=True)
+class LwFConfig(Section):
+    """LwF (Li & Hoiem 2017)."""
+    lwf_alpha: float = knob(1.0, "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)",
+                            interval="[0, inf)")
+    lwf_temperature: float = knob(2.0, "LwF: distillation temperature (Li & Hoiem's 2)", interval="(0, inf)")
+
+
+@dataclass(frozen=True)
+class EWCConfig(Section):
+    """Online EWC (Schwarz et al. 2018)."""
+    ewc_lambda: float | None = knob(None, "online EWC penalty weight (default: the benchmark's, chosen on a "
+                                    "validation split: benchmarks/tune.py)", interval="[0, inf)")
+    ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
+    ewc_cap: bool = knob(True, "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
+                         "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)")
+
 
 @dataclass
 class Batch:
@@ -109,9 +145,11 @@ class Learner:
     cumulative = False               # True: each task trains on every task's data seen so far
     scores_with_replay = False       # IDS scoring forwards the stream only, unless a stream loss depends on replay
     trains_at_task_end = False       # True: end_task changes the model (CO2L's probe), so evaluate after it
+    Config: type[Section] | None = None   # the learner's own knobs, read as `self.opts`
 
     def __init__(self, cfg, n_classes: int, seed: int, augment=None):
         self.cfg = cfg
+        self.opts = self.Config.of(cfg) if self.Config else None
         self.n_classes = n_classes
         self.augment = augment or (lambda x: x)
         self.meter = None              # flops.FlopMeter, for work a learner does outside the step
@@ -219,6 +257,7 @@ class DERpp(Replay):
     Two independent replay draws, as in Mammoth. One forward over stream + both draws (Mammoth
     runs three; batch-norm then normalises over the joint batch, as in Mammoth's ER).
     """
+    Config = DERppConfig
 
     def prepare(self, batch):
         if self.replaying():
@@ -233,8 +272,8 @@ class DERpp(Replay):
         logits = model(torch.cat([batch.x, distill["x"], ce["x"]]))      # [B + M1 + M2, n_classes]
         stream, old, replay = logits[:b], logits[b:b + m1], logits[b + m1:]
         per_sample = F.cross_entropy(stream, batch.y, reduction="none")
-        total = (per_sample.mean() + self.cfg.alpha * F.mse_loss(old, distill["logits"])
-                 + self.cfg.beta * F.cross_entropy(replay, ce["y"]))
+        total = (per_sample.mean() + self.opts.derpp_alpha * F.mse_loss(old, distill["logits"])
+                 + self.opts.derpp_beta * F.cross_entropy(replay, ce["y"]))
         return Loss(total, per_sample, stream)
 
     def observe(self, batch, loss):
@@ -276,6 +315,7 @@ class LwF(Learner):
     the stream plus `lwf_alpha` * T^2 * KL(softmax(z_old / T) || softmax(z / T)), T = `lwf_temperature`,
     over the classes of earlier tasks, z_old the logits of the model as it was at the last task end (a
     frozen copy: one more copy of the model in memory, one more forward per loss)."""
+    Config = LwFConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
@@ -291,10 +331,10 @@ class LwF(Learner):
         if self.teacher is not None:
             with torch.no_grad(), self.phase("teacher"):
                 old = self.teacher(batch.x)[:, self.seen]                            # [B, K]
-            t = self.cfg.lwf_temperature
+            t = self.opts.lwf_temperature
             distill = F.kl_div(F.log_softmax(loss.logits[:, self.seen] / t, dim=1),
                                F.log_softmax(old.float() / t, dim=1), log_target=True, reduction="batchmean") * t * t
-            loss.total = loss.total + self.cfg.lwf_alpha * distill
+            loss.total = loss.total + self.opts.lwf_alpha * distill
         return loss
 
     def end_task(self, task, model):
@@ -342,6 +382,7 @@ class EWC(Learner):
     the Fisher accumulates over tasks, so without the cap every lambda large enough to protect a
     task eventually turns the loss into NaN (measured: docs/method.md, "EWC").
     """
+    Config = EWCConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
@@ -359,13 +400,13 @@ class EWC(Learner):
     def end_task(self, task, model):
         fisher = fisher_diagonal(model, task.x_train, task.y_train)
         for name, value in fisher.items():
-            self.fisher[name] = self.cfg.ewc_gamma * self.fisher[name] + value if name in self.fisher else value
+            self.fisher[name] = self.opts.ewc_gamma * self.fisher[name] + value if name in self.fisher else value
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.stiffness = self.penalty_weights()
 
     def penalty_weights(self) -> dict[str, torch.Tensor]:
-        cap = 1 / (2 * self.cfg.lr) if self.cfg.ewc_cap else float("inf")
-        return {n: (self.cfg.ewc_lambda * f).clamp(max=cap) for n, f in self.fisher.items()}
+        cap = 1 / (2 * self.cfg.lr) if self.opts.ewc_cap else float("inf")
+        return {n: (self.opts.ewc_lambda * f).clamp(max=cap) for n, f in self.fisher.items()}
 
     def state_dict(self):
         return dict(fisher=self.fisher, anchor=self.anchor)

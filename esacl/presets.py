@@ -3,8 +3,9 @@
 A method is one choice on each axis: base learner (the loss, `methods.py`, `co2l.py`) x sparsifier
 (the step's passes and update rule, `steps.py`, `prune.py`) x data selector (`selection.py`).
 `build_method` puts a preset's three parts together as one `Method`, the only thing the trainer
-drives. Adding a base learner is a class, a line in `LEARNERS`, its dense preset, and a line in
-`COMPOSED` for its `esacl-X` and `sparcl-X` presets.
+drives. Adding a base learner is a class (its own knobs, if any, a `knobs.Section` added to
+`config.RunConfig`'s bases), a line in `LEARNERS`, its dense preset, and a line in `COMPOSED` for
+its `esacl-X` and `sparcl-X` presets.
 """
 from dataclasses import dataclass
 

@@ -6,7 +6,52 @@ gradients, so a pruned weight keeps its accumulated direction and can come back;
 phase follows. `Magnitude` is gradual magnitude pruning (Zhu & Gupta 2017) for the ablation.
 Non-prunable parameters (stem, shortcuts, batch-norm, head) take a plain SGD step in every rule.
 """
+from dataclasses import dataclass
+
 import torch
+
+from .knobs import Section, knob
+
+
+@dataclass(frozen=True)
+class SparsityConfig(Section):
+    """Sparse update rules (SDP, GMP, SparCL): which weights, how many, how the threshold moves, and the task end."""
+    sparsity: float | None = knob(None, "target sparsity of the prunable layers (default: 0.9 for sparse "
+                                  "methods, 0 for dense ones)", interval="[0, 1)")
+    sparsity_scope: str = knob("layer", "'layer': the target holds per prunable layer (SparCL's convention); "
+                               "'global': over all prunable weights together", choices=lambda: ["global", "layer"])
+    threshold: str = knob("target", "'target': the threshold is the quantile of |accumulator| that tracks the "
+                          "sparsity schedule; 'grda': gRDA's c * lr^0.5 * (n lr)^mu", choices=lambda: ["grda", "target"])
+    prune: str = knob("soft", "'soft': soft-threshold the accumulator (gRDA); 'hard': keep the top-k values as they are",
+                      choices=lambda: ["hard", "soft"])
+    ramp_fraction: float = knob(0.5, "the sparsity schedule ramps (cubic) over this fraction of the first task's "
+                                "steps, then holds the target (0: sparse from the first update)", interval="[0, 1]")
+    dense_grad_every: int = knob(1, "SDP: the accumulator takes the dense weight gradient every this-many steps and "
+                                 "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
+                                 interval="[1, inf)")
+    grda_c: float = knob(0.005, "gRDA threshold scale c (with threshold 'grda')", interval="[0, inf)")
+    grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (with threshold 'grda')", interval="(0, 1)")
+    reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
+    one_shot_sparsity: float = knob(0.0, "dense methods: at each task end, record the accuracy and loss lost by "
+                                    "one-shot magnitude pruning to this sparsity, no retraining (the flatness test; "
+                                    "0: not measured)", interval="[0, 1)")
+    bn_recalibrate: bool = knob(True, "sparse methods: recompute batch-norm running statistics at each task end "
+                                "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)")
+
+
+@dataclass(frozen=True)
+class SparCLConfig(Section):
+    """SparCL (Wang et al. 2022): task-aware dynamic masking and dynamic gradient masking."""
+    tdm: bool = knob(True, "SparCL: task-aware dynamic masking of the prunable weights (off: dense weights)")
+    tdm_every: int | None = knob(None, "SparCL: epochs between two prune-and-grow mask updates", interval="[1, inf)")
+    tdm_gap: float = knob(0.01, "SparCL: prune to target + gap, then regrow to the target (the schedule's bounds)",
+                          interval="[0, 1)")
+    tdm_lambda: float = knob(0.5, "SparCL: importance |w| + lambda |grad w| for pruning", interval="[0, inf)")
+    dgm: bool = knob(True, "SparCL: dynamic gradient masking of the prunable layers")
+    dgm_keep: float = knob(0.2, "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)",
+                           interval="(0, 1]")
+    dgm_every: int = knob(30, "SparCL: batches (within an epoch) between two gradient-mask updates",
+                          interval="[1, inf)")
 
 
 def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 
 from . import metrics
 from .errors import UserError
+from .knobs import renamed
 
 CHECKPOINT_FORMAT = "esacl-checkpoint-1"
 
@@ -354,7 +355,7 @@ def load_run(path) -> Record:
     rundir = RunDir.open(path)
     saved = rundir.read_json("config.json")
     acc = rundir.read_json("accuracy.json") if (rundir.path / "accuracy.json").exists() else {}
-    return Record(rundir.path, saved["config"], saved.get("defaults", []), acc.get("class_il", []),
+    return Record(rundir.path, renamed(saved["config"]), saved.get("defaults", []), acc.get("class_il", []),
                   acc.get("task_il", []), bool(acc.get("complete")), rundir.events(), acc.get("diverged"))
 
 

@@ -9,12 +9,28 @@
 Per-example statistics live on the device, indexed by the batch's task positions: no sync per step.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
+
 import torch
 
 from .errors import UserError
+from .knobs import Section, knob
 from .steps import support_size
+
+
+@dataclass(frozen=True)
+class RemovalConfig(Section):
+    """Task-level removal: IDS's redundant example elimination, SparCL's dynamic data removal."""
+    removal_fraction: float = knob(0.3, "share of a task's examples removed (IDS's redundant example elimination, "
+                                   "SparCL's dynamic data removal)",
+                               interval="[0, 1)")
+    removal_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
+    removal_until: int | None = knob(None, "removals happen during the first this-many epochs of a task",
+                                 interval="[1, inf)")
+    ere_score: str = knob("sharpness", "what marks an example redundant: lowest running 'sharpness' score, or "
+                          "fewest 'forgetting' events", choices=lambda: ["forgetting", "sharpness"])
 
 
 class AllData:

@@ -17,11 +17,39 @@ update with pass 1's gradient (LookSAM-style).
 import contextlib
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 
+from .knobs import Section, knob
 from .landscape import sam_perturbation
 from .methods import Loss
+
+
+@dataclass(frozen=True)
+class SAMConfig(Section):
+    """The SAM ascent."""
+    rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
+    asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
+    sam_every: int = knob(1, "SAM's ascent and second pass every this-many steps, a plain step on the first "
+                          "pass's gradient in between (LookSAM-style; 1: every step)", interval="[1, inf)")
+
+
+@dataclass(frozen=True)
+class SupportConfig(Section):
+    """IDS's batch level: which examples the SAM second pass keeps."""
+    support_fraction: float = knob(0.5, "share of each batch the SAM second pass trains on (highest sharpness "
+                                   "scores)", interval="(0, 1]")
+    support_size: int | None = knob(None, "absolute support size per batch (overrides support_fraction)",
+                                    interval="[1, inf)")
+    support_rule: str = knob("sharpest", "which examples the second pass keeps: the 'sharpest' (IDS) or a "
+                             "'random' subset of the same size (control)", choices=lambda: ["random", "sharpest"])
+    support_balance: str = knob("class", "'class': each class keeps its sharpest examples in proportion to its "
+                                "share of the batch; 'none': the sharpest K of the whole batch",
+                                choices=lambda: ["class", "none"])
+    support_bn: str = knob("subset", "batch-norm statistics of the scoring forward and the second pass: the "
+                           "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
+                           choices=lambda: ["batch", "subset"])
 
 
 @contextlib.contextmanager

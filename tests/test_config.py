@@ -76,3 +76,25 @@ def test_cross_expands_every_combination_last_axis_fastest():
         {"epochs": "1", "method": "sgd", "seed": "0"}, {"epochs": "1", "method": "sgd", "seed": "1"},
         {"epochs": "1", "method": "er", "seed": "0"}, {"epochs": "1", "method": "er", "seed": "1"}]
     assert cross({"seed": "3"}, {}) == [{"seed": "3"}]
+
+
+def test_runconfig_is_the_union_of_the_components_sections_each_key_once():
+    """Each component declares its own knobs (a learner's under its prefix); RunConfig has each once,
+    and a section read out of a config carries that config's values, typed."""
+    import dataclasses
+
+    from esacl.knobs import Section
+    from esacl.methods import DERpp, DERppConfig
+    from esacl.steps import SAMConfig
+    sections = [c for c in RunConfig.__mro__[1:] if dataclasses.is_dataclass(c) and issubclass(c, Section)]
+    keys = [f.name for c in reversed(sections) for f in dataclasses.fields(c)]
+    assert keys == [f.name for f in dataclasses.fields(RunConfig)] and len(set(keys)) == len(keys)
+    assert {f.name for f in dataclasses.fields(DERppConfig)} == {"derpp_alpha", "derpp_beta"}
+    cfg = RunConfig(method="derpp", derpp_alpha=0.3, rho=0.2)
+    assert SAMConfig.of(cfg) == SAMConfig(rho=0.2) and DERpp(cfg, 10, 0).opts == DERppConfig(derpp_alpha=0.3)
+
+
+def test_a_renamed_key_says_its_new_name():
+    assert error(alpha=0.3) == "config key 'alpha' is now 'derpp_alpha'"
+    with pytest.raises(UserError, match="'beta' is now 'derpp_beta'"):
+        RunConfig.from_strings({"beta": "0.2"})

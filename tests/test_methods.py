@@ -84,7 +84,7 @@ def test_er_loss_is_one_cross_entropy_over_stream_and_replay():
 
 def test_derpp_loss_matches_its_formula():
     torch.manual_seed(0)
-    model, learner = ConvNet(1, 10, 4), learner_for(DERpp, method="derpp", alpha=0.3, beta=0.7)
+    model, learner = ConvNet(1, 10, 4), learner_for(DERpp, method="derpp", derpp_alpha=0.3, derpp_beta=0.7)
     model.eval()                     # per-forward batch-norm statistics would differ from one joint forward
     stored = toy_batch(8, seed=1)
     learner.observe(stored, type("L", (), {"logits": torch.randn(8, 10)})())

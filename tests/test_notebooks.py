@@ -54,7 +54,7 @@ def test_benchmark_notebook_parameters_are_exactly_the_runconfig_keys_and_all_re
     # injected values: every parameter reaches the config.
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    given = dict(seed=3, lr=0.5, buffer_size=7, alpha=0.25, lwf_temperature=3.0, threshold="grda", threads=1)
+    given = dict(seed=3, lr=0.5, buffer_size=7, derpp_alpha=0.25, lwf_temperature=3.0, threshold="grda", threads=1)
     namespace = dict(given)
     exec(code[0] + "\n" + "\n".join(f"{k} = {v!r}" for k, v in given.items()), namespace)
     exec("\n".join(line for line in code[1].splitlines() if "widgets" not in line and "display" not in line

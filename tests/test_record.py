@@ -227,3 +227,19 @@ def test_find_runs_takes_run_directories_and_folders_at_any_depth_and_names_a_ba
     with pytest.raises(UserError, match="no run directories under"):
         find_runs([tmp_path / "a" / "notes"])
     assert find_runs([]) == []
+
+
+def test_a_run_directory_written_with_the_old_key_names_loads_with_the_new(tiny):
+    """DER++'s knobs were `alpha` and `beta`: such a config.json reads as derpp_alpha and derpp_beta,
+    so show, compare and the dashboards see one key, and a resume builds the same config."""
+    import json
+
+    from esacl import RunConfig
+    record = esacl.run(tiny(method="derpp", n_tasks=1, epochs=1, derpp_alpha=0.3))
+    saved = json.loads((record.path / "config.json").read_text())
+    saved["config"] = {("alpha" if k == "derpp_alpha" else "beta" if k == "derpp_beta" else k): v
+                       for k, v in saved["config"].items()}
+    (record.path / "config.json").write_text(json.dumps(saved))
+    old = esacl.load_run(record.path)
+    assert old.config == record.config and old.config["derpp_alpha"] == 0.3
+    assert RunConfig.from_dict(old.config).derpp_alpha == 0.3
