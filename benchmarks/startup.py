@@ -50,7 +50,7 @@ def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
 
 def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float, float]:
     """(execution wall-clock, the part outside the run) of one split_digits esacl notebook."""
-    from esacl import report
+    from workbench import report
     # Live: the kernel is not told it is headless (the variable it reads is set under another name).
     report.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
     with tempfile.TemporaryDirectory() as out:
@@ -65,14 +65,14 @@ def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float,
 
 def grid_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point grid (seeds 0, 1, 2)."""
-    from esacl.report import Kernel
+    from workbench.report import Kernel
     with Kernel(reusable=reuse) as kernel:
         return [notebook_seconds(True, seed, kernel if reuse else None)[1] for seed in (0, 1, 2)]
 
 
 def sweep_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point local sweep (seeds 0, 1, 2) on one worker."""
-    from esacl import sweep
+    from workbench import sweep
     local = sweep._local
     sweep._local = lambda *args, **kwargs: local(*args, **kwargs, reuse=reuse)
     grid = dict(notebook="split_digits", fixed=dict(method="esacl", landscape=False), axes=dict(seed=[0, 1, 2]))

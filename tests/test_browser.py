@@ -37,7 +37,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
-    from esacl.report import write_report
+    from workbench.report import write_report
     out = tmp_path_factory.mktemp("runs")
     small = dict(n_tasks=2, epochs=2, progress=False, out=str(out))
     sparse = esacl.run(esacl.RunConfig(method="esacl", landscape=True, slice_steps=5, hessian_iters=3,
@@ -113,7 +113,7 @@ def free_port() -> int:
 
 def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(browser, tmp_path):
     import papermill
-    from esacl.report import notebook_path
+    from workbench.report import notebook_path
     # A tiny parameter set, injected as papermill would, into a copy that JupyterLab opens.
     papermill.execute_notebook(str(notebook_path("split_digits")), str(tmp_path / "split_digits.ipynb"),
                                parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from esacl.cli import main
+from workbench.cli import main
 
 
 def cli(capsys, *argv):
@@ -58,7 +58,7 @@ def test_user_errors_are_one_line_without_traceback(capsys, tmp_path):
 
 
 def test_python_dash_m_runs_the_same_cli():
-    done = subprocess.run([sys.executable, "-m", "esacl", "run", "--sparsity", "2"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "workbench", "run", "--sparsity", "2"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == "esacl: error: config key 'sparsity' must be in [0, 1), got 2.0"
 
@@ -103,8 +103,8 @@ def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_pa
 
 def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_order(tmp_path, capsys):
     from esacl import RunConfig
-    from esacl.cli import paper_workers, run_grid
     from esacl.config import UserError
+    from workbench.cli import paper_workers, run_grid
 
     def grid(out):
         base = dict(n_tasks=2, epochs=1, progress=False, threads=1, out=str(out))
@@ -123,16 +123,17 @@ def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_
 
 
 def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
-    """`pip install .` (not editable) into a fresh venv: `esacl sweep` and `esacl report`, run outside the
-    checkout, find the notebooks inside the installed package. The venv reaches this environment's
-    dependencies through a path file and their data files (nbconvert's templates, kernel specs) through
-    JUPYTER_PATH, so nothing is downloaded; esacl itself is the installed copy."""
+    """`pip install .` (not editable) into a fresh venv: `esacl sweep` (the console script) and `esacl report`
+    (as `python -m workbench`), run outside the checkout, find the notebooks inside the installed workbench
+    package. The venv reaches this environment's dependencies through a path file and their data files
+    (nbconvert's templates, kernel specs) through JUPYTER_PATH, so nothing is downloaded; esacl, widgets and
+    workbench themselves are the installed copies (PYTHONPATH is cleared, so no checkout comes first)."""
     import shutil
     import sysconfig
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     source = tmp_path / "source"                   # a copy: building writes build/ and egg-info beside the sources
-    for part in ("esacl", "widgets", "notebooks"):
+    for part in ("esacl", "widgets", "workbench", "notebooks"):
         shutil.copytree(root / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
     for part in ("pyproject.toml", "README.md"):
         shutil.copy(root / part, source / part)
@@ -142,22 +143,23 @@ def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = subprocess.run([python, "-c", "import esacl, widgets; print(esacl.__file__, widgets.__file__)"], cwd=work,
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert all(path.startswith(site) for path in where)
+    where = subprocess.run([python, "-c", "import esacl, widgets, workbench, workbench.notebooks as n; "
+                            "print(esacl.__file__, widgets.__file__, workbench.__file__, n.__path__[0])"], cwd=work,
+                           capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert len(where) == 4 and all(path.startswith(site) for path in where)
     (work / "grid.toml").write_text('notebook = "split_digits"\n[fixed]\nepochs = 1\nn_tasks = 2\nlandscape = false\n'
                                     '[axes]\nmethod = ["sgd"]\n')
-    esacl = [python, "-m", "esacl"]
-    env = dict(os.environ, JUPYTER_PATH=str(Path(sys.prefix) / "share" / "jupyter"))
-    done = subprocess.run(esacl + ["sweep", "grid.toml", "--out", "s", "--workers", "1", "--quiet"], cwd=work,
-                          capture_output=True, text=True, timeout=600, env=env)
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
+    done = subprocess.run([venv / "bin" / "esacl", "sweep", "grid.toml", "--out", "s", "--workers", "1", "--quiet"],
+                          cwd=work, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "s" / "split_digits-sgd-s0" / "notebook.ipynb").is_file()
-    done = subprocess.run(esacl + ["report", "s/split_digits-sgd-s0", "--out", "r"], cwd=work, capture_output=True,
-                          text=True, timeout=600, env=env)
+    done = subprocess.run([python, "-m", "workbench", "report", "s/split_digits-sgd-s0", "--out", "r"], cwd=work,
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((work / "r").glob("*.html"))) == 1

@@ -5,8 +5,8 @@ import pytest
 
 import esacl
 from esacl import load_run
-from esacl.cli import main
 from esacl.compare import PAPER_LEARNERS, Versus, paper_configs, paper_methods, paper_rows, paper_text, versus
+from workbench.cli import main
 
 FAST = {"n_tasks": "2", "epochs": "1", "slice_steps": "3", "hessian_iters": "2", "hutchinson_samples": "2"}
 
@@ -112,9 +112,9 @@ def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
 
 
 def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_runs, tmp_path):
-    from esacl.cli import comparison
     from esacl.compare import left_out, summary_rows, summary_text
     from esacl.train import Diverged
+    from workbench.cli import comparison
     records, _, _ = paper_runs
     with pytest.raises(Diverged) as stopped:            # task 0 finishes, task 1's loss is NaN
         esacl.run(dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, n_tasks=2, epochs=1, progress=False,

@@ -12,10 +12,10 @@ from PIL import Image
 import esacl
 from esacl import RunConfig, UserError
 from esacl import data as data_module
-from esacl.cli import main
 from esacl.data import (BENCHMARKS, FMNIST_DEBIAN, FMNIST_FILES, SOURCES, TINY_CACHE, TINY_CACHE_META, crop_flip,
                         fmnist_arrays, idx_bytes, load_benchmark, parse_idx, tiny_imagenet_arrays)
 from esacl.presets import PRESETS
+from workbench.cli import main
 from helpers import write_cifar, write_idx, write_tiny_imagenet
 
 

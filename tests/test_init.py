@@ -8,7 +8,7 @@ FORBIDDEN = ("ipywidgets", "plotly", "matplotlib", "widgets")
 
 
 def test_the_library_never_imports_the_dashboard_stack():
-    code = "import sys, esacl, esacl.cli, esacl.train; print(sorted(m for m in sys.modules))"
+    code = "import sys, esacl, esacl.train, workbench.cli; print(sorted(m for m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in FORBIDDEN:
         assert f"'{name}'" not in loaded and f"'{name}." not in loaded
@@ -21,7 +21,7 @@ def test_the_library_never_imports_the_dashboard_stack():
 
 def test_the_library_imports_no_compiler_until_a_run_asks_for_it():
     # torch._dynamo is 1.6 s of import: only `compile` needs it (benchmarks/startup.py).
-    code = ("import sys, esacl, esacl.cli, esacl.train, esacl.landscape, esacl.co2l\n"
+    code = ("import sys, esacl, esacl.train, esacl.landscape, esacl.co2l, workbench.cli\n"
             "print('torch._dynamo' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 

@@ -8,7 +8,7 @@ import pytest
 
 from esacl import RunConfig
 from esacl.config import KEYS
-from esacl.report import NOTEBOOKS, benchmark_notebooks
+from workbench.report import NOTEBOOKS, benchmark_notebooks
 
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 

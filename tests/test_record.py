@@ -101,7 +101,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from esacl.cli import main  # noqa: E402
+from workbench.cli import main  # noqa: E402
 
 
 def snapshot(folder):
@@ -181,7 +181,7 @@ def test_a_run_name_cannot_leave_its_out_folder(tmp_path, capsys):
 KILL_AT_CHECKPOINT = """
 import os, signal, sys
 from esacl.record import RunDir
-import esacl.cli
+import workbench.cli
 calls = []
 real = RunDir.save_checkpoint
 def save(self, state):
@@ -195,7 +195,7 @@ def save(self, state):
         os.kill(os.getpid(), signal.SIGKILL)
     real(self, state)
 RunDir.save_checkpoint = save
-sys.exit(esacl.cli.main(sys.argv[1:]))
+sys.exit(workbench.cli.main(sys.argv[1:]))
 """
 
 

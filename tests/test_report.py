@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from esacl import UserError
-from esacl import report
+from workbench import report
 from helpers import probe_notebook, stream_text
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from esacl import UserError, load_run
-from esacl import sweep
-from esacl.cli import main
 from esacl.compare import summary_rows
-from esacl.sweep import SweepLock, load_grid, run_sweep
+from workbench import sweep
+from workbench.cli import main
+from workbench.sweep import SweepLock, load_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = dict(notebook="split_digits", fixed=dict(epochs=1, landscape=False),
@@ -220,7 +220,7 @@ def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
 
 COUNTING_WORKER = """
 import os, signal, sys
-from esacl import report, sweep
+from workbench import report, sweep
 start = report.Kernel.ready
 
 def ready(self):                        # one line in the log per kernel started
@@ -256,7 +256,7 @@ def test_a_worker_runs_its_points_on_one_kernel_and_a_dead_worker_is_replaced(tm
 STALLING_POINT = """
 import json, subprocess, sys
 from pathlib import Path
-from esacl import sweep
+from workbench import sweep
 sweep.STALL_SECONDS = 1
 calls = []
 
@@ -286,8 +286,8 @@ def test_a_kernel_that_sits_idle_is_stopped_and_the_notebook_executed_again(tmp_
 def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, tmp_path):
     grid = write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], seed=[0]))
     out = tmp_path / "s"
-    driver = subprocess.Popen([sys.executable, "-m", "esacl", "sweep", str(grid), "--out", str(out), "--workers", "2",
-                               "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(grid), "--out", str(out), "--workers",
+                               "2", "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     complete = lambda: [p.parent.name for p in out.glob("*/accuracy.json") if json.loads(p.read_text())["complete"]]
     deadline = time.monotonic() + 240
     while not complete() and driver.poll() is None and time.monotonic() < deadline:
@@ -307,7 +307,7 @@ def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, t
 
 def test_the_lock_refuses_a_second_sweep_and_a_dead_holder_is_taken_over(tmp_path, capsys):
     out = tmp_path / "s"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from esacl.sweep import SweepLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.sweep import SweepLock; "
                                "SweepLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
                               stdout=subprocess.PIPE, text=True)
     try:

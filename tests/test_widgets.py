@@ -259,7 +259,7 @@ def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
 
 def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(runs, dash, monkeypatch):
     record = runs["sparse"]
-    monkeypatch.setenv("ESACL_HEADLESS", "1")                  # as esacl.report sets it for its kernels
+    monkeypatch.setenv("ESACL_HEADLESS", "1")                  # as workbench.report sets it for its kernels
     headless = widgets.RunDashboard(min_interval=0.0)
     assert not headless.live and widgets.RunDashboard(min_interval=0.0, live=True).live
     headless.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
@@ -272,7 +272,7 @@ def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(ru
 
 
 def test_papermill_kernels_run_headless(tmp_path):
-    from esacl import report
+    from workbench import report
     from helpers import probe_notebook, stream_text
     probe = probe_notebook(tmp_path / "probe.ipynb", "import widgets\nprint(widgets.RunDashboard().live)")
     assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None

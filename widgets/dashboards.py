@@ -31,7 +31,7 @@ from . import thumbnails
 from .comparison import (METRICS, accuracy_against, comparison_bars, comparison_html, comparison_rows, load_records,
                          overlay)
 
-HEADLESS = "ESACL_HEADLESS"        # set for kernels no frontend watches (esacl.report's executions)
+HEADLESS = "ESACL_HEADLESS"        # set for kernels no frontend watches (workbench.report's executions)
 WAITING = "waiting for a run: pass this dashboard's callback to esacl.run, or use from_run(run_dir)"
 
 

@@ -33,9 +33,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, UserError, cross, did_you_mean, usable_cores
-from .compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
-from .record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
+from esacl.config import RunConfig, UserError, cross, did_you_mean, usable_cores
+from esacl.compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
+from esacl.record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
@@ -102,7 +102,7 @@ def load_grid(source) -> Grid:
 
 
 def _expand(grid: Grid) -> list[Point]:
-    from .presets import PRESETS
+    from esacl.presets import PRESETS
     from .report import check_declared, notebook_parameters, notebook_path, parameter_value
     declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
@@ -134,8 +134,8 @@ def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> 
     """Deterministic run-directory name: the one `esacl run` gives the same config
     (benchmark-method[-spS]-sSEED, sparsity as resolved), with a -KEYvalue part for each other axis
     before the seed."""
-    from .config import KEYS, RunConfig
-    from .train import default_name
+    from esacl.config import KEYS, RunConfig
+    from esacl.train import default_name
 
     def show(value) -> str:
         if isinstance(value, bool):
@@ -290,7 +290,7 @@ def run_point(point: Point, out, kernel=None) -> Path:
     if acc.get("complete") or acc.get("diverged"):
         return run_dir
     if (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.json").is_file():
-        from .train import resume
+        from esacl.train import resume
         resume(run_dir, progress=False)       # the run completes; its executed notebook is not re-made
         return run_dir
     if run_dir.exists():
@@ -530,7 +530,7 @@ def _now() -> str:
 # pool: a worker that dies (out of memory, a segfault) is one failed point and a fresh worker takes the
 # next, while a dead pool worker breaks every pending future. A point that kills its kernel fails alone:
 # the worker's next point starts a fresh kernel.
-WORKER = [sys.executable, "-m", "esacl.sweep"]
+WORKER = [sys.executable, "-m", "workbench.sweep"]
 
 
 class _Worker:

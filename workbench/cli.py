@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import KEYS, RunConfig, UserError, cross, did_you_mean, help_lines
+from esacl.config import KEYS, RunConfig, UserError, cross, did_you_mean, help_lines
 
 # Keys that take a comma-separated list in `esacl run`: the run becomes a grid over them.
 GRID_KEYS = ("method", "seed", "sparsity")
@@ -119,13 +119,13 @@ def _grid(strings: dict[str, str]) -> list[RunConfig]:
 def comparison(records) -> str:
     """The comparison table of `esacl run` grids, `esacl notebook` grids and `esacl compare`: complete
     runs grouped by settings (mean +- std over seeds), then thread-count warnings and the runs left out."""
-    from .compare import left_out, summary_rows, summary_text, thread_warnings
+    from esacl.compare import left_out, summary_rows, summary_text, thread_warnings
     notes = thread_warnings(records) + left_out(records)
     return summary_text(summary_rows(records)) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 def cmd_run(args) -> None:
-    from .train import resume
+    from esacl.train import resume
     if args.resume:
         given = [k for k in KEYS if getattr(args, k) is not None]
         if given:
@@ -155,8 +155,8 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
     A diverged run is reported and kept (tables leave it out); the others go on."""
     import time
 
-    from .record import load_run
-    from .train import Diverged, run
+    from esacl.record import load_run
+    from esacl.train import Diverged, run
     tic, n = time.perf_counter(), len(configs)
     seconds: dict[str, list[float]] = {}          # method -> wall-clock of its finished runs
 
@@ -198,7 +198,7 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
     import concurrent.futures
     import multiprocessing
 
-    from .config import usable_cores
+    from esacl.config import usable_cores
     share = max(1, usable_cores() // workers)
     shared = [cfg if cfg.threads else cfg.replace(threads=share) for cfg in configs]
     # Longest first, so that no long run starts last: sharpness measurements, then EsaCL's two passes.
@@ -220,7 +220,7 @@ def _run_in_worker(cfg: RunConfig) -> tuple[str, float]:
     """One run in a worker process of `run_grid`: its run directory (diverged runs included) and seconds."""
     import time
 
-    from .train import Diverged, run
+    from esacl.train import Diverged, run
     start = time.perf_counter()
     try:
         path = run(cfg).path
@@ -232,7 +232,7 @@ def _run_in_worker(cfg: RunConfig) -> tuple[str, float]:
 def cmd_paper(args) -> None:
     import datetime
 
-    from .compare import paper_configs, paper_text
+    from esacl.compare import paper_configs, paper_text
     out = Path(args.out or Path("runs") / f"paper-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already holds files; choose another --out (runs are never overwritten)")
@@ -258,8 +258,8 @@ def paper_workers(given: int | None, cfg: RunConfig) -> int:
     two threads, as the sweep engine's points), one on a GPU. On 2 cores that is one run at a time:
     two single-thread runs at once finished the split_digits main job only 1.27x sooner (310 s against
     245 s), and a run's last digits follow its thread count."""
-    from .config import usable_cores
-    from .train import pick_device
+    from esacl.config import usable_cores
+    from esacl.train import pick_device
     if given is not None:
         if given < 1:
             raise UserError(f"--workers must be at least 1, got {given}")
@@ -294,7 +294,7 @@ def cmd_notebook(args) -> None:
                   file=sys.stderr, flush=True)
             run_dirs.append(execute_notebook(args.notebook, params, out=args.out, kernel=kernel))
             print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
-    from .record import load_run
+    from esacl.record import load_run
     if len(run_dirs) > 1:
         print(comparison([load_run(d) for d in run_dirs]))
     else:
@@ -305,7 +305,7 @@ def cmd_notebook(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .record import find_runs
+    from esacl.record import find_runs
     from .report import write_report
     runs = [str(p) for p in find_runs(args.paths)]
     Path(args.out).mkdir(parents=True, exist_ok=True)        # an unwritable --out fails here, before any progress line
@@ -314,13 +314,13 @@ def cmd_report(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from .record import load_run
+    from esacl.record import load_run
     for i, path in enumerate(args.run_dirs):
         print(("\n" if i else "") + load_run(path).text())
 
 
 def cmd_compare(args) -> None:
-    from .record import find_runs, load_run
+    from esacl.record import find_runs, load_run
     from .sweep import is_sweep, write_summary
     for folder in [f for f in args.folders if is_sweep(f)]:
         table, csv_path, html_path = write_summary(folder)
@@ -347,7 +347,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_methods(args) -> None:
-    from .presets import PRESETS
+    from esacl.presets import PRESETS
     rows = [("method", "learner", "sparsifier", "selector", "source")]
     rows += [(name, p.learner, p.sparsifier, p.selector, p.source) for name, p in PRESETS.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -356,14 +356,14 @@ def cmd_methods(args) -> None:
 
 
 def cmd_benchmarks(args) -> None:
-    from .data import BENCHMARKS
+    from esacl.data import BENCHMARKS
     for name, spec in BENCHMARKS.items():
         proto = ", ".join(f"{k}={v}" for k, v in spec.protocol.items())
         print(f"{name:20s} {spec.summary}\n{'':20s} defaults: {proto}")
 
 
 def cmd_data(args) -> None:
-    from .data import check_data, download
+    from esacl.data import check_data, download
     names = args.names if args.action == "check" else [args.name]
     if args.action == "download":
         print(f"unpacked into {download(args.name, args.data_root)}")

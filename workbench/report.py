@@ -17,14 +17,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from .config import RunConfig, UserError, did_you_mean
-from .record import RunDir, unique_name, write_atomic
+from esacl.config import RunConfig, UserError, did_you_mean
+from esacl.record import RunDir, unique_name, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _notebooks() -> Path:
-    """The notebooks folder: a plain (not editable) install's copy inside the package (`esacl/notebooks`,
+    """The notebooks folder: a plain (not editable) install's copy inside the package (`workbench/notebooks`,
     see pyproject.toml), else the checkout's `notebooks/`."""
     installed = Path(__file__).resolve().parent / "notebooks"
     return installed if installed.is_dir() else ROOT / "notebooks"
@@ -228,7 +228,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     defaults = {k: v for k, v in notebook_parameters(path).items()}
     literal = {k: parameter_value(v) for k, v in defaults.items()}
     cfg = RunConfig.from_dict({**literal, **params, "out": str(Path(out).resolve()), "progress": progress})
-    from .train import default_name
+    from esacl.train import default_name
     out_dir = Path(cfg.out)
     name_ = cfg.name or unique_name(out_dir, default_name(cfg))
     run_dir = out_dir / name_
@@ -293,7 +293,7 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
 
 def default_title(runs) -> str:
     """What the runs are, as a report's heading: benchmarks, methods (the first six), run count, seeds."""
-    from .record import load_run
+    from esacl.record import load_run
     records = [r if hasattr(r, "config") else load_run(r) for r in runs]
     benchmarks = ", ".join(dict.fromkeys(r.config["benchmark"] for r in records))
     methods = list(dict.fromkeys(r.config["method"] for r in records))
@@ -305,8 +305,8 @@ def default_title(runs) -> str:
 
 def default_detail(runs: list[str]) -> list[str]:
     """One run per method (its lowest seed): the sparse methods' if there are any, at most four."""
-    from .presets import PRESETS
-    from .record import load_run
+    from esacl.presets import PRESETS
+    from esacl.record import load_run
     records = [load_run(r) for r in runs]
     if len(records) == 1:
         return runs
