@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from esacl.config import RunConfig, UserError, cross, did_you_mean, usable_cores
+from esacl.knobs import renamed
 from esacl.compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
 from esacl.record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
@@ -512,7 +513,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
 def _check_same_point(point: Point, run_dir: Path) -> None:
     """An existing run directory must have been made with this point's parameters (a grid edited
     between two calls into the same folder would otherwise skip points it never ran)."""
-    saved = _read_json(run_dir / "config.json").get("config")
+    saved = renamed(_read_json(run_dir / "config.json").get("config") or {})    # read with today's key names
     if not saved:
         return
     for key, value in point.params.items():
