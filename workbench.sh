@@ -70,6 +70,7 @@ case "${1:-}" in
     assets
     fmnist
     "$VENV/bin/ruff" check --quiet .
+    "$VENV/bin/ruff" format --check --quiet .
     "$VENV/bin/python" -m pytest -q
     ;;
   *)

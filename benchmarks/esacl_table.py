@@ -13,6 +13,7 @@ One table, mean +- std over seeds, one row per variant (a preset and the config 
   round by round, median over rounds (`--step-times`).
 Writes the rows as JSON (benchmarks/out/esacl_table-<benchmark>.json) beside the printed table.
 """
+
 import argparse
 import json
 import statistics
@@ -29,7 +30,7 @@ from esacl.data import BENCHMARKS
 from esacl.metrics import mean_std
 from esacl.train import build
 
-OLD_SELECTION = dict(support_balance="none", support_bn="subset")     # the first reconstruction
+OLD_SELECTION = dict(support_balance="none", support_bn="subset")  # the first reconstruction
 # (label, preset, config keys it sets)
 VARIANTS = [
     ("sgd", "sgd", dict(one_shot_sparsity="target")),
@@ -55,14 +56,21 @@ VARIANTS = [
     ("sparcl-er drop last batch", "sparcl-er", dict(drop_last=True)),
     ("sparcl-er no BN recalibration", "sparcl-er", dict(bn_recalibrate=False)),
 ]
-TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]      # presets at their defaults
+TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]  # presets at their defaults
 
 
 def variant_config(preset: str, keys: dict, benchmark: str, seed: int, sparsity: float, out: str) -> dict:
     sparse = esacl.presets.PRESETS[preset].sparse
     keys = {k: (sparsity if v == "target" else v) for k, v in keys.items()}
-    return dict(benchmark=benchmark, method=preset, seed=seed, sparsity=sparsity if sparse else None, out=out,
-                progress=False, **keys)
+    return dict(
+        benchmark=benchmark,
+        method=preset,
+        seed=seed,
+        sparsity=sparsity if sparse else None,
+        out=out,
+        progress=False,
+        **keys,
+    )
 
 
 def run_variants(variants, benchmark, seeds, sparsity, out) -> list[dict]:
@@ -71,15 +79,27 @@ def run_variants(variants, benchmark, seeds, sparsity, out) -> list[dict]:
         for seed in seeds:
             record = esacl.run(variant_config(preset, keys, benchmark, seed, sparsity, out))
             eff = record.efficiency
-            rows.append(dict(label=label, method=preset, keys=keys, seed=seed,
-                             class_il=record.summary["class_il"]["average"],
-                             task_il=record.summary["task_il"]["average"],
-                             forgetting=record.summary["class_il"]["forgetting"],
-                             flops_relative=eff["flops_relative"], jump=eff["jump_last"],
-                             jump_as_trained=eff["jump_as_trained_last"], one_shot=eff["one_shot_last"],
-                             train_seconds=eff["train_seconds"]))
-            print(f"  {label:28s} seed {seed}: class-IL {rows[-1]['class_il']:.2f}, task-IL {rows[-1]['task_il']:.2f}",
-                  file=sys.stderr, flush=True)
+            rows.append(
+                dict(
+                    label=label,
+                    method=preset,
+                    keys=keys,
+                    seed=seed,
+                    class_il=record.summary["class_il"]["average"],
+                    task_il=record.summary["task_il"]["average"],
+                    forgetting=record.summary["class_il"]["forgetting"],
+                    flops_relative=eff["flops_relative"],
+                    jump=eff["jump_last"],
+                    jump_as_trained=eff["jump_as_trained_last"],
+                    one_shot=eff["one_shot_last"],
+                    train_seconds=eff["train_seconds"],
+                )
+            )
+            print(
+                f"  {label:28s} seed {seed}: class-IL {rows[-1]['class_il']:.2f}, task-IL {rows[-1]['task_il']:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
@@ -88,15 +108,21 @@ def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
     built = {}
     for name in methods:
         sparse = esacl.presets.PRESETS[name].sparse
-        cfg = resolve(esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None,
-                                      progress=False), BENCHMARKS[benchmark].protocol)[0]
+        cfg = resolve(
+            esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None, progress=False),
+            BENCHMARKS[benchmark].protocol,
+        )[0]
         bench, model, method, _ = build(cfg, torch.device("cpu"))
         task = bench.tasks[0]
         method.selector.begin_task(0, task.y_train)
-        method.sparsifier.begin_task(0, 1)        # a ramp of one step: the target sparsity from the start
-        batches = [esacl.methods.Batch(task.x_train[i:i + 32], task.y_train[i:i + 32], torch.arange(i, i + 32),
-                                       task.x_train[i:i + 32]) for i in range(0, 32 * steps_per_round, 32)]
-        for b in batches[:3]:                     # warm-up, and fills replay buffers
+        method.sparsifier.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
+        batches = [
+            esacl.methods.Batch(
+                task.x_train[i : i + 32], task.y_train[i : i + 32], torch.arange(i, i + 32), task.x_train[i : i + 32]
+            )
+            for i in range(0, 32 * steps_per_round, 32)
+        ]
+        for b in batches[:3]:  # warm-up, and fills replay buffers
             method.train_step(model, method.prepare(b))
         built[name] = (model, method, batches)
     times = {m: [] for m in methods}
@@ -111,17 +137,37 @@ def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
 
 def table(rows, times) -> str:
     fmt = lambda vals: "-" if not vals else ("{:.2f} +- {:.2f}".format(*mean_std(vals)))
-    head = ["variant", "class-IL", "task-IL", "forgetting", "FLOPs x SGD", "jump", "jump as trained",
-            "one-shot (dense)", "step x SGD"]
+    head = [
+        "variant",
+        "class-IL",
+        "task-IL",
+        "forgetting",
+        "FLOPs x SGD",
+        "jump",
+        "jump as trained",
+        "one-shot (dense)",
+        "step x SGD",
+    ]
     body = []
     for label in dict.fromkeys(r["label"] for r in rows):
         part = [r for r in rows if r["label"] == label]
         pick = lambda key, part=part: [r[key] for r in part if r[key] is not None]
         step = times.get(label)
-        body.append([label, fmt(pick("class_il")), fmt(pick("task_il")), fmt(pick("forgetting")),
-                     f"{statistics.fmean(pick('flops_relative')):.2f}", fmt(pick("jump")), fmt(pick("jump_as_trained")),
-                     fmt(pick("one_shot")), f"{step / times['sgd']:.2f}" if step and "sgd" in times else ""])
+        body.append(
+            [
+                label,
+                fmt(pick("class_il")),
+                fmt(pick("task_il")),
+                fmt(pick("forgetting")),
+                f"{statistics.fmean(pick('flops_relative')):.2f}",
+                fmt(pick("jump")),
+                fmt(pick("jump_as_trained")),
+                fmt(pick("one_shot")),
+                f"{step / times['sgd']:.2f}" if step and "sgd" in times else "",
+            ]
+        )
     from esacl.compare import aligned
+
     return aligned(head, body, left=1)
 
 
@@ -147,12 +193,16 @@ def main():
     with tempfile.TemporaryDirectory() as runs_dir:
         rows = run_variants(variants, args.benchmark, seeds, args.sparsity, runs_dir)
     times = step_times(args.benchmark, TIMED, args.sparsity) if args.step_times else {}
-    print(f"{args.benchmark}, sparsity {args.sparsity:g}, seeds {args.seeds}, {args.threads} CPU threads "
-          f"(mean +- std over seeds; accuracy and jumps in points)")
+    print(
+        f"{args.benchmark}, sparsity {args.sparsity:g}, seeds {args.seeds}, {args.threads} CPU threads "
+        f"(mean +- std over seeds; accuracy and jumps in points)"
+    )
     print(table(rows, times))
     if times:
-        print("step time per method (ms, median of interleaved rounds): "
-              + ", ".join(f"{m} {t * 1e3:.2f}" for m, t in times.items()))
+        print(
+            "step time per method (ms, median of interleaved rounds): "
+            + ", ".join(f"{m} {t * 1e3:.2f}" for m, t in times.items())
+        )
     print(f"{len(rows)} runs in {time.perf_counter() - tic:.0f} s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

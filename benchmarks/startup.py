@@ -17,6 +17,7 @@
    engine's former shape) against one worker that reuses its kernel (now): each point's seconds in
    `sweep.json` less its run.
 """
+
 import argparse
 import os
 import statistics
@@ -35,8 +36,9 @@ def wall(code: str, env: dict) -> float:
 
 def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
     """The modules of `import esacl` with the largest cumulative import time, outside torch."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import esacl"], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import esacl"], env=env, capture_output=True, text=True, check=True
+    )
     rows = []
     for line in done.stderr.splitlines():
         parts = line.split("|")
@@ -51,12 +53,14 @@ def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
 def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float, float]:
     """(execution wall-clock, the part outside the run) of one split_digits esacl notebook."""
     from workbench import report
+
     # Live: the kernel is not told it is headless (the variable it reads is set under another name).
     report.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_dir = report.execute_notebook("split_digits", dict(method="esacl", landscape=False, seed=seed), out=out,
-                                          kernel=kernel)
+        run_dir = report.execute_notebook(
+            "split_digits", dict(method="esacl", landscape=False, seed=seed), out=out, kernel=kernel
+        )
         wall = time.perf_counter() - start
         first = (Path(run_dir) / "config.json").stat().st_mtime
         last = (Path(run_dir) / "accuracy.json").stat().st_mtime
@@ -66,6 +70,7 @@ def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float,
 def grid_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point grid (seeds 0, 1, 2)."""
     from workbench.report import Kernel
+
     with Kernel(reusable=reuse) as kernel:
         return [notebook_seconds(True, seed, kernel if reuse else None)[1] for seed in (0, 1, 2)]
 
@@ -73,6 +78,7 @@ def grid_startup(reuse: bool) -> list[float]:
 def sweep_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point local sweep (seeds 0, 1, 2) on one worker."""
     from workbench import sweep
+
     local = sweep._local
     sweep._local = lambda *args, **kwargs: local(*args, **kwargs, reuse=reuse)
     grid = dict(notebook="split_digits", fixed=dict(method="esacl", landscape=False), axes=dict(seed=[0, 1, 2]))
@@ -81,7 +87,9 @@ def sweep_startup(reuse: bool) -> list[float]:
             result = sweep.run_sweep(grid, out, workers=1, progress=False)
             outside = []
             for name, point in result.points.items():
-                run = (Path(out) / name / "accuracy.json").stat().st_mtime - (Path(out) / name / "config.json").stat().st_mtime
+                run = (Path(out) / name / "accuracy.json").stat().st_mtime - (
+                    Path(out) / name / "config.json"
+                ).stat().st_mtime
                 outside.append(point["seconds"] - run)
     finally:
         sweep._local = local
@@ -96,7 +104,7 @@ def main():
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     load = os.getloadavg()[0]
-    wall("import torch", env)                                  # warm the file cache for both
+    wall("import torch", env)  # warm the file cache for both
     torch_s, esacl_s = [], []
     for _ in range(args.repeats):
         torch_s.append(wall("import torch", env))
@@ -107,7 +115,7 @@ def main():
     print(f"{'import esacl':16s}{e:7.2f} s   {e / t:.2f}x torch")
     print("slowest imports besides torch's: " + ", ".join(f"{m} {s:.2f} s" for m, s in slowest_extra_imports(env)))
     if args.notebooks:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)      # the kernels inherit it
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the kernels inherit it
         runs = {True: [], False: []}
         for _ in range(args.notebooks):
             for headless in (False, True):
@@ -116,18 +124,24 @@ def main():
         for headless in (False, True):
             total = statistics.median(w for w, _ in runs[headless])
             outside = statistics.median(o for _, o in runs[headless])
-            print(f"  dashboards {'headless' if headless else 'live':9s}{total:7.2f} s, of which {outside:.2f} s "
-                  f"outside the run (start-up and saving)")
+            print(
+                f"  dashboards {'headless' if headless else 'live':9s}{total:7.2f} s, of which {outside:.2f} s "
+                f"outside the run (start-up and saving)"
+            )
         print("a 3-point grid (seeds 0, 1, 2), each point's seconds outside its run:")
         for reuse in (False, True):
             points = grid_startup(reuse)
-            print(f"  {'one kernel for the grid' if reuse else 'a fresh kernel per point':26s}"
-                  + "  ".join(f"{p:5.2f}" for p in points))
+            print(
+                f"  {'one kernel for the grid' if reuse else 'a fresh kernel per point':26s}"
+                + "  ".join(f"{p:5.2f}" for p in points)
+            )
         print("a 3-point local sweep on one worker, each point's seconds outside its run:")
         for reuse in (False, True):
             points = sweep_startup(reuse)
-            print(f"  {'one worker and kernel' if reuse else 'a fresh worker per point':26s}"
-                  + "  ".join(f"{p:5.2f}" for p in points))
+            print(
+                f"  {'one worker and kernel' if reuse else 'a fresh worker per point':26s}"
+                + "  ".join(f"{p:5.2f}" for p in points)
+            )
     print(f"{len(os.sched_getaffinity(0))} usable cores; load average before {load:.2f}")
 
 

@@ -13,6 +13,7 @@ and once beside a competing process that keeps one core busy (a Python busy loop
 Prints the idle and busy seconds (median of `--repeats`) and the slowdown busy / idle side by side,
 with the machine's cores and load. The machine should be otherwise idle: the point is one competitor.
 """
+
 import argparse
 import json
 import os
@@ -36,8 +37,12 @@ with tempfile.TemporaryDirectory() as out:
 BUSY = "while True:\n    pass\n"
 
 CORES = len(os.sched_getaffinity(0))
-SETTINGS = [("threads = cores", "default", CORES), ("default", "default", 0),
-            ("passive, threads = cores", "passive", CORES), ("threads 1", "default", 1)]
+SETTINGS = [
+    ("threads = cores", "default", CORES),
+    ("default", "default", 0),
+    ("passive, threads = cores", "passive", CORES),
+    ("threads 1", "default", 1),
+]
 
 
 def measure(policy: str, threads: int, args, busy: bool) -> tuple[float, int]:
@@ -48,8 +53,13 @@ def measure(policy: str, threads: int, args, busy: bool) -> tuple[float, int]:
     try:
         if competitor:
             time.sleep(0.5)
-        done = subprocess.run([sys.executable, "-c", CHILD, str(threads), args.method, str(args.n_tasks),
-                               str(args.epochs)], env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(threads), args.method, str(args.n_tasks), str(args.epochs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         if competitor:
             competitor.kill()
@@ -73,11 +83,17 @@ def main():
             runs = [measure(policy, threads, args, busy) for _ in range(args.repeats)]
             times[busy] = statistics.median(s for s, _ in runs)
             used[busy] = "/".join(sorted({str(n) for _, n in runs}))
-            print(f"  {label:26s} {'busy' if busy else 'idle'}: {[round(s, 2) for s, _ in runs]} s "
-                  f"({used[busy]} threads)", file=sys.stderr, flush=True)
+            print(
+                f"  {label:26s} {'busy' if busy else 'idle'}: {[round(s, 2) for s, _ in runs]} s "
+                f"({used[busy]} threads)",
+                file=sys.stderr,
+                flush=True,
+            )
         rows.append((label, f"{used[False]}/{used[True]}", times[False], times[True]))
-    print(f"split_digits {args.method}, {args.n_tasks} tasks x {args.epochs} epoch(s): training seconds, median of "
-          f"{args.repeats}; busy = beside one process spinning on one core")
+    print(
+        f"split_digits {args.method}, {args.n_tasks} tasks x {args.epochs} epoch(s): training seconds, median of "
+        f"{args.repeats}; busy = beside one process spinning on one core"
+    )
     print(f"{'setting':26s}{'threads idle/busy':>18s}{'idle s':>9s}{'busy s':>9s}{'slowdown':>10s}")
     for label, used, idle, busy in rows:
         print(f"{label:26s}{used:>18s}{idle:9.2f}{busy:9.2f}{busy / idle:9.1f}x")

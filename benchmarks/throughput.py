@@ -18,6 +18,7 @@ neither loop syncs per step (Mammoth's loop adds a `loss.item()` per step; not c
 Data: CIFAR-shaped random uint8 images (no dataset needed). On CPU: ResNet-18 at width 16 for
 ~40 steps and at width 64 for a few; on CUDA: ResNet-18 (width 64), batch 32.
 """
+
 import argparse
 import json
 import os
@@ -52,13 +53,15 @@ class UInt8Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from PIL import Image
+
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i]), i
 
 
 def config(method: str, width: int, device: torch.device, **settings) -> RunConfig:
     """split_cifar10's protocol for `method`; `settings`: speed keys (compile, channels_last, amp)."""
-    cfg = RunConfig(benchmark="split_cifar10", method=method, width=width, device=str(device), progress=False,
-                    **settings)
+    cfg = RunConfig(
+        benchmark="split_cifar10", method=method, width=width, device=str(device), progress=False, **settings
+    )
     return resolve(cfg, BENCHMARKS["split_cifar10"].protocol)[0]
 
 
@@ -74,7 +77,7 @@ def prepared(method, width, device, bench, settings=None):
     bench, model, method, meter = build(cfg, device, bench)
     task = bench.tasks[0]
     method.selector.begin_task(0, task.y_train)
-    method.sparsifier.begin_task(0, 1)        # a ramp of one step: the target sparsity from the start
+    method.sparsifier.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
     method.begin_epoch(0)
     return cfg, bench, model, method, meter
 
@@ -83,7 +86,7 @@ def package_segment(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> float
     """Seconds for one pass of train_epoch over (x, y): shuffle, index, augment, step."""
     tic = time.perf_counter()
     mean_loss, _ = trainer.train_epoch(x, y, _NoBar())
-    mean_loss.item()                          # host sync: the run's once-per-epoch sync
+    mean_loss.item()  # host sync: the run's once-per-epoch sync
     return time.perf_counter() - tic
 
 
@@ -91,12 +94,13 @@ def reference_segment(model, method, batches, steps: int, device, cfg=None) -> f
     """Seconds for `steps` batches from the live DataLoader iterator through the same Step (in the
     memory format and autocast `cfg` asks for, as the package's own loop)."""
     from esacl.train import autocast
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     tic = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     for _ in range(steps):
-        x, y, idx = next(batches)                                                  # [B, 3, 32, 32] float
+        x, y, idx = next(batches)  # [B, 3, 32, 32] float
         x = x.to(device, non_blocking=True)
         if cfg is not None and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -105,12 +109,19 @@ def reference_segment(model, method, batches, steps: int, device, cfg=None) -> f
         with autocast(device, cfg is not None and cfg.amp):
             loss = method.train_step(model, batch)
         loss_sum += loss.total.detach()
-    loss_sum.item()                                                                # host sync, once
+    loss_sum.item()  # host sync, once
     return time.perf_counter() - tic
 
 
-def measure(width: int, steps: int, rounds: int, methods: list[str], workers: int, device: torch.device,
-            settings: dict | None = None) -> list[dict]:
+def measure(
+    width: int,
+    steps: int,
+    rounds: int,
+    methods: list[str],
+    workers: int,
+    device: torch.device,
+    settings: dict | None = None,
+) -> list[dict]:
     """Samples per second of each method, both pipelines, interleaved; median over rounds. `settings`:
     speed keys of RunConfig (compile, channels_last, amp) for both pipelines' model and step."""
     import_torchvision()
@@ -118,31 +129,46 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
 
     n = steps * 32
     g = torch.Generator().manual_seed(0)
-    x_host = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)   # [N, 3, 32, 32]
+    x_host = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)  # [N, 3, 32, 32]
     y_host = torch.randint(0, 10, (n,), generator=g)
     x, y = x_host.to(device), y_host.to(device)
     mean, std = channel_stats(x)
-    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     dataset = UInt8Images(x_host.permute(0, 2, 3, 1).numpy(), y_host.numpy(), transform)
     total = (rounds + 1) * steps * 32 * len(methods)
     # Shuffled without replacement, permutation after permutation, through one iterator for the
     # whole benchmark: no worker restarts between segments.
     sampler = torch.utils.data.RandomSampler(dataset, replacement=False, num_samples=total)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, sampler=sampler, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=32,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     batches = iter(loader)
 
     runners = {}
     for method in methods:
-        cfg, bench, model, ours, meter = prepared(method, width, device, synthetic(x, y, (mean, std), crop_flip),
-                                                  settings)
+        cfg, bench, model, ours, meter = prepared(
+            method, width, device, synthetic(x, y, (mean, std), crop_flip), settings
+        )
         trainer = Trainer(cfg, bench, model, ours, meter, rundir=None)
         _, _, ref_model, ref_method, _ = prepared(method, width, device, synthetic(x, y, None, None), settings)
-        runners[method] = (lambda t=trainer: package_segment(t, x, y),
-                           lambda m=ref_model, r=ref_method, c=cfg: reference_segment(m, r, batches, steps, device, c))
+        runners[method] = (
+            lambda t=trainer: package_segment(t, x, y),
+            lambda m=ref_model, r=ref_method, c=cfg: reference_segment(m, r, batches, steps, device, c),
+        )
     seconds = {m: {"esacl": [], "reference": []} for m in methods}
-    for r in range(rounds + 1):                                                    # round 0: warm-up, not timed
+    for r in range(rounds + 1):  # round 0: warm-up, not timed
         for method, (ours, reference) in runners.items():
             for name, segment in (("esacl", ours), ("reference", reference)):
                 elapsed = segment()
@@ -151,10 +177,19 @@ def measure(width: int, steps: int, rounds: int, methods: list[str], workers: in
     rows = []
     for method in methods:
         rate = {k: n / statistics.median(v) for k, v in seconds[method].items()}
-        rows.append(dict(backbone=f"resnet18 w{width}", method=method, settings=settings_label(settings),
-                         steps=steps, rounds=rounds,
-                         esacl=rate["esacl"], reference=rate["reference"], ratio=rate["esacl"] / rate["reference"],
-                         seconds=seconds[method]))
+        rows.append(
+            dict(
+                backbone=f"resnet18 w{width}",
+                method=method,
+                settings=settings_label(settings),
+                steps=steps,
+                rounds=rounds,
+                esacl=rate["esacl"],
+                reference=rate["reference"],
+                ratio=rate["esacl"] / rate["reference"],
+                seconds=seconds[method],
+            )
+        )
     return rows
 
 
@@ -164,43 +199,69 @@ def settings_label(settings: dict | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'backbone':15s}{'method':8s}{'settings':>20s}{'steps':>6s}{'esacl (samples/s)':>19s}"
-            f"{'reference (samples/s)':>23s}{'ratio':>7s}")
+    head = (
+        f"{'backbone':15s}{'method':8s}{'settings':>20s}{'steps':>6s}{'esacl (samples/s)':>19s}"
+        f"{'reference (samples/s)':>23s}{'ratio':>7s}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['backbone']:15s}{r['method']:8s}{r.get('settings', 'eager'):>20s}{r['steps']:6d}"
-                     f"{r['esacl']:19.1f}{r['reference']:23.1f}{r['ratio']:7.2f}")
+        lines.append(
+            f"{r['backbone']:15s}{r['method']:8s}{r.get('settings', 'eager'):>20s}{r['steps']:6d}"
+            f"{r['esacl']:19.1f}{r['reference']:23.1f}{r['ratio']:7.2f}"
+        )
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="sgd,sam,esacl")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="the reference DataLoader's num_workers (default: min(4, CPU cores))")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="the reference DataLoader's num_workers (default: min(4, CPU cores))",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up round)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="benchmarks/out")
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     methods = args.methods.split(",")
     # (width, steps, rounds): a CPU takes ~1.2 s per batch-32 step of the full-width ResNet-18.
-    plan = [(64, 200, args.rounds)] if device.type == "cuda" else [(16, 40, args.rounds), (64, 4, max(1, args.rounds - 1))]
+    plan = (
+        [(64, 200, args.rounds)] if device.type == "cuda" else [(16, 40, args.rounds), (64, 4, max(1, args.rounds - 1))]
+    )
     tic = time.perf_counter()
     rows = []
     for width, steps, rounds in plan:
         rows += measure(width, steps, rounds, methods, args.workers, device)
-        print(table(rows[-len(methods):]), flush=True)
+        print(table(rows[-len(methods) :]), flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     text = table(rows)
-    print(f"\n{text}\n\n{device.type} ({name}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
-          f"DataLoader num_workers={args.workers}; {time.perf_counter() - tic:.0f} s")
+    print(
+        f"\n{text}\n\n{device.type} ({name}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
+        f"DataLoader num_workers={args.workers}; {time.perf_counter() - tic:.0f} s"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(dict(
-        device=str(device), device_name=name, torch=torch.__version__, threads=torch.get_num_threads(),
-        cores=os.cpu_count(), workers=args.workers, rows=rows), indent=1))
+    (out / "throughput.json").write_text(
+        json.dumps(
+            dict(
+                device=str(device),
+                device_name=name,
+                torch=torch.__version__,
+                threads=torch.get_num_threads(),
+                cores=os.cpu_count(),
+                workers=args.workers,
+                rows=rows,
+            ),
+            indent=1,
+        )
+    )
     print(f"rows written to {out / 'throughput.json'}")
 
 

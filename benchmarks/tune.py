@@ -10,6 +10,7 @@ counts as diverged and is left out of the choice. The chosen value maximises the
 (class_il or task_il). Also runs `sgd` on the same split, so the table shows whether the method
 moves anything at all. Writes benchmarks/out/tune-<benchmark>-<method>-<key>.json.
 """
+
 import argparse
 import json
 import math
@@ -30,13 +31,18 @@ from esacl.train import Diverged
 def validation_scores(cfg: dict) -> dict:
     try:
         record = esacl.run(cfg)
-    except Diverged:                              # a non-finite training loss stops the run
+    except Diverged:  # a non-finite training loss stops the run
         return dict(finite=False)
     rows = record.class_il + record.task_il
     finite = all(math.isfinite(a) for row in rows for a in row if a is not None)
     s = record.summary
-    return dict(class_il=s["class_il"]["average"], task_il=s["task_il"]["average"],
-                forgetting=s["class_il"]["forgetting"], task_forgetting=s["task_il"]["forgetting"], finite=finite)
+    return dict(
+        class_il=s["class_il"]["average"],
+        task_il=s["task_il"]["average"],
+        forgetting=s["class_il"]["forgetting"],
+        task_forgetting=s["task_il"]["forgetting"],
+        finite=finite,
+    )
 
 
 def main():
@@ -70,15 +76,23 @@ def main():
             results.append(row)
     candidates = [r for r in results[1:] if not r["diverged"]]
     chosen = max(candidates, key=lambda r: r[args.metric][0]) if candidates else None
-    print(f"{args.benchmark}: {args.method} over {args.key} on a {args.validation:g} validation split, "
-          f"seeds {args.seeds} (mean +- std; forgetting in points)")
-    print(f"{'method':8s}{args.key:>14s}{'class-IL':>16s}{'task-IL':>16s}{'forgetting':>16s}"
-          f"{'task-IL forg.':>16s}{'diverged':>10s}")
+    print(
+        f"{args.benchmark}: {args.method} over {args.key} on a {args.validation:g} validation split, "
+        f"seeds {args.seeds} (mean +- std; forgetting in points)"
+    )
+    print(
+        f"{'method':8s}{args.key:>14s}{'class-IL':>16s}{'task-IL':>16s}{'forgetting':>16s}"
+        f"{'task-IL forg.':>16s}{'diverged':>10s}"
+    )
     for r in results:
-        cells = "".join(f"{r[m][0]:9.2f} +- {r[m][1]:4.2f}" if not math.isnan(r[m][0]) else f"{'-':>16s}"
-                        for m in ("class_il", "task_il", "forgetting", "task_forgetting"))
+        cells = "".join(
+            f"{r[m][0]:9.2f} +- {r[m][1]:4.2f}" if not math.isnan(r[m][0]) else f"{'-':>16s}"
+            for m in ("class_il", "task_il", "forgetting", "task_forgetting")
+        )
         mark = "  <- chosen" if r is chosen else ""
-        print(f"{r['method']:8s}{str(r['value'] if r['value'] is not None else '-'):>14s}{cells}{r['diverged']:>10d}{mark}")
+        print(
+            f"{r['method']:8s}{str(r['value'] if r['value'] is not None else '-'):>14s}{cells}{r['diverged']:>10d}{mark}"
+        )
     print(f"chosen by the highest mean validation {args.metric}: {args.key} = {chosen['value'] if chosen else None}")
     print(f"{len(results) * len(seeds)} runs in {time.perf_counter() - tic:.0f} s on {args.threads} CPU threads")
     out = Path(args.out)

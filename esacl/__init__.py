@@ -1,9 +1,12 @@
 """EsaCL workbench: efficient continual learning of sparse models.
 
+One run, end to end:
+
     import esacl
     record = esacl.run(esacl.RunConfig(benchmark="split_digits", method="er", seed=0))
     print(record.text())
 """
+
 from .config import RunConfig, UserError
 from .record import Record, load_masks, load_run, load_selections
 from .train import resume, run

@@ -5,6 +5,7 @@ current task's examples are anchors; replayed examples serve as positives and ne
 instance-wise relation distillation (IRD) from a frozen copy of the model taken at the start of
 the task. Classification comes from a linear probe on frozen features, trained at each task end.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -22,15 +23,18 @@ PROBE_LR, PROBE_MOMENTUM, PROBE_BATCH = 0.1, 0.9, 256
 @dataclass(frozen=True)
 class CO2LConfig(Section):
     """CO2L (Cha et al. 2021)."""
-    co2l_temperature: float = knob(0.5, "CO2L: temperature of the asymmetric supervised contrastive loss",
-                                   interval="(0, inf)")
-    co2l_current_temperature: float = knob(0.2, "CO2L: relation-distillation temperature of the current model",
-                                           interval="(0, inf)")
-    co2l_past_temperature: float = knob(0.01, "CO2L: relation-distillation temperature of the past model",
-                                        interval="(0, inf)")
+
+    co2l_temperature: float = knob(
+        0.5, "CO2L: temperature of the asymmetric supervised contrastive loss", interval="(0, inf)"
+    )
+    co2l_current_temperature: float = knob(
+        0.2, "CO2L: relation-distillation temperature of the current model", interval="(0, inf)"
+    )
+    co2l_past_temperature: float = knob(
+        0.01, "CO2L: relation-distillation temperature of the past model", interval="(0, inf)"
+    )
     co2l_distill: float = knob(1.0, "CO2L: weight of the instance-wise relation distillation", interval="[0, inf)")
-    co2l_probe_epochs: int = knob(50, "CO2L: epochs of the linear probe trained at each task end",
-                                  interval="[1, inf)")
+    co2l_probe_epochs: int = knob(50, "CO2L: epochs of the linear probe trained at each task end", interval="[1, inf)")
 
 
 def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,12 +50,12 @@ def two_views(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     global RNG on the device, which checkpoints save.
     """
     pixels = x.dtype == torch.uint8
-    x = x.float() if pixels else x                                               # reflect padding needs floats
+    x = x.float() if pixels else x  # reflect padding needs floats
     n, c, h, w = x.shape
-    both = torch.cat([x, x])                                                     # [2N, C, H, W]
+    both = torch.cat([x, x])  # [2N, C, H, W]
     pad = max(1, h // 8)
-    padded = F.pad(both, (pad, pad, pad, pad), mode="reflect")                   # [2N, C, H + 2p, W + 2p]
-    views = random_window(padded, pad, flip=c == 3)                              # [2N, C, H, W]
+    padded = F.pad(both, (pad, pad, pad, pad), mode="reflect")  # [2N, C, H + 2p, W + 2p]
+    views = random_window(padded, pad, flip=c == 3)  # [2N, C, H, W]
     dev = x.device
     scale = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(0.6, 1.4)
     shift = torch.empty(2 * n, 1, 1, 1, device=dev, dtype=x.dtype).uniform_(-0.4, 0.4)
@@ -72,12 +76,12 @@ def asymmetric_supcon(z: torch.Tensor, y: torch.Tensor, is_anchor: torch.Tensor,
     positives. Every row is computed (O(N^2 d)) and masked: selecting anchor rows by a boolean
     index would cost a host sync.
     """
-    self_mask = torch.eye(len(y), dtype=torch.bool, device=z.device)             # [N, N]
-    sim = z @ z.T / temperature                                                  # [N, N]
+    self_mask = torch.eye(len(y), dtype=torch.bool, device=z.device)  # [N, N]
+    sim = z @ z.T / temperature  # [N, N]
     log_denominator = sim.masked_fill(self_mask, float("-inf")).logsumexp(dim=1, keepdim=True)  # [N, 1]
-    log_prob = sim - log_denominator                                             # [N, N]
-    positive = (y[:, None] == y[None, :]) & ~self_mask                           # [N, N]
-    n_positive = positive.sum(dim=1)                                             # [N]
+    log_prob = sim - log_denominator  # [N, N]
+    positive = (y[:, None] == y[None, :]) & ~self_mask  # [N, N]
+    n_positive = positive.sum(dim=1)  # [N]
     mean_log_prob = torch.where(positive, log_prob, 0.0).sum(dim=1) / n_positive.clamp(min=1)  # [N]
     return torch.where(is_anchor & (n_positive > 0), -mean_log_prob, 0.0)
 
@@ -88,9 +92,9 @@ def relation_distillation(z_now: torch.Tensor, z_past: torch.Tensor, t_now: floa
     z_now, z_past: [N, d] normalised embeddings of the same N samples by the current and the past
     model. p(i) is the softmax over j != i of z_i.z_j / t (self excluded), at t_now and t_past.
     """
-    self_mask = torch.eye(len(z_now), dtype=torch.bool, device=z_now.device)     # [N, N]
+    self_mask = torch.eye(len(z_now), dtype=torch.bool, device=z_now.device)  # [N, N]
     log_p_now = (z_now @ z_now.T / t_now).masked_fill(self_mask, float("-inf")).log_softmax(dim=1)  # [N, N]
-    p_past = (z_past @ z_past.T / t_past).masked_fill(self_mask, float("-inf")).softmax(dim=1)      # [N, N]
+    p_past = (z_past @ z_past.T / t_past).masked_fill(self_mask, float("-inf")).softmax(dim=1)  # [N, N]
     # The diagonal is 0 * -inf: zero the log first so it stays 0 (and its gradient too).
     return -(p_past * log_p_now.masked_fill(self_mask, 0.0)).sum(dim=1).mean()
 
@@ -104,18 +108,18 @@ def neighbour_scores(z: torch.Tensor, labels: torch.Tensor, b: int, n: int, n_cl
     it has never seen the task's classes.
 
     z: [2N, d] normalised embeddings (view 1 of N examples, then view 2); labels: [2N]."""
-    sim = z[:b] @ z.T                                                             # [B, 2N]
+    sim = z[:b] @ z.T  # [B, 2N]
     own = torch.arange(b, device=z.device)
-    sim[own, own] = float("-inf")                                                 # the example itself
-    sim[own, own + n] = float("-inf")                                             # and its other view
+    sim[own, own] = float("-inf")  # the example itself
+    sim[own, own + n] = float("-inf")  # and its other view
     scores = torch.full((b, n_classes), float("-inf"), device=z.device, dtype=sim.dtype)
     return scores.scatter_reduce(1, labels[None].expand(b, -1), sim, reduce="amax")
 
 
 def embed(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features ([N, D]) and normalised projections ([N, 128]) of `x`."""
-    features = model.features(x)                                                 # [N, D]
-    return features, F.normalize(model.projector(features), dim=1)               # [N, 128]
+    features = model.features(x)  # [N, D]
+    return features, F.normalize(model.projector(features), dim=1)  # [N, 128]
 
 
 class CO2L(Replay):
@@ -131,20 +135,19 @@ class CO2L(Replay):
     backbone on 2 (B + M) views, plus, after the first task, one no-grad forward of the past model.
     """
 
-    scores_with_replay = True        # replayed examples are the anchors' positives and negatives
-    trains_at_task_end = True        # the linear probe
+    scores_with_replay = True  # replayed examples are the anchors' positives and negatives
+    trains_at_task_end = True  # the linear probe
     Config = CO2LConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
-        self.model = None            # the live model (set by attach), rebuilt into `past` on load
-        self.past = None             # frozen copy at the start of the current task (none in the first)
+        self.model = None  # the live model (set by attach), rebuilt into `past` on load
+        self.past = None  # frozen copy at the start of the current task (none in the first)
 
     def attach(self, model):
         d = model.head.in_features
         device = next(model.parameters()).device
-        model.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True),
-                                        nn.Linear(d, PROJECTION_DIM)).to(device)
+        model.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, PROJECTION_DIM)).to(device)
         self.model = model
 
     def begin_task(self, task, model):
@@ -158,31 +161,32 @@ class CO2L(Replay):
         `replay["x"]` become [N, 2, C, H, W], so a support subset keeps each example's two views."""
         if self.replaying():
             batch.replay = self.draw()
-            batch.replay["x"] = torch.stack(two_views(batch.replay["x"]), dim=1)   # [M, 2, C, H, W]
-        batch.x = torch.stack(two_views(batch.x), dim=1)                          # [B, 2, C, H, W]
+            batch.replay["x"] = torch.stack(two_views(batch.replay["x"]), dim=1)  # [M, 2, C, H, W]
+        batch.x = torch.stack(two_views(batch.x), dim=1)  # [B, 2, C, H, W]
         return batch
 
     def loss(self, model, batch):
         b = len(batch.y)
-        x, y = batch.x, batch.y                                                  # x: [B, 2, C, H, W] views
+        x, y = batch.x, batch.y  # x: [B, 2, C, H, W] views
         if batch.replay:
             x, y = torch.cat([x, batch.replay["x"]]), torch.cat([y, batch.replay["y"]])  # [N = B + M, 2, ...]
         n = len(y)
-        views = x.transpose(0, 1).flatten(0, 1)                                  # [2N, C, H, W]: view 1, then view 2
-        features, z = embed(model, views)                                        # [2N, D], [2N, 128]
-        labels = y.repeat(2)                                                     # [2N]
+        views = x.transpose(0, 1).flatten(0, 1)  # [2N, C, H, W]: view 1, then view 2
+        features, z = embed(model, views)  # [2N, D], [2N, 128]
+        labels = y.repeat(2)  # [2N]
         is_anchor = torch.zeros(2 * n, dtype=torch.bool, device=y.device)
         is_anchor[:b] = True
-        is_anchor[n:n + b] = True                                                # stream part of both views
+        is_anchor[n : n + b] = True  # stream part of both views
         per_view = asymmetric_supcon(z, labels, is_anchor, self.opts.co2l_temperature)  # [2N]
         # Every anchor has a positive (its other view), so the anchor count is 2B: no device count needed.
         total = per_view.sum() / (2 * b)
         if self.past is not None:
             with torch.no_grad():
-                _, z_past = embed(self.past, views)                              # [2N, 128]
+                _, z_past = embed(self.past, views)  # [2N, 128]
             total = total + self.opts.co2l_distill * relation_distillation(
-                z, z_past, self.opts.co2l_current_temperature, self.opts.co2l_past_temperature)
-        per_sample = (per_view[:b] + per_view[n:n + b]) / 2                      # [B]
+                z, z_past, self.opts.co2l_current_temperature, self.opts.co2l_past_temperature
+            )
+        per_sample = (per_view[:b] + per_view[n : n + b]) / 2  # [B]
         with torch.no_grad():
             logits = neighbour_scores(z.detach(), labels, b, n, self.n_classes)  # [B, n_classes]
         return Loss(total, per_sample, logits)
@@ -226,7 +230,7 @@ def fit_linear_probe(head: nn.Linear, features: torch.Tensor, y: torch.Tensor, n
     class-balanced cross-entropy (weights 1 / class count), shuffled minibatches. Leaves no gradients."""
     head.reset_parameters()
     counts = torch.zeros(n_classes, device=y.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float))
-    weight = 1 / counts.clamp(min=1)                                             # [n_classes]
+    weight = 1 / counts.clamp(min=1)  # [n_classes]
     optimizer = torch.optim.SGD(head.parameters(), lr=PROBE_LR, momentum=PROBE_MOMENTUM)
     with torch.enable_grad():
         for _ in range(epochs):

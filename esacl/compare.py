@@ -9,6 +9,7 @@ Only complete runs are counted, each seed once per row; runs that differ in any 
 (`settings`) are separate rows, labelled by the keys that differ. Accuracy and forgetting in percent
 (forgetting on class-IL).
 """
+
 import csv
 import html
 import io
@@ -35,8 +36,20 @@ COLUMNS = [
 # Config keys that do not change what a run trains: where it writes and what it shows, the
 # sharpness measurements (their own random generator, no effect on training), and the thread count
 # (its last-digit effect on CPU is flagged by `thread_warnings` from env.json, which records the count used).
-NOT_SETTINGS = ("seed", "name", "out", "progress", "data_root", "log_every", "landscape", "landscape_batch",
-                "hessian_iters", "hutchinson_samples", "slice_steps", "threads")
+NOT_SETTINGS = (
+    "seed",
+    "name",
+    "out",
+    "progress",
+    "data_root",
+    "log_every",
+    "landscape",
+    "landscape_batch",
+    "hessian_iters",
+    "hutchinson_samples",
+    "slice_steps",
+    "threads",
+)
 
 
 def settings(record) -> tuple:
@@ -47,6 +60,7 @@ def settings(record) -> tuple:
 
 def _rank(key: tuple) -> tuple:
     from .presets import PRESETS
+
     order = list(PRESETS)
     return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2], str(key[3])
 
@@ -113,6 +127,7 @@ def published_row(key: tuple, runs) -> dict | None:
     same benchmark, method, sparsity and buffer size (0 for learners without a buffer); None if absent."""
     from .methods import Replay
     from .presets import LEARNERS, PRESETS
+
     method = PRESETS.get(key[1])
     replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
     return anchor(key[0], key[1], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
@@ -131,8 +146,10 @@ def thread_warnings(records) -> list[str]:
                 threads.add(env.get("threads"))
         if len(threads) > 1:
             counts = ", ".join(str(t) for t in sorted(threads, key=str))
-            lines.append(f"warning: the {bench} {method} runs at sparsity {sparsity:g} used different CPU thread "
-                         f"counts ({counts}); CPU results change with it: compare runs made with one count")
+            lines.append(
+                f"warning: the {bench} {method} runs at sparsity {sparsity:g} used different CPU thread "
+                f"counts ({counts}); CPU results change with it: compare runs made with one count"
+            )
     return lines
 
 
@@ -143,15 +160,17 @@ def cell(mean, std, fmt: str) -> str:
     if std is None or math.isnan(std):
         return f"{mean:{fmt}}"
     if fmt.endswith("g") and std <= 1e-9 * abs(mean):
-        std = 0.0                    # float summation noise (FLOPs of equal runs), not a spread worth "8.8e-06"
+        std = 0.0  # float summation noise (FLOPs of equal runs), not a spread worth "8.8e-06"
     return f"{mean:{fmt}} +- {std:{fmt}}"
 
 
 def _published_cell(row: dict) -> str:
     if row["published_source"] is None:
         return "-"
-    return (f"{cell(row['published_class_il_mean'], row['published_class_il_std'], '.2f')} / "
-            f"{cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]")
+    return (
+        f"{cell(row['published_class_il_mean'], row['published_class_il_std'], '.2f')} / "
+        f"{cell(row['published_task_il_mean'], row['published_task_il_std'], '.2f')} [{row['published_source']}]"
+    )
 
 
 def _settings_column(rows: list[dict]) -> bool:
@@ -162,21 +181,30 @@ def _settings_column(rows: list[dict]) -> bool:
 def table_cells(rows: list[dict], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
     """The header and the cells of the summary table of `rows` (made with the same `columns`)."""
     extra = _settings_column(rows)
-    head = ["benchmark", "method"] + (["settings"] if extra else []) + ["sparsity", "seeds"] + \
-        [h for _, h, _, _ in columns] + ["published class-IL / task-IL"]
-    body = [[r["benchmark"], r["method"]] + ([r["settings"] or "-"] if extra else [])
-            + [f"{r['sparsity']:.2f}", str(r["seeds"])]
-            + [cell(r[f"{n}_mean"], r[f"{n}_std"] if r["seeds"] > 1 else None, f) for n, _, _, f in columns]
-            + [_published_cell(r)]
-            for r in rows]
+    head = (
+        ["benchmark", "method"]
+        + (["settings"] if extra else [])
+        + ["sparsity", "seeds"]
+        + [h for _, h, _, _ in columns]
+        + ["published class-IL / task-IL"]
+    )
+    body = [
+        [r["benchmark"], r["method"]]
+        + ([r["settings"] or "-"] if extra else [])
+        + [f"{r['sparsity']:.2f}", str(r["seeds"])]
+        + [cell(r[f"{n}_mean"], r[f"{n}_std"] if r["seeds"] > 1 else None, f) for n, _, _, f in columns]
+        + [_published_cell(r)]
+        for r in rows
+    ]
     return head, body
 
 
 def aligned(head: list[str], body: list[list[str]], left: int = 2) -> str:
     """Rows of cells as aligned text: the first `left` columns to the left, the others to the right."""
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    line = lambda cells: "  ".join(
+        c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
     return "\n".join([line(head), "-" * len(line(head))] + [line(b) for b in body])
 
 
@@ -185,28 +213,39 @@ def summary_text(rows: list[dict]) -> str:
     return aligned(*table_cells(rows), left=3 if _settings_column(rows) else 2)
 
 
-_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-          "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
-          "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}")
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+    "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}"
+)
 
 
 def html_table(head: list[str], body: list[list[str]]) -> str:
     """Cells as one plain HTML table (no script, no style of its own)."""
     cells = lambda tag, row: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
-    return (f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>\n"
-            + "\n".join(f"<tr>{cells('td', b)}</tr>" for b in body) + "\n</tbody></table>")
+    return (
+        f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>\n"
+        + "\n".join(f"<tr>{cells('td', b)}</tr>" for b in body)
+        + "\n</tbody></table>"
+    )
 
 
 def summary_html(rows: list[dict], title: str) -> str:
     """The table as one self-contained HTML page (inline style, no script)."""
     esc = html.escape
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title>\n<style>"
-            + _STYLE + "</style></head>\n<body>"
-            f"<h1>{esc(title)}</h1>\n<p>Mean +- std over seeds of complete runs. Accuracy and forgetting in percent "
-            "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
-            "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
-            "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n"
-            + html_table(*table_cells(rows)) + "</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
+        + esc(title)
+        + "</title>\n<style>"
+        + _STYLE
+        + "</style></head>\n<body>"
+        f"<h1>{esc(title)}</h1>\n<p>Mean +- std over seeds of complete runs. Accuracy and forgetting in percent "
+        "(forgetting on class-IL); training FLOPs in RigL's convention, absolute and relative to dense SGD on the "
+        "same data; model MB: the sparse model (nonzeros + index); optim MB: update-rule state; train s: training "
+        "wall-clock. Published numbers come from the source named, under its own protocol.</p>\n"
+        + html_table(*table_cells(rows))
+        + "</body></html>\n"
+    )
 
 
 def summary_csv(rows: list[dict]) -> str:
@@ -231,18 +270,28 @@ def paper_methods(learners=PAPER_LEARNERS) -> list[str]:
     return list(BOUNDS) + [m for x in learners for m in (x, f"sparcl-{x}", f"esacl-{x}")]
 
 
-def paper_configs(benchmark: str, seeds, learners=PAPER_LEARNERS, sparsity: float = 0.9, out: str = "runs",
-                  overrides: dict[str, str] | None = None, progress: bool = False) -> list:
+def paper_configs(
+    benchmark: str,
+    seeds,
+    learners=PAPER_LEARNERS,
+    sparsity: float = 0.9,
+    out: str = "runs",
+    overrides: dict[str, str] | None = None,
+    progress: bool = False,
+) -> list:
     """Every run of the paper's comparison, validated before any runs: `paper_methods(learners)` x
     `seeds`, SparCL and EsaCL at `sparsity`; sharpness measured (`landscape`) for EsaCL-X at the first
     seed only, the runs whose dashboards a report shows. `overrides`: RunConfig keys as CLI strings."""
     from .config import RunConfig, UserError, did_you_mean
     from .presets import PRESETS
+
     for method in paper_methods(learners):
         if method not in PRESETS:
             learner = method.split("-")[-1]
-            raise UserError(f"no base learner '{learner}'{did_you_mean(learner, PAPER_LEARNERS)}; "
-                            f"one of: {', '.join(PAPER_LEARNERS)}")
+            raise UserError(
+                f"no base learner '{learner}'{did_you_mean(learner, PAPER_LEARNERS)}; "
+                f"one of: {', '.join(PAPER_LEARNERS)}"
+            )
     fixed = dict(overrides or {})
     for key in ("benchmark", "method", "seed", "sparsity", "out", "landscape"):
         if key in fixed:
@@ -251,9 +300,15 @@ def paper_configs(benchmark: str, seeds, learners=PAPER_LEARNERS, sparsity: floa
     for method in paper_methods(learners):
         sparse = PRESETS[method].sparse
         for seed in seeds:
-            typed = dict(benchmark=benchmark, method=method, seed=seed, out=out, progress=progress,
-                         sparsity=sparsity if sparse else None,
-                         landscape=method.startswith("esacl-") and seed == seeds[0])
+            typed = dict(
+                benchmark=benchmark,
+                method=method,
+                seed=seed,
+                out=out,
+                progress=progress,
+                sparsity=sparsity if sparse else None,
+                landscape=method.startswith("esacl-") and seed == seeds[0],
+            )
             configs.append(RunConfig.from_strings(fixed, base=typed))
     return configs
 
@@ -262,14 +317,15 @@ def paper_configs(benchmark: str, seeds, learners=PAPER_LEARNERS, sparsity: floa
 class Versus:
     """EsaCL-X against SparCL-X on the seeds both completed: paired differences (EsaCL minus SparCL)
     and cost ratios (EsaCL over SparCL, of the means)."""
+
     learner: str
     seeds: list[int]
-    class_il: tuple[float, float]            # mean, std over seeds of the paired difference (points)
+    class_il: tuple[float, float]  # mean, std over seeds of the paired difference (points)
     task_il: tuple[float, float]
     flops_ratio: float
     seconds_ratio: float
     sparsity: float = 0.0
-    at: str = ""                             # ' at sparsity S' where a folder holds several sparsities
+    at: str = ""  # ' at sparsity S' where a folder holds several sparsities
 
     @staticmethod
     def outcome(diff: tuple[float, float]) -> str:
@@ -282,9 +338,11 @@ class Versus:
     def line(self) -> str:
         n = len(self.seeds)
         fmt = lambda d: f"{d[0]:+.2f} +- {d[1]:.2f} ({self.outcome(d)})" if n > 1 else f"{d[0]:+.2f} (n=1)"
-        return (f"{self.learner}{self.at}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL "
-                f"{fmt(self.task_il)}, at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its "
-                f"train time ({n} seed{'s' if n > 1 else ''})")
+        return (
+            f"{self.learner}{self.at}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL "
+            f"{fmt(self.task_il)}, at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its "
+            f"train time ({n} seed{'s' if n > 1 else ''})"
+        )
 
 
 def _pairs(records, learner: str, benchmark: str) -> list[tuple[float, object]]:
@@ -302,8 +360,12 @@ def _pairs(records, learner: str, benchmark: str) -> list[tuple[float, object]]:
             continue
         several = {m: sorted(labels[k] for k, _ in g) for m, g in by_method.items() if len(g) > 1}
         if several:
-            pairs.append((sparsity, "; ".join(f"{m} ran with {len(v)} settings ({' / '.join(v)})"
-                                               for m, v in sorted(several.items()))))
+            pairs.append(
+                (
+                    sparsity,
+                    "; ".join(f"{m} ran with {len(v)} settings ({' / '.join(v)})" for m, v in sorted(several.items())),
+                )
+            )
         else:
             pairs.append((sparsity, (by_method[f"esacl-{learner}"][0][1], by_method[f"sparcl-{learner}"][0][1])))
     return pairs
@@ -323,11 +385,20 @@ def versus(records, learner: str, benchmark: str | None = None, sparsity: float 
     seeds = sorted(set(esacl) & set(sparcl))
     if not seeds:
         return None
-    diff = lambda il: metrics.mean_std([esacl[s].summary[il]["average"] - sparcl[s].summary[il]["average"]
-                                        for s in seeds])
-    ratio = lambda key: (sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds))
-    return Versus(learner, seeds, diff("class_il"), diff("task_il"), ratio("flops"), ratio("train_seconds"),
-                  sparsity=at, at=f" at sparsity {at:g}" if len(found) > 1 else "")
+    diff = lambda il: metrics.mean_std(
+        [esacl[s].summary[il]["average"] - sparcl[s].summary[il]["average"] for s in seeds]
+    )
+    ratio = lambda key: sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds)
+    return Versus(
+        learner,
+        seeds,
+        diff("class_il"),
+        diff("task_il"),
+        ratio("flops"),
+        ratio("train_seconds"),
+        sparsity=at,
+        at=f" at sparsity {at:g}" if len(found) > 1 else "",
+    )
 
 
 def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]:
@@ -335,7 +406,9 @@ def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]
     rows = summary_rows(records)
     groups = []
     for group, methods in [("bounds", BOUNDS)] + [(x, (x, f"sparcl-{x}", f"esacl-{x}")) for x in learners]:
-        part = sorted((r for r in rows if r["method"] in methods), key=lambda r: (r["benchmark"], methods.index(r["method"])))
+        part = sorted(
+            (r for r in rows if r["method"] in methods), key=lambda r: (r["benchmark"], methods.index(r["method"]))
+        )
         if part:
             groups.append((group, part))
     return groups
@@ -361,25 +434,36 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     heads = {name: head for name, head, _, _ in COLUMNS}
     grouped = paper_rows(records, learners)
     extra = _settings_column([r for _, rows in grouped for r in rows])
-    head = ["group", "method", "benchmark"] + (["settings"] if extra else []) + ["sparsity", "seeds"] + \
-        [heads[c] for c in PAPER_COLUMNS]
+    head = (
+        ["group", "method", "benchmark"]
+        + (["settings"] if extra else [])
+        + ["sparsity", "seeds"]
+        + [heads[c] for c in PAPER_COLUMNS]
+    )
     body = []
     for group, rows in grouped:
         for i, r in enumerate(rows):
             marks = _marks(records, group, r["benchmark"], r["sparsity"]) if group != "bounds" else {}
             label = [r["settings"] or "-"] if extra else []
-            body.append([group if i == 0 else "", r["method"], r["benchmark"]] + label
-                        + [f"{r['sparsity']:.2f}", str(r["seeds"])]
-                        + [cell(r[f"{c}_mean"], r[f"{c}_std"] if r["seeds"] > 1 else None, fmts[c])
-                           + marks.get((r["method"], c), "  " if c in ("class_il", "task_il") else "")
-                           for c in PAPER_COLUMNS])
+            body.append(
+                [group if i == 0 else "", r["method"], r["benchmark"]]
+                + label
+                + [f"{r['sparsity']:.2f}", str(r["seeds"])]
+                + [
+                    cell(r[f"{c}_mean"], r[f"{c}_std"] if r["seeds"] > 1 else None, fmts[c])
+                    + marks.get((r["method"], c), "  " if c in ("class_il", "task_il") else "")
+                    for c in PAPER_COLUMNS
+                ]
+            )
     return head, body
 
 
-LEGEND = ("mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs against dense SGD on the same data; "
-          "model MB: the sparse model; optim MB: update-rule state.\n"
-          "* the better of SparCL-X and EsaCL-X on that column (differences paired by seed); "
-          "= a tie: the mean difference is within one std of the paired differences.")
+LEGEND = (
+    "mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs against dense SGD on the same data; "
+    "model MB: the sparse model; optim MB: update-rule state.\n"
+    "* the better of SparCL-X and EsaCL-X on that column (differences paired by seed); "
+    "= a tie: the mean difference is within one std of the paired differences."
+)
 
 
 def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
@@ -407,25 +491,32 @@ def left_out(records) -> list[str]:
     diverged = [r.path.name for r in records if r.diverged]
     incomplete = [r.path.name for r in records if not r.complete and not r.diverged]
     repeats = [f"{r.path.name} (as {kept.path.name})" for r, kept in _by_settings(records, lambda r: r.complete)[1]]
-    return ([f"left out (diverged: non-finite training loss): {', '.join(diverged)}"] if diverged else []) + \
-        ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else []) + \
-        ([f"left out (a seed counted already, same settings): {', '.join(repeats)}"] if repeats else [])
+    return (
+        ([f"left out (diverged: non-finite training loss): {', '.join(diverged)}"] if diverged else [])
+        + ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else [])
+        + ([f"left out (a seed counted already, same settings): {', '.join(repeats)}"] if repeats else [])
+    )
 
 
 def paper_text(records, learners=PAPER_LEARNERS) -> str:
     """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend, the
     verdict lines, and the runs left out."""
     notes = thread_warnings(records) + left_out(records)
-    return "\n".join([aligned(*_paper_cells(records, learners)), "", LEGEND, ""] + verdicts(records, learners)
-                     + ([""] + notes if notes else []))
+    return "\n".join(
+        [aligned(*_paper_cells(records, learners)), "", LEGEND, ""]
+        + verdicts(records, learners)
+        + ([""] + notes if notes else [])
+    )
 
 
 def paper_html(records, learners=PAPER_LEARNERS) -> str:
     """The verdict lines, then the grouped table, as an HTML fragment (inline style, no script)."""
     esc = html.escape
     items = "".join(f"<li>{esc(line)}</li>" for line in verdicts(records, learners))
-    return (f"<style>.esacl-paper td,.esacl-paper th{{border:1px solid #ccc;padding:3px 8px;text-align:right;"
-            f"white-space:nowrap}}.esacl-paper table{{border-collapse:collapse}}"
-            f".esacl-paper td:nth-child(-n+3),.esacl-paper th:nth-child(-n+3){{text-align:left}}</style>"
-            f"<div class=\"esacl-paper\"><ul>{items}</ul>{html_table(*_paper_cells(records, learners))}"
-            f"<p>{esc(LEGEND)}</p></div>")
+    return (
+        f"<style>.esacl-paper td,.esacl-paper th{{border:1px solid #ccc;padding:3px 8px;text-align:right;"
+        f"white-space:nowrap}}.esacl-paper table{{border-collapse:collapse}}"
+        f".esacl-paper td:nth-child(-n+3),.esacl-paper th:nth-child(-n+3){{text-align:left}}</style>"
+        f'<div class="esacl-paper"><ul>{items}</ul>{html_table(*_paper_cells(records, learners))}'
+        f"<p>{esc(LEGEND)}</p></div>"
+    )

@@ -5,6 +5,7 @@ own (which benchmark and method, protocol, speed, output) and puts them all toge
 `UserError` whose message is one line naming the key and what is allowed. Knobs left at `None`
 take the benchmark's protocol default (`resolve`), and the run records which ones did.
 """
+
 import dataclasses
 import itertools
 from dataclasses import dataclass, fields
@@ -21,17 +22,20 @@ from .steps import SAMConfig, SupportConfig
 
 def _method_names():
     from .presets import PRESETS
+
     return sorted(PRESETS)
 
 
 def _benchmark_names():
     from .data import BENCHMARKS
+
     return sorted(BENCHMARKS)
 
 
 @dataclass(frozen=True)
 class Run(Section):
     """Which benchmark, which method, which seed."""
+
     benchmark: str = knob("split_digits", "benchmark name (esacl benchmarks)", choices=_benchmark_names)
     method: str = knob("sgd", "method preset (esacl methods)", choices=_method_names)
     seed: int = knob(0, "seeds every RNG: python, numpy, torch, class order, buffer", interval="[0, 4294967295]")
@@ -41,17 +45,25 @@ class Run(Section):
 class Protocol(Section):
     """The benchmark's protocol: tasks, epochs, batches, lr, model width, evaluation split. Where the official
     SparCL code differs from Mammoth, the switch is here (measured: docs/method.md)."""
+
     n_tasks: int | None = knob(None, "train on the first N tasks only (default: all)", interval="[1, inf)")
     epochs: int | None = knob(None, "epochs per task", interval="[1, inf)")
     batch_size: int | None = knob(None, "stream minibatch size", interval="[1, inf)")
     lr: float | None = knob(None, "SGD learning rate (no momentum, no weight decay, constant)", interval="(0, inf)")
-    class_order: str | None = knob(None, "class order: 'seeded' (a permutation drawn from the seed) or 'natural' "
-                                   "(default: the benchmark's; natural for the image benchmarks, as the published "
-                                   "results use)", choices=lambda: ["natural", "seeded"])
+    class_order: str | None = knob(
+        None,
+        "class order: 'seeded' (a permutation drawn from the seed) or 'natural' "
+        "(default: the benchmark's; natural for the image benchmarks, as the published "
+        "results use)",
+        choices=lambda: ["natural", "seeded"],
+    )
     width: int | None = knob(None, "backbone width (filters of the first layer)", interval="[1, inf)")
-    validation: float = knob(0.0, "hold out this share of each class's training examples and evaluate on them "
-                             "instead of the test set (for choosing hyper-parameters; 0: the test set)",
-                             interval="[0, 1)")
+    validation: float = knob(
+        0.0,
+        "hold out this share of each class's training examples and evaluate on them "
+        "instead of the test set (for choosing hyper-parameters; 0: the test set)",
+        interval="[0, 1)",
+    )
     bn_bias: bool = knob(True, "batch-norm biases train (off: held at zero, as the official SparCL code does)")
     drop_last: bool = knob(False, "drop each epoch's last partial batch (as the official SparCL code does)")
 
@@ -59,23 +71,33 @@ class Protocol(Section):
 @dataclass(frozen=True)
 class Speed(Section):
     """Where and how fast: none of these changes what is computed, only how (bf16 changes rounding)."""
+
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
-    threads: int | None = knob(None, "CPU threads of the run's tensor work, set before it starts (default: the "
-                               "process's: $OMP_NUM_THREADS, else the cores it may use less one per core other "
-                               "processes keep busy at the start; sweeps divide the cores among their parallel "
-                               "points). CPU results change in their last digits with it",
-                               interval="[1, inf)")
-    channels_last: bool = knob(False, "model and batches in channels_last memory format (faster convs on "
-                               "tensor-core GPUs)")
-    amp: bool = knob(False, "bf16 autocast around the step's forwards and evaluation (CUDA; on a CPU it runs, "
-                     "usually slower)")
-    compile: bool = knob(False, "torch.compile the model in place (inductor; the first steps are slow while it "
-                         "compiles, and needs a C/C++ compiler on CPU)")
+    threads: int | None = knob(
+        None,
+        "CPU threads of the run's tensor work, set before it starts (default: the "
+        "process's: $OMP_NUM_THREADS, else the cores it may use less one per core other "
+        "processes keep busy at the start; sweeps divide the cores among their parallel "
+        "points). CPU results change in their last digits with it",
+        interval="[1, inf)",
+    )
+    channels_last: bool = knob(
+        False, "model and batches in channels_last memory format (faster convs on tensor-core GPUs)"
+    )
+    amp: bool = knob(
+        False, "bf16 autocast around the step's forwards and evaluation (CUDA; on a CPU it runs, usually slower)"
+    )
+    compile: bool = knob(
+        False,
+        "torch.compile the model in place (inductor; the first steps are slow while it "
+        "compiles, and needs a C/C++ compiler on CPU)",
+    )
 
 
 @dataclass(frozen=True)
 class Output(Section):
     """Where the run is written, what it records, and what it shows."""
+
     data_root: str | None = knob(None, "folder holding the datasets (default: $ESACL_DATA)")
     out: str = knob("runs", "parent folder of the run directory")
     name: str | None = knob(None, "run directory name (default: benchmark-method-sSEED, made unique)")
@@ -84,8 +106,23 @@ class Output(Section):
 
 
 @dataclass(frozen=True)
-class RunConfig(Output, Speed, LandscapeConfig, RemovalConfig, SupportConfig, SAMConfig, SparCLConfig, SparsityConfig,
-                CO2LConfig, EWCConfig, LwFConfig, DERppConfig, ReplayConfig, Protocol, Run):
+class RunConfig(
+    Output,
+    Speed,
+    LandscapeConfig,
+    RemovalConfig,
+    SupportConfig,
+    SAMConfig,
+    SparCLConfig,
+    SparsityConfig,
+    CO2LConfig,
+    EWCConfig,
+    LwFConfig,
+    DERppConfig,
+    ReplayConfig,
+    Protocol,
+    Run,
+):
     """One run: which benchmark, which method, and every hyper-parameter: every component's section
     of knobs together, as flat keys (a dataclass takes its bases' fields last base first: `Run`'s lead).
 
@@ -99,8 +136,9 @@ class RunConfig(Output, Speed, LandscapeConfig, RemovalConfig, SupportConfig, SA
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
-            raise UserError(f"config key 'name' is one folder name inside 'out' (no '/', not '.' or '..'); "
-                            f"got {self.name!r}")
+            raise UserError(
+                f"config key 'name' is one folder name inside 'out' (no '/', not '.' or '..'); got {self.name!r}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -137,9 +175,10 @@ def help_lines() -> list[tuple[str, str, str]]:
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity; all of them where the OS has no affinity)."""
     import os
+
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:                      # macOS, Windows
+    except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
 
 
@@ -159,14 +198,26 @@ def _field(key: str) -> dataclasses.Field:
 
 
 # Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
-PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "buffer_size", "minibatch_size", "width", "removal_every",
-                 "removal_until", "tdm_every", "class_order", "ewc_lambda")
+PROTOCOL_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "buffer_size",
+    "minibatch_size",
+    "width",
+    "removal_every",
+    "removal_until",
+    "tdm_every",
+    "class_order",
+    "ewc_lambda",
+)
 
 
 def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:
     """Fill every `None` protocol knob from the benchmark (and `sparsity` from the method);
     returns the config and the filled keys."""
     from .presets import PRESETS
+
     filled = [k for k in PROTOCOL_KEYS if getattr(cfg, k) is None]
     values = {k: protocol[k] for k in filled}
     if cfg.sparsity is None:

@@ -10,6 +10,7 @@ files come from a data root (config key `data_root`, else `$ESACL_DATA`) in the 
 formats (Fashion-MNIST also from Debian's package); nothing is downloaded at run time (`esacl data
 download NAME` does it on request).
 """
+
 import gzip
 import hashlib
 import json
@@ -33,25 +34,27 @@ from .errors import UserError
 @dataclass
 class Task:
     """One task of the stream: its classes and its data, resident on the device."""
+
     index: int
-    classes: list[int]           # global class ids of this task, in stream order
-    x_train: torch.Tensor        # [N, C, H, W]
-    y_train: torch.Tensor        # [N] int64, global class ids
-    x_test: torch.Tensor         # [M, C, H, W]
-    y_test: torch.Tensor         # [M] int64
+    classes: list[int]  # global class ids of this task, in stream order
+    x_train: torch.Tensor  # [N, C, H, W]
+    y_train: torch.Tensor  # [N] int64, global class ids
+    x_test: torch.Tensor  # [M, C, H, W]
+    y_test: torch.Tensor  # [M] int64
 
 
 @dataclass
 class Benchmark:
     """A class-incremental stream: `n_tasks` tasks of `classes_per_task` classes each."""
+
     name: str
     tasks: list[Task]
     n_classes: int
-    input_shape: tuple[int, int, int]         # (C, H, W)
-    backbone: str                              # models.build name
-    class_order: list[int]                     # class ids in stream order
-    augment: object = None                     # batched on-device augmentation, or None
-    norm: tuple | None = None                  # (mean, std) per channel in 0..1 units: the model's InputNorm
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    backbone: str  # models.build name
+    class_order: list[int]  # class ids in stream order
+    augment: object = None  # batched on-device augmentation, or None
+    norm: tuple | None = None  # (mean, std) per channel in 0..1 units: the model's InputNorm
 
     @property
     def n_tasks(self) -> int:
@@ -61,11 +64,12 @@ class Benchmark:
 @dataclass(frozen=True)
 class BenchmarkSpec:
     """What `esacl benchmarks` lists and what `RunConfig` falls back to."""
+
     summary: str
     n_tasks: int
     classes_per_task: int
-    protocol: dict = field(default_factory=dict)   # defaults for config.PROTOCOL_KEYS
-    loader: object = None                           # (spec, cfg, device) -> Benchmark
+    protocol: dict = field(default_factory=dict)  # defaults for config.PROTOCOL_KEYS
+    loader: object = None  # (spec, cfg, device) -> Benchmark
 
 
 def class_order(n_classes: int, seed: int, mode: str) -> list[int]:
@@ -79,11 +83,10 @@ def split_into_tasks(x_train, y_train, x_test, y_test, order, classes_per_task, 
     """Cut whole-dataset tensors into tasks following `order` (tensors keep their device)."""
     tasks = []
     for t in range(n_tasks):
-        classes = order[t * classes_per_task:(t + 1) * classes_per_task]
+        classes = order[t * classes_per_task : (t + 1) * classes_per_task]
         keep_train = torch.isin(y_train, torch.tensor(classes, device=y_train.device))
         keep_test = torch.isin(y_test, torch.tensor(classes, device=y_test.device))
-        tasks.append(Task(t, classes, x_train[keep_train], y_train[keep_train],
-                          x_test[keep_test], y_test[keep_test]))
+        tasks.append(Task(t, classes, x_train[keep_train], y_train[keep_train], x_test[keep_test], y_test[keep_test]))
     return tasks
 
 
@@ -92,7 +95,7 @@ def _load_split_digits(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchm
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()  # ships inside scikit-learn: 1797 images, 8x8, values 0..16
-    x = digits.images.astype(np.float32)[:, None] / 16.0         # [1797, 1, 8, 8]
+    x = digits.images.astype(np.float32)[:, None] / 16.0  # [1797, 1, 8, 8]
     y = digits.target.astype(np.int64)
     # The split is fixed (not seeded), like CIFAR's fixed test set; stratified by class.
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
@@ -100,8 +103,15 @@ def _load_split_digits(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchm
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     order = class_order(10, cfg.seed, cfg.class_order or spec.protocol["class_order"])
     as_dev = lambda a: torch.from_numpy(a).to(device)
-    tasks = split_into_tasks(as_dev(x_tr), as_dev(y_tr), as_dev(x_te), as_dev(y_te),
-                             order, spec.classes_per_task, cfg.n_tasks or spec.n_tasks)
+    tasks = split_into_tasks(
+        as_dev(x_tr),
+        as_dev(y_tr),
+        as_dev(x_te),
+        as_dev(y_te),
+        order,
+        spec.classes_per_task,
+        cfg.n_tasks or spec.n_tasks,
+    )
     return Benchmark("split_digits", tasks, 10, (1, 8, 8), "convnet", order)
 
 
@@ -113,7 +123,7 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     from torch's global RNG on x's device (checkpoints save it). One pad and one gather, batched on
     the device: no per-example Python, no host sync.
     """
-    return random_window(F.pad(x, (pad, pad, pad, pad)), pad, flip=True)         # zero padding
+    return random_window(F.pad(x, (pad, pad, pad, pad)), pad, flip=True)  # zero padding
 
 
 def random_window(padded: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
@@ -124,15 +134,15 @@ def random_window(padded: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     b, c = padded.shape[:2]
     h, w = padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
     dev = padded.device
-    top = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                      # [B, 1]
-    left = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)                     # [B, 1]
-    rows = top + torch.arange(h, device=dev)                                     # [B, H]
-    cols = left + torch.arange(w, device=dev)                                    # [B, W]
+    top = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)  # [B, 1]
+    left = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)  # [B, 1]
+    rows = top + torch.arange(h, device=dev)  # [B, H]
+    cols = left + torch.arange(w, device=dev)  # [B, W]
     if flip:
-        flipped = torch.rand(b, 1, device=dev) < 0.5                             # [B, 1]
-        cols = torch.where(flipped, cols.flip(1), cols)                          # a flip reads the window backwards
-    example = torch.arange(b, device=dev)[:, None, None, None]                   # [B, 1, 1, 1]
-    channel = torch.arange(c, device=dev)[None, :, None, None]                   # [1, C, 1, 1]
+        flipped = torch.rand(b, 1, device=dev) < 0.5  # [B, 1]
+        cols = torch.where(flipped, cols.flip(1), cols)  # a flip reads the window backwards
+    example = torch.arange(b, device=dev)[:, None, None, None]  # [B, 1, 1, 1]
+    channel = torch.arange(c, device=dev)[None, :, None, None]  # [1, C, 1, 1]
     return padded[example, channel, rows[:, None, :, None], cols[:, None, None, :]]  # [B, C, H, W]
 
 
@@ -144,13 +154,13 @@ def channel_stats(x: torch.Tensor, chunk: int = 2048) -> tuple[list[float], list
     total = torch.zeros(c, dtype=torch.float64, device=x.device)
     squares = torch.zeros(c, dtype=torch.float64, device=x.device)
     for part in x.split(chunk):
-        v = part.float()                                                         # [n, C, H, W], exact for 0..255
+        v = part.float()  # [n, C, H, W], exact for 0..255
         total += v.sum(dim=(0, 2, 3), dtype=torch.float64)
         squares += (v * v).sum(dim=(0, 2, 3), dtype=torch.float64)
     count = x.numel() // c
     mean = total / count / 255
-    std = (squares / count / 255 ** 2 - mean ** 2).clamp(min=0).sqrt()
-    return mean.tolist(), std.tolist()                                           # host sync
+    std = (squares / count / 255**2 - mean**2).clamp(min=0).sqrt()
+    return mean.tolist(), std.tolist()  # host sync
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,10 +170,11 @@ def channel_stats(x: torch.Tensor, chunk: int = 2048) -> tuple[list[float], list
 @dataclass(frozen=True)
 class Source:
     """Where a benchmark's dataset lives under the data root and where it comes from."""
-    folder: str                                    # under the data root
-    url: str                                       # the official archive (Fashion-MNIST: the folder of its files)
+
+    folder: str  # under the data root
+    url: str  # the official archive (Fashion-MNIST: the folder of its files)
     archive_md5: str
-    train: tuple[str, ...] = ()                    # CIFAR batch files (the official md5 of each in `md5`)
+    train: tuple[str, ...] = ()  # CIFAR batch files (the official md5 of each in `md5`)
     test: tuple[str, ...] = ()
     md5: dict = field(default_factory=dict)
 
@@ -172,18 +183,31 @@ class Source:
 SOURCES: dict[str, Source] = {
     "split_fmnist": Source("fashion-mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", ""),
     "split_cifar10": Source(
-        "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "c58f30108f718f92721af3b95e74349a",
-        train=tuple(f"data_batch_{i}" for i in range(1, 6)), test=("test_batch",),
-        md5={"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-             "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
-             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"}),
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test=("test_batch",),
+        md5={
+            "data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "data_batch_4": "634d18415352ddfa80567beed471001a",
+            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            "test_batch": "40351d587109b95175f43aff81a1287e",
+        },
+    ),
     "split_cifar100": Source(
-        "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85", train=("train",), test=("test",),
-        md5={"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}),
+        "cifar-100-python",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        train=("train",),
+        test=("test",),
+        md5={"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+    ),
     "split_tinyimagenet": Source(
-        "tiny-imagenet-200", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),
+        "tiny-imagenet-200", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"
+    ),
 }
 CIFAR_LABEL_KEYS = {"split_cifar10": b"labels", "split_cifar100": b"fine_labels"}
 TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS = 200, 500, 50
@@ -203,8 +227,9 @@ def source_name(name: str) -> str:
         if candidate in SOURCES:
             return candidate
     if name in ("split_digits", "digits"):
-        raise UserError("split_digits is embedded (scikit-learn's digits ship with scikit-learn): nothing to "
-                        "check or download")
+        raise UserError(
+            "split_digits is embedded (scikit-learn's digits ship with scikit-learn): nothing to check or download"
+        )
     raise UserError(f"unknown dataset {name!r}; one of: {', '.join(SOURCES)}")
 
 
@@ -212,11 +237,15 @@ def how_to_get(name: str, root: Path | None, again: bool = False) -> str:
     """The one-line instruction for fetching a benchmark's dataset into `root`."""
     where = str(root) if root else "DIR"
     if name == "split_fmnist":
-        return (f"install Debian's package dataset-fashion-mnist ({FMNIST_DEBIAN}), or put the four files "
-                f"{', '.join(f + '.gz' for f in FMNIST_FILES)} from {SOURCES[name].url} into {where}/fashion-mnist "
-                f"('esacl data download {name} --data-root {where}' where a network exists)")
-    return (f"get it{' again' if again else ''} with 'esacl data download {name} --data-root {where}' where a network exists, "
-            f"or download {SOURCES[name].url} and unpack it into {where}")
+        return (
+            f"install Debian's package dataset-fashion-mnist ({FMNIST_DEBIAN}), or put the four files "
+            f"{', '.join(f + '.gz' for f in FMNIST_FILES)} from {SOURCES[name].url} into {where}/fashion-mnist "
+            f"('esacl data download {name} --data-root {where}' where a network exists)"
+        )
+    return (
+        f"get it{' again' if again else ''} with 'esacl data download {name} --data-root {where}' where a network exists, "
+        f"or download {SOURCES[name].url} and unpack it into {where}"
+    )
 
 
 def dataset_folder(name: str, data_root: str | None) -> Path:
@@ -225,12 +254,16 @@ def dataset_folder(name: str, data_root: str | None) -> Path:
     src = SOURCES[name]
     root = resolve_root(data_root)
     if root is None:
-        raise UserError(f"{name} reads the folder '{src.folder}' from a data root, but neither config key "
-                        f"'data_root' nor $ESACL_DATA is set; {how_to_get(name, None)}")
+        raise UserError(
+            f"{name} reads the folder '{src.folder}' from a data root, but neither config key "
+            f"'data_root' nor $ESACL_DATA is set; {how_to_get(name, None)}"
+        )
     folder = root / src.folder
     if not folder.is_dir():
-        raise UserError(f"{name} expects the folder '{src.folder}' under the data root {root}, and {folder} "
-                        f"does not exist; {how_to_get(name, root)}")
+        raise UserError(
+            f"{name} expects the folder '{src.folder}' under the data root {root}, and {folder} "
+            f"does not exist; {how_to_get(name, root)}"
+        )
     return folder
 
 
@@ -248,8 +281,14 @@ class CifarUnpickler(pickle.Unpickler):
     """An unpickler that builds only what the official CIFAR batches hold: dicts, lists, bytes, str,
     int and numpy arrays. Any other global (a class, a function such as os.system) is refused
     before anything runs, so a crafted file cannot execute code."""
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -267,23 +306,30 @@ def read_cifar_batch(path: Path, label_key: bytes, n_classes: int, how: str = ""
         with open(path, "rb") as f:
             batch = CifarUnpickler(f, encoding="bytes").load()
     except UnpicklingError as err:
-        raise UserError(f"{path} is not a CIFAR batch: it asks to load {err} (only numpy arrays are allowed)"
-                        f"{suffix}") from None
+        raise UserError(
+            f"{path} is not a CIFAR batch: it asks to load {err} (only numpy arrays are allowed){suffix}"
+        ) from None
     except FileNotFoundError:
         raise UserError(f"{path} is missing{suffix}") from None
-    except Exception as err:       # a truncated or foreign file raises any of several types
+    except Exception as err:  # a truncated or foreign file raises any of several types
         raise UserError(f"{path} is corrupt: it does not unpickle ({type(err).__name__}){suffix}") from None
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(label_key) if isinstance(batch, dict) else None
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32):
-        raise UserError(f"{path} is not a CIFAR batch: expected b'data' as uint8 [N, 3072], got {_describe(data)}{suffix}")
+    if not (
+        isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+    ):
+        raise UserError(
+            f"{path} is not a CIFAR batch: expected b'data' as uint8 [N, 3072], got {_describe(data)}{suffix}"
+        )
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
         y = None
     if y is None or y.shape != (len(data),):
-        raise UserError(f"{path} is not a CIFAR batch: expected {label_key!r} with {len(data)} labels, "
-                        f"got {_describe(labels if y is None else y)}{suffix}")
+        raise UserError(
+            f"{path} is not a CIFAR batch: expected {label_key!r} with {len(data)} labels, "
+            f"got {_describe(labels if y is None else y)}{suffix}"
+        )
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise UserError(f"{path} has labels outside 0..{n_classes - 1}{suffix}")
     return data.reshape(-1, 3, 32, 32), y
@@ -296,23 +342,27 @@ def _image_benchmark(name, spec, cfg, device, arrays, backbone: str = "resnet18"
     for split in ("train", "test"):
         counts = np.bincount(arrays[f"y_{split}"], minlength=n_classes)
         if (counts == 0).any():
-            raise UserError(f"{name}: the {split} set has no images of class {int(np.argmin(counts))}; "
-                            f"{how_to_get(name, resolve_root(cfg.data_root))}")
+            raise UserError(
+                f"{name}: the {split} set has no images of class {int(np.argmin(counts))}; "
+                f"{how_to_get(name, resolve_root(cfg.data_root))}"
+            )
 
     def upload(x):
         x = torch.from_numpy(x).to(device)
-        if arrays.get("hwc"):                             # [N, H, W, C] -> [N, C, H, W], the copy on the device
+        if arrays.get("hwc"):  # [N, H, W, C] -> [N, C, H, W], the copy on the device
             x = x.permute(0, 3, 1, 2).contiguous()
         return x
 
-    x_train, x_test = upload(arrays["x_train"]), upload(arrays["x_test"])          # [N, C, H, W] uint8
+    x_train, x_test = upload(arrays["x_train"]), upload(arrays["x_test"])  # [N, C, H, W] uint8
     y_train = torch.from_numpy(arrays["y_train"]).to(device)
     y_test = torch.from_numpy(arrays["y_test"]).to(device)
     order = class_order(n_classes, cfg.seed, cfg.class_order or spec.protocol["class_order"])
-    tasks = split_into_tasks(x_train, y_train, x_test, y_test, order, spec.classes_per_task,
-                             cfg.n_tasks or spec.n_tasks)
-    return Benchmark(name, tasks, n_classes, tuple(x_train.shape[1:]), backbone, order, augment=augment,
-                     norm=channel_stats(x_train))
+    tasks = split_into_tasks(
+        x_train, y_train, x_test, y_test, order, spec.classes_per_task, cfg.n_tasks or spec.n_tasks
+    )
+    return Benchmark(
+        name, tasks, n_classes, tuple(x_train.shape[1:]), backbone, order, augment=augment, norm=channel_stats(x_train)
+    )
 
 
 def _load_cifar(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
@@ -324,7 +374,7 @@ def _load_cifar(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
     arrays = {}
     for split, files in (("train", src.train), ("test", src.test)):
         parts = [read_cifar_batch(folder / f, CIFAR_LABEL_KEYS[name], n_classes, how) for f in files]
-        arrays[f"x_{split}"] = np.concatenate([x for x, _ in parts])              # [N, 3, 32, 32] uint8
+        arrays[f"x_{split}"] = np.concatenate([x for x, _ in parts])  # [N, 3, 32, 32] uint8
         arrays[f"y_{split}"] = np.concatenate([y for _, y in parts])
     return _image_benchmark(name, spec, cfg, device, arrays)
 
@@ -385,17 +435,20 @@ def tiny_val(folder: Path, wnids: list[str], how: str = "") -> tuple[list[Path],
 def decode_images(paths: list[Path], size: int, progress: bool = True, how: str = "") -> np.ndarray:
     """Decode image files with PIL into [N, size, size, 3] uint8 (grayscale files become RGB)."""
     from PIL import Image
+
     suffix = f"; {how}" if how else ""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     from tqdm.auto import tqdm
-    for i, path in enumerate(tqdm(paths, desc="decoding JPEGs (once; cached)", unit="img", disable=not progress,
-                                  leave=False)):
+
+    for i, path in enumerate(
+        tqdm(paths, desc="decoding JPEGs (once; cached)", unit="img", disable=not progress, leave=False)
+    ):
         try:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
         except FileNotFoundError:
             raise UserError(f"{path} is missing{suffix}") from None
-        except (OSError, SyntaxError, ValueError) as err:    # PIL's errors for unreadable or truncated files
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for unreadable or truncated files
             raise UserError(f"{path} is not a readable image ({type(err).__name__}){suffix}") from None
         if pixels.shape != (size, size, 3):
             raise UserError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, expected {size}x{size}{suffix}")
@@ -416,15 +469,18 @@ def _read_tiny_cache(folder: Path, wnids: list[str]) -> dict | None:
     if meta.get("format") != TINY_CACHE_FORMAT or meta.get("wnids") != wnids:
         print(f"esacl: {cache} was built by another version or for another class list; rebuilding it", file=sys.stderr)
         return None
-    digest = file_digest(cache, "sha256")               # ~1 s per GB: cheap next to decoding 110,000 JPEGs again
+    digest = file_digest(cache, "sha256")  # ~1 s per GB: cheap next to decoding 110,000 JPEGs again
     if digest != meta.get("sha256"):
-        print(f"esacl: {cache} fails its checksum (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...); "
-              f"rebuilding it from the JPEGs", file=sys.stderr)
+        print(
+            f"esacl: {cache} fails its checksum (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...); "
+            f"rebuilding it from the JPEGs",
+            file=sys.stderr,
+        )
         return None
     try:
         with np.load(cache) as stored:
             return {k: stored[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:    # a cache cut short before its sidecar
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a cache cut short before its sidecar
         print(f"esacl: {cache} does not load ({type(err).__name__}); rebuilding it from the JPEGs", file=sys.stderr)
         return None
 
@@ -437,17 +493,24 @@ def _write_tiny_cache(folder: Path, wnids: list[str], arrays: dict) -> None:
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp_cache, "wb") as f:
-            np.savez(f, **arrays)             # uncompressed: loading must take seconds, not a minute
-        meta = dict(format=TINY_CACHE_FORMAT, sha256=file_digest(tmp_cache, "sha256"), wnids=wnids,
-                    shapes={k: list(v.shape) for k, v in arrays.items()})
+            np.savez(f, **arrays)  # uncompressed: loading must take seconds, not a minute
+        meta = dict(
+            format=TINY_CACHE_FORMAT,
+            sha256=file_digest(tmp_cache, "sha256"),
+            wnids=wnids,
+            shapes={k: list(v.shape) for k, v in arrays.items()},
+        )
         tmp_meta.write_text(json.dumps(meta) + "\n")
         os.replace(tmp_cache, cache)
         os.replace(tmp_meta, meta_path)
     except OSError as err:
         tmp_cache.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
-        print(f"esacl: cannot write the decoded cache {cache} ({err.strerror or err}); the next run decodes the "
-              f"JPEGs again", file=sys.stderr)
+        print(
+            f"esacl: cannot write the decoded cache {cache} ({err.strerror or err}); the next run decodes the "
+            f"JPEGs again",
+            file=sys.stderr,
+        )
 
 
 def tiny_imagenet_arrays(folder: Path, progress: bool = True) -> dict[str, np.ndarray]:
@@ -461,9 +524,13 @@ def tiny_imagenet_arrays(folder: Path, progress: bool = True) -> dict[str, np.nd
         return cached
     train, y_train, test, y_test = tiny_files(folder, wnids)
     how = how_to_get("split_tinyimagenet", folder.parent, again=True)
-    x = decode_images(train + test, 64, progress, how)                           # [N + M, 64, 64, 3]
-    arrays = dict(x_train=x[:len(train)], y_train=np.array(y_train, dtype=np.int64),
-                  x_test=x[len(train):], y_test=np.array(y_test, dtype=np.int64))
+    x = decode_images(train + test, 64, progress, how)  # [N + M, 64, 64, 3]
+    arrays = dict(
+        x_train=x[: len(train)],
+        y_train=np.array(y_train, dtype=np.int64),
+        x_test=x[len(train) :],
+        y_test=np.array(y_test, dtype=np.int64),
+    )
     _write_tiny_cache(folder, wnids, arrays)
     return arrays
 
@@ -477,7 +544,7 @@ def _load_tinyimagenet(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchm
 # ------------------------------------------------------------------------------------------------
 # Fashion-MNIST: the original idx files, from the data root or from Debian's package
 
-FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")       # Debian's dataset-fashion-mnist installs them here
+FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist installs them here
 # Each file's shape and the md5 of its decompressed bytes. Debian recompressed the files, so their .gz
 # bytes differ from Zalando's release while the data is the same: the check is on the decompressed bytes.
 FMNIST_FILES = {
@@ -501,7 +568,7 @@ def idx_bytes(path: Path) -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as err:       # a truncated or damaged download
+    except (EOFError, OSError, zlib.error) as err:  # a truncated or damaged download
         raise UserError(f"{path} is corrupt: it does not decompress ({type(err).__name__})") from None
 
 
@@ -511,17 +578,21 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     declared shape. torchvision's reader takes uncompressed files only and checks with asserts,
     so the format (a dozen lines) is read here, each defect a one-line UserError naming the file."""
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08 or not 1 <= data[3] <= 3:
-        raise UserError(f"{path} is not an idx file of unsigned bytes (magic number {data[:4].hex() or 'absent'}, "
-                        f"expected 0000080N with N = 1..3)")
+        raise UserError(
+            f"{path} is not an idx file of unsigned bytes (magic number {data[:4].hex() or 'absent'}, "
+            f"expected 0000080N with N = 1..3)"
+        )
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
         raise UserError(f"{path} is truncated: its header ends after {len(data)} bytes")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    body = memoryview(data)[4 + 4 * ndim:]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = memoryview(data)[4 + 4 * ndim :]
     if len(body) != math.prod(shape):
-        raise UserError(f"{path} is truncated or padded: its header declares {list(shape)} = {math.prod(shape)} "
-                        f"values, it holds {len(body)}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()     # writable: torch takes it
+        raise UserError(
+            f"{path} is truncated or padded: its header declares {list(shape)} = {math.prod(shape)} "
+            f"values, it holds {len(body)}"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()  # writable: torch takes it
 
 
 def fmnist_folder(data_root: str | None) -> Path:
@@ -533,8 +604,10 @@ def fmnist_folder(data_root: str | None) -> Path:
         if any(_idx_path(folder, f) is not None for f in FMNIST_FILES):
             return folder
     unset = "" if resolve_root(data_root) else " (no data root: config key 'data_root' and $ESACL_DATA are unset)"
-    raise UserError(f"split_fmnist found its files neither in {' nor in '.join(map(str, places))}{unset}; "
-                    f"{how_to_get('split_fmnist', resolve_root(data_root))}")
+    raise UserError(
+        f"split_fmnist found its files neither in {' nor in '.join(map(str, places))}{unset}; "
+        f"{how_to_get('split_fmnist', resolve_root(data_root))}"
+    )
 
 
 def fmnist_places(data_root: str | None) -> list[Path]:
@@ -567,8 +640,12 @@ def read_fmnist_file(folder: Path, name: str) -> np.ndarray:
 def fmnist_arrays(folder: Path) -> dict[str, np.ndarray]:
     """x_train [60000, 1, 28, 28] uint8, y_train [60000] int64, x_test [10000, 1, 28, 28], y_test."""
     read = lambda name: read_fmnist_file(folder, name)
-    return dict(x_train=read("train-images-idx3-ubyte")[:, None], y_train=read("train-labels-idx1-ubyte").astype(np.int64),
-                x_test=read("t10k-images-idx3-ubyte")[:, None], y_test=read("t10k-labels-idx1-ubyte").astype(np.int64))
+    return dict(
+        x_train=read("train-images-idx3-ubyte")[:, None],
+        y_train=read("train-labels-idx1-ubyte").astype(np.int64),
+        x_test=read("t10k-images-idx3-ubyte")[:, None],
+        y_test=read("t10k-labels-idx1-ubyte").astype(np.int64),
+    )
 
 
 def _load_fmnist(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
@@ -576,35 +653,83 @@ def _load_fmnist(spec: BenchmarkSpec, cfg, device: torch.device) -> Benchmark:
     return _image_benchmark(cfg.benchmark, spec, cfg, device, arrays, backbone="convnet28", augment=None)
 
 
-
 # The protocol of Mammoth / DER and SparCL (ResNet-18, batch 32, SGD lr 0.03, buffer 500) and SparCL's
 # removal / mask schedules; the natural class order is the one the published anchors use.
-_IMAGE_PROTOCOL = dict(epochs=50, batch_size=32, lr=0.03, buffer_size=500, minibatch_size=32, width=64,
-                       removal_every=5, removal_until=20, tdm_every=5, class_order="natural", ewc_lambda=10.0)
+_IMAGE_PROTOCOL = dict(
+    epochs=50,
+    batch_size=32,
+    lr=0.03,
+    buffer_size=500,
+    minibatch_size=32,
+    width=64,
+    removal_every=5,
+    removal_until=20,
+    tdm_every=5,
+    class_order="natural",
+    ewc_lambda=10.0,
+)
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_digits": BenchmarkSpec(
         "scikit-learn digits, 5 tasks x 2 classes, 8x8 gray; offline, seconds on a CPU",
-        n_tasks=5, classes_per_task=2,
-        protocol=dict(epochs=5, batch_size=32, lr=0.03, buffer_size=200, minibatch_size=32, width=32,
-                      removal_every=1, removal_until=3, tdm_every=1, class_order="seeded", ewc_lambda=1000.0),
-        loader=_load_split_digits),
+        n_tasks=5,
+        classes_per_task=2,
+        protocol=dict(
+            epochs=5,
+            batch_size=32,
+            lr=0.03,
+            buffer_size=200,
+            minibatch_size=32,
+            width=32,
+            removal_every=1,
+            removal_until=3,
+            tdm_every=1,
+            class_order="seeded",
+            ewc_lambda=1000.0,
+        ),
+        loader=_load_split_digits,
+    ),
     "split_fmnist": BenchmarkSpec(
         "Fashion-MNIST, 5 tasks x 2 classes, 28x28 gray, a CPU-sized ConvNet; data_root/fashion-mnist or Debian's "
         "dataset-fashion-mnist; minutes on a CPU",
-        n_tasks=5, classes_per_task=2,
-        protocol=dict(epochs=1, batch_size=32, lr=0.03, buffer_size=500, minibatch_size=32, width=16,
-                      removal_every=1, removal_until=1, tdm_every=1, class_order="seeded", ewc_lambda=100.0),
-        loader=_load_fmnist),
+        n_tasks=5,
+        classes_per_task=2,
+        protocol=dict(
+            epochs=1,
+            batch_size=32,
+            lr=0.03,
+            buffer_size=500,
+            minibatch_size=32,
+            width=16,
+            removal_every=1,
+            removal_until=1,
+            tdm_every=1,
+            class_order="seeded",
+            ewc_lambda=100.0,
+        ),
+        loader=_load_fmnist,
+    ),
     "split_cifar10": BenchmarkSpec(
         "CIFAR-10, 5 tasks x 2 classes, 32x32 RGB, ResNet-18; data_root/cifar-10-batches-py; a GPU benchmark",
-        n_tasks=5, classes_per_task=2, protocol=dict(_IMAGE_PROTOCOL), loader=_load_cifar),
+        n_tasks=5,
+        classes_per_task=2,
+        protocol=dict(_IMAGE_PROTOCOL),
+        loader=_load_cifar,
+    ),
     "split_cifar100": BenchmarkSpec(
         "CIFAR-100, 10 tasks x 10 classes, 32x32 RGB, ResNet-18; data_root/cifar-100-python; a GPU benchmark",
-        n_tasks=10, classes_per_task=10, protocol=dict(_IMAGE_PROTOCOL), loader=_load_cifar),
+        n_tasks=10,
+        classes_per_task=10,
+        protocol=dict(_IMAGE_PROTOCOL),
+        loader=_load_cifar,
+    ),
     "split_tinyimagenet": BenchmarkSpec(
         "Tiny-ImageNet, 10 tasks x 20 classes, 64x64 RGB, ResNet-18; data_root/tiny-imagenet-200; a GPU benchmark",
-        n_tasks=10, classes_per_task=20, protocol=dict(_IMAGE_PROTOCOL, epochs=100), loader=_load_tinyimagenet),
+        n_tasks=10,
+        classes_per_task=20,
+        protocol=dict(_IMAGE_PROTOCOL, epochs=100),
+        loader=_load_tinyimagenet,
+    ),
 }
 
 
@@ -612,8 +737,7 @@ def load_benchmark(cfg, device: torch.device) -> Benchmark:
     """Build the benchmark named by `cfg.benchmark`, its tensors on `device`."""
     spec = BENCHMARKS[cfg.benchmark]
     if cfg.n_tasks is not None and cfg.n_tasks > spec.n_tasks:
-        raise UserError(f"config key 'n_tasks' must be at most {spec.n_tasks} for {cfg.benchmark}, "
-                        f"got {cfg.n_tasks}")
+        raise UserError(f"config key 'n_tasks' must be at most {spec.n_tasks} for {cfg.benchmark}, got {cfg.n_tasks}")
     bench = spec.loader(spec, cfg, device)
     if cfg.validation:
         bench.tasks = [validation_split(task, cfg.validation) for task in bench.tasks]
@@ -628,14 +752,15 @@ def validation_split(task: Task, share: float) -> Task:
     g = torch.Generator().manual_seed(0)
     held, kept = [], []
     for c in task.classes:
-        idx = (task.y_train == c).nonzero().flatten().cpu()                       # host sync: once per task
+        idx = (task.y_train == c).nonzero().flatten().cpu()  # host sync: once per task
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_held = round(share * len(idx))
         held.append(idx[:n_held])
         kept.append(idx[n_held:])
     held, kept = (torch.cat(parts).sort().values.to(task.y_train.device) for parts in (held, kept))
-    return Task(task.index, task.classes, task.x_train[kept], task.y_train[kept],
-                task.x_train[held], task.y_train[held])
+    return Task(
+        task.index, task.classes, task.x_train[kept], task.y_train[kept], task.x_train[held], task.y_train[held]
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -672,9 +797,11 @@ def _check_tiny(folder: Path) -> tuple[list[str], int]:
     total = sum(counts.values())
     if short:
         bad += 1
-        lines.append(f"  MISSING  train: {total} images, expected {TINY_CLASSES * TINY_TRAIN_PER_CLASS} "
-                     f"({len(short)} classes with fewer than {TINY_TRAIN_PER_CLASS}, e.g. train/{short[0]}/images: "
-                     f"{counts[short[0]]})")
+        lines.append(
+            f"  MISSING  train: {total} images, expected {TINY_CLASSES * TINY_TRAIN_PER_CLASS} "
+            f"({len(short)} classes with fewer than {TINY_TRAIN_PER_CLASS}, e.g. train/{short[0]}/images: "
+            f"{counts[short[0]]})"
+        )
     else:
         lines.append(f"  ok       train  {total} images in {len(wnids)} class folders")
     try:
@@ -686,8 +813,10 @@ def _check_tiny(folder: Path) -> tuple[list[str], int]:
     if absent or (per_class < TINY_TEST_PER_CLASS).any():
         bad += 1
         state = f"{len(absent)} of them absent, e.g. {absent[0].relative_to(folder)}" if absent else "all present"
-        lines.append(f"  MISSING  val: {len(test)} images listed ({state}), expected "
-                     f"{TINY_CLASSES * TINY_TEST_PER_CLASS} ({TINY_TEST_PER_CLASS} per class)")
+        lines.append(
+            f"  MISSING  val: {len(test)} images listed ({state}), expected "
+            f"{TINY_CLASSES * TINY_TEST_PER_CLASS} ({TINY_TEST_PER_CLASS} per class)"
+        )
     else:
         lines.append(f"  ok       val  {len(test)} images listed in val/val_annotations.txt, all present")
     cache, meta_path = folder / TINY_CACHE, folder / TINY_CACHE_META
@@ -698,7 +827,11 @@ def _check_tiny(folder: Path) -> tuple[list[str], int]:
             recorded = json.loads(meta_path.read_text()).get("sha256")
         except (OSError, ValueError):
             recorded = None
-        state = "checksum ok" if recorded == file_digest(cache, "sha256") else "fails its checksum: rebuilt on the next load"
+        state = (
+            "checksum ok"
+            if recorded == file_digest(cache, "sha256")
+            else "fails its checksum: rebuilt on the next load"
+        )
         lines.append(f"  note     {TINY_CACHE}: {cache.stat().st_size / 1e9:.2f} GB, {state}")
     return lines, bad
 
@@ -713,7 +846,9 @@ def _check_fmnist(root: Path | None) -> tuple[list[str], bool]:
     for name, (shape, md5) in FMNIST_FILES.items():
         try:
             read_fmnist_file(folder, name)
-            lines.append(f"  ok       {_idx_path(folder, name).name}  {'x'.join(map(str, shape))}, md5 of the data {md5}")
+            lines.append(
+                f"  ok       {_idx_path(folder, name).name}  {'x'.join(map(str, shape))}, md5 of the data {md5}"
+            )
         except UserError as err:
             bad += 1
             lines.append(f"  BAD      {err}")
@@ -739,7 +874,9 @@ def check_data(data_root: str | None = None, names: list[str] | None = None) -> 
     if root:
         lines.append(f"data root {root}")
     elif need_root:
-        lines.append(f"no data root: pass --data-root DIR or set ESACL_DATA (the folder that holds {', '.join(need_root)})")
+        lines.append(
+            f"no data root: pass --data-root DIR or set ESACL_DATA (the folder that holds {', '.join(need_root)})"
+        )
     else:
         lines.append(f"no data root: Fashion-MNIST is looked for in {FMNIST_DEBIAN} only")
     ok = True
@@ -771,6 +908,7 @@ def download(name: str, data_root: str | None = None) -> Path:
     under the data root; returns the dataset folder. Where there is no network this is a one-line
     UserError naming the URL."""
     from .vision import import_torchvision
+
     name = source_name(name)
     src = SOURCES[name]
     root = resolve_root(data_root)
@@ -779,15 +917,16 @@ def download(name: str, data_root: str | None = None) -> Path:
     import_torchvision()
     from torchvision.datasets import FashionMNIST
     from torchvision.datasets.utils import download_and_extract_archive, download_url
+
     url = src.url
     try:
-        if name == "split_fmnist":              # four gzip files, each with the md5 torchvision lists for it
+        if name == "split_fmnist":  # four gzip files, each with the md5 torchvision lists for it
             for file, md5 in FashionMNIST.resources:
                 url = src.url + file
                 download_url(url, str(root / src.folder), md5=md5)
         else:
             download_and_extract_archive(url, str(root), md5=src.archive_md5, remove_finished=True)
-    except Exception as err:       # urllib, socket, md5 and archive errors: all mean "not fetched"
+    except Exception as err:  # urllib, socket, md5 and archive errors: all mean "not fetched"
         reason = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"cannot download {url}: {reason}") from None
     return root / src.folder

@@ -1,5 +1,6 @@
 """What every layer raises for a user's mistake, and the hint it gives: imported by modules below
 `config` (data, methods, presets, prune, selection) so that none of them imports `config`."""
+
 import difflib
 
 

@@ -12,13 +12,14 @@ magnitude pruning steps every weight before it re-selects): there the weight-gra
 pass that feeds the update is dense. Not counted: evaluation, end-of-task work (EWC's Fisher,
 landscape measurements) and the O(parameters) element-wise updates.
 """
+
 import resource
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-_COUNTED: dict[tuple, dict[str, int]] = {}       # architecture -> its counts: a grid's runs count once
+_COUNTED: dict[tuple, dict[str, int]] = {}  # architecture -> its counts: a grid's runs count once
 
 
 def dense_forward_flops(model: torch.nn.Module, input_shape: tuple, device) -> dict[str, int]:
@@ -39,8 +40,11 @@ def _count_dense_forward(model: torch.nn.Module, input_shape: tuple, device) -> 
     model.train(was_training)
     root = type(model).__name__ + "."
     leaves = {name for name, m in model.named_modules() if not list(m.children())}
-    return {name[len(root):]: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
-            if name.startswith(root) and name[len(root):] in leaves}
+    return {
+        name[len(root) :]: sum(ops.values())
+        for name, ops in counter.get_flop_counts().items()
+        if name.startswith(root) and name[len(root) :] in leaves
+    }
 
 
 class FlopMeter:
@@ -57,17 +61,19 @@ class FlopMeter:
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple, device):
         self.by_module = dense_forward_flops(model, input_shape, device)
-        self.dense_forward = float(sum(self.by_module.values()))   # per example
-        self.layer_flops: dict[str, float] = {}                    # prunable param name -> its module's FLOPs
+        self.dense_forward = float(sum(self.by_module.values()))  # per example
+        self.layer_flops: dict[str, float] = {}  # prunable param name -> its module's FLOPs
         self.forward_cost = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)
-        self.backward_cost = 2 * self.forward_cost                 # activation + weight gradients, per example
-        self.backward_cost_dense_wgrad = self.backward_cost        # the same, prunable weight gradients dense
-        self.totals: dict[str, torch.Tensor] = {}                  # component -> FLOPs so far, on the device
+        self.backward_cost = 2 * self.forward_cost  # activation + weight gradients, per example
+        self.backward_cost_dense_wgrad = self.backward_cost  # the same, prunable weight gradients dense
+        self.totals: dict[str, torch.Tensor] = {}  # component -> FLOPs so far, on the device
         self.device = device
-        self._dense = torch.tensor(self.dense_forward, dtype=torch.float64, device=device)  # made once: no copy per step
+        self._dense = torch.tensor(
+            self.dense_forward, dtype=torch.float64, device=device
+        )  # made once: no copy per step
         self._phase = None
         self._dense_wgrad = False
-        self._first = model.get_submodule(next(iter(self.by_module)))    # flop_counter lists modules in call order
+        self._first = model.get_submodule(next(iter(self.by_module)))  # flop_counter lists modules in call order
         self._hook = self._first.register_forward_pre_hook(self._count)
 
     def under_compile(self) -> None:
@@ -79,7 +85,7 @@ class FlopMeter:
         self._hook = self._first.register_forward_pre_hook(torch.compiler.disable(self._count))
 
     def __deepcopy__(self, memo):
-        return self                                                 # copies of the model report here too
+        return self  # copies of the model report here too
 
     def track(self, prunable: list[str]) -> None:
         """Declare the prunable parameters whose density scales their layer's FLOPs."""
@@ -142,7 +148,7 @@ def sparse_model_bytes(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -
         size = p.numel() * p.element_size()
         dense += size
         if name in masks:
-            nnz = int(masks[name].sum())          # host sync: task end only
+            nnz = int(masks[name].sum())  # host sync: task end only
             sparse += nnz * p.element_size() + (p.numel() + 7) // 8
         else:
             sparse += size
@@ -158,6 +164,7 @@ def peak_memory_bytes(device: torch.device) -> dict:
 
 class _Phase:
     """`FlopMeter.phase`'s context: sets the component and restores the enclosing one."""
+
     __slots__ = ("meter", "inner", "outer")
 
     def __init__(self, meter: FlopMeter, name: str, dense_weight_grad: bool):

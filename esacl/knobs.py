@@ -5,6 +5,7 @@ pruning in `prune.py`, each learner's own under its prefix in `methods.py` and `
 `config.RunConfig` is all of them together, the flat `key=value` form that command lines,
 notebooks and sweeps speak. Values are checked here: every mistake is a one-line `UserError`.
 """
+
 import dataclasses
 import math
 import types
@@ -83,16 +84,16 @@ def check_value(f: dataclasses.Field, value):
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise UserError(f"config key '{f.name}' expects {type_name(f.type)}, "
-                        f"got {value!r} ({type(value).__name__})")
+        raise UserError(f"config key '{f.name}' expects {type_name(f.type)}, got {value!r} ({type(value).__name__})")
     interval = f.metadata["interval"]
     if interval and not in_interval(value, interval):
         raise UserError(f"config key '{f.name}' must be in {interval}, got {value!r}")
     choices = f.metadata["choices"]
     if choices and value not in choices():
         names = choices()
-        raise UserError(f"config key '{f.name}' must be one of: {', '.join(names)}; got {value!r}"
-                        f"{did_you_mean(value, names)}")
+        raise UserError(
+            f"config key '{f.name}' must be one of: {', '.join(names)}; got {value!r}{did_you_mean(value, names)}"
+        )
     return value
 
 

@@ -9,6 +9,7 @@ gradients are taken with `torch.autograd.grad`, never `.backward()`.
 Random draws are made on the generator's device (the CPU when none is given) and then moved, so
 a seed gives the same directions whatever device the model sits on.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from .knobs import Section, knob
 @dataclass(frozen=True)
 class LandscapeConfig(Section):
     """Sharpness of the loss landscape, measured at each task end."""
+
     landscape: bool = knob(False, "measure sharpness at each task end (SAM gap, Hessian, slices)")
     landscape_batch: int = knob(256, "examples in the fixed evaluation batch of the landscape", interval="[1, inf)")
     hessian_iters: int = knob(20, "power iterations for the top Hessian eigenvalue", interval="[1, inf)")
@@ -33,7 +35,7 @@ def _draw(params, generator, kind: str) -> list[torch.Tensor]:
     for p in params:
         if kind == "gauss":
             v = torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype)
-        else:                                                          # Rademacher: +-1
+        else:  # Rademacher: +-1
             v = torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1
         out.append(v.to(p.device))
     return out
@@ -57,7 +59,7 @@ def _hvp_from_grads(grads, params, vectors, retain: bool) -> list[torch.Tensor]:
     # d/dw (g . v) = H v: one backward through the gradient graph, which is itself about two
     # backward passes of the loss, so an HVP costs about two backward passes.
     terms = [(g * v).sum() for g, v in zip(grads, vectors) if g.requires_grad]
-    if not terms:                                                      # loss linear in params: H = 0
+    if not terms:  # loss linear in params: H = 0
         return [torch.zeros_like(p) for p in params]
     hv = torch.autograd.grad(sum(terms), params, retain_graph=retain, allow_unused=True)
     return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)]
@@ -134,11 +136,12 @@ def sam_perturbation(params, grads, masks, rho: float, asam: bool = False) -> li
             g = g * (p.abs() + 0.01) ** 2
         direction.append(g)
     if asam:
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-            [d / (p.abs() + 0.01) for d, p in zip(direction, params)])))
+        norm = torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm([d / (p.abs() + 0.01) for d, p in zip(direction, params)]))
+        )
     else:
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
-    return torch._foreach_mul(direction, rho / (norm + 1e-12))          # a zero gradient gives eps = 0
+    return torch._foreach_mul(direction, rho / (norm + 1e-12))  # a zero gradient gives eps = 0
 
 
 def sam_gap(loss_of, params, rho, masks=None, asam: bool = False) -> float:
@@ -178,9 +181,9 @@ def filter_normalized_direction(params, generator=None, masks=None) -> list[torc
         m = masks[i] if masks is not None else None
         if m is not None:
             d = d * m
-        w = p.detach().flatten(1)                                      # [out, fan_in]
-        flat = d.flatten(1)                                            # [out, fan_in]
-        scale = w.norm(dim=1) / (flat.norm(dim=1) + 1e-10)             # [out]
+        w = p.detach().flatten(1)  # [out, fan_in]
+        flat = d.flatten(1)  # [out, fan_in]
+        scale = w.norm(dim=1) / (flat.norm(dim=1) + 1e-10)  # [out]
         out.append((flat * scale[:, None]).view_as(p))
     return out
 
@@ -210,7 +213,7 @@ def interpolate(loss_of, params, start, end, points=11) -> list[float]:
         with torch.no_grad():
             for a in _grid(0.0, 1.0, points):
                 for p, s, e in zip(params, start, end):
-                    p.copy_(s * (1 - a) + e * a)                       # exact at both ends
+                    p.copy_(s * (1 - a) + e * a)  # exact at both ends
                 losses.append(loss_of().item())
     finally:
         _restore(params, saved)
@@ -253,12 +256,13 @@ def slice_2d_stacked(model, x, y, names, d1, d2, steps=11, span=1.0, points=None
     float summation order; `tick(n)`, if given, is called with each chunk's size.
     """
     from torch.func import functional_call, vmap
+
     params = dict(model.named_parameters())
     fixed = {n: t for n, t in list(params.items()) + list(model.named_buffers()) if n not in names}
     grid = _grid(-span, span, steps)
     first = params[names[0]]
-    alphas = torch.tensor([a for a in grid for _ in grid], dtype=first.dtype, device=first.device)   # [steps^2]
-    betas = torch.tensor([b for _ in grid for b in grid], dtype=first.dtype, device=first.device)    # [steps^2]
+    alphas = torch.tensor([a for a in grid for _ in grid], dtype=first.dtype, device=first.device)  # [steps^2]
+    betas = torch.tensor([b for _ in grid for b in grid], dtype=first.dtype, device=first.device)  # [steps^2]
     points = points or steps
 
     def loss_at(weights):
@@ -266,20 +270,35 @@ def slice_2d_stacked(model, x, y, names, d1, d2, steps=11, span=1.0, points=None
 
     losses = []
     for start in range(0, steps * steps, points):
-        a, b = alphas[start:start + points], betas[start:start + points]              # [G]
+        a, b = alphas[start : start + points], betas[start : start + points]  # [G]
         stacked = {}
         for n, u, v in zip(names, d1, d2):
             w = params[n].detach()
             shape = (-1,) + (1,) * w.dim()
-            stacked[n] = w + a.view(shape) * u + b.view(shape) * v                    # [G, *w.shape]
-        losses += vmap(loss_at)(stacked).tolist()                                      # host sync per chunk
+            stacked[n] = w + a.view(shape) * u + b.view(shape) * v  # [G, *w.shape]
+        losses += vmap(loss_at)(stacked).tolist()  # host sync per chunk
         if tick:
             tick(len(a))
-    return {"alphas": grid, "betas": list(grid), "loss": [losses[i * steps:(i + 1) * steps] for i in range(steps)]}
+    return {"alphas": grid, "betas": list(grid), "loss": [losses[i * steps : (i + 1) * steps] for i in range(steps)]}
 
 
-def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hessian_iters=20,
-            hutchinson_samples=10, slice_steps=11, slice_span=1.0, seed=0, progress=None, slice_points=None) -> dict:
+def measure(
+    model,
+    x,
+    y,
+    *,
+    rho=0.05,
+    asam=False,
+    masks=None,
+    previous=None,
+    hessian_iters=20,
+    hutchinson_samples=10,
+    slice_steps=11,
+    slice_span=1.0,
+    seed=0,
+    progress=None,
+    slice_points=None,
+) -> dict:
     """Every sharpness measurement for a classifier on one fixed batch (x [N, ...], y [N] int64).
 
     Loss is mean cross-entropy with the model in eval mode (batch-norm uses its running
@@ -304,8 +323,9 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
 
     tick = progress.update if progress is not None else None
     if progress is not None:
-        progress.total = (1 + 2 + 1 + hessian_iters + hutchinson_samples + (11 if previous is not None else 0)
-                          + slice_steps ** 2)
+        progress.total = (
+            1 + 2 + 1 + hessian_iters + hutchinson_samples + (11 if previous is not None else 0) + slice_steps**2
+        )
 
     def loss_of():
         if tick:
@@ -316,31 +336,33 @@ def measure(model, x, y, *, rho=0.05, asam=False, masks=None, previous=None, hes
         with torch.no_grad():
             loss = loss_of().item()
         out = {"loss": loss, "sam_gap": sam_gap(loss_of, params, rho, mask_list, asam)}
-        grads = _graph_grads(loss_of, params)       # one gradient graph for both Hessian measurements
-        out["top_eigenvalue"] = top_hessian_eigenvalue(loss_of, params, hessian_iters, generator=generator,
-                                                       tick=tick, grads=grads)
-        out["hutchinson_trace"] = hutchinson_trace(loss_of, params, hutchinson_samples, generator, tick=tick,
-                                                   grads=grads)
+        grads = _graph_grads(loss_of, params)  # one gradient graph for both Hessian measurements
+        out["top_eigenvalue"] = top_hessian_eigenvalue(
+            loss_of, params, hessian_iters, generator=generator, tick=tick, grads=grads
+        )
+        out["hutchinson_trace"] = hutchinson_trace(
+            loss_of, params, hutchinson_samples, generator, tick=tick, grads=grads
+        )
         out["interpolation"] = out["slice"] = None
         del grads
         if previous is not None:
             start = [previous[n].detach().to(p) for n, p in named]
             end = [p.detach().clone() for p in params]
-            out["interpolation"] = {"alphas": _grid(0.0, 1.0, 11),
-                                    "loss": interpolate(loss_of, params, start, end, 11)}
+            out["interpolation"] = {"alphas": _grid(0.0, 1.0, 11), "loss": interpolate(loss_of, params, start, end, 11)}
         if slice_steps:
             d1 = filter_normalized_direction(params, generator, mask_list)
             d2 = filter_normalized_direction(params, generator, mask_list)
             points = slice_points or (slice_steps if x.device.type == "cuda" else 1)
             if points > 1:
-                out["slice"] = slice_2d_stacked(model, x, y, [n for n, _ in named], d1, d2, slice_steps, slice_span,
-                                                points, tick=tick)
+                out["slice"] = slice_2d_stacked(
+                    model, x, y, [n for n, _ in named], d1, d2, slice_steps, slice_span, points, tick=tick
+                )
             else:
                 out["slice"] = slice_2d(loss_of, params, d1, d2, slice_steps, slice_span)
     finally:
         for m, mode in modes.items():
             m.train(mode)
         if progress is not None:
-            progress.total = progress.n                  # an early-stopped power iteration: end at 100%
+            progress.total = progress.n  # an early-stopped power iteration: end at 100%
             progress.refresh()
     return out

@@ -6,6 +6,7 @@ a past model) and, if anything, how to change the gradient before the update (`a
 How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning) is the step's business
 (steps.py), so every step mechanic wraps every learner unchanged.
 """
+
 import contextlib
 import copy
 from dataclasses import dataclass, field, replace
@@ -20,15 +21,20 @@ from .knobs import Section, knob
 @dataclass(frozen=True)
 class ReplayConfig(Section):
     """Replay learners (ER, DER++, A-GEM, CO2L): the reservoir buffer and its draw."""
+
     buffer_size: int | None = knob(None, "replay buffer size (reservoir)", interval="[1, inf)")
     minibatch_size: int | None = knob(None, "replay minibatch size", interval="[1, inf)")
-    replay_first_task: bool = knob(True, "replay learners draw from the buffer during the first task too (Mammoth's "
-                                   "ER; off: from the second task on, as the official SparCL code)")
+    replay_first_task: bool = knob(
+        True,
+        "replay learners draw from the buffer during the first task too (Mammoth's "
+        "ER; off: from the second task on, as the official SparCL code)",
+    )
 
 
 @dataclass(frozen=True)
 class DERppConfig(Section):
     """DER++ (Buzzega et al. 2020)."""
+
     derpp_alpha: float = knob(0.1, "DER++: weight of the MSE to the stored logits", interval="[0, inf)")
     derpp_beta: float = knob(0.5, "DER++: weight of the replay cross-entropy", interval="[0, inf)")
 
@@ -36,28 +42,38 @@ class DERppConfig(Section):
 @dataclass(frozen=True)
 class LwFConfig(Section):
     """LwF (Li & Hoiem 2017)."""
-    lwf_alpha: float = knob(1.0, "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)",
-                            interval="[0, inf)")
+
+    lwf_alpha: float = knob(
+        1.0, "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)", interval="[0, inf)"
+    )
     lwf_temperature: float = knob(2.0, "LwF: distillation temperature (Li & Hoiem's 2)", interval="(0, inf)")
 
 
 @dataclass(frozen=True)
 class EWCConfig(Section):
     """Online EWC (Schwarz et al. 2018)."""
-    ewc_lambda: float | None = knob(None, "online EWC penalty weight (default: the benchmark's, chosen on a "
-                                    "validation split: benchmarks/tune.py)", interval="[0, inf)")
+
+    ewc_lambda: float | None = knob(
+        None,
+        "online EWC penalty weight (default: the benchmark's, chosen on a validation split: benchmarks/tune.py)",
+        interval="[0, inf)",
+    )
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
-    ewc_cap: bool = knob(True, "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
-                         "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)")
+    ewc_cap: bool = knob(
+        True,
+        "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
+        "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)",
+    )
 
 
 @dataclass
 class Batch:
     """What one step trains on. `replay` is drawn once per step, so a two-pass step sees the same."""
-    x: torch.Tensor                  # [B, C, H, W] stream inputs, augmented
-    y: torch.Tensor                  # [B] global class ids
-    idx: torch.Tensor                # [B] positions in the task's training set
-    x_raw: torch.Tensor              # [B, C, H, W] stream inputs before augmentation (what a buffer stores)
+
+    x: torch.Tensor  # [B, C, H, W] stream inputs, augmented
+    y: torch.Tensor  # [B] global class ids
+    idx: torch.Tensor  # [B] positions in the task's training set
+    x_raw: torch.Tensor  # [B, C, H, W] stream inputs before augmentation (what a buffer stores)
     replay: dict = field(default_factory=dict)
 
     def subset(self, keep: torch.Tensor) -> "Batch":
@@ -68,9 +84,10 @@ class Batch:
 @dataclass
 class Loss:
     """A learner's loss on one batch."""
-    total: torch.Tensor              # [] what the step back-propagates
-    per_sample: torch.Tensor         # [B] loss of each stream example (before any reduction)
-    logits: torch.Tensor             # [B, n_classes] stream logits
+
+    total: torch.Tensor  # [] what the step back-propagates
+    per_sample: torch.Tensor  # [B] loss of each stream example (before any reduction)
+    logits: torch.Tensor  # [B, n_classes] stream logits
 
 
 class ReservoirBuffer:
@@ -85,9 +102,9 @@ class ReservoirBuffer:
     def __init__(self, capacity: int, seed: int):
         self.capacity = capacity
         self.seed = seed
-        self.generator: torch.Generator | None = None    # created on the first batch's device
+        self.generator: torch.Generator | None = None  # created on the first batch's device
         self.n_seen = 0
-        self.data: dict[str, torch.Tensor] = {}           # name -> [capacity + 1 (scratch), ...]
+        self.data: dict[str, torch.Tensor] = {}  # name -> [capacity + 1 (scratch), ...]
 
     def __len__(self) -> int:
         return min(self.n_seen, self.capacity)
@@ -96,11 +113,12 @@ class ReservoirBuffer:
         """Slot of each of the next `n` stream examples; `capacity` (the scratch row) where not kept."""
         if self.generator is None:
             self.generator = torch.Generator(device).manual_seed(self.seed)
-        seen = self.n_seen + torch.arange(n, device=device)                                    # [n]
-        drawn = (torch.rand(n, generator=self.generator, device=device, dtype=torch.float64)
-                 * (seen + 1)).long()                                                          # uniform in [0, i]
+        seen = self.n_seen + torch.arange(n, device=device)  # [n]
+        drawn = (
+            torch.rand(n, generator=self.generator, device=device, dtype=torch.float64) * (seen + 1)
+        ).long()  # uniform in [0, i]
         slot = torch.where(seen < self.capacity, seen, drawn)
-        taken_later = (slot[:, None] == slot[None, :]).triu(diagonal=1).any(dim=1)             # [n]
+        taken_later = (slot[:, None] == slot[None, :]).triu(diagonal=1).any(dim=1)  # [n]
         self.n_seen += n
         return torch.where((slot < self.capacity) & ~taken_later, slot, self.capacity)
 
@@ -110,26 +128,30 @@ class ReservoirBuffer:
         slot = self.slots(len(first), first.device)
         for name, value in items.items():
             if name not in self.data:
-                self.data[name] = torch.zeros((self.capacity + 1, *value.shape[1:]), dtype=value.dtype,
-                                              device=value.device)
+                self.data[name] = torch.zeros(
+                    (self.capacity + 1, *value.shape[1:]), dtype=value.dtype, device=value.device
+                )
             self.data[name][slot] = value.detach()
 
     def sample(self, size: int) -> dict[str, torch.Tensor]:
         """`size` distinct stored examples (fewer while the buffer holds fewer), uniformly."""
         filled = len(self)
-        pick = torch.randperm(filled, device=self.data["y"].device)[:min(size, filled)]
+        pick = torch.randperm(filled, device=self.data["y"].device)[: min(size, filled)]
         return {name: value[pick] for name, value in self.data.items()}
 
     def contents(self) -> dict[str, torch.Tensor]:
         """Every stored example (the scratch row excluded)."""
-        return {name: value[:len(self)] for name, value in self.data.items()}
+        return {name: value[: len(self)] for name, value in self.data.items()}
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.data.values())
 
     def state_dict(self) -> dict:
-        return dict(n_seen=self.n_seen, data=dict(self.data),
-                    generator=self.generator.get_state() if self.generator is not None else None)
+        return dict(
+            n_seen=self.n_seen,
+            data=dict(self.data),
+            generator=self.generator.get_state() if self.generator is not None else None,
+        )
 
     def load_state_dict(self, state: dict) -> None:
         self.n_seen = state["n_seen"]
@@ -142,17 +164,18 @@ class ReservoirBuffer:
 
 class Learner:
     """Fine-tuning: cross-entropy on the current batch only (the lower bound)."""
-    cumulative = False               # True: each task trains on every task's data seen so far
-    scores_with_replay = False       # IDS scoring forwards the stream only, unless a stream loss depends on replay
-    trains_at_task_end = False       # True: end_task changes the model (CO2L's probe), so evaluate after it
-    Config: type[Section] | None = None   # the learner's own knobs, read as `self.opts`
+
+    cumulative = False  # True: each task trains on every task's data seen so far
+    scores_with_replay = False  # IDS scoring forwards the stream only, unless a stream loss depends on replay
+    trains_at_task_end = False  # True: end_task changes the model (CO2L's probe), so evaluate after it
+    Config: type[Section] | None = None  # the learner's own knobs, read as `self.opts`
 
     def __init__(self, cfg, n_classes: int, seed: int, augment=None):
         self.cfg = cfg
         self.opts = self.Config.of(cfg) if self.Config else None
         self.n_classes = n_classes
         self.augment = augment or (lambda x: x)
-        self.meter = None              # flops.FlopMeter, for work a learner does outside the step
+        self.meter = None  # flops.FlopMeter, for work a learner does outside the step
 
     def attach(self, model) -> None:
         """Add what the learner trains besides the backbone (a projection head) to `model`, so the
@@ -196,6 +219,7 @@ class Learner:
 
 class Joint(Learner):
     """Upper bound: every task trains on the union of all data seen so far."""
+
     cumulative = True
 
 
@@ -228,7 +252,7 @@ class Replay(Learner):
 
     def load_state_dict(self, state):
         self.buffer.load_state_dict(state["buffer"])
-        self.task_index = state.get("task_index", 0)       # checkpoints written before the switch: 0 is harmless
+        self.task_index = state.get("task_index", 0)  # checkpoints written before the switch: 0 is harmless
 
     def memory_bytes(self):
         return self.buffer.nbytes()
@@ -246,7 +270,7 @@ class ER(Replay):
         if not batch.replay:
             return super().loss(model, batch)
         b = len(batch.y)
-        logits = model(torch.cat([batch.x, batch.replay["x"]]))        # [B + M, n_classes]
+        logits = model(torch.cat([batch.x, batch.replay["x"]]))  # [B + M, n_classes]
         per_example = F.cross_entropy(logits, torch.cat([batch.y, batch.replay["y"]]), reduction="none")
         return Loss(per_example.mean(), per_example[:b], logits[:b])
 
@@ -257,6 +281,7 @@ class DERpp(Replay):
     Two independent replay draws, as in Mammoth. One forward over stream + both draws (Mammoth
     runs three; batch-norm then normalises over the joint batch, as in Mammoth's ER).
     """
+
     Config = DERppConfig
 
     def prepare(self, batch):
@@ -269,16 +294,21 @@ class DERpp(Replay):
             return super().loss(model, batch)
         distill, ce = batch.replay["distill"], batch.replay["ce"]
         b, m1 = len(batch.y), len(distill["y"])
-        logits = model(torch.cat([batch.x, distill["x"], ce["x"]]))      # [B + M1 + M2, n_classes]
-        stream, old, replay = logits[:b], logits[b:b + m1], logits[b + m1:]
+        logits = model(torch.cat([batch.x, distill["x"], ce["x"]]))  # [B + M1 + M2, n_classes]
+        stream, old, replay = logits[:b], logits[b : b + m1], logits[b + m1 :]
         per_sample = F.cross_entropy(stream, batch.y, reduction="none")
-        total = (per_sample.mean() + self.opts.derpp_alpha * F.mse_loss(old, distill["logits"])
-                 + self.opts.derpp_beta * F.cross_entropy(replay, ce["y"]))
+        total = (
+            per_sample.mean()
+            + self.opts.derpp_alpha * F.mse_loss(old, distill["logits"])
+            + self.opts.derpp_beta * F.cross_entropy(replay, ce["y"])
+        )
         return Loss(total, per_sample, stream)
 
     def observe(self, batch, loss):
         # Logits of the step's first forward, at the pre-update weights (as Mammoth stores them).
-        self.buffer.add(x=batch.x_raw, y=batch.y, logits=loss.logits.detach().float())  # float32 under bf16 autocast too
+        self.buffer.add(
+            x=batch.x_raw, y=batch.y, logits=loss.logits.detach().float()
+        )  # float32 under bf16 autocast too
 
 
 class AGEM(Replay):
@@ -315,13 +345,14 @@ class LwF(Learner):
     the stream plus `lwf_alpha` * T^2 * KL(softmax(z_old / T) || softmax(z / T)), T = `lwf_temperature`,
     over the classes of earlier tasks, z_old the logits of the model as it was at the last task end (a
     frozen copy: one more copy of the model in memory, one more forward per loss)."""
+
     Config = LwFConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
-        self.model = None                # the live model (set by attach), copied into `teacher` on load
-        self.teacher = None              # frozen copy at the last task end (none in the first task)
-        self.seen: torch.Tensor | None = None   # [K] class ids of the earlier tasks, on the model's device
+        self.model = None  # the live model (set by attach), copied into `teacher` on load
+        self.teacher = None  # frozen copy at the last task end (none in the first task)
+        self.seen: torch.Tensor | None = None  # [K] class ids of the earlier tasks, on the model's device
 
     def attach(self, model):
         self.model = model
@@ -330,16 +361,24 @@ class LwF(Learner):
         loss = super().loss(model, batch)
         if self.teacher is not None:
             with torch.no_grad(), self.phase("teacher"):
-                old = self.teacher(batch.x)[:, self.seen]                            # [B, K]
+                old = self.teacher(batch.x)[:, self.seen]  # [B, K]
             t = self.opts.lwf_temperature
-            distill = F.kl_div(F.log_softmax(loss.logits[:, self.seen] / t, dim=1),
-                               F.log_softmax(old.float() / t, dim=1), log_target=True, reduction="batchmean") * t * t
+            distill = (
+                F.kl_div(
+                    F.log_softmax(loss.logits[:, self.seen] / t, dim=1),
+                    F.log_softmax(old.float() / t, dim=1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                * t
+                * t
+            )
             loss.total = loss.total + self.opts.lwf_alpha * distill
         return loss
 
     def end_task(self, task, model):
         self.teacher = frozen_copy(model)
-        earlier = [] if self.seen is None else self.seen.tolist()                  # host sync: task end only
+        earlier = [] if self.seen is None else self.seen.tolist()  # host sync: task end only
         self.seen = torch.tensor(sorted(set(earlier) | set(task.classes)), device=next(model.parameters()).device)
 
     def state_dict(self):
@@ -382,13 +421,14 @@ class EWC(Learner):
     the Fisher accumulates over tasks, so without the cap every lambda large enough to protect a
     task eventually turns the loss into NaN (measured: docs/method.md, "EWC").
     """
+
     Config = EWCConfig
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
-        self.stiffness: dict[str, torch.Tensor] = {}   # k = lambda F (capped): what the penalty uses
+        self.stiffness: dict[str, torch.Tensor] = {}  # k = lambda F (capped): what the penalty uses
 
     def loss(self, model, batch):
         loss = super().loss(model, batch)
@@ -420,25 +460,25 @@ class EWC(Learner):
         return sum(v.numel() * v.element_size() for d in (self.fisher, self.anchor) for v in d.values())
 
 
-def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, budget_bytes: int = 2 ** 29) -> dict:
+def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, budget_bytes: int = 2**29) -> dict:
     """Mean over examples of p(y|x) * (d log p(y|x) / dw)^2, per parameter."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b for n, b in model.named_buffers()}
 
     def log_prob(p, xi, yi):
         logits = functional_call(model, (p, buffers), (xi[None],))
-        return F.log_softmax(logits, dim=1)[0].gather(0, yi[None])[0]   # gather: vmap-safe indexing
+        return F.log_softmax(logits, dim=1)[0].gather(0, yi[None])[0]  # gather: vmap-safe indexing
 
     per_example = vmap(grad_and_value(log_prob), in_dims=(None, 0, 0))
     n_params = sum(p.numel() for p in params.values())
-    chunk = max(1, budget_bytes // (4 * n_params))        # per-example grads: chunk x n_params floats
+    chunk = max(1, budget_bytes // (4 * n_params))  # per-example grads: chunk x n_params floats
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     was_training = model.training
     model.eval()
     for xc, yc in zip(x.split(chunk), y.split(chunk)):
         grads, log_p = per_example(params, xc, yc)
-        weight = log_p.exp()                               # [chunk] p(y|x)
+        weight = log_p.exp()  # [chunk] p(y|x)
         for n, g in grads.items():
-            fisher[n] += torch.einsum("b,b...->...", weight, g ** 2)
+            fisher[n] += torch.einsum("b,b...->...", weight, g**2)
     model.train(was_training)
     return {n: f / len(x) for n, f in fisher.items()}

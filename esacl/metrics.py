@@ -3,6 +3,7 @@
 `R[t][k]` is the accuracy (percent) on task k after training task t; entries with k > t are
 None (not yet seen). Every function reads the last row present as "final".
 """
+
 import math
 import statistics
 
@@ -44,8 +45,12 @@ def backward_transfer(R) -> float:
 
 def summary(R) -> dict:
     """The four summary numbers of one accuracy matrix."""
-    return dict(average=average_accuracy(R), forgetting=forgetting(R),
-                backward_transfer=backward_transfer(R), learning=learning_accuracy(R))
+    return dict(
+        average=average_accuracy(R),
+        forgetting=forgetting(R),
+        backward_transfer=backward_transfer(R),
+        learning=learning_accuracy(R),
+    )
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -1,4 +1,5 @@
 """Backbones. Each model names its prunable parameters (`prunable`), so sparsifiers never guess."""
+
 from collections.abc import Sequence
 
 import torch
@@ -7,8 +8,7 @@ from torch import nn
 
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class ConvNet(nn.Module):
@@ -20,23 +20,29 @@ class ConvNet(nn.Module):
     uint8 images. Prunable (SparCL's convention scaled down): the stage convs; stem, BN and head stay dense.
     """
 
-    def __init__(self, in_channels: int, n_classes: int, width: int = 32,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None, stem_pool: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: int = 32,
+        norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        stem_pool: bool = False,
+    ):
         super().__init__()
         self.input_norm = InputNorm(*norm) if norm is not None else nn.Identity()
-        self.stem = conv_bn(in_channels, width)                                    # [B, w, H, W]
+        self.stem = conv_bn(in_channels, width)  # [B, w, H, W]
         if stem_pool:
-            self.stem.append(nn.MaxPool2d(2))                                      # [B, w, H / 2, W / 2]
-        self.stage1 = nn.Sequential(conv_bn(width, 2 * width), nn.MaxPool2d(2))      # [B, 2w, H' / 2, W' / 2]
+            self.stem.append(nn.MaxPool2d(2))  # [B, w, H / 2, W / 2]
+        self.stage1 = nn.Sequential(conv_bn(width, 2 * width), nn.MaxPool2d(2))  # [B, 2w, H' / 2, W' / 2]
         self.stage2 = nn.Sequential(conv_bn(2 * width, 4 * width), nn.MaxPool2d(2))  # [B, 4w, H' / 4, W' / 4]
         self.head = nn.Linear(4 * width, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage2(self.stage1(self.stem(self.input_norm(x))))
-        return x.mean(dim=(2, 3))                                                  # [B, 4w]
+        return x.mean(dim=(2, 3))  # [B, 4w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))                                         # [B, n_classes]
+        return self.head(self.features(x))  # [B, n_classes]
 
     def prunable(self) -> list[str]:
         return ["stage1.0.0.weight", "stage2.0.0.weight"]
@@ -55,11 +61,11 @@ class InputNorm(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))  # [1, C, 1, 1]
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))    # [1, C, 1, 1]
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))  # [1, C, 1, 1]
         self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() / 255 - self.mean) / self.std                              # [B, C, H, W] float32
+        x = (x.float() / 255 - self.mean) / self.std  # [B, C, H, W] float32
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -77,7 +83,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))                                     # [B, c_out, H / s, W / s]
+        out = F.relu(self.bn1(self.conv1(x)))  # [B, c_out, H / s, W / s]
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
@@ -92,35 +98,46 @@ class ResNet18(nn.Module):
     convention): the 16 3x3 convs of the residual stages; stem, shortcuts, BN and head stay dense.
     """
 
-    def __init__(self, in_channels: int, n_classes: int, width: int = 64,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: int = 64,
+        norm: tuple[Sequence[float], Sequence[float]] | None = None,
+    ):
         super().__init__()
         self.input_norm = InputNorm(*norm) if norm is not None else nn.Identity()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True))                          # [B, w, H, W]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )  # [B, w, H, W]
         stages, c_in = [], width
         for i, mult in enumerate((1, 2, 4, 8)):
             c_out = mult * width
             stride = 1 if i == 0 else 2
             stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
             c_in = c_out
-        self.stage1, self.stage2, self.stage3, self.stage4 = stages               # [B, 8w, H / 8, W / 8] at the end
+        self.stage1, self.stage2, self.stage3, self.stage4 = stages  # [B, 8w, H / 8, W / 8] at the end
         self.head = nn.Linear(8 * width, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.input_norm(x))
         x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
-        return x.mean(dim=(2, 3))                                                  # [B, 8w]
+        return x.mean(dim=(2, 3))  # [B, 8w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))                                         # [B, n_classes]
+        return self.head(self.features(x))  # [B, n_classes]
 
     def prunable(self) -> list[str]:
         return [f"stage{s}.{b}.conv{k}.weight" for s in (1, 2, 3, 4) for b in (0, 1) for k in (1, 2)]
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int, width: int,
-                norm: tuple[Sequence[float], Sequence[float]] | None = None) -> nn.Module:
+def build_model(
+    name: str,
+    input_shape: tuple[int, int, int],
+    n_classes: int,
+    width: int,
+    norm: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> nn.Module:
     """The backbone a benchmark asks for; `norm` (per-channel mean, std in 0..1 units) makes an
     backbone take uint8 pixels (the digits come as normalised floats and have none)."""
     if name in ("convnet", "convnet28"):

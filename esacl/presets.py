@@ -7,6 +7,7 @@ drives. Adding a base learner is a class (its own knobs, if any, a `knobs.Sectio
 `config.RunConfig`'s bases), a line in `LEARNERS`, its dense preset, and a line in `COMPOSED` for
 its `esacl-X` and `sparcl-X` presets.
 """
+
 from dataclasses import dataclass
 
 from .co2l import CO2L
@@ -16,8 +17,16 @@ from .prune import PRUNERS
 from .selection import build_selector
 from .steps import Step
 
-LEARNERS = {"finetune": Learner, "joint": Joint, "er": ER, "derpp": DERpp, "ewc": EWC, "co2l": CO2L, "lwf": LwF,
-            "agem": AGEM}
+LEARNERS = {
+    "finetune": Learner,
+    "joint": Joint,
+    "er": ER,
+    "derpp": DERpp,
+    "ewc": EWC,
+    "co2l": CO2L,
+    "lwf": LwF,
+    "agem": AGEM,
+}
 
 
 # Sparsifier axis -> (SAM two-pass step?, update rule of prune.PRUNERS).
@@ -34,6 +43,7 @@ SPARSIFIERS = {
 @dataclass(frozen=True)
 class Preset:
     """A row of the comparison table: one choice on each axis, and where it comes from."""
+
     learner: str
     sparsifier: str
     selector: str
@@ -54,8 +64,12 @@ PRESETS: dict[str, Preset] = {
     "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
     "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
     "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
-    "co2l": Preset("co2l", "none", "none",
-                   "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer"),
+    "co2l": Preset(
+        "co2l",
+        "none",
+        "none",
+        "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer",
+    ),
     "lwf": Preset("lwf", "none", "none", "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model"),
     "agem": Preset("agem", "none", "none", "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)"),
     "esacl": Preset("finetune", "sdp", "ids", _ESACL),
@@ -64,8 +78,12 @@ PRESETS: dict[str, Preset] = {
     "ids-only": Preset("finetune", "sam", "ids", "ablation: dense SAM with IDS, no pruning"),
     "sam": Preset("finetune", "sam", "none", "ablation: dense SAM, Foret et al. ICLR 2021"),
     "grda": Preset("finetune", "grda", "none", "ablation: dual-averaging pruning without SAM (gRDA, Chao et al. 2020)"),
-    "sam-gmp": Preset("finetune", "sam-gmp", "none",
-                      "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging"),
+    "sam-gmp": Preset(
+        "finetune",
+        "sam-gmp",
+        "none",
+        "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging",
+    ),
     **{f"sparcl-{x}": Preset(x, "sparcl", "ddr", f"{_SPARCL}, on {name}") for x, name in COMPOSED.items()},
 }
 
@@ -91,7 +109,7 @@ class Method:
     def __init__(self, learner: Learner, step: Step):
         self.learner, self.step = learner, step
         self.sparsifier, self.selector = step.pruner, step.selector
-        self.cumulative = learner.cumulative         # each task trains on every task's data seen so far
+        self.cumulative = learner.cumulative  # each task trains on every task's data seen so far
 
     @property
     def masks(self) -> dict:
@@ -140,8 +158,7 @@ class Method:
         return dict(optimizer_state=self.sparsifier.state_bytes(), learner_state=self.learner.memory_bytes())
 
     def state_dict(self) -> dict:
-        return dict(step=self.step.state_dict(), learner=self.learner.state_dict(),
-                    selector=self.selector.state_dict())
+        return dict(step=self.step.state_dict(), learner=self.learner.state_dict(), selector=self.selector.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         self.step.load_state_dict(state["step"])
@@ -160,4 +177,3 @@ def build_method(cfg, model, n_classes: int, augment, device, meter=None) -> Met
     sam, rule = SPARSIFIERS[preset.sparsifier]
     step = Step(model, cfg, sam, PRUNERS[rule](model, cfg, meter), build_selector(preset, cfg, device), meter)
     return Method(learner, step)
-

@@ -6,6 +6,7 @@ gradients, so a pruned weight keeps its accumulated direction and can come back;
 phase follows. `Magnitude` is gradual magnitude pruning (Zhu & Gupta 2017) for the ablation.
 Non-prunable parameters (stem, shortcuts, batch-norm, head) take a plain SGD step in every rule.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -16,42 +17,75 @@ from .knobs import Section, knob
 @dataclass(frozen=True)
 class SparsityConfig(Section):
     """Sparse update rules (SDP, GMP, SparCL): which weights, how many, how the threshold moves, and the task end."""
-    sparsity: float | None = knob(None, "target sparsity of the prunable layers (default: 0.9 for sparse "
-                                  "methods, 0 for dense ones)", interval="[0, 1)")
-    sparsity_scope: str = knob("layer", "'layer': the target holds per prunable layer (SparCL's convention); "
-                               "'global': over all prunable weights together", choices=lambda: ["global", "layer"])
-    threshold: str = knob("target", "'target': the threshold is the quantile of |accumulator| that tracks the "
-                          "sparsity schedule; 'grda': gRDA's c * lr^0.5 * (n lr)^mu", choices=lambda: ["grda", "target"])
-    prune: str = knob("soft", "'soft': soft-threshold the accumulator (gRDA); 'hard': keep the top-k values as they are",
-                      choices=lambda: ["hard", "soft"])
-    ramp_fraction: float = knob(0.5, "the sparsity schedule ramps (cubic) over this fraction of the first task's "
-                                "steps, then holds the target (0: sparse from the first update)", interval="[0, 1]")
-    dense_grad_every: int = knob(1, "SDP: the accumulator takes the dense weight gradient every this-many steps and "
-                                 "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
-                                 interval="[1, inf)")
+
+    sparsity: float | None = knob(
+        None,
+        "target sparsity of the prunable layers (default: 0.9 for sparse methods, 0 for dense ones)",
+        interval="[0, 1)",
+    )
+    sparsity_scope: str = knob(
+        "layer",
+        "'layer': the target holds per prunable layer (SparCL's convention); "
+        "'global': over all prunable weights together",
+        choices=lambda: ["global", "layer"],
+    )
+    threshold: str = knob(
+        "target",
+        "'target': the threshold is the quantile of |accumulator| that tracks the "
+        "sparsity schedule; 'grda': gRDA's c * lr^0.5 * (n lr)^mu",
+        choices=lambda: ["grda", "target"],
+    )
+    prune: str = knob(
+        "soft",
+        "'soft': soft-threshold the accumulator (gRDA); 'hard': keep the top-k values as they are",
+        choices=lambda: ["hard", "soft"],
+    )
+    ramp_fraction: float = knob(
+        0.5,
+        "the sparsity schedule ramps (cubic) over this fraction of the first task's "
+        "steps, then holds the target (0: sparse from the first update)",
+        interval="[0, 1]",
+    )
+    dense_grad_every: int = knob(
+        1,
+        "SDP: the accumulator takes the dense weight gradient every this-many steps and "
+        "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
+        interval="[1, inf)",
+    )
     grda_c: float = knob(0.005, "gRDA threshold scale c (with threshold 'grda')", interval="[0, inf)")
     grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (with threshold 'grda')", interval="(0, 1)")
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
-    one_shot_sparsity: float = knob(0.0, "dense methods: at each task end, record the accuracy and loss lost by "
-                                    "one-shot magnitude pruning to this sparsity, no retraining (the flatness test; "
-                                    "0: not measured)", interval="[0, 1)")
-    bn_recalibrate: bool = knob(True, "sparse methods: recompute batch-norm running statistics at each task end "
-                                "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)")
+    one_shot_sparsity: float = knob(
+        0.0,
+        "dense methods: at each task end, record the accuracy and loss lost by "
+        "one-shot magnitude pruning to this sparsity, no retraining (the flatness test; "
+        "0: not measured)",
+        interval="[0, 1)",
+    )
+    bn_recalibrate: bool = knob(
+        True,
+        "sparse methods: recompute batch-norm running statistics at each task end "
+        "with one no-grad pass over the task's batches (weights unchanged; FLOPs counted)",
+    )
 
 
 @dataclass(frozen=True)
 class SparCLConfig(Section):
     """SparCL (Wang et al. 2022): task-aware dynamic masking and dynamic gradient masking."""
+
     tdm: bool = knob(True, "SparCL: task-aware dynamic masking of the prunable weights (off: dense weights)")
     tdm_every: int | None = knob(None, "SparCL: epochs between two prune-and-grow mask updates", interval="[1, inf)")
-    tdm_gap: float = knob(0.01, "SparCL: prune to target + gap, then regrow to the target (the schedule's bounds)",
-                          interval="[0, 1)")
+    tdm_gap: float = knob(
+        0.01, "SparCL: prune to target + gap, then regrow to the target (the schedule's bounds)", interval="[0, 1)"
+    )
     tdm_lambda: float = knob(0.5, "SparCL: importance |w| + lambda |grad w| for pruning", interval="[0, inf)")
     dgm: bool = knob(True, "SparCL: dynamic gradient masking of the prunable layers")
-    dgm_keep: float = knob(0.2, "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)",
-                           interval="(0, 1]")
-    dgm_every: int = knob(30, "SparCL: batches (within an epoch) between two gradient-mask updates",
-                          interval="[1, inf)")
+    dgm_keep: float = knob(
+        0.2, "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)", interval="(0, 1]"
+    )
+    dgm_every: int = knob(
+        30, "SparCL: batches (within an epoch) between two gradient-mask updates", interval="[1, inf)"
+    )
 
 
 def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
@@ -68,7 +102,7 @@ def cubic_sparsity(step: int, ramp_steps: int, target: float) -> float:
 
 def grda_threshold(c: float, lr: float, n: int, mu: float) -> float:
     """gRDA's threshold after n steps: c * lr^0.5 * (n lr)^mu."""
-    return c * lr ** 0.5 * (n * lr) ** mu
+    return c * lr**0.5 * (n * lr) ** mu
 
 
 def topk_masks(values: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
@@ -78,7 +112,10 @@ def topk_masks(values: dict[str, torch.Tensor], sparsity: float, scope: str) -> 
         return {name: _keep_top(v.abs().flatten(), sparsity).view_as(v) for name, v in values.items()}
     flat = torch.cat([v.abs().flatten() for v in values.values()])
     keep = _keep_top(flat, sparsity)
-    return {name: part.view_as(v) for (name, v), part in zip(values.items(), keep.split([v.numel() for v in values.values()]))}
+    return {
+        name: part.view_as(v)
+        for (name, v), part in zip(values.items(), keep.split([v.numel() for v in values.values()]))
+    }
 
 
 def _keep_top(magnitude: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -100,7 +137,7 @@ def one_shot_pruned(prunable: dict[str, torch.Tensor], evaluate, sparsity: float
     """`evaluate()` of the model as it is and with its `prunable` weights one-shot pruned to `sparsity`
     (top-k of |w|, no retraining); the weights are restored afterwards. Weights at that sparsity already
     (SDP's at a task end) are not evaluated twice: one host sync to find out."""
-    saved = {n: p.detach().clone() for n, p in prunable.items()}       # dense copy of the prunable weights
+    saved = {n: p.detach().clone() for n, p in prunable.items()}  # dense copy of the prunable weights
     before = evaluate()
     with torch.no_grad():
         for n, mask in topk_masks(prunable, sparsity, scope).items():
@@ -121,13 +158,18 @@ def _mean_seen(result: dict) -> float:
 
 def jump_summary(before: dict, after: dict) -> dict:
     """Accuracy (mean class-IL over the tasks seen) and loss before and after a pruning step."""
-    return dict(class_il_before=_mean_seen(before), class_il_after=_mean_seen(after),
-                loss_before=before["loss"], loss_after=after["loss"],
-                accuracy_drop=_mean_seen(before) - _mean_seen(after))
+    return dict(
+        class_il_before=_mean_seen(before),
+        class_il_after=_mean_seen(after),
+        loss_before=before["loss"],
+        loss_after=after["loss"],
+        accuracy_drop=_mean_seen(before) - _mean_seen(after),
+    )
 
 
 class Dense:
     """Plain SGD on every parameter: no momentum, no weight decay, constant lr."""
+
     sparse = False
 
     def __init__(self, model, cfg, meter=None):
@@ -166,8 +208,9 @@ class Dense:
         pruning with no retraining would cost these weights (they are left as they were)."""
         if not self.cfg.one_shot_sparsity:
             return {}, None
-        jump = jump_summary(*one_shot_pruned(self.prunable, evaluate, self.cfg.one_shot_sparsity,
-                                             self.cfg.sparsity_scope))
+        jump = jump_summary(
+            *one_shot_pruned(self.prunable, evaluate, self.cfg.one_shot_sparsity, self.cfg.sparsity_scope)
+        )
         return dict(one_shot=dict(jump, sparsity=self.cfg.one_shot_sparsity)), None
 
     def state_dict(self) -> dict:
@@ -182,6 +225,7 @@ class Dense:
 
 class _Pruner(Dense):
     """Shared by the sparse rules: the prunable set, the sparsity schedule, masks, projection."""
+
     sparse = True
 
     def __init__(self, model, cfg, meter=None):
@@ -190,7 +234,7 @@ class _Pruner(Dense):
         named = dict(model.named_parameters())
         self.dense_params = [p for n, p in named.items() if n not in self.prunable and p.requires_grad]
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
-        self.n_steps = 0               # updates since the run began (gRDA's n)
+        self.n_steps = 0  # updates since the run began (gRDA's n)
         self.ramp_steps = 1
 
     def begin_task(self, task, steps_in_task):
@@ -203,7 +247,7 @@ class _Pruner(Dense):
 
     def update(self):
         sgd(self.dense_params, self.lr)
-        self.n_steps += 1              # after n updates the weights have the schedule's sparsity at n
+        self.n_steps += 1  # after n updates the weights have the schedule's sparsity at n
         with torch.no_grad():
             self.update_prunable()
         if self.meter is not None:
@@ -230,7 +274,7 @@ class _Pruner(Dense):
         if self.cfg.bn_recalibrate:
             recalibrate_bn()
             before = evaluate()
-        trained = {n: p.detach().clone() for n, p in self.prunable.items()}   # transient dense copy
+        trained = {n: p.detach().clone() for n, p in self.prunable.items()}  # transient dense copy
         self.project()
         unchanged = all(torch.equal(p, trained[n]) for n, p in self.prunable.items())
         final = before if unchanged else evaluate()
@@ -269,8 +313,8 @@ class DualAveraging(_Pruner):
         names = list(self.prunable)
         acc = [self.accumulator[n] for n in names]
         grads = [self.prunable[n].grad for n in names]
-        if (self.n_steps - 1) % self.cfg.dense_grad_every:          # n_steps already counts this update
-            grads = [g * self.masks[n] for g, n in zip(grads, names)]   # live weights only: pruned ones stay put
+        if (self.n_steps - 1) % self.cfg.dense_grad_every:  # n_steps already counts this update
+            grads = [g * self.masks[n] for g, n in zip(grads, names)]  # live weights only: pruned ones stay put
         torch._foreach_add_(acc, grads, alpha=-self.lr)
         if self.cfg.threshold == "grda":
             lam = grda_threshold(self.cfg.grda_c, self.lr, self.n_steps, self.cfg.grda_mu)
@@ -300,14 +344,14 @@ class DualAveraging(_Pruner):
 
 
 def _largest_pruned(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return a.abs().masked_fill(mask, 0).max()          # 0-dim tensor, stays on the device
+    return a.abs().masked_fill(mask, 0).max()  # 0-dim tensor, stays on the device
 
 
 class Magnitude(_Pruner):
     """Gradual magnitude pruning: an SGD step, then keep the top-(1 - s_t) |w| under the schedule."""
 
     def dense_weight_grad(self):
-        return True                  # the SGD step moves every prunable weight, pruned ones included
+        return True  # the SGD step moves every prunable weight, pruned ones included
 
     def update_prunable(self):
         names = list(self.prunable)
@@ -335,27 +379,29 @@ class SparCL(_Pruner):
         self.grad_masks: dict[str, torch.Tensor] = {}
         self.epochs = cfg.epochs
         self.batch_in_epoch = 0
-        self.target = 0.0                  # the upper bound in force: what the masks hold between updates
+        self.target = 0.0  # the upper bound in force: what the masks hold between updates
 
     def begin_epoch(self, epoch):
         self.batch_in_epoch = 0
         if not self.cfg.tdm or epoch % self.cfg.tdm_every:
-            self._report()           # with tdm off the masks stay dense, and DGM's share still prices the gradients
+            self._report()  # with tdm off the masks stay dense, and DGM's share still prices the gradients
             return
         every, s, gap = self.cfg.tdm_every, self.cfg.sparsity, self.cfg.tdm_gap
         stage = sum(epoch >= e for e in (every, self.epochs - every))
         lower, upper = [(s, s - gap), (s + gap, s), (s, s)][stage]
         lower, upper = min(lower, 0.999), max(upper, 0.0)
         with torch.no_grad():
-            importance = {n: p.abs() + (self.cfg.tdm_lambda * p.grad.abs() if p.grad is not None else 0)
-                          for n, p in self.prunable.items()}
+            importance = {
+                n: p.abs() + (self.cfg.tdm_lambda * p.grad.abs() if p.grad is not None else 0)
+                for n, p in self.prunable.items()
+            }
             self.masks = topk_masks(importance, lower, self.cfg.sparsity_scope)
             for n, p in self.prunable.items():
-                p.mul_(self.masks[n])                                # pruned: zero
+                p.mul_(self.masks[n])  # pruned: zero
                 pruned = (~self.masks[n]).flatten().nonzero().flatten()
                 grow = round((lower - upper) * p.numel())
                 regrow = pruned[torch.randperm(len(pruned), device=pruned.device)[:grow]]
-                self.masks[n].view(-1)[regrow] = True                 # regrown weights start at zero
+                self.masks[n].view(-1)[regrow] = True  # regrown weights start at zero
         self.target = upper
         self._report()
 
@@ -385,17 +431,22 @@ class SparCL(_Pruner):
             self.meter.set_density(self.masks, keep)
 
     def project(self):
-        if self.cfg.tdm:             # with tdm off the weights stay dense throughout (DGM alone: SparCL's ablation)
+        if self.cfg.tdm:  # with tdm off the weights stay dense throughout (DGM alone: SparCL's ablation)
             super().project()
         self._report()
 
     def state_dict(self):
-        return dict(super().state_dict(), grad_masks=self.grad_masks, batch_in_epoch=self.batch_in_epoch,
-                    target=self.target)
+        return dict(
+            super().state_dict(), grad_masks=self.grad_masks, batch_in_epoch=self.batch_in_epoch, target=self.target
+        )
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.grad_masks, self.batch_in_epoch, self.target = dict(state["grad_masks"]), state["batch_in_epoch"], state["target"]
+        self.grad_masks, self.batch_in_epoch, self.target = (
+            dict(state["grad_masks"]),
+            state["batch_in_epoch"],
+            state["target"],
+        )
         self._report()
 
 

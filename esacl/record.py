@@ -9,6 +9,7 @@
 Every file is written to a temporary name and renamed into place; a run directory is created
 exclusively and never reused.
 """
+
 import fcntl
 import io
 import json
@@ -99,14 +100,16 @@ class RunDir:
         except OSError as err:
             raise _os_error(self.path / ".lock", err) from None
         if fd is None:
-            raise UserError(f"{self.path} is being written by another process (pid {lock_holder(self.path / '.lock')}); "
-                            f"wait for it to finish or stop it, then resume")
+            raise UserError(
+                f"{self.path} is being written by another process (pid {lock_holder(self.path / '.lock')}); "
+                f"wait for it to finish or stop it, then resume"
+            )
         self.lock_fd = fd
         return self
 
     def unlock(self) -> None:
         if self.lock_fd is not None:
-            os.close(self.lock_fd)           # closing the descriptor releases the flock
+            os.close(self.lock_fd)  # closing the descriptor releases the flock
             self.lock_fd = None
 
     def remove_temporaries(self) -> list[Path]:
@@ -135,8 +138,9 @@ class RunDir:
                 continue
             except OSError as err:
                 raise _os_error(path, err) from None
-        raise UserError(f"run directory {parent / name} already exists; choose another name "
-                        f"(runs are never overwritten)")
+        raise UserError(
+            f"run directory {parent / name} already exists; choose another name (runs are never overwritten)"
+        )
 
     @classmethod
     def open(cls, path) -> "RunDir":
@@ -183,7 +187,7 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        *lines, tail = path.read_bytes().split(b"\n")       # tail: b"" when the file ends with a newline
+        *lines, tail = path.read_bytes().split(b"\n")  # tail: b"" when the file ends with a newline
         events = []
         for number, line in enumerate(lines, 1):
             try:
@@ -191,12 +195,14 @@ class RunDir:
             except ValueError:
                 raise UserError(f"{path}:{number} is corrupt (not a JSON event)") from None
         if tail.strip() and warn:
-            print(f"esacl: warning: {path} ends with a partial event (a write was interrupted); ignoring it",
-                  file=sys.stderr)
+            print(
+                f"esacl: warning: {path} ends with a partial event (a write was interrupted); ignoring it",
+                file=sys.stderr,
+            )
         return events
 
     def truncate_events(self, count: int) -> None:
-        kept = self.events(warn=False)[:count]          # a torn last line goes too (its reader warned already)
+        kept = self.events(warn=False)[:count]  # a torn last line goes too (its reader warned already)
         write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
 
     def save_checkpoint(self, state: dict) -> None:
@@ -221,26 +227,39 @@ def environment(device: torch.device) -> dict:
     """What produced a run: versions, git commit, device."""
     import numpy
     import sklearn
+
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return dict(python=sys.version.split()[0], platform=platform.platform(), torch=torch.__version__,
-                numpy=numpy.__version__, sklearn=sklearn.__version__, git_commit=commit,
-                device=str(device),
-                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-                threads=torch.get_num_threads(), argv=sys.argv)
+    return dict(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        torch=torch.__version__,
+        numpy=numpy.__version__,
+        sklearn=sklearn.__version__,
+        git_commit=commit,
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        threads=torch.get_num_threads(),
+        argv=sys.argv,
+    )
 
 
 @dataclass
 class Record:
     """A run as it stands on disk: what `esacl.run` returns and `esacl show` prints."""
+
     path: Path
     config: dict
     defaults: list[str]
-    class_il: list[list]          # R[t][k], percent; None where k > t
+    class_il: list[list]  # R[t][k], percent; None where k > t
     task_il: list[list]
     complete: bool
     events: list[dict] = field(default_factory=list)
@@ -252,8 +271,10 @@ class Record:
         if self.complete:
             return "complete"
         if self.diverged:
-            return (f"diverged: non-finite loss in task {self.diverged['task']}, epoch {self.diverged['epoch']}, "
-                    f"after {len(self.class_il)} tasks")
+            return (
+                f"diverged: non-finite loss in task {self.diverged['task']}, epoch {self.diverged['epoch']}, "
+                f"after {len(self.class_il)} tasks"
+            )
         return f"incomplete ({len(self.class_il)} tasks done)"
 
     @property
@@ -278,12 +299,18 @@ class Record:
         jumps = [e["jump"]["accuracy_drop"] for e in tasks if "jump" in e]
         as_trained = [e["jump"]["as_trained"]["accuracy_drop"] for e in tasks if "as_trained" in e.get("jump", {})]
         one_shot = [e["one_shot"]["accuracy_drop"] for e in tasks if "one_shot" in e]
-        return dict(flops=last["flops"]["total"], flops_relative=last["flops_relative"],
-                    flops_by_component={k: v for k, v in last["flops"].items() if k != "total"},
-                    sparsity=last.get("sparsity", 0.0), memory=last["memory"], train_seconds=last["train_seconds"],
-                    jump_last=jumps[-1] if jumps else None, jump_mean=sum(jumps) / len(jumps) if jumps else None,
-                    jump_as_trained_last=as_trained[-1] if as_trained else None,
-                    one_shot_last=one_shot[-1] if one_shot else None)
+        return dict(
+            flops=last["flops"]["total"],
+            flops_relative=last["flops_relative"],
+            flops_by_component={k: v for k, v in last["flops"].items() if k != "total"},
+            sparsity=last.get("sparsity", 0.0),
+            memory=last["memory"],
+            train_seconds=last["train_seconds"],
+            jump_last=jumps[-1] if jumps else None,
+            jump_mean=sum(jumps) / len(jumps) if jumps else None,
+            jump_as_trained_last=as_trained[-1] if as_trained else None,
+            one_shot_last=one_shot[-1] if one_shot else None,
+        )
 
     def text(self) -> str:
         """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
@@ -295,26 +322,37 @@ class Record:
         if self.class_il:
             lines += ["", f"{'':10s}{'average':>9s}{'forgetting':>12s}{'bwt':>8s}{'learning':>10s}"]
             for label, s in (("class-IL", self.summary["class_il"]), ("task-IL", self.summary["task_il"])):
-                lines.append(f"{label:10s}{s['average']:9.2f}{_fmt(s['forgetting'], 12)}"
-                             f"{_fmt(s['backward_transfer'], 8)}{s['learning']:10.2f}")
+                lines.append(
+                    f"{label:10s}{s['average']:9.2f}{_fmt(s['forgetting'], 12)}"
+                    f"{_fmt(s['backward_transfer'], 8)}{s['learning']:10.2f}"
+                )
         eff = self.efficiency
         if eff:
             mem = eff["memory"]
-            lines += ["", f"training FLOPs {eff['flops']:.3e} ({eff['flops_relative']:.2f} x dense SGD);  "
-                          f"train time {eff['train_seconds']:.1f} s",
-                      f"sparsity {eff['sparsity']:.3f} ({c.get('sparsity_scope', 'layer')} target "
-                      f"{c.get('sparsity', 0.0):g} on the prunable layers);  model {mem['model_sparse'] / 1e6:.3f} MB "
-                      f"sparse / {mem['model_dense'] / 1e6:.3f} MB dense;  optimizer state {mem['optimizer_state'] / 1e6:.3f} MB; "
-                      f"learner state {mem['learner_state'] / 1e6:.3f} MB"]
+            lines += [
+                "",
+                f"training FLOPs {eff['flops']:.3e} ({eff['flops_relative']:.2f} x dense SGD);  "
+                f"train time {eff['train_seconds']:.1f} s",
+                f"sparsity {eff['sparsity']:.3f} ({c.get('sparsity_scope', 'layer')} target "
+                f"{c.get('sparsity', 0.0):g} on the prunable layers);  model {mem['model_sparse'] / 1e6:.3f} MB "
+                f"sparse / {mem['model_dense'] / 1e6:.3f} MB dense;  optimizer state {mem['optimizer_state'] / 1e6:.3f} MB; "
+                f"learner state {mem['learner_state'] / 1e6:.3f} MB",
+            ]
             if eff["jump_last"] is not None:
-                lines.append(f"pruning jump at the final projection: {eff['jump_last']:+.2f} accuracy points lost "
-                             f"(mean over tasks {eff['jump_mean']:+.2f})")
+                lines.append(
+                    f"pruning jump at the final projection: {eff['jump_last']:+.2f} accuracy points lost "
+                    f"(mean over tasks {eff['jump_mean']:+.2f})"
+                )
             if eff["jump_as_trained_last"] is not None:
-                lines.append(f"  the same projection with the batch-norm statistics as trained: "
-                             f"{eff['jump_as_trained_last']:+.2f} points")
+                lines.append(
+                    f"  the same projection with the batch-norm statistics as trained: "
+                    f"{eff['jump_as_trained_last']:+.2f} points"
+                )
             if eff["one_shot_last"] is not None:
-                lines.append(f"one-shot magnitude pruning to {c.get('one_shot_sparsity', 0):g} at the last task end, no "
-                             f"retraining: {eff['one_shot_last']:+.2f} accuracy points lost")
+                lines.append(
+                    f"one-shot magnitude pruning to {c.get('one_shot_sparsity', 0):g} at the last task end, no "
+                    f"retraining: {eff['one_shot_last']:+.2f} accuracy points lost"
+                )
         return "\n".join(lines)
 
 
@@ -327,8 +365,7 @@ def format_matrix(R) -> str:
         return "  (no task finished yet)"
     n = len(R[0])
     head = "      " + "".join(f"{f'k={k}':>8s}" for k in range(n))
-    rows = [f"  t={t:<2d}" + "".join(f"{'':>8s}" if a is None else f"{a:8.2f}" for a in row)
-            for t, row in enumerate(R)]
+    rows = [f"  t={t:<2d}" + "".join(f"{'':>8s}" if a is None else f"{a:8.2f}" for a in row) for t, row in enumerate(R)]
     return "\n".join([head] + rows)
 
 
@@ -355,8 +392,16 @@ def load_run(path) -> Record:
     rundir = RunDir.open(path)
     saved = rundir.read_json("config.json")
     acc = rundir.read_json("accuracy.json") if (rundir.path / "accuracy.json").exists() else {}
-    return Record(rundir.path, renamed(saved["config"]), saved.get("defaults", []), acc.get("class_il", []),
-                  acc.get("task_il", []), bool(acc.get("complete")), rundir.events(), acc.get("diverged"))
+    return Record(
+        rundir.path,
+        renamed(saved["config"]),
+        saved.get("defaults", []),
+        acc.get("class_il", []),
+        acc.get("task_il", []),
+        bool(acc.get("complete")),
+        rundir.events(),
+        acc.get("diverged"),
+    )
 
 
 def anchors() -> dict:
@@ -366,14 +411,17 @@ def anchors() -> dict:
     return json.loads((Path(__file__).parent / "anchors.json").read_text())
 
 
-def anchor(benchmark: str, method: str, buffer: int, source: str | None = None,
-           sparsity: float | None = None) -> dict | None:
+def anchor(
+    benchmark: str, method: str, buffer: int, source: str | None = None, sparsity: float | None = None
+) -> dict | None:
     """The published row for (benchmark, method, buffer size), from `source` and at `sparsity` (rows
     without one are dense) if given; None if absent."""
     for row in anchors()["results"]:
-        if (row["benchmark"], row["method"], row["buffer"]) == (benchmark, method, buffer) and \
-                source in (None, row["source"]) and \
-                (sparsity is None or math.isclose(row.get("sparsity", 0.0), sparsity)):
+        if (
+            (row["benchmark"], row["method"], row["buffer"]) == (benchmark, method, buffer)
+            and source in (None, row["source"])
+            and (sparsity is None or math.isclose(row.get("sparsity", 0.0), sparsity))
+        ):
             return row
     return None
 
@@ -381,9 +429,13 @@ def anchor(benchmark: str, method: str, buffer: int, source: str | None = None,
 def load_masks(run_dir, task: int) -> dict[str, np.ndarray]:
     """The bit-packed masks saved at the end of `task`, unpacked: name -> bool array."""
     arrays = np.load(Path(run_dir) / "masks" / f"task_{task}.npz")
-    names = [k[:-len(".bits")] for k in arrays.files if k.endswith(".bits")]
-    return {n: np.unpackbits(arrays[n + ".bits"], count=int(np.prod(arrays[n + ".shape"])))
-            .astype(bool).reshape(arrays[n + ".shape"]) for n in names}
+    names = [k[: -len(".bits")] for k in arrays.files if k.endswith(".bits")]
+    return {
+        n: np.unpackbits(arrays[n + ".bits"], count=int(np.prod(arrays[n + ".shape"])))
+        .astype(bool)
+        .reshape(arrays[n + ".shape"])
+        for n in names
+    }
 
 
 def load_selections(run_dir, task: int) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ It is the trainer's first callback; the dashboards are the others. Per event:
     checkpoint          checkpoint.pt: the trainer's state, the recorder's, where a resume continues
     diverged            appended; accuracy.json says so
 """
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -29,8 +30,8 @@ class Recorder:
         self.n_events = 0
         self.class_il: list[list] = []
         self.task_il: list[list] = []
-        self.previous_masks: dict = {}           # masks at the last task end (for churn)
-        self.previous_weights: dict = {}         # weights at the last task end (landscape interpolation)
+        self.previous_masks: dict = {}  # masks at the last task end (for churn)
+        self.previous_weights: dict = {}  # weights at the last task end (landscape interpolation)
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
@@ -78,9 +79,12 @@ class Recorder:
             prev = self.previous_masks.get(n)
             if prev is not None:
                 prev = prev.cpu().numpy()
-                row.update(regrown=int((~prev & now).sum()), pruned=int((prev & ~now).sum()),
-                           churn=float((prev != now).mean()),
-                           overlap=float((prev & now).sum() / max(1, (prev | now).sum())))
+                row.update(
+                    regrown=int((~prev & now).sum()),
+                    pruned=int((prev & ~now).sum()),
+                    churn=float((prev != now).mean()),
+                    overlap=float((prev & now).sum() / max(1, (prev | now).sum())),
+                )
             summary[n] = row
         self.previous_masks = {n: m.clone() for n, m in self.trainer.method.masks.items()}
         return summary
@@ -88,15 +92,27 @@ class Recorder:
     def measure_landscape(self, t: int) -> dict:
         """Sharpness at this task end on a fixed batch of the task's training data (landscape/task_t.json)."""
         from .landscape import measure
+
         cfg, model, task = self.trainer.cfg, self.trainer.model, self.trainer.bench.tasks[t]
         g = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(task.y_train), generator=g)[:cfg.landscape_batch].to(task.y_train.device)
-        with tqdm(desc=f"sharpness {t + 1}/{self.trainer.bench.n_tasks}", unit="pass", disable=not cfg.progress,
-                  leave=False) as bar:
-            result = measure(model, task.x_train[pick], task.y_train[pick], rho=cfg.rho, asam=cfg.asam,
-                             masks=self.trainer.method.masks or None, previous=self.previous_weights or None,
-                             hessian_iters=cfg.hessian_iters, hutchinson_samples=cfg.hutchinson_samples,
-                             slice_steps=cfg.slice_steps, seed=cfg.seed, progress=bar)
+        pick = torch.randperm(len(task.y_train), generator=g)[: cfg.landscape_batch].to(task.y_train.device)
+        with tqdm(
+            desc=f"sharpness {t + 1}/{self.trainer.bench.n_tasks}", unit="pass", disable=not cfg.progress, leave=False
+        ) as bar:
+            result = measure(
+                model,
+                task.x_train[pick],
+                task.y_train[pick],
+                rho=cfg.rho,
+                asam=cfg.asam,
+                masks=self.trainer.method.masks or None,
+                previous=self.previous_weights or None,
+                hessian_iters=cfg.hessian_iters,
+                hutchinson_samples=cfg.hutchinson_samples,
+                slice_steps=cfg.slice_steps,
+                seed=cfg.seed,
+                progress=bar,
+            )
         self.rundir.write_json(f"landscape/task_{t}.json", result)
         self.previous_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
         return {k: result[k] for k in ("loss", "sam_gap", "top_eigenvalue", "hutchinson_trace")}
@@ -105,7 +121,7 @@ class Recorder:
         """Cumulative training FLOPs (by component and against dense SGD), memory, wall-clock."""
         cfg, bench, model, meter = self.trainer.cfg, self.trainer.bench, self.trainer.model, self.trainer.meter
         flops = meter.snapshot()
-        examples = sum(len(k.y_train) for k in bench.tasks[:t + 1])
+        examples = sum(len(k.y_train) for k in bench.tasks[: t + 1])
         dense_sgd = 3 * meter.dense_forward * cfg.epochs * examples
         memory = sparse_model_bytes(model, self.trainer.method.masks)
         memory.update(**self.trainer.method.state_bytes(), **peak_memory_bytes(next(model.parameters()).device))
@@ -114,16 +130,32 @@ class Recorder:
     def write_accuracy(self, complete: bool, diverged: dict | None = None) -> None:
         record = Record(self.rundir.path, {}, [], self.class_il, self.task_il, complete)
         extra = dict(diverged=diverged) if diverged else {}
-        self.rundir.write_json("accuracy.json", dict(class_il=self.class_il, task_il=self.task_il,
-                                                     summary=record.summary, complete=complete,
-                                                     tasks_done=len(self.class_il), n_tasks=self.trainer.bench.n_tasks,
-                                                     **extra))
+        self.rundir.write_json(
+            "accuracy.json",
+            dict(
+                class_il=self.class_il,
+                task_il=self.task_il,
+                summary=record.summary,
+                complete=complete,
+                tasks_done=len(self.class_il),
+                n_tasks=self.trainer.bench.n_tasks,
+                **extra,
+            ),
+        )
 
     def checkpoint(self, next: tuple[int, int]) -> None:
         """checkpoint.pt: a resume continues at (task, epoch) `next`."""
-        self.rundir.save_checkpoint(dict(
-            next=list(next), n_events=self.n_events, class_il=self.class_il, task_il=self.task_il,
-            previous_masks=self.previous_masks, previous_weights=self.previous_weights, **self.trainer.state_dict()))
+        self.rundir.save_checkpoint(
+            dict(
+                next=list(next),
+                n_events=self.n_events,
+                class_il=self.class_il,
+                task_il=self.task_il,
+                previous_masks=self.previous_masks,
+                previous_weights=self.previous_weights,
+                **self.trainer.state_dict(),
+            )
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """The recorder's part of a checkpoint; events written after it are dropped."""

@@ -8,6 +8,7 @@
 `DDR` is SparCL's dynamic data removal on the same schedule, by forgetting events.
 Per-example statistics live on the device, indexed by the batch's task positions: no sync per step.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -23,14 +24,21 @@ from .steps import support_size
 @dataclass(frozen=True)
 class RemovalConfig(Section):
     """Task-level removal: IDS's redundant example elimination, SparCL's dynamic data removal."""
-    removal_fraction: float = knob(0.3, "share of a task's examples removed (IDS's redundant example elimination, "
-                                   "SparCL's dynamic data removal)",
-                               interval="[0, 1)")
+
+    removal_fraction: float = knob(
+        0.3,
+        "share of a task's examples removed (IDS's redundant example elimination, SparCL's dynamic data removal)",
+        interval="[0, 1)",
+    )
     removal_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
-    removal_until: int | None = knob(None, "removals happen during the first this-many epochs of a task",
-                                 interval="[1, inf)")
-    ere_score: str = knob("sharpness", "what marks an example redundant: lowest running 'sharpness' score, or "
-                          "fewest 'forgetting' events", choices=lambda: ["forgetting", "sharpness"])
+    removal_until: int | None = knob(
+        None, "removals happen during the first this-many epochs of a task", interval="[1, inf)"
+    )
+    ere_score: str = knob(
+        "sharpness",
+        "what marks an example redundant: lowest running 'sharpness' score, or fewest 'forgetting' events",
+        choices=lambda: ["forgetting", "sharpness"],
+    )
 
 
 class AllData:
@@ -78,6 +86,7 @@ class Elimination(AllData):
     `removal_until` epochs, the active examples with the lowest score leave the task, in equal
     shares, up to `removal_fraction` of it. Keeps per-example statistics on the device: forgetting
     events (a correct -> wrong flip of pass 1's prediction), and sharpness scores when given."""
+
     reset_after_removal = False
 
     def __init__(self, cfg, device):
@@ -90,15 +99,19 @@ class Elimination(AllData):
         zeros = lambda dtype: torch.zeros(n, dtype=dtype, device=self.device)
         self.stats = dict(
             y=y.clone(),
-            score_sum=zeros(torch.float32), score_count=zeros(torch.int32),
-            forget_count=zeros(torch.int32), last_correct=zeros(torch.bool), learned=zeros(torch.bool),
+            score_sum=zeros(torch.float32),
+            score_count=zeros(torch.int32),
+            forget_count=zeros(torch.int32),
+            last_correct=zeros(torch.bool),
+            learned=zeros(torch.bool),
             removed_epoch=torch.full((n,), -1, dtype=torch.int32, device=self.device),
-            epoch_score=torch.full((epochs, n), float("nan"), device=self.device),       # [E, N]
-            epoch_kept=torch.zeros((epochs, n), dtype=torch.bool, device=self.device))   # [E, N]
+            epoch_score=torch.full((epochs, n), float("nan"), device=self.device),  # [E, N]
+            epoch_kept=torch.zeros((epochs, n), dtype=torch.bool, device=self.device),
+        )  # [E, N]
 
     def record(self, batch, loss, scores=None, keep=None):
         s, idx = self.stats, batch.idx
-        correct = loss.logits.detach().argmax(1) == batch.y                              # [B]
+        correct = loss.logits.detach().argmax(1) == batch.y  # [B]
         s["forget_count"][idx] += (s["last_correct"][idx] & ~correct).int()
         s["last_correct"][idx] = correct
         s["learned"][idx] |= correct
@@ -111,8 +124,11 @@ class Elimination(AllData):
 
     def removal_counts(self, n: int) -> dict[int, int]:
         """Epoch -> examples removed at its end: equal shares, at most removal_fraction * n in all."""
-        epochs = [e for e in range(self.cfg.epochs)
-                  if (e + 1) % self.cfg.removal_every == 0 and e + 1 <= self.cfg.removal_until]
+        epochs = [
+            e
+            for e in range(self.cfg.epochs)
+            if (e + 1) % self.cfg.removal_every == 0 and e + 1 <= self.cfg.removal_until
+        ]
         total = math.floor(self.cfg.removal_fraction * n)
         if not epochs or total == 0:
             return {}
@@ -136,22 +152,33 @@ class Elimination(AllData):
         # which would drop the same examples for every seed, or whole classes where data is stored by class.
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.task * 1_009 + self.epoch)
         shuffled = torch.randperm(len(self.active), generator=g).to(self.device)
-        order = shuffled[self.score()[self.active][shuffled].argsort(stable=True)]        # lowest first
+        order = shuffled[self.score()[self.active][shuffled].argsort(stable=True)]  # lowest first
         removed = self.active[order[:count]]
         s["removed_epoch"][removed] = self.epoch
         self.active = self.active[order[count:]].sort().values
         if self.reset_after_removal:
             for key in ("forget_count", "last_correct", "learned"):
                 s[key].zero_()
-        return dict(event="eliminate", epoch=self.epoch, removed=count, remaining=len(self.active),
-                    score=type(self).__name__.lower())
+        return dict(
+            event="eliminate",
+            epoch=self.epoch,
+            removed=count,
+            remaining=len(self.active),
+            score=type(self).__name__.lower(),
+        )
 
     def task_record(self):
         s = self.stats
         running = s["score_sum"] / s["score_count"].clamp_min(1)
-        return dict(y=s["y"], running_score=running, forget_count=s["forget_count"], learned=s["learned"],
-                    removed_epoch=s["removed_epoch"], epoch_score=s["epoch_score"].half(),
-                    epoch_kept=s["epoch_kept"])
+        return dict(
+            y=s["y"],
+            running_score=running,
+            forget_count=s["forget_count"],
+            learned=s["learned"],
+            removed_epoch=s["removed_epoch"],
+            epoch_score=s["epoch_score"].half(),
+            epoch_kept=s["epoch_kept"],
+        )
 
     def state_dict(self):
         return dict(super().state_dict(), stats=self.stats)
@@ -181,6 +208,7 @@ class IDS(Elimination):
 class DDR(Elimination):
     """SparCL's dynamic data removal: fewest forgetting events first, never-learned examples kept,
     forgetting statistics reset after each removal (as its official code does)."""
+
     reset_after_removal = True
 
 
@@ -193,6 +221,8 @@ def build_selector(preset, cfg, device) -> AllData:
     if preset.selector == "ids" and cfg.ere_score == "sharpness" and cfg.removal_fraction > 0:
         if cfg.support_rule == "random" or support_size(cfg, cfg.batch_size) >= cfg.batch_size:
             why = "support_rule is random" if cfg.support_rule == "random" else "the support set is the whole batch"
-            raise UserError(f"IDS removes the examples with the lowest sharpness scores, but no step scores any "
-                            f"({why}); set ere_score=forgetting, removal_fraction=0, or keep support selection on")
+            raise UserError(
+                f"IDS removes the examples with the lowest sharpness scores, but no step scores any "
+                f"({why}); set ere_score=forgetting, removal_fraction=0, or keep support selection on"
+            )
     return SELECTORS[preset.selector](cfg, device)

@@ -14,6 +14,7 @@ support selection and every pruning rule wrap every learner without copying the 
 With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
 update with pass 1's gradient (LookSAM-style).
 """
+
 import contextlib
 import dataclasses
 import math
@@ -29,27 +30,44 @@ from .methods import Loss
 @dataclass(frozen=True)
 class SAMConfig(Section):
     """The SAM ascent."""
+
     rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
     asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
-    sam_every: int = knob(1, "SAM's ascent and second pass every this-many steps, a plain step on the first "
-                          "pass's gradient in between (LookSAM-style; 1: every step)", interval="[1, inf)")
+    sam_every: int = knob(
+        1,
+        "SAM's ascent and second pass every this-many steps, a plain step on the first "
+        "pass's gradient in between (LookSAM-style; 1: every step)",
+        interval="[1, inf)",
+    )
 
 
 @dataclass(frozen=True)
 class SupportConfig(Section):
     """IDS's batch level: which examples the SAM second pass keeps."""
-    support_fraction: float = knob(0.5, "share of each batch the SAM second pass trains on (highest sharpness "
-                                   "scores)", interval="(0, 1]")
-    support_size: int | None = knob(None, "absolute support size per batch (overrides support_fraction)",
-                                    interval="[1, inf)")
-    support_rule: str = knob("sharpest", "which examples the second pass keeps: the 'sharpest' (IDS) or a "
-                             "'random' subset of the same size (control)", choices=lambda: ["random", "sharpest"])
-    support_balance: str = knob("class", "'class': each class keeps its sharpest examples in proportion to its "
-                                "share of the batch; 'none': the sharpest K of the whole batch",
-                                choices=lambda: ["class", "none"])
-    support_bn: str = knob("subset", "batch-norm statistics of the scoring forward and the second pass: the "
-                           "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
-                           choices=lambda: ["batch", "subset"])
+
+    support_fraction: float = knob(
+        0.5, "share of each batch the SAM second pass trains on (highest sharpness scores)", interval="(0, 1]"
+    )
+    support_size: int | None = knob(
+        None, "absolute support size per batch (overrides support_fraction)", interval="[1, inf)"
+    )
+    support_rule: str = knob(
+        "sharpest",
+        "which examples the second pass keeps: the 'sharpest' (IDS) or a 'random' subset of the same size (control)",
+        choices=lambda: ["random", "sharpest"],
+    )
+    support_balance: str = knob(
+        "class",
+        "'class': each class keeps its sharpest examples in proportion to its "
+        "share of the batch; 'none': the sharpest K of the whole batch",
+        choices=lambda: ["class", "none"],
+    )
+    support_bn: str = knob(
+        "subset",
+        "batch-norm statistics of the scoring forward and the second pass: the "
+        "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
+        choices=lambda: ["batch", "subset"],
+    )
 
 
 @contextlib.contextmanager
@@ -90,7 +108,7 @@ class BatchStats:
             m.register_forward_pre_hook(self._record)
 
     def __deepcopy__(self, memo):
-        return self                  # a frozen copy of the model (CO2L's past model) keeps the hook, inert
+        return self  # a frozen copy of the model (CO2L's past model) keeps the hook, inert
 
     def _record(self, module, args):
         if self.recording and module in self.members:
@@ -127,9 +145,9 @@ def support_indices(scores: torch.Tensor, y: torch.Tensor, k: int, balance: str)
     orders the whole batch and the K lowest positions stay (a stratified top-K)."""
     if balance == "none":
         return scores.topk(k, sorted=False).indices
-    same = y[:, None] == y[None, :]                                              # [B, B]
-    rank = ((scores[None, :] > scores[:, None]) & same).sum(1)                   # [B] 0: sharpest of its class
-    position = (rank + 0.5) / same.sum(1)                                        # [B] in (0, 1)
+    same = y[:, None] == y[None, :]  # [B, B]
+    rank = ((scores[None, :] > scores[:, None]) & same).sum(1)  # [B] 0: sharpest of its class
+    position = (rank + 0.5) / same.sum(1)  # [B] in (0, 1)
     return (-position).topk(k, sorted=False).indices
 
 
@@ -140,7 +158,7 @@ class Step:
         self.cfg, self.sam, self.pruner, self.selector = cfg, sam, pruner, selector
         self.meter = meter
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.norms = batch_norms(model)                       # walked once, not per step
+        self.norms = batch_norms(model)  # walked once, not per step
         self.batch_stats = BatchStats(model) if sam and cfg.support_bn == "batch" else None
         self.n_steps = 0
 
@@ -172,25 +190,25 @@ class Step:
         amp = torch.is_autocast_enabled(batch.y.device.type)
         if scoring and amp:
             with torch.no_grad(), self._phase("scoring"), exact, self._stats():
-                at_w = learner.loss(model, scored).per_sample                            # [B] float32
+                at_w = learner.loss(model, scored).per_sample  # [B] float32
         if sam:
             saved = self.ascend()
             with self._stats():
                 second = batch
-                if k < len(batch.y) and self.cfg.support_rule == "random":             # control: no scoring
+                if k < len(batch.y) and self.cfg.support_rule == "random":  # control: no scoring
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
                     second = batch.subset(keep)
                 elif scoring:
-                    with torch.no_grad(), self._phase("scoring"), (exact if amp else contextlib.nullcontext()):
-                        at_eps = learner.loss(model, scored).per_sample                # [B]
-                    scores = at_eps - at_w.detach()                                      # [B] sharpness
+                    with torch.no_grad(), self._phase("scoring"), exact if amp else contextlib.nullcontext():
+                        at_eps = learner.loss(model, scored).per_sample  # [B]
+                    scores = at_eps - at_w.detach()  # [B] sharpness
                     keep = support_indices(scores, batch.y, k, self.cfg.support_balance)  # [K]
                     second = batch.subset(keep)
                 model.zero_grad(set_to_none=True)
                 with self._phase("second_pass", dense_weight_grad=dense_wgrad):
                     learner.loss(model, second).total.backward()
             with torch.no_grad():
-                torch._foreach_copy_([p for _, p in self.named], saved)               # exact restore
+                torch._foreach_copy_([p for _, p in self.named], saved)  # exact restore
         learner.adjust_gradient(model, batch)
         self.selector.record(batch, loss, scores, keep)
         self.pruner.update()
@@ -202,8 +220,9 @@ class Step:
         params = [p for _, p in self.named]
         saved = [p.detach().clone() for p in params]
         masks = [self.pruner.masks.get(name) for name, _ in self.named]
-        torch._foreach_add_(params, sam_perturbation(params, [p.grad for p in params], masks, self.cfg.rho,
-                                                     self.cfg.asam))
+        torch._foreach_add_(
+            params, sam_perturbation(params, [p.grad for p in params], masks, self.cfg.rho, self.cfg.asam)
+        )
         return saved
 
     def state_dict(self) -> dict:
@@ -211,7 +230,7 @@ class Step:
 
     def load_state_dict(self, state: dict) -> None:
         self.pruner.load_state_dict(state["pruner"])
-        self.n_steps = state.get("n_steps", 0)          # checkpoints written before sam_every: 0
+        self.n_steps = state.get("n_steps", 0)  # checkpoints written before sam_every: 0
 
 
 def support_size(cfg, batch: int) -> int:

@@ -1,7 +1,10 @@
 """The run, in data-flow order: RunConfig -> Benchmark -> model + method -> Trainer -> run directory.
 
+For instance:
+
     record = esacl.run(RunConfig(benchmark="split_digits", method="esacl", seed=0))
 """
+
 import contextlib
 import math
 import os
@@ -45,15 +48,18 @@ def pick_device(name: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)          # also seeds every CUDA device
+    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def rng_state() -> dict:
     """Every global RNG, in types a weights-only checkpoint load accepts."""
     _, key, pos, has_gauss, cached = np.random.get_state()
-    return dict(python=random.getstate(), numpy=[key.tolist(), pos, has_gauss, cached],
-                torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    return dict(
+        python=random.getstate(),
+        numpy=[key.tolist(), pos, has_gauss, cached],
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    )
 
 
 def set_rng_state(state: dict) -> None:
@@ -81,9 +87,9 @@ def evaluate(model, bench, upto: int, amp: bool = False) -> dict:
     was_training = model.training
     model.eval()
     class_hits, task_hits, losses, counts = [], [], [], []
-    for task in bench.tasks[:upto + 1]:
+    for task in bench.tasks[: upto + 1]:
         with autocast(task.x_test.device, amp):
-            logits = torch.cat([model(x) for x in task.x_test.split(512)]).float()   # [M, n_classes]
+            logits = torch.cat([model(x) for x in task.x_test.split(512)]).float()  # [M, n_classes]
         own = torch.zeros(bench.n_classes, dtype=torch.bool, device=logits.device)
         own[task.classes] = True
         task_logits = logits.masked_fill(~own, float("-inf"))
@@ -111,7 +117,7 @@ class Trainer:
         self.cfg, self.bench, self.model, self.method, self.meter = cfg, bench, model, method, meter
         self.recorder = Recorder(rundir, self) if rundir is not None else None
         self.callbacks = ([self.recorder] if self.recorder else []) + list(callbacks)
-        self.next = (0, 0)                       # (task, epoch) the run continues from
+        self.next = (0, 0)  # (task, epoch) the run continues from
         self.train_seconds = 0.0
 
     def emit(self, event: dict) -> None:
@@ -120,14 +126,14 @@ class Trainer:
 
     def task_data(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The training set of task t: its own data, or the union so far for cumulative learners."""
-        tasks = self.bench.tasks[:t + 1] if self.method.cumulative else [self.bench.tasks[t]]
+        tasks = self.bench.tasks[: t + 1] if self.method.cumulative else [self.bench.tasks[t]]
         return torch.cat([k.x_train for k in tasks]), torch.cat([k.y_train for k in tasks])
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, stop: int):
         """The step's batches over task positions `order[:stop]`: indexed, augmented on the device and
         prepared by the method (replay drawn), as training and batch-norm recalibration see them."""
         for start in range(0, stop, self.cfg.batch_size):
-            idx = order[start:start + self.cfg.batch_size]                        # [B] task positions
+            idx = order[start : start + self.cfg.batch_size]  # [B] task positions
             x_raw = x[idx]
             augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
             yield self.method.prepare(Batch(augmented, y[idx], idx, x_raw))
@@ -143,7 +149,7 @@ class Trainer:
         for batch in self.batches(x, y, order, stop):
             with autocast(y.device, self.cfg.amp):
                 loss = self.method.train_step(self.model, batch)
-            loss_sum += loss.total.detach()       # stays on the device: no sync in the step loop
+            loss_sum += loss.total.detach()  # stays on the device: no sync in the step loop
             if sparsifier.sparse and sparsifier.n_steps % self.cfg.log_every == 0:
                 samples.append((sparsifier.n_steps, torch.stack([m.sum() for m in sparsifier.masks.values()])))
             n_steps += 1
@@ -157,21 +163,33 @@ class Trainer:
     def fit(self) -> None:
         cfg, bench, method = self.cfg, self.bench, self.method
         start_task, start_epoch = self.next
-        self.emit(dict(event="start", run_dir=str(self.recorder.rundir.path) if self.recorder else None,
-                       config=cfg.to_dict(), task=start_task, epoch=start_epoch))
+        self.emit(
+            dict(
+                event="start",
+                run_dir=str(self.recorder.rundir.path) if self.recorder else None,
+                config=cfg.to_dict(),
+                task=start_task,
+                epoch=start_epoch,
+            )
+        )
         for t in range(start_task, bench.n_tasks):
             task = bench.tasks[t]
             x, y = self.task_data(t)
             steps_per_epoch = self.steps(len(y))
             if start_epoch == 0:
                 method.begin_task(t, task, y, self.model, cfg.epochs * steps_per_epoch)
-            with tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                      desc=f"task {t + 1}/{bench.n_tasks}", disable=not cfg.progress, leave=False) as bar:
+            with tqdm(
+                total=cfg.epochs * steps_per_epoch,
+                initial=start_epoch * steps_per_epoch,
+                desc=f"task {t + 1}/{bench.n_tasks}",
+                disable=not cfg.progress,
+                leave=False,
+            ) as bar:
                 for epoch in range(start_epoch, cfg.epochs):
                     method.begin_epoch(epoch)
                     tic = time.perf_counter()
                     mean_loss, samples = self.train_epoch(x, y, bar)
-                    mean_loss = mean_loss.item()                                   # host sync: once per epoch
+                    mean_loss = mean_loss.item()  # host sync: once per epoch
                     if not math.isfinite(mean_loss):
                         self.diverge(t, epoch, mean_loss)
                     seconds = time.perf_counter() - tic
@@ -184,7 +202,7 @@ class Trainer:
                     # The pool may have shrunk (elimination): the epochs left are shorter than planned.
                     bar.total = bar.n + (cfg.epochs - epoch - 1) * self.steps(len(method.pool()))
                     bar.refresh()
-                    if epoch + 1 < cfg.epochs:           # the last epoch is followed by the task's checkpoint
+                    if epoch + 1 < cfg.epochs:  # the last epoch is followed by the task's checkpoint
                         self.checkpoint(t, epoch + 1)
             self.end_task(t, task, x, y)
             self.checkpoint(t + 1, 0)
@@ -193,15 +211,25 @@ class Trainer:
     def epoch_event(self, t: int, epoch: int, loss: float, seconds: float, samples: list) -> dict:
         """What an epoch did: its loss, time, examples and, for sparse methods, the sparsity samples."""
         n_trained = len(self.method.pool())
-        event = dict(event="epoch", task=t, epoch=epoch, loss=loss, seconds=seconds, samples=n_trained,
-                     samples_per_s=n_trained / seconds)
+        event = dict(
+            event="epoch",
+            task=t,
+            epoch=epoch,
+            loss=loss,
+            seconds=seconds,
+            samples=n_trained,
+            samples_per_s=n_trained / seconds,
+        )
         sparsifier = self.method.sparsifier
         if sparsifier.sparse:
             sizes = torch.tensor([m.numel() for m in sparsifier.masks.values()])
             steps = [s for s, _ in samples]
             nnz = torch.stack([k for _, k in samples]).cpu() if samples else torch.zeros(0, len(sizes))
-            event.update(sparsity=mask_sparsity(sparsifier.masks)["global"], schedule=sparsifier.sparsity(),
-                         sparsity_steps=dict(step=steps, layers=(1 - nnz / sizes).tolist(), names=list(sparsifier.masks)))
+            event.update(
+                sparsity=mask_sparsity(sparsifier.masks)["global"],
+                schedule=sparsifier.sparsity(),
+                sparsity_steps=dict(step=steps, layers=(1 - nnz / sizes).tolist(), names=list(sparsifier.masks)),
+            )
         return event
 
     def checkpoint(self, t: int, epoch: int) -> None:
@@ -215,20 +243,35 @@ class Trainer:
         checkpoint stays the last finite epoch's. Raises `Diverged`."""
         self.emit(dict(event="diverged", task=t, epoch=epoch, loss=loss))
         path = self.recorder.rundir.path if self.recorder else None
-        raise Diverged(f"{path} diverged: the mean training loss of task {t}, epoch {epoch} is {loss}; "
-                       f"recorded as diverged, its checkpoint from the last finite epoch (a smaller lr or loss "
-                       f"weight may help)", path)
+        raise Diverged(
+            f"{path} diverged: the mean training loss of task {t}, epoch {epoch} is {loss}; "
+            f"recorded as diverged, its checkpoint from the last finite epoch (a smaller lr or loss "
+            f"weight may help)",
+            path,
+        )
 
     def end_task(self, t: int, task, x, y) -> None:
         """The method's end of task (the sparsifier's projection and jump, then the learner's), then
         the evaluation of every task seen: the task's event."""
+
         def evaluate_seen():
             return evaluate(self.model, self.bench, t, self.cfg.amp)
+
         fields, final = self.method.end_task(task, self.model, evaluate_seen, lambda: self.recalibrate_bn(x, y))
         if final is None:
             final = evaluate_seen()
-        self.emit(dict(event="task", task=t, classes=task.classes, class_il=final["class_il"],
-                       task_il=final["task_il"], loss=final["loss"], train_seconds=self.train_seconds, **fields))
+        self.emit(
+            dict(
+                event="task",
+                task=t,
+                classes=task.classes,
+                class_il=final["class_il"],
+                task_il=final["task_il"],
+                loss=final["loss"],
+                train_seconds=self.train_seconds,
+                **fields,
+            )
+        )
 
     @torch.no_grad()
     def recalibrate_bn(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -242,7 +285,7 @@ class Trainer:
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None                                    # cumulative average
+            m.momentum = None  # cumulative average
         pool = self.method.pool()
         with self.meter.phase("bn_recalibration"), autocast(y.device, self.cfg.amp):
             for batch in self.batches(x, y, pool, len(pool)):
@@ -252,8 +295,13 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The training state a resume needs (the recorder adds its own and the position)."""
-        return dict(train_seconds=self.train_seconds, model=self.model.state_dict(), meter=self.meter.state_dict(),
-                    rng=rng_state(), **self.method.state_dict())
+        return dict(
+            train_seconds=self.train_seconds,
+            model=self.model.state_dict(),
+            meter=self.meter.state_dict(),
+            rng=rng_state(),
+            **self.method.state_dict(),
+        )
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint: the training state, the recorder's, and where to go on."""
@@ -288,12 +336,12 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
         for module in model.modules():
             if isinstance(module, InputNorm):
                 module.channels_last = True
-    if not cfg.bn_bias:                          # batch-norm biases held at zero, as the official SparCL code
+    if not cfg.bn_bias:  # batch-norm biases held at zero, as the official SparCL code
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None:
                 m.bias.data.zero_()
                 m.bias.requires_grad_(False)
-    meter = FlopMeter(model, bench.input_shape, device)        # counts the forward of the model as built
+    meter = FlopMeter(model, bench.input_shape, device)  # counts the forward of the model as built
     meter.track(model.prunable())
     method = build_method(cfg, model, bench.n_classes, bench.augment, device, meter)
     if cfg.compile:
@@ -317,9 +365,9 @@ def busy_cores_elsewhere(seconds: float = 0.1) -> float:
         with open("/proc/stat") as f:
             for line in f:
                 name, *ticks = line.split()
-                if name in cpus:                    # user nice system idle iowait irq softirq steal
+                if name in cpus:  # user nice system idle iowait irq softirq steal
                     busy += sum(int(t) for t in ticks[:8]) - int(ticks[3]) - int(ticks[4])
-        with open("/proc/self/stat") as f:          # fields 14 and 15 (utime, stime), after "(comm)"
+        with open("/proc/self/stat") as f:  # fields 14 and 15 (utime, stime), after "(comm)"
             own = sum(int(t) for t in f.read().rsplit(")", 1)[1].split()[11:13])
         return busy, own
 
@@ -327,7 +375,7 @@ def busy_cores_elsewhere(seconds: float = 0.1) -> float:
         (busy0, own0), start = sample(), time.monotonic()
         time.sleep(seconds)
         (busy1, own1), elapsed = sample(), time.monotonic() - start
-    except (OSError, AttributeError):               # no /proc (macOS, Windows), no affinity
+    except (OSError, AttributeError):  # no /proc (macOS, Windows), no affinity
         return 0.0
     return max(0.0, (busy1 - busy0 - (own1 - own0)) / (os.sysconf("SC_CLK_TCK") * elapsed))
 
@@ -357,8 +405,11 @@ def threads_of(cfg: RunConfig, device: torch.device):
     if threads:
         torch.set_num_threads(threads)
     if others is not None and threads and cfg.progress:
-        print(f"other processes keep {others:.1f} of {usable_cores()} cores busy: training with {threads} "
-              f"thread(s) (--threads N to choose)", file=sys.stderr)
+        print(
+            f"other processes keep {others:.1f} of {usable_cores()} cores busy: training with {threads} "
+            f"thread(s) (--threads N to choose)",
+            file=sys.stderr,
+        )
     try:
         yield others
     finally:
@@ -392,18 +443,20 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
         if record.complete:
             raise UserError(f"{run_dir} is complete: nothing to resume")
         if record.diverged:
-            raise UserError(f"{run_dir} {record.status}: resuming would repeat the same steps; "
-                            f"start a new run (for instance with a smaller lr)")
+            raise UserError(
+                f"{run_dir} {record.status}: resuming would repeat the same steps; "
+                f"start a new run (for instance with a smaller lr)"
+            )
         cfg = RunConfig.from_dict(record.config)
         if progress is not None:
             cfg = cfg.replace(progress=progress)
         device = pick_device(cfg.device)
-        rundir.remove_temporaries()                # half-written files of the interrupted process
+        rundir.remove_temporaries()  # half-written files of the interrupted process
         with threads_of(cfg, device):
             trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
             if (rundir.path / "checkpoint.pt").exists():
                 trainer.restore(rundir.load_checkpoint(device))
-            else:                                  # stopped before its first checkpoint: start over, same seed
+            else:  # stopped before its first checkpoint: start over, same seed
                 rundir.truncate_events(0)
             trainer.fit()
     finally:

@@ -10,6 +10,7 @@ do not (images are decoded with PIL).
 Where torchvision imports normally (a CUDA machine), nothing is defined: a second definition of
 the schemas next to the real extension aborts the process.
 """
+
 import sys
 
 import torch
@@ -32,6 +33,7 @@ def import_torchvision():
     global _library
     try:
         import torchvision
+
         return torchvision
     except RuntimeError as err:
         if _MISSING_OP not in str(err) or _library is not None:
@@ -40,8 +42,9 @@ def import_torchvision():
     for schema in _SCHEMAS:
         _library.define(schema)
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]                    # half-imported: the second import starts clean
+        del sys.modules[name]  # half-imported: the second import starts clean
     import torchvision
+
     return torchvision
 
 

@@ -5,6 +5,7 @@ Every notebook is the same four parts: what the benchmark is, a `parameters` cel
 RunConfig key (so papermill, `esacl notebook -p` and sweep axes can set any of them), one call into
 esacl with the live dashboard, and the run's summary.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -13,22 +14,37 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 if (HERE.parent / "pyproject.toml").is_file():
-    sys.path.insert(0, str(HERE.parent))            # esacl, from this checkout (an installed copy imports it as is)
+    sys.path.insert(0, str(HERE.parent))  # esacl, from this checkout (an installed copy imports it as is)
 
 from esacl.config import RunConfig  # noqa: E402
 
 TITLES = {
-    "split_digits": ("Split-Digits", "scikit-learn's digits (ships offline) as 5 tasks of 2 classes, 8x8 gray, a small "
-                     "ConvNet; seconds on a laptop CPU."),
-    "split_fmnist": ("Split Fashion-MNIST", "Fashion-MNIST as 5 tasks of 2 classes, 28x28 gray, a CPU-sized ConvNet, one "
-                     "epoch per task; data from `data_root/fashion-mnist` or Debian's package "
-                     "`dataset-fashion-mnist`; about a minute per run on a laptop CPU."),
-    "split_cifar10": ("Split CIFAR-10", "CIFAR-10 as 5 tasks of 2 classes, ResNet-18 (64 filters, 3x3 stem), 50 epochs "
-                      "per task: a GPU benchmark; data from `data_root` (`cifar-10-batches-py`)."),
-    "split_cifar100": ("Split CIFAR-100", "CIFAR-100 as 10 tasks of 10 classes, ResNet-18, 50 epochs per task: a GPU "
-                       "benchmark; data from `data_root` (`cifar-100-python`)."),
-    "split_tinyimagenet": ("Split Tiny-ImageNet", "Tiny-ImageNet as 10 tasks of 20 classes, 64x64, ResNet-18, 100 "
-                           "epochs per task: a GPU benchmark; data from `data_root` (`tiny-imagenet-200`)."),
+    "split_digits": (
+        "Split-Digits",
+        "scikit-learn's digits (ships offline) as 5 tasks of 2 classes, 8x8 gray, a small "
+        "ConvNet; seconds on a laptop CPU.",
+    ),
+    "split_fmnist": (
+        "Split Fashion-MNIST",
+        "Fashion-MNIST as 5 tasks of 2 classes, 28x28 gray, a CPU-sized ConvNet, one "
+        "epoch per task; data from `data_root/fashion-mnist` or Debian's package "
+        "`dataset-fashion-mnist`; about a minute per run on a laptop CPU.",
+    ),
+    "split_cifar10": (
+        "Split CIFAR-10",
+        "CIFAR-10 as 5 tasks of 2 classes, ResNet-18 (64 filters, 3x3 stem), 50 epochs "
+        "per task: a GPU benchmark; data from `data_root` (`cifar-10-batches-py`).",
+    ),
+    "split_cifar100": (
+        "Split CIFAR-100",
+        "CIFAR-100 as 10 tasks of 10 classes, ResNet-18, 50 epochs per task: a GPU "
+        "benchmark; data from `data_root` (`cifar-100-python`).",
+    ),
+    "split_tinyimagenet": (
+        "Split Tiny-ImageNet",
+        "Tiny-ImageNet as 10 tasks of 20 classes, 64x64, ResNet-18, 100 "
+        "epochs per task: a GPU benchmark; data from `data_root` (`tiny-imagenet-200`).",
+    ),
 }
 # What a notebook opened in JupyterLab runs unless told otherwise, where it differs from RunConfig's default:
 # EsaCL itself, sharpness measured on the CPU-sized benchmarks, runs into the repository's runs/.
@@ -69,21 +85,34 @@ def parameters(name: str) -> str:
 def render(name: str) -> str:
     """notebooks/<name>.ipynb as committed: nbformat 4.5, no outputs, cell ids derived from the name."""
     title, summary = TITLES[name]
-    cells = [("markdown", f"# {title}: EsaCL and its baselines\n\n{summary}\n\n{ABOUT.format(name=name)}", {}),
-             ("code", parameters(name), {"tags": ["parameters"]}),
-             ("markdown", "## Training, with live dashboards", {}),
-             ("code", RUN, {}),
-             ("markdown", "## Summary: accuracy matrices, forgetting, FLOPs, sparsity, memory, pruning jump", {}),
-             ("code", "print(record.text())", {})]
+    cells = [
+        ("markdown", f"# {title}: EsaCL and its baselines\n\n{summary}\n\n{ABOUT.format(name=name)}", {}),
+        ("code", parameters(name), {"tags": ["parameters"]}),
+        ("markdown", "## Training, with live dashboards", {}),
+        ("code", RUN, {}),
+        ("markdown", "## Summary: accuracy matrices, forgetting, FLOPs, sparsity, memory, pruning jump", {}),
+        ("code", "print(record.text())", {}),
+    ]
     out = []
     for i, (kind, source, metadata) in enumerate(cells):
-        cell = dict(cell_type=kind, id=hashlib.sha256(f"{name}/{i}".encode()).hexdigest()[:8], metadata=metadata,
-                    source=source.splitlines(keepends=True))
+        cell = dict(
+            cell_type=kind,
+            id=hashlib.sha256(f"{name}/{i}".encode()).hexdigest()[:8],
+            metadata=metadata,
+            source=source.splitlines(keepends=True),
+        )
         if kind == "code":
             cell = dict(cell, execution_count=None, outputs=[])
         out.append(dict(sorted(cell.items())))
-    nb = dict(cells=out, metadata=dict(kernelspec=dict(display_name="Python 3", language="python", name="python3"),
-                                       language_info=dict(name="python")), nbformat=4, nbformat_minor=5)
+    nb = dict(
+        cells=out,
+        metadata=dict(
+            kernelspec=dict(display_name="Python 3", language="python", name="python3"),
+            language_info=dict(name="python"),
+        ),
+        nbformat=4,
+        nbformat_minor=5,
+    )
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 

@@ -1,4 +1,5 @@
 """Small builders shared by the tests."""
+
 import torch
 
 from esacl import RunConfig
@@ -16,8 +17,11 @@ def probe_notebook(path, source: str):
     """Write a papermill-ready notebook to `path`: a tagged parameters cell, then `source`; returns `path`."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
-    nb = new_notebook(cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}), new_code_cell(source)],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+    nb = new_notebook(
+        cells=[new_code_cell("parameters = 1", metadata={"tags": ["parameters"]}), new_code_cell(source)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     nbformat.write(nb, path)
     return path
 
@@ -25,8 +29,12 @@ def probe_notebook(path, source: str):
 def stream_text(notebook) -> list[str]:
     """What the last cell of an executed notebook printed, one entry per stream output."""
     import nbformat
-    return [o["text"].strip() for o in nbformat.read(notebook, as_version=4).cells[-1].outputs
-            if o["output_type"] == "stream"]
+
+    return [
+        o["text"].strip()
+        for o in nbformat.read(notebook, as_version=4).cells[-1].outputs
+        if o["output_type"] == "stream"
+    ]
 
 
 def toy_batch(n=6, seed=0):
@@ -55,8 +63,11 @@ def write_cifar(root, name="cifar-10-batches-py", per_class=2, test_per_class=1,
         count = test_per_class if f.startswith("test") else per_class
         labels = [c for c in range(n_classes) for _ in range(count)]
         data = rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
-        batch = {b"batch_label": f"fake {f}".encode(), b"data": data,
-                 b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+        batch = {
+            b"batch_label": f"fake {f}".encode(),
+            b"data": data,
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+        }
         if ten:
             batch[b"labels"] = labels
         else:
@@ -79,7 +90,7 @@ def write_tiny_imagenet(root, per_class=2, val_per_class=1, seed=0):
 
     rng = np.random.default_rng(seed)
     folder = Path(root) / "tiny-imagenet-200"
-    wnids = [f"n{rng.integers(10 ** 7, 10 ** 8)}{i:03d}" for i in range(200)]
+    wnids = [f"n{rng.integers(10**7, 10**8)}{i:03d}" for i in range(200)]
     (folder / "val" / "images").mkdir(parents=True)
     (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
 

@@ -1,4 +1,5 @@
 """The benchmark scripts that the tests can afford: the prepared GPU check in its tiny CPU setting."""
+
 import json
 import subprocess
 import sys
@@ -10,17 +11,34 @@ ROOT = Path(__file__).resolve().parent.parent
 DEBIAN = Path("/usr/share/datasets")
 
 
-@pytest.mark.skipif(not (DEBIAN / "fashion-mnist").is_dir(),
-                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    not (DEBIAN / "fashion-mnist").is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
+)
 def test_the_gpu_check_runs_end_to_end_in_its_tiny_setting(tmp_path):
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--tiny", "--no-compile", "--data-root",
-                           str(DEBIAN), "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "--tiny",
+            "--no-compile",
+            "--data-root",
+            str(DEBIAN),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["tiny"] and result["device"] == "cpu"
     rows = result["throughput"]
     assert {(r["method"], r["settings"]) for r in rows} == {
-        (m, s) for m in ("sgd", "sam", "esacl") for s in ("eager", "channels_last+amp")}
+        (m, s) for m in ("sgd", "sam", "esacl") for s in ("eager", "channels_last+amp")
+    }
     for r in rows:
         assert r["esacl"] > 0 and r["reference"] > 0
         assert r["projected_cifar10_s"] == pytest.approx(result["cifar10_steps"] * 32 / r["esacl"])
@@ -29,6 +47,6 @@ def test_the_gpu_check_runs_end_to_end_in_its_tiny_setting(tmp_path):
     runs = result["split_fmnist_resnet18"]
     assert [r["method"] for r in runs] == ["er", "sparcl-er", "esacl-er"]
     assert all(r["wall_s"] >= r["train_s"] > 0 and 0 <= r["class_il"] <= 100 for r in runs)
-    assert runs[2]["flops"] > runs[1]["flops"]               # EsaCL's two passes cost more than SparCL's
+    assert runs[2]["flops"] > runs[1]["flops"]  # EsaCL's two passes cost more than SparCL's
     assert "projected Split CIFAR-10" in done.stdout and "Split Fashion-MNIST, ResNet-18" in done.stdout
     assert "sharpness measurements, ResNet-18" in done.stdout

@@ -3,6 +3,7 @@
 Both drive Debian's chromium through playwright (which downloads no browser). Without chromium
 they skip, saying how to install it; `.ci/run` installs it.
 """
+
 import os
 import secrets
 import shutil
@@ -18,17 +19,27 @@ import esacl
 from esacl.train import Diverged
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SHOTS = Path(__file__).resolve().parent.parent / "reports" / "screenshots"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium not installed: apt-get install --no-install-recommends chromium")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium not installed: apt-get install --no-install-recommends chromium"
+)
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
@@ -38,32 +49,38 @@ def browser():
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
     from workbench.report import write_report
+
     out = tmp_path_factory.mktemp("runs")
     small = dict(n_tasks=2, epochs=2, progress=False, out=str(out))
-    sparse = esacl.run(esacl.RunConfig(method="esacl", landscape=True, slice_steps=5, hessian_iters=3,
-                                       hutchinson_samples=2, **small))
+    sparse = esacl.run(
+        esacl.RunConfig(method="esacl", landscape=True, slice_steps=5, hessian_iters=3, hutchinson_samples=2, **small)
+    )
     dense = esacl.run(esacl.RunConfig(method="derpp", **small))
-    with pytest.raises(Diverged):              # named in the report, left out of its table
+    with pytest.raises(Diverged):  # named in the report, left out of its table
         esacl.run(esacl.RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, name="stiff", **small))
     return write_report([sparse.path, dense.path, out / "stiff"], out=str(tmp_path_factory.mktemp("reports")))
 
 
 def visible(page, selector: str) -> int:
     """How many elements match and have a nonzero rendered size."""
-    return sum(1 for box in (e.bounding_box() for e in page.query_selector_all(selector))
-               if box and box["width"] > 0 and box["height"] > 0)
+    return sum(
+        1
+        for box in (e.bounding_box() for e in page.query_selector_all(selector))
+        if box and box["width"] > 0 and box["height"] > 0
+    )
 
 
 def test_the_report_renders_offline_and_its_controls_work_without_a_kernel(browser, report_html):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     outside, failed, errors = [], [], []
 
-    def block_network(route):                     # only the file itself may load: no CDN, no network
+    def block_network(route):  # only the file itself may load: no CDN, no network
         if route.request.url.startswith(("file:", "data:")):
             route.continue_()
         else:
             outside.append(route.request.url)
             route.abort()
+
     page.route("**/*", block_network)
     page.on("requestfailed", lambda r: failed.append(r.url[:120]))
     page.on("pageerror", lambda e: errors.append(str(e)[:200]))
@@ -76,18 +93,19 @@ def test_the_report_renders_offline_and_its_controls_work_without_a_kernel(brows
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "report-top.png"))
     page.screenshot(path=str(SHOTS / "report-full.png"), full_page=True)
-    assert visible(page, ".js-plotly-plot") >= 10             # comparison figures and one run's dashboards
-    assert page.locator(".jupyter-widgets").count() == 0      # no control that needs a kernel
+    assert visible(page, ".js-plotly-plot") >= 10  # comparison figures and one run's dashboards
+    assert page.locator(".jupyter-widgets").count() == 0  # no control that needs a kernel
     titles = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.layout.title.text)")
-    assert len(titles) == len(set(titles))                    # each figure once
-    assert page.locator("img").count() >= 10                  # the selected and removed examples' thumbnails
+    assert len(titles) == len(set(titles))  # each figure once
+    assert page.locator("img").count() >= 10  # the selected and removed examples' thumbnails
 
     # A plotly slider (the loss slice of each task) changes the figure, offline: click the rail's start.
     slider = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
         .findIndex(gd => (gd.layout.sliders || []).length > 0 && gd.layout.sliders[0].steps.length > 1)""")
     assert slider >= 0
-    shown = lambda: page.evaluate(f"() => document.querySelectorAll('.js-plotly-plot')[{slider}]"
-                                  ".data.map(t => t.visible !== false)")
+    shown = lambda: page.evaluate(
+        f"() => document.querySelectorAll('.js-plotly-plot')[{slider}].data.map(t => t.visible !== false)"
+    )
     before = shown()
     plot = page.locator(".js-plotly-plot").nth(slider)
     plot.scroll_into_view_if_needed()
@@ -99,7 +117,7 @@ def test_the_report_renders_offline_and_its_controls_work_without_a_kernel(brows
     plot = page.locator(".js-plotly-plot").nth(0)
     plot.scroll_into_view_if_needed()
     plot.locator(".legendtoggle").first.click()
-    page.wait_for_timeout(1000)                               # plotly waits out a possible double click
+    page.wait_for_timeout(1000)  # plotly waits out a possible double click
     assert page.evaluate("() => document.querySelectorAll('.js-plotly-plot')[0].data[0].visible") == "legendonly"
     assert outside == [] and failed == [] and errors == []
     page.close()
@@ -114,18 +132,35 @@ def free_port() -> int:
 def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(browser, tmp_path):
     import papermill
     from workbench.report import notebook_path
+
     # A tiny parameter set, injected as papermill would, into a copy that JupyterLab opens.
-    papermill.execute_notebook(str(notebook_path("split_digits")), str(tmp_path / "split_digits.ipynb"),
-                               parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),
-                               prepare_only=True)
-    port, token = free_port(), secrets.token_hex(16)          # a fresh token per run: the server runs as root
+    papermill.execute_notebook(
+        str(notebook_path("split_digits")),
+        str(tmp_path / "split_digits.ipynb"),
+        parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),
+        prepare_only=True,
+    )
+    port, token = free_port(), secrets.token_hex(16)  # a fresh token per run: the server runs as root
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.open_browser=False",
-         "--KernelManager.transport=ipc",                     # kernels over unix sockets, not loopback TCP
-         "--allow-root",                                      # CI runs as root
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, JUPYTER_PLATFORM_DIRS="1"))
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.open_browser=False",
+            "--KernelManager.transport=ipc",  # kernels over unix sockets, not loopback TCP
+            "--allow-root",  # CI runs as root
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, JUPYTER_PLATFORM_DIRS="1"),
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -137,8 +172,8 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
         page.goto(f"http://127.0.0.1:{port}/lab/tree/split_digits.ipynb?token={token}")
         page.wait_for_selector(".jp-Notebook", timeout=60_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar", timeout=60_000)
-        page.wait_for_function("document.body.innerText.includes('Idle')", timeout=60_000)   # kernel ready
-        page.get_by_role("menuitem", name="Run", exact=True).click()      # the Run menu
+        page.wait_for_function("document.body.innerText.includes('Idle')", timeout=60_000)  # kernel ready
+        page.get_by_role("menuitem", name="Run", exact=True).click()  # the Run menu
         page.get_by_text("Run All Cells", exact=True).click()
         try:
             page.wait_for_selector(".jp-OutputArea .lm-TabBar, .jp-OutputArea .widget-tab", timeout=90_000)
@@ -151,10 +186,10 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "jupyterlab.png"))
         assert visible(page, ".jp-OutputArea .js-plotly-plot") >= 1
-        assert list((tmp_path / "runs").iterdir())                       # the run directory was written
+        assert list((tmp_path / "runs").iterdir())  # the run directory was written
         page.close()
     finally:
-        server.terminate()                                                 # by its process id
+        server.terminate()  # by its process id
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -164,4 +199,4 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
 def test_the_report_names_a_diverged_run_and_leaves_it_out_of_the_table(report_html):
     html = Path(report_html).read_text()
     assert "left out (diverged: non-finite training loss): stiff" in html
-    assert "3 run(s)" in html and ">ewc<" not in html               # no table row for it
+    assert "3 run(s)" in html and ">ewc<" not in html  # no table row for it

@@ -24,8 +24,23 @@ def test_methods_and_benchmarks_list_one_line_each(capsys):
 
 
 def test_run_prints_the_matrix_and_show_prints_it_again(capsys, tmp_path):
-    code, out, _ = cli(capsys, "run", "--benchmark", "split_digits", "--method", "sgd", "--seed", "0",
-                       "--n-tasks", "2", "--epochs", "1", "--out", str(tmp_path), "--quiet")
+    code, out, _ = cli(
+        capsys,
+        "run",
+        "--benchmark",
+        "split_digits",
+        "--method",
+        "sgd",
+        "--seed",
+        "0",
+        "--n-tasks",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
     assert code == 0 and "class-IL accuracy R[t][k]" in out and "forgetting" in out
     run_dir = out.strip().splitlines()[-1].removeprefix("results in ")
     code, shown, _ = cli(capsys, "show", run_dir)
@@ -33,8 +48,21 @@ def test_run_prints_the_matrix_and_show_prints_it_again(capsys, tmp_path):
 
 
 def test_a_grid_prints_the_comparison_table(capsys, tmp_path):
-    code, out, err = cli(capsys, "run", "--method", "sgd,er", "--seed", "0,1", "--n-tasks", "2", "--epochs", "1",
-                         "--out", str(tmp_path), "--quiet")
+    code, out, err = cli(
+        capsys,
+        "run",
+        "--method",
+        "sgd,er",
+        "--seed",
+        "0,1",
+        "--n-tasks",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
     assert code == 0 and "[4/4] split_digits er seed 1" in err
     assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2
     code, again, _ = cli(capsys, "compare", str(tmp_path))
@@ -65,6 +93,7 @@ def test_python_dash_m_runs_the_same_cli():
 
 def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run(capsys, tmp_path, tmpfs):
     import pathlib
+
     read_only = tmpfs("1m", read_only=True)
     code, out, _ = cli(capsys, "run", "--n-tasks", "1", "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet")
     run_dir = pathlib.Path(out.strip().splitlines()[-1].removeprefix("results in "))
@@ -73,7 +102,10 @@ def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run
     grid.write_text('notebook = "split_digits"\n[fixed]\nepochs = 1\n[axes]\nmethod = ["sgd"]\nseed = [0]\n')
     for argv, expected in [
         (["run", "--out", str(read_only / "runs"), "--n-tasks", "1"], f"cannot write {read_only / 'runs'}"),
-        (["sweep", str(grid), "--out", str(read_only / "sweep")], f"cannot write the sweep folder {read_only / 'sweep'}"),
+        (
+            ["sweep", str(grid), "--out", str(read_only / "sweep")],
+            f"cannot write the sweep folder {read_only / 'sweep'}",
+        ),
         (["report", str(run_dir), "--out", str(read_only / "reports")], "Read-only file system"),
         (["run", "--seed", "4294967296"], "'seed' must be in [0, 4294967295]"),
         (["data", "download", "split_cifar10"], "no data root"),
@@ -84,15 +116,26 @@ def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run
 
 
 def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_path):
-    stiff = ["--ewc_cap", "false", "--ewc_lambda", "1e6", "--n-tasks", "2", "--epochs", "1", "--out", str(tmp_path),
-             "--quiet"]
+    stiff = [
+        "--ewc_cap",
+        "false",
+        "--ewc_lambda",
+        "1e6",
+        "--n-tasks",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     code, out, err = cli(capsys, "run", "--method", "ewc", *stiff)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert re.match(r"esacl: error: .* diverged: the mean training loss of task 1, epoch 0 is (nan|inf);", err)
     code, out, err = cli(capsys, "run", "--method", "ewc,sgd", "--seed", "1", *stiff)
     assert code == 0 and "split_digits ewc seed 1: diverged: non-finite loss in task 1, epoch 0" in err
     rows = [line.split()[1] for line in out.splitlines() if line.startswith("split_digits")]
-    assert rows == ["sgd"]                                          # the diverged ewc run is not averaged in
+    assert rows == ["sgd"]  # the diverged ewc run is not averaged in
     code, out, _ = cli(capsys, "compare", str(tmp_path))
     assert [line.split()[1] for line in out.splitlines() if line.startswith("split_digits")] == ["sgd"]
     assert "left out (diverged: non-finite training loss): split_digits-ewc-s" in out
@@ -108,12 +151,16 @@ def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_
 
     def grid(out):
         base = dict(n_tasks=2, epochs=1, progress=False, threads=1, out=str(out))
-        return [RunConfig(method="esacl", **base), RunConfig(method="sgd", **base),
-                RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, **base)]      # diverges: kept, reported
+        return [
+            RunConfig(method="esacl", **base),
+            RunConfig(method="sgd", **base),
+            RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, **base),
+        ]  # diverges: kept, reported
+
     serial = run_grid(grid(tmp_path / "serial"))
     parallel = run_grid(grid(tmp_path / "parallel"), workers=2)
     assert [r.config["method"] for r in parallel] == ["esacl", "sgd", "ewc"]
-    assert [r.class_il for r in parallel] == [r.class_il for r in serial]               # same threads: same digits
+    assert [r.class_il for r in parallel] == [r.class_il for r in serial]  # same threads: same digits
     assert [r.status for r in parallel] == [r.status for r in serial] and parallel[2].diverged
     err = capsys.readouterr().err
     assert err.count("[3/3]") == 2 and "split_digits ewc seed 0: diverged" in err
@@ -131,8 +178,9 @@ def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
     import shutil
     import sysconfig
     from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
-    source = tmp_path / "source"                   # a copy: building writes build/ and egg-info beside the sources
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
     for part in ("esacl", "widgets", "workbench", "notebooks"):
         shutil.copytree(root / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
     for part in ("pyproject.toml", "README.md"):
@@ -140,26 +188,57 @@ def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = subprocess.run([python, "-c", "import esacl, widgets, workbench, workbench.notebooks as n; "
-                            "print(esacl.__file__, widgets.__file__, workbench.__file__, n.__path__[0])"], cwd=work,
-                           capture_output=True, text=True, check=True, env=env).stdout.split()
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import esacl, widgets, workbench, workbench.notebooks as n; "
+            "print(esacl.__file__, widgets.__file__, workbench.__file__, n.__path__[0])",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.split()
     assert len(where) == 4 and all(path.startswith(site) for path in where)
-    (work / "grid.toml").write_text('notebook = "split_digits"\n[fixed]\nepochs = 1\nn_tasks = 2\nlandscape = false\n'
-                                    '[axes]\nmethod = ["sgd"]\n')
+    (work / "grid.toml").write_text(
+        'notebook = "split_digits"\n[fixed]\nepochs = 1\nn_tasks = 2\nlandscape = false\n[axes]\nmethod = ["sgd"]\n'
+    )
     env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
-    done = subprocess.run([venv / "bin" / "esacl", "sweep", "grid.toml", "--out", "s", "--workers", "1", "--quiet"],
-                          cwd=work, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [venv / "bin" / "esacl", "sweep", "grid.toml", "--out", "s", "--workers", "1", "--quiet"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "s" / "split_digits-sgd-s0" / "notebook.ipynb").is_file()
-    done = subprocess.run([python, "-m", "workbench", "report", "s/split_digits-sgd-s0", "--out", "r"], cwd=work,
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [python, "-m", "workbench", "report", "s/split_digits-sgd-s0", "--out", "r"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((work / "r").glob("*.html"))) == 1

@@ -48,7 +48,7 @@ def test_buffer_positives_count_for_anchors_but_non_anchors_have_no_loss():
     assert got[0].item() == pytest.approx(-math.log(math.exp(s02) / (math.exp(s01) + math.exp(s02))), rel=1e-12)
     assert got[1].item() == 0 and got[2].item() == 0
     got.sum().backward()
-    assert z.grad[2].abs().sum() > 0          # the buffer sample is pulled towards its anchor
+    assert z.grad[2].abs().sum() > 0  # the buffer sample is pulled towards its anchor
 
 
 def softmax_rows(z, t):
@@ -93,7 +93,7 @@ def explained(view, image, pad, flip):
     h, w = image.shape[-2:]
     for top in range(2 * pad + 1):
         for left in range(2 * pad + 1):
-            crop = padded[:, top:top + h, left:left + w]
+            crop = padded[:, top : top + h, left : left + w]
             if affine_residual(view, crop.flip(-1) if flip else crop) < 1e-4:
                 return True
     return False
@@ -101,7 +101,7 @@ def explained(view, image, pad, flip):
 
 def test_two_views_translate_and_jitter_but_never_flip_digits():
     torch.manual_seed(0)
-    x = torch.randn(16, 1, 8, 8)                           # random images: a flip is never a translation
+    x = torch.randn(16, 1, 8, 8)  # random images: a flip is never a translation
     v1, v2 = two_views(x)
     assert v1.shape == x.shape and v2.shape == x.shape and not torch.equal(v1, v2)
     for view in (v1, v2):
@@ -110,9 +110,12 @@ def test_two_views_translate_and_jitter_but_never_flip_digits():
 
     rgb = torch.randn(16, 3, 8, 8)
     v1, v2 = two_views(rgb)
-    flipped = [explained(out, image, 1, flip=True) and not explained(out, image, 1, flip=False)
-               for view in (v1, v2) for image, out in zip(rgb, view)]
-    assert 0 < sum(flipped) < len(flipped)             # natural images: flipped about half the time
+    flipped = [
+        explained(out, image, 1, flip=True) and not explained(out, image, 1, flip=False)
+        for view in (v1, v2)
+        for image, out in zip(rgb, view)
+    ]
+    assert 0 < sum(flipped) < len(flipped)  # natural images: flipped about half the time
 
 
 def co2l_learner(**changes):
@@ -128,7 +131,7 @@ def test_loss_combines_anchor_supcon_with_distillation_from_the_past_model():
     assert model.projector[-1].out_features == 128
     learner.observe(toy_batch(8, seed=1), None)
     learner.begin_task(SimpleNamespace(index=1), model)
-    with torch.no_grad():                                   # the past model differs from the live one
+    with torch.no_grad():  # the past model differs from the live one
         model.projector[0].weight.mul_(1.5)
     batch = learner.prepare(toy_batch(6))
     assert batch.x.shape == (6, 2, 1, 8, 8) and batch.replay["x"].shape == (4, 2, 1, 8, 8)
@@ -151,7 +154,7 @@ def test_loss_combines_anchor_supcon_with_distillation_from_the_past_model():
 
     loss.total.backward()
     assert model.projector[0].weight.grad.abs().sum() > 0 and model.stem[0].weight.grad.abs().sum() > 0
-    assert model.head.weight.grad is None                   # the head is trained by the probe only
+    assert model.head.weight.grad is None  # the head is trained by the probe only
     assert all(p.grad is None and not p.requires_grad for p in learner.past.parameters())
 
 
@@ -159,8 +162,8 @@ def test_probe_trains_the_head_only_and_state_round_trips():
     model, learner = co2l_learner(co2l_probe_epochs=20)
     g = torch.Generator().manual_seed(2)
     y = torch.randint(0, 2, (64,), generator=g)
-    x = torch.randn(64, 1, 8, 8, generator=g) + 2 * y[:, None, None, None]   # separable classes
-    old = torch.randn(8, 1, 8, 8, generator=g) - 2                            # an earlier task's class 2
+    x = torch.randn(64, 1, 8, 8, generator=g) + 2 * y[:, None, None, None]  # separable classes
+    old = torch.randn(8, 1, 8, 8, generator=g) - 2  # an earlier task's class 2
     learner.observe(Batch(old, torch.full((8,), 2), torch.arange(8), old), None)
     learner.begin_task(SimpleNamespace(index=1), model)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
@@ -215,6 +218,7 @@ def test_resume_equals_an_uninterrupted_run(tiny, stop_after_epochs):
             epochs.append(event)
             if len(epochs) == stop_after_epochs:
                 raise Stop
+
     with pytest.raises(Stop):
         esacl.run(cfg.replace(name="cut"), callbacks=[stop])
     resumed = esacl.resume(whole.path.parent / "cut")
@@ -235,9 +239,14 @@ def test_two_views_of_uint8_pixels_are_floats_on_the_pixel_scale():
 
 def test_co2l_predicts_by_the_nearest_other_view_so_ddr_sees_learning_during_a_task():
     from esacl.co2l import neighbour_scores
+
     # Two stream examples and two replayed ones; view 1 rows, then view 2 rows; labels 4, 6, 4, 6.
-    z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9],
-                                                    [1.0, 0.05], [0.05, 1.0], [0.8, 0.3], [0.3, 0.8]]), dim=1)
+    z = torch.nn.functional.normalize(
+        torch.tensor(
+            [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [1.0, 0.05], [0.05, 1.0], [0.8, 0.3], [0.3, 0.8]]
+        ),
+        dim=1,
+    )
     labels = torch.tensor([4, 6, 4, 6, 4, 6, 4, 6])
     scores = neighbour_scores(z, labels, b=2, n=4, n_classes=8)
     assert scores.shape == (2, 8) and torch.isinf(scores[:, [0, 1, 2, 3, 5, 7]]).all()

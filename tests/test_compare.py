@@ -1,4 +1,5 @@
 """The comparison tables: per-method summaries and the paper's grouped question, on real runs."""
+
 import statistics
 
 import pytest
@@ -20,6 +21,7 @@ def paper_runs(tmp_path_factory):
         argv += ["-p", key, value]
     import contextlib
     import io
+
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert main(argv) == 0
@@ -32,8 +34,9 @@ def test_the_paper_grid_is_the_bounds_then_each_learner_dense_sparcl_esacl():
     configs = paper_configs("split_digits", [3, 4], PAPER_LEARNERS, 0.9, "runs")
     assert len(configs) == 2 * 14
     assert [c.method for c in configs[::2]] == paper_methods()
-    assert {(c.method, c.sparsity) for c in configs if c.method.startswith(("sparcl", "esacl"))} == \
-        {(m, 0.9) for m in paper_methods() if m.startswith(("sparcl", "esacl"))}
+    assert {(c.method, c.sparsity) for c in configs if c.method.startswith(("sparcl", "esacl"))} == {
+        (m, 0.9) for m in paper_methods() if m.startswith(("sparcl", "esacl"))
+    }
     assert all(c.sparsity is None for c in configs if c.method in ("sgd", "joint", "er", "derpp", "ewc", "co2l"))
     # sharpness is measured only where a report shows dashboards: EsaCL-X at the first seed
     assert {(c.method, c.seed) for c in configs if c.landscape} == {(f"esacl-{x}", 3) for x in PAPER_LEARNERS}
@@ -41,15 +44,18 @@ def test_the_paper_grid_is_the_bounds_then_each_learner_dense_sparcl_esacl():
 
 def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_runs):
     records, out, err = paper_runs
-    assert sorted((r.config["method"], r.config["seed"]) for r in records) == \
-        sorted((m, s) for m in paper_methods(("er",)) for s in (0, 1))
+    assert sorted((r.config["method"], r.config["seed"]) for r in records) == sorted(
+        (m, s) for m in paper_methods(("er",)) for s in (0, 1)
+    )
     assert all(r.complete for r in records) and "[10/10] split_digits esacl-er sparsity 0.9 seed 1" in err
     groups = paper_rows(records, ("er",))
     assert [g for g, _ in groups] == ["bounds", "er"]
     assert [r["method"] for r in groups[1][1]] == ["er", "sparcl-er", "esacl-er"]
     by = {(r.config["method"], r.config["seed"]): r for r in records}
-    diffs = [by["esacl-er", s].summary["class_il"]["average"] - by["sparcl-er", s].summary["class_il"]["average"]
-             for s in (0, 1)]
+    diffs = [
+        by["esacl-er", s].summary["class_il"]["average"] - by["sparcl-er", s].summary["class_il"]["average"]
+        for s in (0, 1)
+    ]
     v = versus(records, "er")
     assert v.seeds == [0, 1]
     assert v.class_il == pytest.approx((statistics.mean(diffs), statistics.stdev(diffs)))
@@ -99,6 +105,7 @@ def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
     import json
 
     from esacl.compare import thread_warnings
+
     records, _, _ = paper_runs
     assert thread_warnings(records) == []
     er = [r for r in records if r.config["method"] == "er"]
@@ -115,10 +122,12 @@ def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_run
     from esacl.compare import left_out, summary_rows, summary_text
     from esacl.train import Diverged
     from workbench.cli import comparison
+
     records, _, _ = paper_runs
-    with pytest.raises(Diverged) as stopped:            # task 0 finishes, task 1's loss is NaN
-        esacl.run(dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, n_tasks=2, epochs=1, progress=False,
-                       out=str(tmp_path)))
+    with pytest.raises(Diverged) as stopped:  # task 0 finishes, task 1's loss is NaN
+        esacl.run(
+            dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, n_tasks=2, epochs=1, progress=False, out=str(tmp_path))
+        )
     diverged = load_run(stopped.value.path)
     assert diverged.diverged is not None and len(diverged.class_il) == 1
     rows = {(r["method"], r["seeds"]) for r in summary_rows(records + [diverged])}
@@ -131,10 +140,11 @@ def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_run
 
 def test_runs_that_differ_in_a_setting_are_separate_rows_and_a_seed_counts_once(tmp_path, capsys):
     from esacl.compare import left_out, summary_rows, summary_text
+
     small = dict(method="sgd", n_tasks=2, progress=False, out=str(tmp_path))
     one = [esacl.run(dict(small, seed=s, epochs=1)) for s in (0, 1)]
     two = esacl.run(dict(small, seed=0, epochs=2))
-    again = esacl.run(dict(small, seed=0, epochs=1, name="again"))         # the same experiment once more
+    again = esacl.run(dict(small, seed=0, epochs=1, name="again"))  # the same experiment once more
     records = one + [two, again]
     rows = {(r["settings"], r["seeds"]): r for r in summary_rows(records)}
     assert set(rows) == {("epochs=1", 2), ("epochs=2", 1)}
@@ -144,24 +154,27 @@ def test_runs_that_differ_in_a_setting_are_separate_rows_and_a_seed_counts_once(
     text = summary_text(summary_rows(records))
     assert text.splitlines()[0].split()[:3] == ["benchmark", "method", "settings"]
     single = next(line for line in text.splitlines() if "epochs=2" in line)
-    assert f"{two.summary['class_il']['average']:.2f}" in single and "+-" not in single    # one seed: its value alone
+    assert f"{two.summary['class_il']['average']:.2f}" in single and "+-" not in single  # one seed: its value alone
     kept = min((one[0], again), key=lambda r: str(r.path))
     repeat = again if kept is one[0] else one[0]
-    assert left_out(records) == [f"left out (a seed counted already, same settings): {repeat.path.name} "
-                                 f"(as {kept.path.name})"]
+    assert left_out(records) == [
+        f"left out (a seed counted already, same settings): {repeat.path.name} (as {kept.path.name})"
+    ]
     assert main(["compare", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == summary_text(summary_rows(records)) + "\n\n" + left_out(records)[0]
-    assert summary_text(summary_rows(one))                                  # one setting: no settings column
+    assert summary_text(summary_rows(one))  # one setting: no settings column
     assert "settings" not in summary_text(summary_rows(one)).splitlines()[0]
 
 
 def test_no_verdict_where_esacl_or_sparcl_ran_with_several_settings(paper_runs, tmp_path):
     from esacl.compare import verdicts
+
     records, _, _ = paper_runs
     other = esacl.run(dict(method="esacl-er", seed=0, n_tasks=2, epochs=1, rho=0.1, progress=False, out=str(tmp_path)))
     lines = verdicts(records + [other], ("er",))
-    assert lines == ["er: no verdict: esacl-er ran with 2 settings (rho=0.05 / rho=0.1); compare runs made with "
-                     "one setting each"]
+    assert lines == [
+        "er: no verdict: esacl-er ran with 2 settings (rho=0.05 / rho=0.1); compare runs made with one setting each"
+    ]
     assert versus(records + [other], "er") is None
     table = paper_text(records + [other], ("er",)).split("\n\n")[0]
-    assert "settings" in table.splitlines()[0] and " *" not in table and " =" not in table     # no marks either
+    assert "settings" in table.splitlines()[0] and " *" not in table and " =" not in table  # no marks either

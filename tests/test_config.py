@@ -21,15 +21,23 @@ def test_unknown_key_names_the_nearest_valid_key():
 def test_wrong_type_names_key_and_expected_type():
     assert "'lr' expects float or None" in error(lr="fast")
     assert "'epochs' expects int or None" in error(epochs=2.5)
-    assert "'seed' expects int" in error(seed=True)          # bool is not an int here
+    assert "'seed' expects int" in error(seed=True)  # bool is not an int here
     assert "'progress' expects bool" in error(progress="yes")
 
 
-@pytest.mark.parametrize("key, value, interval", [
-    ("lr", -0.1, "(0, inf)"), ("lr", 0.0, "(0, inf)"), ("sparsity", 1.0, "[0, 1)"),
-    ("sparsity", -0.1, "[0, 1)"), ("n_tasks", 0, "[1, inf)"), ("epochs", 0, "[1, inf)"),
-    ("ewc_gamma", 1.5, "[0, 1]"), ("lr", float("nan"), "(0, inf)"),
-])
+@pytest.mark.parametrize(
+    "key, value, interval",
+    [
+        ("lr", -0.1, "(0, inf)"),
+        ("lr", 0.0, "(0, inf)"),
+        ("sparsity", 1.0, "[0, 1)"),
+        ("sparsity", -0.1, "[0, 1)"),
+        ("n_tasks", 0, "[1, inf)"),
+        ("epochs", 0, "[1, inf)"),
+        ("ewc_gamma", 1.5, "[0, 1]"),
+        ("lr", float("nan"), "(0, inf)"),
+    ],
+)
 def test_out_of_range_names_the_allowed_interval(key, value, interval):
     assert f"'{key}' must be in {interval}" in error(**{key: value})
 
@@ -59,7 +67,7 @@ def test_resolve_fills_protocol_defaults_and_says_which():
     assert cfg.lr == 0.1 and "lr" not in filled
     assert set(filled) == (set(PROTOCOL_KEYS) - {"lr"}) | {"sparsity"}
     assert cfg.epochs == protocol["epochs"] and cfg.buffer_size == protocol["buffer_size"]
-    assert cfg.sparsity == 0.0                                   # sgd is dense
+    assert cfg.sparsity == 0.0  # sgd is dense
     assert resolve(RunConfig(method="esacl"), protocol)[0].sparsity == 0.9
     cfg, filled = resolve(RunConfig(method="esacl", sparsity=0.75), protocol)
     assert cfg.sparsity == 0.75 and "sparsity" not in filled
@@ -72,9 +80,13 @@ def test_replace_rejects_unknown_keys():
 
 def test_cross_expands_every_combination_last_axis_fastest():
     from esacl.config import cross
+
     assert cross({"epochs": "1"}, {"method": ["sgd", "er"], "seed": ["0", "1"]}) == [
-        {"epochs": "1", "method": "sgd", "seed": "0"}, {"epochs": "1", "method": "sgd", "seed": "1"},
-        {"epochs": "1", "method": "er", "seed": "0"}, {"epochs": "1", "method": "er", "seed": "1"}]
+        {"epochs": "1", "method": "sgd", "seed": "0"},
+        {"epochs": "1", "method": "sgd", "seed": "1"},
+        {"epochs": "1", "method": "er", "seed": "0"},
+        {"epochs": "1", "method": "er", "seed": "1"},
+    ]
     assert cross({"seed": "3"}, {}) == [{"seed": "3"}]
 
 
@@ -86,6 +98,7 @@ def test_runconfig_is_the_union_of_the_components_sections_each_key_once():
     from esacl.knobs import Section
     from esacl.methods import DERpp, DERppConfig
     from esacl.steps import SAMConfig
+
     sections = [c for c in RunConfig.__mro__[1:] if dataclasses.is_dataclass(c) and issubclass(c, Section)]
     keys = [f.name for c in reversed(sections) for f in dataclasses.fields(c)]
     assert keys == [f.name for f in dataclasses.fields(RunConfig)] and len(set(keys)) == len(keys)

@@ -12,8 +12,20 @@ from PIL import Image
 import esacl
 from esacl import RunConfig, UserError
 from esacl import data as data_module
-from esacl.data import (BENCHMARKS, FMNIST_DEBIAN, FMNIST_FILES, SOURCES, TINY_CACHE, TINY_CACHE_META, crop_flip,
-                        fmnist_arrays, idx_bytes, load_benchmark, parse_idx, tiny_imagenet_arrays)
+from esacl.data import (
+    BENCHMARKS,
+    FMNIST_DEBIAN,
+    FMNIST_FILES,
+    SOURCES,
+    TINY_CACHE,
+    TINY_CACHE_META,
+    crop_flip,
+    fmnist_arrays,
+    idx_bytes,
+    load_benchmark,
+    parse_idx,
+    tiny_imagenet_arrays,
+)
 from esacl.presets import PRESETS
 from workbench.cli import main
 from helpers import write_cifar, write_idx, write_tiny_imagenet
@@ -42,17 +54,20 @@ def test_the_split_is_stratified_fixed_and_normalised():
     assert abs(x_train.mean().item()) < 1e-4 and abs(x_train.std().item() - 1) < 1e-3
     y_train = torch.cat([t.y_train for t in bench.tasks])
     y_test = torch.cat([t.y_test for t in bench.tasks])
-    share = torch.bincount(y_test, minlength=10) / (torch.bincount(y_train, minlength=10) + torch.bincount(y_test, minlength=10))
+    share = torch.bincount(y_test, minlength=10) / (
+        torch.bincount(y_train, minlength=10) + torch.bincount(y_test, minlength=10)
+    )
     assert ((share - 0.25).abs() < 0.01).all()
 
-    def test_images_by_class(bench):        # class -> its test images, sorted: the split, whatever the task order
+    def test_images_by_class(bench):  # class -> its test images, sorted: the split, whatever the task order
         x = torch.cat([t.x_test for t in bench.tasks]).flatten(1)
         y = torch.cat([t.y_test for t in bench.tasks])
         return {c: sorted(map(tuple, x[y == c].tolist())) for c in range(10)}
+
     fixed = test_images_by_class(bench)
     other = digits(seed=1)
-    assert other.class_order != bench.class_order                   # another task order ...
-    assert test_images_by_class(other) == fixed                      # ... over the same test examples
+    assert other.class_order != bench.class_order  # another task order ...
+    assert test_images_by_class(other) == fixed  # ... over the same test examples
 
 
 def test_class_order_is_fixed_per_seed():
@@ -71,8 +86,11 @@ def test_n_tasks_cuts_the_stream_and_is_bounded():
 # ------------------------------------------------------------------------------------------------
 # Image benchmarks: small files in the real on-disk formats, loaded through the user's code path
 
+
 def image_bench(name, root, **changes):
-    return load_benchmark(RunConfig(benchmark=name, data_root=str(root), progress=False, **changes), torch.device("cpu"))
+    return load_benchmark(
+        RunConfig(benchmark=name, data_root=str(root), progress=False, **changes), torch.device("cpu")
+    )
 
 
 def test_cifar10_loads_uint8_channels_first_in_natural_order(tmp_path):
@@ -83,14 +101,14 @@ def test_cifar10_loads_uint8_channels_first_in_natural_order(tmp_path):
     assert bench.class_order == list(range(10)) and bench.tasks[1].classes == [2, 3]
     with open(folder / "data_batch_2", "rb") as f:
         raw = pickle.load(f, encoding="bytes")
-    first = raw[b"data"][0].reshape(3, 32, 32)              # the format: 1024 R, then G, then B, row-major
+    first = raw[b"data"][0].reshape(3, 32, 32)  # the format: 1024 R, then G, then B, row-major
     label = raw[b"labels"][0]
     task = bench.tasks[label // 2]
     assert task.x_train.dtype == torch.uint8 and task.x_train.shape[1:] == (3, 32, 32)
     hits = (task.x_train == torch.from_numpy(first)).flatten(1).all(1)
     assert hits.sum() == 1 and task.y_train[hits].item() == label
     assert sum(len(t.y_train) for t in bench.tasks) == 10 * 2 * 5 and sum(len(t.y_test) for t in bench.tasks) == 10
-    x = torch.cat([t.x_train for t in bench.tasks]).double() / 255       # the model's normalisation: train stats
+    x = torch.cat([t.x_train for t in bench.tasks]).double() / 255  # the model's normalisation: train stats
     mean, std = bench.norm
     assert np.allclose(mean, x.mean(dim=(0, 2, 3)).tolist(), atol=1e-6)
     assert np.allclose(std, x.std(dim=(0, 2, 3), unbiased=False).tolist(), atol=1e-6)
@@ -107,7 +125,14 @@ def test_cifar100_reads_fine_labels_into_ten_tasks(tmp_path):
 def test_image_benchmarks_take_their_protocol_defaults():
     for name, epochs in (("split_cifar10", 50), ("split_cifar100", 50), ("split_tinyimagenet", 100)):
         cfg, filled = esacl.config.resolve(RunConfig(benchmark=name), BENCHMARKS[name].protocol)
-        assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.buffer_size, cfg.minibatch_size, cfg.width) == (epochs, 32, 0.03, 500, 32, 64)
+        assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.buffer_size, cfg.minibatch_size, cfg.width) == (
+            epochs,
+            32,
+            0.03,
+            500,
+            32,
+            64,
+        )
         assert (cfg.removal_every, cfg.removal_until, cfg.tdm_every, cfg.class_order) == (5, 20, 5, "natural")
         assert "class_order" in filled
     cfg, _ = esacl.config.resolve(RunConfig(), BENCHMARKS["split_digits"].protocol)
@@ -131,8 +156,11 @@ def one_line_error(fn) -> str:
 
 def test_missing_data_is_one_line_naming_the_folder_and_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv("ESACL_DATA", raising=False)
-    for name, folder in (("split_cifar10", "cifar-10-batches-py"), ("split_cifar100", "cifar-100-python"),
-                         ("split_tinyimagenet", "tiny-imagenet-200")):
+    for name, folder in (
+        ("split_cifar10", "cifar-10-batches-py"),
+        ("split_cifar100", "cifar-100-python"),
+        ("split_tinyimagenet", "tiny-imagenet-200"),
+    ):
         message = one_line_error(lambda name=name: load_benchmark(RunConfig(benchmark=name), torch.device("cpu")))
         assert folder in message and "ESACL_DATA" in message and f"esacl data download {name}" in message
         assert SOURCES[name].url in message
@@ -143,7 +171,7 @@ def test_missing_data_is_one_line_naming_the_folder_and_how_to_get_it(tmp_path, 
 def test_a_corrupt_or_misshapen_batch_is_one_line_naming_the_file(tmp_path):
     folder = write_cifar(tmp_path)
     whole = (folder / "data_batch_3").read_bytes()
-    (folder / "data_batch_3").write_bytes(whole[:len(whole) // 2])           # truncated download
+    (folder / "data_batch_3").write_bytes(whole[: len(whole) // 2])  # truncated download
     message = one_line_error(lambda: image_bench("split_cifar10", tmp_path))
     assert str(folder / "data_batch_3") in message and "corrupt" in message
     (folder / "data_batch_3").write_bytes(whole)
@@ -168,7 +196,7 @@ def test_tiny_imagenet_decodes_once_into_a_checksummed_cache(tmp_path, capsys):
     expected = np.asarray(Image.open(probe).convert("RGB"))
     assert np.array_equal(arrays["x_train"][15], expected) and arrays["y_train"][15] == 7
     gray = next(k for k, w in enumerate(wnids) if w == (folder / "wnids.txt").read_text().split()[0])
-    assert arrays["x_train"][2 * gray].std(axis=2).max() == 0              # a grayscale JPEG became 3 equal channels
+    assert arrays["x_train"][2 * gray].std(axis=2).max() == 0  # a grayscale JPEG became 3 equal channels
     val = (folder / "val" / "val_annotations.txt").read_text().splitlines()[5].split("\t")
     assert arrays["y_test"][5] == wnids.index(val[1])
     cache, meta = folder / TINY_CACHE, folder / TINY_CACHE_META
@@ -176,14 +204,14 @@ def test_tiny_imagenet_decodes_once_into_a_checksummed_cache(tmp_path, capsys):
     built = cache.stat().st_mtime_ns
 
     original = probe.read_bytes()
-    probe.write_bytes(b"not a jpeg")          # a second load that decoded anything would fail here
+    probe.write_bytes(b"not a jpeg")  # a second load that decoded anything would fail here
     again = tiny_imagenet_arrays(folder, progress=False)
     assert cache.stat().st_mtime_ns == built
     assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
     probe.write_bytes(original)
 
     data = bytearray(cache.read_bytes())
-    data[len(data) // 2] ^= 0xFF              # one flipped bit's worth of rot
+    data[len(data) // 2] ^= 0xFF  # one flipped bit's worth of rot
     cache.write_bytes(bytes(data))
     capsys.readouterr()
     rebuilt = tiny_imagenet_arrays(folder, progress=False)
@@ -202,7 +230,11 @@ def test_split_tinyimagenet_is_ten_tasks_of_twenty_classes_at_64x64(tmp_path):
     bench = image_bench("split_tinyimagenet", tmp_path)
     assert bench.n_tasks == 10 and bench.n_classes == 200 and bench.input_shape == (3, 64, 64)
     task = bench.tasks[3]
-    assert task.classes == list(range(60, 80)) and task.x_train.shape == (40, 3, 64, 64) and task.x_train.dtype == torch.uint8
+    assert (
+        task.classes == list(range(60, 80))
+        and task.x_train.shape == (40, 3, 64, 64)
+        and task.x_train.dtype == torch.uint8
+    )
     assert task.x_train.is_contiguous() and len(task.y_test) == 20
     arrays = tiny_imagenet_arrays(tmp_path / "tiny-imagenet-200", progress=False)
     first = int(np.flatnonzero(arrays["y_train"] == 60)[0])
@@ -229,21 +261,21 @@ def windows(x, pad=4):
 
 def test_crop_flip_is_a_shifted_window_of_the_padded_image_flipped_for_about_half():
     torch.manual_seed(0)
-    x = torch.randint(1, 256, (600, 3, 8, 8), dtype=torch.uint8)     # no zeros: padding is recognisable
+    x = torch.randint(1, 256, (600, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is recognisable
     out = crop_flip(x)
     assert out.dtype == torch.uint8 and out.shape == x.shape
-    cand = windows(x)                                                 # [N, 9, 9, 3, 8, 8]
-    plain = (cand == out[:, None, None]).flatten(3).all(3)            # [N, 9, 9]
+    cand = windows(x)  # [N, 9, 9, 3, 8, 8]
+    plain = (cand == out[:, None, None]).flatten(3).all(3)  # [N, 9, 9]
     flipped = (cand.flip(-1) == out[:, None, None]).flatten(3).all(3)
-    assert (plain | flipped).flatten(1).any(1).all()                  # every output is some window, maybe flipped
+    assert (plain | flipped).flatten(1).any(1).all()  # every output is some window, maybe flipped
     is_flipped = flipped.flatten(1).any(1) & ~plain.flatten(1).any(1)
     assert 0.4 < is_flipped.float().mean() < 0.6
     dy, dx = torch.nonzero(plain | flipped, as_tuple=True)[1:]
-    assert set(dy.tolist()) == set(dx.tolist()) == set(range(9))     # every offset occurs
+    assert set(dy.tolist()) == set(dx.tolist()) == set(range(9))  # every offset occurs
     torch.manual_seed(1)
     again = crop_flip(x)
     torch.manual_seed(1)
-    assert torch.equal(crop_flip(x), again) and not torch.equal(again, out)   # torch's global RNG
+    assert torch.equal(crop_flip(x), again) and not torch.equal(again, out)  # torch's global RNG
 
 
 def test_crop_flip_has_no_host_sync():
@@ -259,8 +291,19 @@ def test_crop_flip_has_no_host_sync():
 
 def test_one_epoch_of_er_on_a_tiny_cifar10_runs_end_to_end(tmp_path):
     write_cifar(tmp_path / "data", per_class=2, test_per_class=2)
-    record = esacl.run(RunConfig(benchmark="split_cifar10", data_root=str(tmp_path / "data"), method="er",
-                                 n_tasks=2, epochs=1, width=8, device="cpu", progress=False, out=str(tmp_path / "runs")))
+    record = esacl.run(
+        RunConfig(
+            benchmark="split_cifar10",
+            data_root=str(tmp_path / "data"),
+            method="er",
+            n_tasks=2,
+            epochs=1,
+            width=8,
+            device="cpu",
+            progress=False,
+            out=str(tmp_path / "runs"),
+        )
+    )
     assert record.complete and len(record.class_il) == 2
     assert all(math.isfinite(a) for row in record.class_il + record.task_il for a in row if a is not None)
     assert record.config["class_order"] == "natural" and record.config["batch_size"] == 32
@@ -272,9 +315,22 @@ def test_every_method_trains_on_uint8_cifar_images(tmp_path, method):
     # The image path end to end for each learner x sparsifier x selector: uint8 stream and buffer,
     # crop/flip, InputNorm, and each method's own consumers of x (views, Fisher, SAM, DDR, probes).
     write_cifar(tmp_path / "data", per_class=2, test_per_class=1)
-    record = esacl.run(RunConfig(benchmark="split_cifar10", data_root=str(tmp_path / "data"), method=method,
-                                 n_tasks=2, epochs=1, width=4, batch_size=8, minibatch_size=4, device="cpu",
-                                 co2l_probe_epochs=1, progress=False, out=str(tmp_path / "runs")))
+    record = esacl.run(
+        RunConfig(
+            benchmark="split_cifar10",
+            data_root=str(tmp_path / "data"),
+            method=method,
+            n_tasks=2,
+            epochs=1,
+            width=4,
+            batch_size=8,
+            minibatch_size=4,
+            device="cpu",
+            co2l_probe_epochs=1,
+            progress=False,
+            out=str(tmp_path / "runs"),
+        )
+    )
     assert record.complete and len(record.class_il) == 2
     assert all(math.isfinite(a) for row in record.class_il + record.task_il for a in row if a is not None)
 
@@ -285,21 +341,36 @@ def test_cifar100_and_tiny_imagenet_run_end_to_end(tmp_path, name, writer):
         write_tiny_imagenet(tmp_path / "data", per_class=1, val_per_class=1)
     else:
         write_cifar(tmp_path / "data", name="cifar-100-python", per_class=1, test_per_class=1)
-    record = esacl.run(RunConfig(benchmark=name, data_root=str(tmp_path / "data"), method="esacl-derpp",
-                                 n_tasks=2, epochs=1, width=4, device="cpu", progress=False, out=str(tmp_path / "runs")))
+    record = esacl.run(
+        RunConfig(
+            benchmark=name,
+            data_root=str(tmp_path / "data"),
+            method="esacl-derpp",
+            n_tasks=2,
+            epochs=1,
+            width=4,
+            device="cpu",
+            progress=False,
+            out=str(tmp_path / "runs"),
+        )
+    )
     assert record.complete and len(record.class_il) == 2
     assert record.task_events[-1]["flops"]["total"] > 0
 
 
 def test_data_check_reports_missing_and_corrupt_files_and_exits_1(tmp_path, capsys):
-    write_cifar(tmp_path)                              # real format, but not the official bytes
+    write_cifar(tmp_path)  # real format, but not the official bytes
     write_tiny_imagenet(tmp_path, per_class=1, val_per_class=1)
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(SystemExit) as exit:
         main(["data", "check", "--data-root", str(tmp_path)])
     assert exit.value.code == 1
     out = capsys.readouterr().out
-    assert "MISSING  data_batch_4" in out and "CORRUPT  data_batch_1" in out and "official c99cafc152244af753f735de768cd75f" in out
+    assert (
+        "MISSING  data_batch_4" in out
+        and "CORRUPT  data_batch_1" in out
+        and "official c99cafc152244af753f735de768cd75f" in out
+    )
     assert f"split_cifar100: MISSING {tmp_path / 'cifar-100-python'}" in out
     assert "MISSING  train: 200 images, expected 100000" in out and "not built yet" in out
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in out
@@ -314,7 +385,8 @@ def test_data_check_without_a_root_says_what_to_set(monkeypatch, capsys):
 
 def test_download_without_network_is_one_line_naming_the_url(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
-    url = "http://127.0.0.1:9/cifar-10-python.tar.gz"           # the discard port: refused, no network needed
+
+    url = "http://127.0.0.1:9/cifar-10-python.tar.gz"  # the discard port: refused, no network needed
     monkeypatch.setitem(SOURCES, "split_cifar10", replace(SOURCES["split_cifar10"], url=url))
     assert main(["data", "download", "cifar10", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -339,7 +411,7 @@ def test_the_idx_reader_reads_images_and_labels(tmp_path, gz):
     labels = rng.integers(0, 10, 7, dtype=np.uint8)
     got = read_idx(write_idx(tmp_path / "images", images, gz))
     assert got.dtype == np.uint8 and got.shape == (7, 28, 28) and np.array_equal(got, images)
-    assert got.flags.writeable                                     # torch.from_numpy takes it without a warning
+    assert got.flags.writeable  # torch.from_numpy takes it without a warning
     assert np.array_equal(read_idx(write_idx(tmp_path / "labels", labels, gz)), labels)
     # the header is big-endian: a shape whose bytes differ when read little-endian
     wide = rng.integers(0, 256, (1, 3, 260), dtype=np.uint8)
@@ -350,9 +422,11 @@ def test_a_damaged_idx_file_is_one_line_naming_it(tmp_path):
     good = write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), dtype=np.uint8))
     whole = good.read_bytes()
     cases = {
-        "truncated.gz": (whole[:len(whole) // 2], "does not decompress"),
-        "short": (bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100),
-                  "its header declares [4, 28, 28] = 3136 values, it holds 100"),
+        "truncated.gz": (whole[: len(whole) // 2], "does not decompress"),
+        "short": (
+            bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100),
+            "its header declares [4, 28, 28] = 3136 values, it holds 100",
+        ),
         "magic": (bytes([0, 0, 0x0D, 3]) + bytes(20), "not an idx file of unsigned bytes (magic number 00000d03"),
         "empty": (b"", "magic number absent"),
         "header": (bytes([0, 0, 8, 3, 0, 0]), "its header ends after 6 bytes"),
@@ -383,7 +457,10 @@ def test_the_data_root_comes_before_debian_and_its_files_are_checked(tmp_path):
     folder = tmp_path / "fashion-mnist"
     write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
     message = one_line_error(lambda: image_bench("split_fmnist", tmp_path))
-    assert str(folder / "train-images-idx3-ubyte.gz") in message and "shape [20, 28, 28], expected [60000, 28, 28]" in message
+    assert (
+        str(folder / "train-images-idx3-ubyte.gz") in message
+        and "shape [20, 28, 28], expected [60000, 28, 28]" in message
+    )
     write_idx(folder / "train-images-idx3-ubyte", np.zeros((60000, 28, 28), dtype=np.uint8), gz=False)
     (folder / "train-images-idx3-ubyte.gz").unlink()
     message = one_line_error(lambda: image_bench("split_fmnist", tmp_path))
@@ -397,6 +474,7 @@ def test_the_data_root_comes_before_debian_and_its_files_are_checked(tmp_path):
 @pytest.mark.skipif(not DEBIAN_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({FMNIST_DEBIAN})")
 def test_the_real_fashion_mnist_files_have_their_shapes_classes_and_checksums():
     import gzip
+
     for name, (shape, md5) in FMNIST_FILES.items():
         data = gzip.decompress((FMNIST_DEBIAN / f"{name}.gz").read_bytes())
         assert hashlib.md5(data).hexdigest() == md5 and len(data) == 4 + 4 * len(shape) + math.prod(shape)
@@ -411,11 +489,11 @@ def test_split_fmnist_is_five_two_class_tasks_of_uint8_images(tmp_path):
     bench = load_benchmark(RunConfig(benchmark="split_fmnist", data_root=str(tmp_path)), torch.device("cpu"))
     assert bench.n_tasks == 5 and bench.n_classes == 10 and bench.input_shape == (1, 28, 28)
     assert bench.backbone == "convnet28" and bench.augment is None
-    assert bench.class_order == digits(seed=0).class_order            # the seeded order, as split_digits
+    assert bench.class_order == digits(seed=0).class_order  # the seeded order, as split_digits
     for task in bench.tasks:
         assert len(task.y_train) == 12000 and len(task.y_test) == 2000 and task.x_train.dtype == torch.uint8
         assert set(task.y_train.tolist()) == set(task.classes)
-    assert 0.2 < bench.norm[0][0] < 0.4 and 0.3 < bench.norm[1][0] < 0.4    # Fashion-MNIST's mean 0.286, std 0.353
+    assert 0.2 < bench.norm[0][0] < 0.4 and 0.3 < bench.norm[1][0] < 0.4  # Fashion-MNIST's mean 0.286, std 0.353
     natural = load_benchmark(RunConfig(benchmark="split_fmnist", class_order="natural", n_tasks=2), torch.device("cpu"))
     assert [t.classes for t in natural.tasks] == [[0, 1], [2, 3]]
 
@@ -423,7 +501,7 @@ def test_split_fmnist_is_five_two_class_tasks_of_uint8_images(tmp_path):
 @pytest.mark.skipif(not DEBIAN_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({FMNIST_DEBIAN})")
 def test_data_check_reads_fashion_mnist_from_debian(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
-        main(["data", "check", "--data-root", str(tmp_path)])       # an empty root: the CIFARs are missing
+        main(["data", "check", "--data-root", str(tmp_path)])  # an empty root: the CIFARs are missing
     assert exit.value.code == 1
     out = capsys.readouterr().out
     assert f"split_fmnist: {FMNIST_DEBIAN}" in out and out.count("  ok       t") == 4
@@ -444,11 +522,11 @@ def test_a_validation_split_holds_out_each_class_and_never_the_test_set():
             n = int((a.y_train == c).sum())
             assert int((b.y_test == c).sum()) == round(0.2 * n)
         both = torch.cat([b.x_train, b.x_test]).flatten(1)
-        assert torch.allclose(both.sum(0), a.x_train.flatten(1).sum(0), atol=1e-3)    # the same examples, split
-        assert not (b.x_test.flatten(1)[:, None] == a.x_test.flatten(1)[None]).all(-1).any()           # no test image
+        assert torch.allclose(both.sum(0), a.x_train.flatten(1).sum(0), atol=1e-3)  # the same examples, split
+        assert not (b.x_test.flatten(1)[:, None] == a.x_test.flatten(1)[None]).all(-1).any()  # no test image
     again = digits(validation=0.2, seed=5, class_order="natural").tasks[0]
     fixed = digits(validation=0.2, seed=0, class_order="natural").tasks[0]
-    assert torch.equal(again.x_test, fixed.x_test)                  # the held-out set does not move with the seed
+    assert torch.equal(again.x_test, fixed.x_test)  # the held-out set does not move with the seed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -473,7 +551,7 @@ def test_a_crafted_cifar_batch_cannot_run_code(tmp_path):
     message = one_line_error(lambda: image_bench("split_cifar10", tmp_path))
     assert str(folder / "data_batch_1") in message and "posix.system" in message and "only numpy arrays" in message
     assert not marker.exists()
-    pickle.loads(pickle.dumps(Hostile(marker)))                     # the same bytes through pickle itself: it runs
+    pickle.loads(pickle.dumps(Hostile(marker)))  # the same bytes through pickle itself: it runs
     assert marker.exists()
 
 
@@ -481,10 +559,10 @@ def test_a_truncated_tiny_imagenet_cache_with_a_matching_sidecar_is_rebuilt(tmp_
     folder = write_tiny_imagenet(tmp_path, per_class=1, val_per_class=1)
     arrays = tiny_imagenet_arrays(folder, progress=False)
     cache, meta = folder / TINY_CACHE, folder / TINY_CACHE_META
-    cut = cache.read_bytes()[:cache.stat().st_size // 3]
+    cut = cache.read_bytes()[: cache.stat().st_size // 3]
     cache.write_bytes(cut)
     sidecar = json.loads(meta.read_text())
-    meta.write_text(json.dumps(dict(sidecar, sha256=hashlib.sha256(cut).hexdigest())))    # the checksum agrees
+    meta.write_text(json.dumps(dict(sidecar, sha256=hashlib.sha256(cut).hexdigest())))  # the checksum agrees
     capsys.readouterr()
     rebuilt = tiny_imagenet_arrays(folder, progress=False)
     assert "does not load" in capsys.readouterr().err

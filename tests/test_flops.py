@@ -38,7 +38,9 @@ def test_forward_cost_scales_with_layer_density():
     assert meter.forward_cost.item() == dense
     quarter = torch.zeros(2 * W, W, 3, 3, dtype=torch.bool)
     quarter.view(-1)[: quarter.numel() // 4] = True
-    meter.set_density({"stage1.0.0.weight": quarter, "stage2.0.0.weight": torch.ones(4 * W, 2 * W, 3, 3, dtype=torch.bool)})
+    meter.set_density(
+        {"stage1.0.0.weight": quarter, "stage2.0.0.weight": torch.ones(4 * W, 2 * W, 3, 3, dtype=torch.bool)}
+    )
     assert meter.forward_cost.item() == pytest.approx(dense - 0.75 * STAGE1)
 
 
@@ -47,7 +49,11 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
     model, meter = meter_and_model()
     cfg = config(method="sgd")
     Step(model, cfg, False, Dense(model, cfg), AllData(cfg, "cpu"), meter)(model, Learner(cfg, 10, 0), toy_batch(32))
-    assert meter.snapshot() == {"first_pass.forward": 32 * dense, "first_pass.backward": 64 * dense, "total": 96 * dense}
+    assert meter.snapshot() == {
+        "first_pass.forward": 32 * dense,
+        "first_pass.backward": 64 * dense,
+        "total": 96 * dense,
+    }
 
     model, meter = meter_and_model()
     cfg = config(method="ids-only", support_fraction=0.5)
@@ -57,7 +63,7 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
     counts = meter.snapshot()
     assert counts["scoring.forward"] == 32 * dense and "scoring.backward" not in counts
     assert counts["second_pass.forward"] == 16 * dense and counts["second_pass.backward"] == 32 * dense
-    assert counts["total"] == (96 + 32 + 48) * dense          # 5.5 forward-equivalents per example vs SAM's 6
+    assert counts["total"] == (96 + 32 + 48) * dense  # 5.5 forward-equivalents per example vs SAM's 6
 
 
 def test_evaluation_outside_a_step_costs_nothing():
@@ -80,8 +86,10 @@ def test_dgm_scales_the_weight_gradient_term_only():
     half = torch.zeros(2 * W, W, 3, 3, dtype=torch.bool)
     half.view(-1)[: half.numel() // 2] = True
     full = torch.ones(4 * W, 2 * W, 3, 3, dtype=torch.bool)
-    meter.set_density({"stage1.0.0.weight": half, "stage2.0.0.weight": full},
-                      grad_density={"stage1.0.0.weight": 0.2, "stage2.0.0.weight": 0.2})
+    meter.set_density(
+        {"stage1.0.0.weight": half, "stage2.0.0.weight": full},
+        grad_density={"stage1.0.0.weight": 0.2, "stage2.0.0.weight": 0.2},
+    )
     dense = STEM + STAGE1 + STAGE2 + HEAD
     forward = dense - 0.5 * STAGE1
     assert meter.forward_cost.item() == pytest.approx(forward)
@@ -93,49 +101,52 @@ def test_a_dual_averaging_step_prices_the_gradient_it_consumes_as_dense():
     # SDP at half density in stage1 and stage2: pass 1 (its gradient only points the ascent, on live
     # weights) has sparse weight gradients; pass 2 feeds the accumulator at every position: dense.
     from esacl.prune import DualAveraging
+
     model, meter = meter_and_model()
     cfg = config(method="esacl-noids", sparsity=0.5, ramp_fraction=0.0)
     pruner = DualAveraging(model, cfg, meter)
     pruner.begin_task(0, 10)
     step = Step(model, cfg, True, pruner, AllData(cfg, "cpu"), meter)
-    step(model, Learner(cfg, 10, 0), toy_batch(4))                # the first update makes both layers half dense
+    step(model, Learner(cfg, 10, 0), toy_batch(4))  # the first update makes both layers half dense
     assert pruner.masks["stage1.0.0.weight"].float().mean() == 0.5
     before = meter.snapshot()
     step(model, Learner(cfg, 10, 0), toy_batch(4))
     after = meter.snapshot()
     delta = {k: after[k] - before.get(k, 0) for k in after if k != "total"}
     dense = STEM + STAGE1 + STAGE2 + HEAD
-    forward = dense - 0.5 * (STAGE1 + STAGE2)                      # per example, both masked layers at half
+    forward = dense - 0.5 * (STAGE1 + STAGE2)  # per example, both masked layers at half
     assert delta["first_pass.forward"] == delta["second_pass.forward"] == pytest.approx(4 * forward)
-    assert delta["first_pass.backward"] == pytest.approx(4 * (forward + forward))       # live weight gradients
-    assert delta["second_pass.backward"] == pytest.approx(4 * (forward + dense))         # dense weight gradients
+    assert delta["first_pass.backward"] == pytest.approx(4 * (forward + forward))  # live weight gradients
+    assert delta["second_pass.backward"] == pytest.approx(4 * (forward + dense))  # dense weight gradients
 
 
 def test_dense_grad_every_k_prices_and_feeds_the_dense_gradient_every_k_th_step_only():
     from esacl.prune import DualAveraging
+
     model, meter = meter_and_model()
     cfg = config(method="grda", sparsity=0.5, ramp_fraction=0.0, dense_grad_every=2)
     pruner = DualAveraging(model, cfg, meter)
     pruner.begin_task(0, 10)
     step = Step(model, cfg, False, pruner, AllData(cfg, "cpu"), meter)
     learner = Learner(cfg, 10, 0)
-    step(model, learner, toy_batch(4))                             # update 0: dense
+    step(model, learner, toy_batch(4))  # update 0: dense
     dense = STEM + STAGE1 + STAGE2 + HEAD
     forward = dense - 0.5 * (STAGE1 + STAGE2)
     costs = []
-    for i in range(2):                                             # update 1: live only; update 2: dense
+    for i in range(2):  # update 1: live only; update 2: dense
         before = meter.snapshot()["first_pass.backward"]
         pruned = {n: (~m).clone() for n, m in pruner.masks.items()}
         acc = {n: a.clone() for n, a in pruner.accumulator.items()}
         step(model, learner, toy_batch(4, seed=i + 1))
         costs.append(meter.snapshot()["first_pass.backward"] - before)
         moved = any(not torch.equal(pruner.accumulator[n][pruned[n]], acc[n][pruned[n]]) for n in acc)
-        assert moved == (i == 1), i                                # pruned positions move on dense steps only
+        assert moved == (i == 1), i  # pruned positions move on dense steps only
     assert costs == pytest.approx([4 * (forward + forward), 4 * (forward + dense)])
 
 
 def test_dgm_without_tdm_prices_a_fifth_of_the_weight_gradients():
     from esacl.prune import SparCL
+
     model, meter = meter_and_model()
     cfg = config(method="sparcl-er", sparsity=0.9, tdm=False)
     pruner = SparCL(model, cfg, meter)

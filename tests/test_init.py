@@ -21,12 +21,25 @@ def test_the_library_never_imports_the_dashboard_stack():
 
 def test_the_library_imports_no_compiler_until_a_run_asks_for_it():
     # torch._dynamo is 1.6 s of import: only `compile` needs it (benchmarks/startup.py).
-    code = ("import sys, esacl, esacl.train, esacl.landscape, esacl.co2l, workbench.cli\n"
-            "print('torch._dynamo' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, esacl, esacl.train, esacl.landscape, esacl.co2l, workbench.cli\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_public_api():
-    assert set(esacl.__all__) == {"RunConfig", "Record", "UserError", "load_masks", "load_run", "load_selections",
-                                  "resume", "run"}
+    assert set(esacl.__all__) == {
+        "RunConfig",
+        "Record",
+        "UserError",
+        "load_masks",
+        "load_run",
+        "load_selections",
+        "resume",
+        "run",
+    }
     assert all(hasattr(esacl, name) for name in esacl.__all__)

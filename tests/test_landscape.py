@@ -5,8 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from esacl.landscape import (filter_normalized_direction, hutchinson_trace, hvp, interpolate, measure,
-                             sam_gap, slice_2d, top_hessian_eigenvalue)
+from esacl.landscape import (
+    filter_normalized_direction,
+    hutchinson_trace,
+    hvp,
+    interpolate,
+    measure,
+    sam_gap,
+    slice_2d,
+    top_hessian_eigenvalue,
+)
 from esacl.models import ConvNet
 
 EIGS = (5.0, 2.0, 1.0, 0.5)
@@ -15,8 +23,11 @@ EIGS = (5.0, 2.0, 1.0, 0.5)
 def quadratic(eigs=EIGS, rotate=True, seed=0):
     """0.5 w^T A w + b^T w with A = Q diag(eigs) Q^T, w split across a [3] and a [1, 1] tensor."""
     g = torch.Generator().manual_seed(seed)
-    Q = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0] if rotate \
+    Q = (
+        torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0]
+        if rotate
         else torch.eye(4, dtype=torch.float64)
+    )
     A = Q @ torch.diag(torch.tensor(eigs, dtype=torch.float64)) @ Q.T
     A = (A + A.T) / 2
     b = torch.randn(4, generator=g, dtype=torch.float64)
@@ -56,15 +67,16 @@ def test_hutchinson_trace_is_unbiased_and_exact_for_diagonal_hessian():
     assert abs(est - 8.5) / 8.5 < 0.03
     # Rademacher v has v_i^2 = 1, so v . Hv = tr(H) for every draw when H is diagonal.
     _, _, params, _, loss_of, _ = quadratic(rotate=False)
-    assert hutchinson_trace(loss_of, params, samples=3, generator=torch.Generator().manual_seed(3)) \
-        == pytest.approx(8.5, rel=1e-12)
+    assert hutchinson_trace(loss_of, params, samples=3, generator=torch.Generator().manual_seed(3)) == pytest.approx(
+        8.5, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_sam_gap_matches_closed_form_and_restores_params_and_grads(masked):
     A, b, params, flat, loss_of, loss_at = quadratic()
     w1, w2 = params
-    w1.grad = torch.full_like(w1, 7.0)               # an existing gradient must survive untouched
+    w1.grad = torch.full_like(w1, 7.0)  # an existing gradient must survive untouched
     grad_before = w1.grad.clone()
     before = [p.detach().clone() for p in params]
     masks = [torch.tensor([True, False, True]), None] if masked else None
@@ -85,7 +97,7 @@ def test_sam_gap_matches_closed_form_and_restores_params_and_grads(masked):
     assert gap == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
     assert expected.item() > 0
     if masked:
-        assert seen[-1][1] == before[0][1]            # the masked coordinate was not perturbed
+        assert seen[-1][1] == before[0][1]  # the masked coordinate was not perturbed
         assert seen[-1][0] != before[0][0]
     assert all(torch.equal(p, q) for p, q in zip(params, before))
     assert torch.equal(w1.grad, grad_before) and w2.grad is None
@@ -95,9 +107,9 @@ def test_sam_gap_with_asam_takes_the_adaptive_ascent_of_the_training_step():
     A, b, params, flat, loss_of, loss_at = quadratic()
     w = flat([p.detach() for p in params])
     g = A @ w + b
-    t = w.abs() + 0.01                                # ASAM's T = |w| + 0.01
+    t = w.abs() + 0.01  # ASAM's T = |w| + 0.01
     rho = 0.3
-    expected = loss_at(w + rho * t ** 2 * g / (t * g).norm()) - loss_at(w)
+    expected = loss_at(w + rho * t**2 * g / (t * g).norm()) - loss_at(w)
     assert sam_gap(loss_of, params, rho, asam=True) == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
     assert sam_gap(loss_of, params, rho) != pytest.approx(expected.item(), rel=1e-3)
 
@@ -110,7 +122,7 @@ def test_filter_normalized_direction_norms_zero_biases_and_masks():
     i = names.index("stage1.0.0.weight")
     mask = torch.rand(params[i].shape) > 0.5
     with torch.no_grad():
-        params[i].mul_(mask)                          # pruned as a pruner leaves it
+        params[i].mul_(mask)  # pruned as a pruner leaves it
     masks = [mask if k == i else None for k in range(len(params))]
     d = filter_normalized_direction(params, torch.Generator().manual_seed(0), masks)
     for p, v in zip(params, d):
@@ -152,7 +164,7 @@ def test_slice_2d_grid_centre_and_orientation():
     assert len(out["loss"]) == 5 and all(len(row) == 5 for row in out["loss"])
     assert out["loss"][2][2] == loss_at(flat(before)).item()
     w = flat(before)
-    for i, j in [(0, 4), (4, 1), (1, 3)]:                 # row index is alpha (along d1)
+    for i, j in [(0, 4), (4, 1), (1, 3)]:  # row index is alpha (along d1)
         a, b = out["alphas"][i], out["betas"][j]
         want = loss_at(w + a * flat(d1) + b * flat(d2)).item()
         assert out["loss"][i][j] == pytest.approx(want, rel=1e-12)
@@ -163,21 +175,24 @@ def trained_convnet():
     torch.manual_seed(0)
     model = ConvNet(in_channels=1, n_classes=10, width=4)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    F.cross_entropy(model(x), y).backward()           # BN running stats move, grads exist
-    model.head.bias.grad = None                       # and one grad is absent
+    F.cross_entropy(model(x), y).backward()  # BN running stats move, grads exist
+    model.head.bias.grad = None  # and one grad is absent
     return model, x, y
 
 
 def snapshot(model):
-    return ({n: p.detach().clone() for n, p in model.named_parameters()},
-            {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-            {n: b.clone() for n, b in model.named_buffers()})
+    return (
+        {n: p.detach().clone() for n, p in model.named_parameters()},
+        {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        {n: b.clone() for n, b in model.named_buffers()},
+    )
 
 
 def same(a, b):
     return a.keys() == b.keys() and all(
         (a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and torch.equal(a[k], b[k]))
-        for k in a)
+        for k in a
+    )
 
 
 def test_measure_convnet_shapes_state_and_determinism():
@@ -186,10 +201,17 @@ def test_measure_convnet_shapes_state_and_determinism():
     with torch.no_grad():
         model.stage1[0][0].weight.mul_(mask)
     previous = {n: p.detach() + 0.1 * torch.randn_like(p) for n, p in model.named_parameters()}
-    model.stem[1].eval()                              # a submodule in its own mode keeps it
+    model.stem[1].eval()  # a submodule in its own mode keeps it
     before = snapshot(model)
-    kw = dict(masks={"stage1.0.0.weight": mask}, previous=previous, hessian_iters=5,
-              hutchinson_samples=3, slice_steps=3, slice_span=0.5, seed=7)
+    kw = dict(
+        masks={"stage1.0.0.weight": mask},
+        previous=previous,
+        hessian_iters=5,
+        hutchinson_samples=3,
+        slice_steps=3,
+        slice_span=0.5,
+        seed=7,
+    )
     out = measure(model, x, y, **kw)
 
     assert model.training and not model.stem[1].training and model.stage1[0][1].training
@@ -213,11 +235,11 @@ def test_measure_convnet_shapes_state_and_determinism():
     assert sl["loss"][1][1] == pytest.approx(out["loss"], rel=1e-6)
     json.dumps(out)
 
-    assert measure(model, x, y, **kw) == out          # same seed, same numbers
+    assert measure(model, x, y, **kw) == out  # same seed, same numbers
     assert measure(model, x, y, **dict(kw, seed=8))["slice"] != out["slice"]
 
 
-@pytest.mark.parametrize("points", [4, 9])           # chunks that split rows, and the whole grid at once
+@pytest.mark.parametrize("points", [4, 9])  # chunks that split rows, and the whole grid at once
 def test_the_stacked_slice_equals_the_serial_one_and_moves_nothing(points):
     model, x, y = trained_convnet()
     mask = torch.rand(model.stage1[0][0].weight.shape) > 0.5
@@ -226,10 +248,10 @@ def test_the_stacked_slice_equals_the_serial_one_and_moves_nothing(points):
     serial, stacked = measure(model, x, y, **kw), measure(model, x, y, slice_points=points, **kw)
     assert all(same(a, b) for a, b in zip(snapshot(model), before))
     assert stacked["slice"]["alphas"] == serial["slice"]["alphas"]
-    want, got = torch.tensor(serial["slice"]["loss"]), torch.tensor(stacked["slice"]["loss"])   # [3, 3]
+    want, got = torch.tensor(serial["slice"]["loss"]), torch.tensor(stacked["slice"]["loss"])  # [3, 3]
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6) and not torch.equal(want[0], want[1])
     model.eval()
-    with torch.no_grad():                             # the centre is the model itself
+    with torch.no_grad():  # the centre is the model itself
         assert got[1, 1].item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
 
 
@@ -241,7 +263,7 @@ def test_measure_skips_interpolation_and_slice():
 
 
 def test_measure_moves_its_bar_once_per_forward_and_hvp_and_ends_it_full():
-    class Bar:                                        # the part of tqdm measure uses
+    class Bar:  # the part of tqdm measure uses
         n, total = 0, None
 
         def update(self, k=1):
@@ -249,17 +271,18 @@ def test_measure_moves_its_bar_once_per_forward_and_hvp_and_ends_it_full():
 
         def refresh(self):
             pass
+
     model, x, y = trained_convnet()
     previous = {n: p.detach() + 0.1 * torch.randn_like(p) for n, p in model.named_parameters()}
     kw = dict(previous=previous, hessian_iters=4, hutchinson_samples=3, slice_steps=3, seed=7)
     bar = Bar()
     out = measure(model, x, y, progress=bar, **kw)
-    assert out == measure(model, x, y, **kw)          # the bar changes nothing measured
+    assert out == measure(model, x, y, **kw)  # the bar changes nothing measured
     # loss, SAM gap, the gradient graph both Hessian measurements share, power iteration, Hutchinson, line, slice
     planned = 1 + 2 + 1 + 4 + 3 + 11 + 3 * 3
-    assert planned - 3 <= bar.n <= planned and bar.total == bar.n      # the power iteration may stop early
+    assert planned - 3 <= bar.n <= planned and bar.total == bar.n  # the power iteration may stop early
     counted, stacked = Bar(), Bar()
-    measure(model, x, y, progress=counted, **dict(kw, hessian_iters=1))    # one HVP: no early stop possible
+    measure(model, x, y, progress=counted, **dict(kw, hessian_iters=1))  # one HVP: no early stop possible
     assert counted.n == counted.total == planned - 3
     measure(model, x, y, progress=stacked, slice_points=3, **dict(kw, hessian_iters=1))
     assert stacked.n == stacked.total == planned - 3

@@ -24,7 +24,7 @@ def test_reservoir_keeps_every_stream_item_with_equal_probability():
     counts = np.zeros(n)
     for trial in range(trials):
         kept = stream_through(ReservoirBuffer(capacity, seed=trial), n, batch=7).contents()["y"]
-        assert len(set(kept.tolist())) == capacity          # no slot holds a duplicate
+        assert len(set(kept.tolist())) == capacity  # no slot holds a duplicate
         counts[kept.numpy()] += 1
     # Each item is kept with probability capacity / n; a chi-square test at p = 0.001.
     assert stats.chisquare(counts).pvalue > 1e-3
@@ -45,7 +45,7 @@ def sequential_reservoir(capacity, n, seed):
 
 def test_reservoir_batches_equal_one_by_one_insertion():
     expected = sequential_reservoir(8, 100, seed=3)
-    for batch in (1, 13, 100):                             # 100: one batch, many collisions resolved at once
+    for batch in (1, 13, 100):  # 100: one batch, many collisions resolved at once
         buffer = stream_through(ReservoirBuffer(8, seed=3), 100, batch=batch)
         assert buffer.contents()["y"].tolist() == expected and buffer.n_seen == 100
 
@@ -85,13 +85,16 @@ def test_er_loss_is_one_cross_entropy_over_stream_and_replay():
 def test_derpp_loss_matches_its_formula():
     torch.manual_seed(0)
     model, learner = ConvNet(1, 10, 4), learner_for(DERpp, method="derpp", derpp_alpha=0.3, derpp_beta=0.7)
-    model.eval()                     # per-forward batch-norm statistics would differ from one joint forward
+    model.eval()  # per-forward batch-norm statistics would differ from one joint forward
     stored = toy_batch(8, seed=1)
     learner.observe(stored, type("L", (), {"logits": torch.randn(8, 10)})())
     batch = learner.prepare(toy_batch())
     d, c = batch.replay["distill"], batch.replay["ce"]
-    expected = (F.cross_entropy(model(batch.x), batch.y) + 0.3 * F.mse_loss(model(d["x"]), d["logits"])
-                + 0.7 * F.cross_entropy(model(c["x"]), c["y"]))
+    expected = (
+        F.cross_entropy(model(batch.x), batch.y)
+        + 0.3 * F.mse_loss(model(d["x"]), d["logits"])
+        + 0.7 * F.cross_entropy(model(c["x"]), c["y"])
+    )
     assert torch.allclose(learner.loss(model, batch).total, expected, atol=1e-6)
 
 
@@ -101,14 +104,14 @@ def test_fisher_equals_an_explicit_per_example_loop():
     model.train()
     batch = toy_batch(5)
     fisher = fisher_diagonal(model, batch.x, batch.y, budget_bytes=2 * 4 * sum(p.numel() for p in model.parameters()))
-    assert model.training                                           # mode restored
+    assert model.training  # mode restored
     model.eval()
     expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for xi, yi in zip(batch.x, batch.y):
         log_p = F.log_softmax(model(xi[None]), dim=1)[0, yi]
         grads = torch.autograd.grad(log_p, list(model.parameters()))
         for (n, _), g in zip(model.named_parameters(), grads):
-            expected[n] += log_p.exp().detach() * g ** 2 / 5
+            expected[n] += log_p.exp().detach() * g**2 / 5
     for n in expected:
         assert torch.allclose(fisher[n], expected[n], rtol=1e-4, atol=1e-10), n
 
@@ -124,7 +127,7 @@ def test_online_ewc_decays_the_old_fisher_and_penalises_drift():
         assert torch.allclose(learner.fisher[n], 1.5 * first[n])
     batch = toy_batch()
     plain = F.cross_entropy(model(batch.x), batch.y)
-    assert torch.allclose(learner.loss(model, batch).total, plain)        # no drift yet: no penalty
+    assert torch.allclose(learner.loss(model, batch).total, plain)  # no drift yet: no penalty
     with torch.no_grad():
         model.head.bias += 1.0
     drift = 2.0 * learner.fisher["head.bias"].sum()
@@ -167,12 +170,13 @@ def test_agem_projection_by_hand():
     agem_project(g, r)
     assert [t.item() for t in g] == [0.5, 0.5]
     g = [torch.tensor([1.0]), torch.tensor([0.0])]
-    agem_project(g, [torch.tensor([1.0]), torch.tensor([1.0])])       # g.r = 1 > 0: left alone
+    agem_project(g, [torch.tensor([1.0]), torch.tensor([1.0])])  # g.r = 1 > 0: left alone
     assert [t.item() for t in g] == [1.0, 0.0]
 
 
 def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
     from types import SimpleNamespace
+
     torch.manual_seed(0)
     cfg = RunConfig(method="lwf", lwf_alpha=0.7, lwf_temperature=2.0)
     model = ConvNet(1, 10, width=4)
@@ -181,12 +185,12 @@ def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([2, 3, 2, 3, 2, 3])
     batch = Batch(x, y, torch.arange(6), x)
     assert learner.loss(model, batch).total.item() == pytest.approx(F.cross_entropy(model(x), y).item())
-    learner.end_task(SimpleNamespace(classes=[0, 1]), model)            # task 0 had classes 0 and 1
+    learner.end_task(SimpleNamespace(classes=[0, 1]), model)  # task 0 had classes 0 and 1
     model.eval()
     with torch.no_grad():
-        old = model(x).double().numpy()                                 # the teacher: this model, in eval mode
+        old = model(x).double().numpy()  # the teacher: this model, in eval mode
         for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))                           # training moves on
+            p.add_(0.3 * torch.randn_like(p))  # training moves on
     model.train()
     loss = learner.loss(model, batch)
     new = loss.logits.detach().double().numpy()
@@ -199,4 +203,6 @@ def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
     again = LwF(cfg, 10, 0)
     again.attach(model)
     again.load_state_dict(learner.state_dict())
-    assert again.seen.tolist() == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(loss.total.item(), rel=1e-6)
+    assert again.seen.tolist() == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(
+        loss.total.item(), rel=1e-6
+    )

@@ -6,9 +6,7 @@ from esacl import metrics
 
 # After task 0: 90 on task 0. After task 1: 60 on task 0, 80 on task 1.
 # After task 2: 50 on task 0, 70 on task 1, 95 on task 2.
-R = [[90.0, None, None],
-     [60.0, 80.0, None],
-     [50.0, 70.0, 95.0]]
+R = [[90.0, None, None], [60.0, 80.0, None], [50.0, 70.0, 95.0]]
 
 
 def test_average_accuracy_is_the_mean_of_the_last_row():

@@ -11,7 +11,7 @@ NORM = ([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
 
 def resnet18_counts(width: int, n_classes: int, size: int = 32) -> tuple[int, int]:
     """(parameters, forward MACs per example) of the CIFAR ResNet-18, from its layer shapes alone."""
-    params = 3 * width * 9 + 2 * width                                   # stem conv, its BN (weight, bias)
+    params = 3 * width * 9 + 2 * width  # stem conv, its BN (weight, bias)
     macs = size * size * 3 * width * 9
     c_in, hw = width, size
     for stage, mult in enumerate((1, 2, 4, 8)):
@@ -20,13 +20,13 @@ def resnet18_counts(width: int, n_classes: int, size: int = 32) -> tuple[int, in
             hw //= 2
         for block in range(2):
             first_in = c_in if block == 0 else c
-            params += first_in * c * 9 + 2 * c + c * c * 9 + 2 * c          # conv1 + BN, conv2 + BN
+            params += first_in * c * 9 + 2 * c + c * c * 9 + 2 * c  # conv1 + BN, conv2 + BN
             macs += hw * hw * 9 * (first_in * c + c * c)
-            if block == 0 and first_in != c:                              # 1x1 shortcut + BN
+            if block == 0 and first_in != c:  # 1x1 shortcut + BN
                 params += first_in * c + 2 * c
                 macs += hw * hw * first_in * c
         c_in = c
-    params += 8 * width * n_classes + n_classes                          # head
+    params += 8 * width * n_classes + n_classes  # head
     macs += 8 * width * n_classes
     return params, macs
 
@@ -36,7 +36,7 @@ def test_parameter_count_is_resnet18s(n_classes, published):
     model = ResNet18(3, n_classes, 64, NORM)
     counted = sum(p.numel() for p in model.parameters())
     assert counted == resnet18_counts(64, n_classes)[0] == published
-    assert {n for n, _ in model.named_buffers()} >= {"input_norm.mean", "input_norm.std"}   # not parameters
+    assert {n for n, _ in model.named_buffers()} >= {"input_norm.mean", "input_norm.std"}  # not parameters
 
 
 def test_forward_flops_are_twice_the_macs_of_the_layer_shapes():
@@ -45,9 +45,9 @@ def test_forward_flops_are_twice_the_macs_of_the_layer_shapes():
         model(torch.zeros(1, 3, 32, 32))
     _, macs = resnet18_counts(64, 10)
     assert counter.get_total_flops() == 2 * macs == 1_110_845_440
-    assert abs(macs / 0.556e9 - 1) < 0.005                                # the figure the literature quotes: 0.56 G
+    assert abs(macs / 0.556e9 - 1) < 0.005  # the figure the literature quotes: 0.56 G
     assert sum(dense_forward_flops(model, (3, 32, 32), "cpu").values()) == 2 * macs
-    _, macs64 = resnet18_counts(64, 200, size=64)                         # Tiny-ImageNet: 4x the convs' work
+    _, macs64 = resnet18_counts(64, 200, size=64)  # Tiny-ImageNet: 4x the convs' work
     with FlopCounterMode(display=False) as counter:
         ResNet18(3, 200, 64, NORM)(torch.zeros(1, 3, 64, 64))
     assert counter.get_total_flops() == 2 * macs64
@@ -69,7 +69,7 @@ def test_features_and_logits_on_uint8_images_of_both_sizes():
     for size in (32, 64):
         x = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)
         assert model.features(x).shape == (5, 64) and model(x).shape == (5, 10)
-        assert torch.allclose(model(x), model(x.float()), atol=1e-5)     # uint8 or float pixels: the same
+        assert torch.allclose(model(x), model(x.float()), atol=1e-5)  # uint8 or float pixels: the same
 
 
 def test_input_norm_maps_pixels_to_normalised_floats():
@@ -91,7 +91,7 @@ def test_build_model_registers_resnet18_with_its_width():
 def test_flop_meter_counts_resnet_forwards_from_the_stem():
     model = ResNet18(3, 10, 8, NORM)
     meter = FlopMeter(model, (3, 32, 32), "cpu")
-    assert next(iter(meter.by_module)) == "stem.0"                      # InputNorm does no counted work
+    assert next(iter(meter.by_module)) == "stem.0"  # InputNorm does no counted work
     meter.track(model.prunable())
     with meter.phase("probe"), torch.no_grad():
         model(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))

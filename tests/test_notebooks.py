@@ -1,4 +1,5 @@
 """The committed notebooks: thin, clean, and parameterised by RunConfig keys only."""
+
 import ast
 import json
 
@@ -15,6 +16,7 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 def test_every_benchmark_has_a_notebook():
     from esacl.data import BENCHMARKS
+
     assert benchmark_notebooks() == sorted(BENCHMARKS)
 
 
@@ -31,6 +33,7 @@ def test_notebooks_are_committed_without_outputs(path):
 def template():
     """notebooks/template.py, the one source of the benchmark notebooks, as a module."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("template", NOTEBOOKS / "template.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -39,8 +42,9 @@ def template():
 
 @pytest.mark.parametrize("name", benchmark_notebooks())
 def test_each_benchmark_notebook_is_what_the_template_makes(name):
-    assert (NOTEBOOKS / f"{name}.ipynb").read_text() == template().render(name), \
+    assert (NOTEBOOKS / f"{name}.ipynb").read_text() == template().render(name), (
         f"notebooks/{name}.ipynb differs from notebooks/template.py: run python notebooks/template.py"
+    )
 
 
 @pytest.mark.parametrize("name", benchmark_notebooks())
@@ -57,8 +61,14 @@ def test_benchmark_notebook_parameters_are_exactly_the_runconfig_keys_and_all_re
     given = dict(seed=3, lr=0.5, buffer_size=7, derpp_alpha=0.25, lwf_temperature=3.0, threshold="grda", threads=1)
     namespace = dict(given)
     exec(code[0] + "\n" + "\n".join(f"{k} = {v!r}" for k, v in given.items()), namespace)
-    exec("\n".join(line for line in code[1].splitlines() if "widgets" not in line and "display" not in line
-                    and "esacl.run(" not in line and "dashboard" not in line), namespace)
+    exec(
+        "\n".join(
+            line
+            for line in code[1].splitlines()
+            if "widgets" not in line and "display" not in line and "esacl.run(" not in line and "dashboard" not in line
+        ),
+        namespace,
+    )
     assert namespace["config"] == RunConfig.from_dict(dict(defaults, **given))
 
 
@@ -76,6 +86,7 @@ def without_comments(source: str) -> str:
     """Python source with its comments dropped (the parameters' help text names torch.compile)."""
     import io
     import tokenize
+
     lines = source.splitlines()
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
@@ -88,23 +99,27 @@ def strip_outputs(text: str) -> str:
     """The git clean filter that workbench.sh set-up configures for notebooks/*.ipynb."""
     import subprocess
     import sys
-    return subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id"], input=text, capture_output=True,
-                          text=True, check=True).stdout
+
+    return subprocess.run(
+        [sys.executable, "-m", "nbstripout", "--keep-id"], input=text, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_git_strips_notebook_outputs_and_leaves_the_committed_notebooks_as_they_are():
     import shutil
     import subprocess
+
     root = NOTEBOOKS.parent
     assert "notebooks/*.ipynb filter=nbstripout" in (root / ".gitattributes").read_text()
-    if shutil.which("git") and (root / ".git").exists():          # git reads the attribute as written
-        said = subprocess.run(["git", "check-attr", "filter", "notebooks/split_digits.ipynb"], cwd=root,
-                              capture_output=True, text=True).stdout
+    if shutil.which("git") and (root / ".git").exists():  # git reads the attribute as written
+        said = subprocess.run(
+            ["git", "check-attr", "filter", "notebooks/split_digits.ipynb"], cwd=root, capture_output=True, text=True
+        ).stdout
         assert said.strip().endswith("filter: nbstripout")
     for path in ALL:
         assert strip_outputs(path.read_text()) == path.read_text(), path.name
     clean = json.loads((NOTEBOOKS / "split_digits.ipynb").read_text())
-    used = json.loads(json.dumps(clean))                           # as JupyterLab saves it after a run
+    used = json.loads(json.dumps(clean))  # as JupyterLab saves it after a run
     for i, cell in enumerate(c for c in used["cells"] if c["cell_type"] == "code"):
         cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a figure's worth of output\n"]}]
         cell["execution_count"] = i + 1

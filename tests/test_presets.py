@@ -1,6 +1,7 @@
 """The registries, and the package's shape: every method is a composition, no module of esacl reaches
 back up the import graph, and no package imports one above it (workbench -> widgets -> esacl); lazy
 imports inside functions included."""
+
 import ast
 import io
 from pathlib import Path
@@ -43,12 +44,13 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
         stack.append(module)
         for dep in sorted(graph.get(module, ())):
             if state.get(dep) == "open":
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()
         state[module] = "done"
         return []
+
     for module in sorted(graph):
         if module not in state and (found := visit(module)):
             return found
@@ -59,7 +61,7 @@ def test_the_package_imports_without_cycles():
     graph = import_graph()
     assert {"presets", "methods", "co2l", "config", "errors"} <= set(graph)
     assert cycle(graph) == []
-    found = cycle(dict(graph, errors={"config"}))                                     # the check can fail
+    found = cycle(dict(graph, errors={"config"}))  # the check can fail
     assert found[0] == found[-1] and {"config", "errors"} <= set(found)
     # The layers below config name errors, not config: config reads the registries, never the reverse.
     for low in ("errors", "methods", "co2l", "presets", "data", "prune", "selection", "steps", "landscape"):
@@ -74,14 +76,18 @@ def named_modules(tree: ast.AST):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import " in node.value:
             try:
                 yield from named_modules(ast.parse(node.value))
-            except SyntaxError:                       # prose, not code
+            except SyntaxError:  # prose, not code
                 pass
         elif isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             yield node.module
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__"):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+        ):
             yield node.args[0].value
         elif isinstance(node, (ast.List, ast.Tuple)):
             for flag, name in zip(node.elts, node.elts[1:]):
@@ -103,9 +109,12 @@ def upward_imports(package: Path, above) -> list[str]:
 def test_no_package_imports_a_layer_above_it():
     for i, layer in enumerate(LAYERS):
         assert (ROOT / layer / "__init__.py").is_file(), layer
-        assert upward_imports(ROOT / layer, LAYERS[i + 1:]) == [], f"{layer} reaches up"
-    assert "esacl.config" in {n for path in (ROOT / "widgets").glob("*.py")            # a layer may import below
-                              for n in named_modules(ast.parse(path.read_text()))}
+        assert upward_imports(ROOT / layer, LAYERS[i + 1 :]) == [], f"{layer} reaches up"
+    assert "esacl.config" in {
+        n
+        for path in (ROOT / "widgets").glob("*.py")  # a layer may import below
+        for n in named_modules(ast.parse(path.read_text()))
+    }
 
 
 def test_the_layer_check_can_fail(tmp_path):
@@ -113,20 +122,29 @@ def test_the_layer_check_can_fail(tmp_path):
     lib.mkdir()
     (lib / "lazy.py").write_text("import esacl.config\n\n\ndef f():\n    import widgets.figures\n")
     (lib / "names.py").write_text("from workbench.report import Kernel\nfrom . import lazy\n")
-    (lib / "runs.py").write_text("import importlib, sys\nWORKER = [sys.executable, '-m', 'workbench.sweep']\n"
-                                 "importlib.import_module('widgets')\nPRELOAD = 'import gc, widgets.dashboards'\n")
+    (lib / "runs.py").write_text(
+        "import importlib, sys\nWORKER = [sys.executable, '-m', 'workbench.sweep']\n"
+        "importlib.import_module('widgets')\nPRELOAD = 'import gc, widgets.dashboards'\n"
+    )
     assert sorted(upward_imports(lib, ("widgets", "workbench"))) == [
-        "lib/lazy.py: widgets.figures", "lib/names.py: workbench.report", "lib/runs.py: widgets",
-        "lib/runs.py: widgets.dashboards", "lib/runs.py: workbench.sweep"]
+        "lib/lazy.py: widgets.figures",
+        "lib/names.py: workbench.report",
+        "lib/runs.py: widgets",
+        "lib/runs.py: widgets.dashboards",
+        "lib/runs.py: workbench.sweep",
+    ]
     assert upward_imports(lib, ("workbench",)) == ["lib/names.py: workbench.report", "lib/runs.py: workbench.sweep"]
 
 
 def test_every_preset_is_one_choice_on_each_axis():
     for name, preset in PRESETS.items():
         assert preset.learner in LEARNERS and preset.sparsifier in SPARSIFIERS and preset.selector in SELECTORS, name
-    for learner in ("er", "derpp", "ewc", "co2l", "lwf", "agem"):             # each base learner, with each sparse method
-        assert (PRESETS[learner].learner, PRESETS[f"sparcl-{learner}"].learner, PRESETS[f"esacl-{learner}"].learner) \
-            == (learner, learner, learner)
+    for learner in ("er", "derpp", "ewc", "co2l", "lwf", "agem"):  # each base learner, with each sparse method
+        assert (
+            PRESETS[learner].learner,
+            PRESETS[f"sparcl-{learner}"].learner,
+            PRESETS[f"esacl-{learner}"].learner,
+        ) == (learner, learner, learner)
         assert PRESETS[f"sparcl-{learner}"].sparse and PRESETS[f"esacl-{learner}"].sparsifier == "sdp"
 
 
@@ -142,24 +160,27 @@ def test_a_methods_one_state_dict_carries_learner_sparsifier_and_selector(name):
     accumulator, selector scores, step count all travel in the one dict."""
     import torch
     from esacl.train import build
+
     cfg = config(method=name, sparsity=0.5 if PRESETS[name].sparse else None)
     bench, model, method, _ = build(cfg, torch.device("cpu"))
     task = bench.tasks[0]
     method.begin_task(0, task, task.y_train, model, 20)
     method.begin_epoch(0)
-    batches = [Batch(task.x_train[i:i + 16], task.y_train[i:i + 16], torch.arange(i, i + 16), task.x_train[i:i + 16])
-               for i in range(0, 96, 16)]
+    batches = [
+        Batch(task.x_train[i : i + 16], task.y_train[i : i + 16], torch.arange(i, i + 16), task.x_train[i : i + 16])
+        for i in range(0, 96, 16)
+    ]
     for b in batches[:5]:
         method.train_step(model, method.prepare(b))
     _, twin_model, twin, _ = build(cfg, torch.device("cpu"))
     twin.begin_task(0, task, task.y_train, twin_model, 20)
-    saved = io.BytesIO()                                      # as a checkpoint holds it: copies, weights only
+    saved = io.BytesIO()  # as a checkpoint holds it: copies, weights only
     torch.save(dict(model=model.state_dict(), method=method.state_dict()), saved)
     state = torch.load(io.BytesIO(saved.getvalue()), weights_only=True)
     twin_model.load_state_dict(state["model"])
     twin.load_state_dict(state["method"])
     for m, mod in ((method, model), (twin, twin_model)):
-        torch.manual_seed(1)                                  # the replay draw uses the global generator
+        torch.manual_seed(1)  # the replay draw uses the global generator
         m.train_step(mod, m.prepare(batches[5]))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin_model.parameters()))
     assert all(torch.equal(method.masks[n], twin.masks[n]) for n in method.masks)

@@ -16,7 +16,7 @@ def test_grda_threshold_and_cubic_schedule_on_hand_values():
     assert grda_threshold(c=0.1, lr=0.04, n=100, mu=0.5) == pytest.approx(0.1 * 0.2 * 2.0)
     assert grda_threshold(c=0.1, lr=0.04, n=0, mu=0.5) == 0.0
     assert cubic_sparsity(0, 100, 0.9) == 0.0
-    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5**3))
     assert cubic_sparsity(100, 100, 0.9) == cubic_sparsity(10_000, 100, 0.9) == 0.9
 
 
@@ -26,7 +26,7 @@ def test_topk_masks_count_exactly_per_layer_and_globally():
     assert [int(m.sum()) for m in layer.values()] == [3, 9]
     assert layer["a"][-3:].all() and not layer["a"][:7].any()
     glob = topk_masks(values, 0.75, "global")
-    assert sum(int(m.sum()) for m in glob.values()) == 10 and not glob["a"].any()   # the 10 largest |v| are in b
+    assert sum(int(m.sum()) for m in glob.values()) == 10 and not glob["a"].any()  # the 10 largest |v| are in b
 
 
 def random_steps(pruner, model, n, seed=0):
@@ -43,7 +43,7 @@ def test_pruned_weights_are_exactly_zero_after_every_step_and_track_the_schedule
     torch.manual_seed(0)
     model = ConvNet(1, 10, 8)
     pruner = rule(model, config(method="esacl", sparsity=0.9, prune=prune, ramp_fraction=0.5))
-    pruner.begin_task(0, steps_in_task=40)                  # ramp over 20 steps
+    pruner.begin_task(0, steps_in_task=40)  # ramp over 20 steps
     named = dict(model.named_parameters())
     for _ in random_steps(pruner, model, 30):
         expected = cubic_sparsity(pruner.n_steps, 20, 0.9)
@@ -61,7 +61,7 @@ def test_dual_averaging_accumulates_lr_scaled_gradients_and_soft_thresholds():
     model = ConvNet(1, 10, 4)
     cfg = config(method="esacl", sparsity=0.5, lr=0.1, ramp_fraction=1.0)
     pruner = DualAveraging(model, cfg)
-    pruner.begin_task(0, steps_in_task=1)                   # a ramp of one update: the target at once
+    pruner.begin_task(0, steps_in_task=1)  # a ramp of one update: the target at once
     name = "stage1.0.0.weight"
     w = dict(model.named_parameters())[name]
     a0 = w.detach().clone()
@@ -73,9 +73,9 @@ def test_dual_averaging_accumulates_lr_scaled_gradients_and_soft_thresholds():
     a1 = a0 - 0.1 * grads[name]
     assert torch.allclose(pruner.accumulator[name], a1)
     k = round(0.5 * a1.numel())
-    lam = a1.abs().flatten().kthvalue(k).values                  # the largest pruned |a|
+    lam = a1.abs().flatten().kthvalue(k).values  # the largest pruned |a|
     assert torch.allclose(w, soft_threshold(a1, lam))
-    assert torch.allclose(model.head.weight, head_before - 0.1 * grads["head.weight"])   # dense: plain SGD
+    assert torch.allclose(model.head.weight, head_before - 0.1 * grads["head.weight"])  # dense: plain SGD
 
 
 def test_grda_mode_thresholds_by_its_schedule():
@@ -106,6 +106,7 @@ def test_accumulator_persists_across_tasks_unless_reset():
 
 def sparcl(model, **changes):
     from esacl.prune import SparCL
+
     cfg = config(**dict(dict(method="sparcl-er", sparsity=0.75, epochs=10, tdm_every=2, tdm_gap=0.05), **changes))
     return SparCL(model, cfg)
 
@@ -119,14 +120,14 @@ def test_tdm_prunes_to_the_lower_bound_and_regrows_zeros_to_the_upper():
         p.grad = torch.randn_like(p)
     before = {n: named[n].detach().clone() for n in pruner.prunable}
     importance = {n: before[n].abs() + 0.5 * named[n].grad.abs() for n in pruner.prunable}
-    pruner.begin_epoch(0)                                     # bounds (s, s - gap) = (0.75, 0.70)
+    pruner.begin_epoch(0)  # bounds (s, s - gap) = (0.75, 0.70)
     for n, mask in pruner.masks.items():
         size = mask.numel()
         kept_by_importance = topk_masks({n: importance[n]}, 0.75, "layer")[n]
         regrown = mask & ~kept_by_importance
-        assert int(mask.sum()) == size - round(0.75 * size) + round(0.05 * size)      # the upper bound
+        assert int(mask.sum()) == size - round(0.75 * size) + round(0.05 * size)  # the upper bound
         assert int(regrown.sum()) == round(0.05 * size)
-        assert (named[n][regrown] == 0).all()                                         # regrown start at zero
+        assert (named[n][regrown] == 0).all()  # regrown start at zero
         assert torch.equal(named[n][kept_by_importance], before[n][kept_by_importance])
         assert (named[n][~mask] == 0).all()
 
@@ -145,7 +146,7 @@ def test_tdm_bounds_follow_the_schedule_and_restart_every_task():
     assert densities[:10] == [0.70, 0.70, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75]
     assert densities[10:] == densities[:10]
     layer = pruner.masks["stage1.0.0.weight"]
-    assert int((~layer).sum()) == round(0.75 * layer.numel())     # the fixed mask sits at the target
+    assert int((~layer).sum()) == round(0.75 * layer.numel())  # the fixed mask sits at the target
 
 
 def test_dgm_keeps_the_top_share_of_gradients_and_refreshes_on_schedule():
@@ -162,15 +163,15 @@ def test_dgm_keeps_the_top_share_of_gradients_and_refreshes_on_schedule():
         raw = w.grad.clone() * pruner.masks[name]
         before = w.detach().clone()
         pruner.update()
-        applied = before - w.detach()                             # lr 1: the gradient that was applied
-        if batch % 3 == 0:                                        # refresh: the top 20% of |grad| survive
+        applied = before - w.detach()  # lr 1: the gradient that was applied
+        if batch % 3 == 0:  # refresh: the top 20% of |grad| survive
             expected = topk_masks({name: raw}, 0.8, "layer")[name]
             assert int((applied != 0).sum()) == round(0.2 * raw.numel())
             assert torch.equal(applied != 0, expected)
         masks_seen.append(pruner.grad_masks[name].clone())
-        assert ((applied != 0) <= masks_seen[-1]).all()           # nothing outside the gradient mask moves
+        assert ((applied != 0) <= masks_seen[-1]).all()  # nothing outside the gradient mask moves
     assert torch.equal(masks_seen[0], masks_seen[1]) and torch.equal(masks_seen[1], masks_seen[2])
-    assert not torch.equal(masks_seen[2], masks_seen[3])          # batch 3: recomputed
+    assert not torch.equal(masks_seen[2], masks_seen[3])  # batch 3: recomputed
 
 
 def test_recorded_masks_and_sparsity_follow_the_zero_weights(tiny):
@@ -178,13 +179,14 @@ def test_recorded_masks_and_sparsity_follow_the_zero_weights(tiny):
     # must count every zero, not just the top-k complement.
     import esacl
     from esacl.record import load_masks
+
     record = esacl.run(tiny(method="esacl", sparsity=0.5, threshold="grda", grda_c=0.1, epochs=5))
     model = torch.load(record.path / "checkpoint.pt", weights_only=True)["model"]
     masks = load_masks(record.path, 1)
     zeros = {n: (model[n] == 0) for n in masks}
     for n, m in masks.items():
         assert np.array_equal(m, ~zeros[n].numpy()), n
-    assert zeros["stage2.0.0.weight"].float().mean() > 0.5                     # more than the target is zero
+    assert zeros["stage2.0.0.weight"].float().mean() > 0.5  # more than the target is zero
     nnz = sum(int(m.sum()) for m in masks.values())
     assert record.task_events[-1]["sparsity"] == pytest.approx(1 - nnz / sum(m.size for m in masks.values()))
 
@@ -206,21 +208,23 @@ def test_the_sparsifiers_task_end_projects_once_and_reports_its_jump(recalibrate
     """SDP's end of task: the one-shot jump of the weights as trained, then (after batch-norm
     recalibration, if on) the projection it keeps; the final evaluation is returned, not repeated."""
     from esacl.train import build
+
     cfg = config(method="esacl-noids", sparsity=0.75, bn_recalibrate=recalibrate)
     _, model, method, _ = build(cfg, torch.device("cpu"))
     calls = []
 
-    def evaluate():                      # a stand-in evaluation: the mean |w| of the prunable weights
+    def evaluate():  # a stand-in evaluation: the mean |w| of the prunable weights
         level = float(sum(p.detach().abs().mean() for p in method.sparsifier.prunable.values()))
         calls.append(level)
         return dict(class_il=[level, None], task_il=[level, None], loss=level)
+
     recalibrations = []
     fields, final = method.sparsifier.end_task(evaluate, lambda: recalibrations.append(1))
     # the weights as trained, one-shot pruned (weights restored), [after recalibration,] projected
     assert len(calls) == (4 if recalibrate else 3) and len(recalibrations) == int(recalibrate)
     assert final["loss"] == calls[-1] and calls[1] == calls[-1] and calls[0] > calls[1]
     jump = fields["jump"]
-    assert jump["loss_before"] == calls[0] and jump["loss_after"] == calls[-1]      # the weights trained as they are
+    assert jump["loss_before"] == calls[0] and jump["loss_after"] == calls[-1]  # the weights trained as they are
     assert jump["as_trained"]["loss_before"] == calls[0] and jump["as_trained"]["accuracy_drop"] == calls[0] - calls[1]
     for name, p in method.sparsifier.prunable.items():
         assert (p == 0).sum() == round(0.75 * p.numel()) and torch.equal(method.masks[name], p != 0)
@@ -228,6 +232,7 @@ def test_the_sparsifiers_task_end_projects_once_and_reports_its_jump(recalibrate
 
 def test_a_dense_task_end_changes_nothing_and_measures_the_flatness_test_only_when_asked():
     from esacl.train import build
+
     for one_shot, expected in ((0.0, set()), (0.5, {"one_shot"})):
         _, model, method, _ = build(config(method="sgd", one_shot_sparsity=one_shot), torch.device("cpu"))
         weights = [p.detach().clone() for p in model.parameters()]

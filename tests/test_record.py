@@ -14,11 +14,12 @@ def test_write_atomic_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
 
     def no_space(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "replace", no_space)
     with pytest.raises(UserError, match="No space left on device"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["accuracy.json"]       # temp file cleaned up
+    assert [p.name for p in tmp_path.iterdir()] == ["accuracy.json"]  # temp file cleaned up
 
 
 def test_run_directories_are_never_reused(tmp_path):
@@ -45,6 +46,7 @@ def test_running_out_of_space_mid_run_keeps_earlier_runs_intact(tiny, monkeypatc
         if str(dst).endswith("checkpoint.pt"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_replace(src, dst)
+
     monkeypatch.setattr(os, "replace", fail_checkpoints)
     with pytest.raises(UserError, match="No space left on device"):
         esacl.run(tiny(method="sgd"))
@@ -54,6 +56,7 @@ def test_running_out_of_space_mid_run_keeps_earlier_runs_intact(tiny, monkeypatc
 @pytest.mark.parametrize("damage", ["truncate", "foreign", "garbage"])
 def test_a_damaged_checkpoint_is_refused_with_one_line(tiny, damage):
     import torch
+
     record = esacl.run(tiny(n_tasks=2))
     ckpt = record.path / "checkpoint.pt"
     (record.path / "accuracy.json").write_text('{"class_il": [], "task_il": [], "complete": false}')
@@ -76,6 +79,7 @@ def test_resuming_a_complete_run_is_refused(tiny):
 
 def test_published_anchors_ship_with_the_package():
     from esacl.record import anchor, anchors
+
     table = anchors()
     assert {"sources", "results", "claims"} <= set(table)
     derpp = anchor("split_cifar10", "derpp", 500)
@@ -86,6 +90,7 @@ def test_published_anchors_ship_with_the_package():
 
 def test_anchor_lookup_by_sparsity_treats_rows_without_one_as_dense():
     from esacl.record import anchor
+
     assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.75)["class_il"] == [43.74, 2.91]
     assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.9) is None
     assert anchor("split_cifar10", "derpp", 500, sparsity=0.0)["source"] == "der2020"
@@ -118,7 +123,7 @@ def one_line(capsys, argv):
 def test_a_torn_last_log_line_is_dropped_with_one_warning(tiny, capsys):
     record = esacl.run(tiny(method="er"))
     n = len(record.events)
-    with open(record.path / "metrics.jsonl", "a") as f:          # an append cut short: no newline, half an event
+    with open(record.path / "metrics.jsonl", "a") as f:  # an append cut short: no newline, half an event
         f.write('{"event": "epoch", "task": 1, "lo')
     capsys.readouterr()
     assert len(esacl.load_run(record.path).events) == n
@@ -126,12 +131,13 @@ def test_a_torn_last_log_line_is_dropped_with_one_warning(tiny, capsys):
     assert err.count("\n") == 1 and "ends with a partial event" in err
     assert main(["show", str(record.path)]) == 0 and main(["compare", str(record.path.parent)]) == 0
     (record.path / "metrics.jsonl").write_text('{"event": "epoch"}\n{"ev\n{"event": "task"}\n')
-    with pytest.raises(UserError, match="metrics.jsonl:2 is corrupt"):            # not at the end: corruption
+    with pytest.raises(UserError, match="metrics.jsonl:2 is corrupt"):  # not at the end: corruption
         esacl.load_run(record.path)
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_after_freeing_space_equals_an_uninterrupted_run(
-        tiny, tmpfs, capsys):
+    tiny, tmpfs, capsys
+):
     disk = tmpfs("20m")
     whole = esacl.run(tiny(method="er", name="whole"))
     earlier = esacl.run(tiny(method="sgd", out=str(disk / "runs"), name="earlier"))
@@ -142,12 +148,13 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_after_freeing_space_
         if event.get("event") == "epoch" and event["task"] == 1:
             free = shutil.disk_usage(disk).free
             subprocess.run(["fallocate", "-l", str(free), str(filler)], check=True)
+
     with pytest.raises(UserError, match="No space left on device") as err:
         esacl.run(tiny(method="er", out=str(disk / "runs"), name="cut"), callbacks=[fill])
     assert "\n" not in str(err.value)
     filler.unlink()
     cut = disk / "runs" / "cut"
-    with open(cut / "metrics.jsonl", "a") as f:                   # what an append cut short by ENOSPC leaves
+    with open(cut / "metrics.jsonl", "a") as f:  # what an append cut short by ENOSPC leaves
         f.write('{"event": "epoch", "task": 1, "ep')
     capsys.readouterr()
     assert main(["show", str(cut)]) == 0 and main(["compare", str(disk / "runs")]) == 0
@@ -162,7 +169,7 @@ def test_a_second_writer_is_refused_in_one_line(tiny, capsys):
     record = esacl.run(tiny(method="sgd"))
     (record.path / "accuracy.json").write_text(json.dumps(dict(class_il=[], task_il=[], complete=False)))
     before = snapshot(record.path)
-    holder = RunDir(record.path).lock()                            # another process writing it, as far as flock goes
+    holder = RunDir(record.path).lock()  # another process writing it, as far as flock goes
     try:
         code, err = one_line(capsys, ["run", "--resume", str(record.path)])
         assert code == 2 and "is being written by another process" in err and f"pid {os.getpid()}" in err
@@ -201,12 +208,24 @@ sys.exit(workbench.cli.main(sys.argv[1:]))
 
 def test_kill_9_in_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, capsys):
     whole = esacl.run(tiny(method="esacl-er", name="whole"))
-    argv = ["run", "--method", "esacl-er", "--n-tasks", "2", "--epochs", "2", "--out", str(tmp_path / "runs"),
-            "--name", "killed", "--quiet"]
+    argv = [
+        "run",
+        "--method",
+        "esacl-er",
+        "--n-tasks",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        "killed",
+        "--quiet",
+    ]
     done = subprocess.run([sys.executable, "-c", KILL_AT_CHECKPOINT, *argv], capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr
     killed = tmp_path / "runs" / "killed"
-    assert list(killed.glob(".checkpoint.pt.tmp-*"))               # the interrupted write's leftover
+    assert list(killed.glob(".checkpoint.pt.tmp-*"))  # the interrupted write's leftover
     assert main(["run", "--resume", str(killed), "--quiet"]) == 0
     capsys.readouterr()
     resumed = esacl.load_run(killed)
@@ -216,6 +235,7 @@ def test_kill_9_in_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(ti
 
 def test_find_runs_takes_run_directories_and_folders_at_any_depth_and_names_a_bad_path(tmp_path):
     from esacl.record import find_runs
+
     for run in ("a/r1", "a/deep/r2", "b/r3"):
         (tmp_path / run).mkdir(parents=True)
         (tmp_path / run / "config.json").write_text("{}")
@@ -235,10 +255,12 @@ def test_a_run_directory_written_with_the_old_key_names_loads_with_the_new(tiny)
     import json
 
     from esacl import RunConfig
+
     record = esacl.run(tiny(method="derpp", n_tasks=1, epochs=1, derpp_alpha=0.3))
     saved = json.loads((record.path / "config.json").read_text())
-    saved["config"] = {("alpha" if k == "derpp_alpha" else "beta" if k == "derpp_beta" else k): v
-                       for k, v in saved["config"].items()}
+    saved["config"] = {
+        ("alpha" if k == "derpp_alpha" else "beta" if k == "derpp_beta" else k): v for k, v in saved["config"].items()
+    }
     (record.path / "config.json").write_text(json.dumps(saved))
     old = esacl.load_run(record.path)
     assert old.config == record.config and old.config["derpp_alpha"] == 0.3

@@ -13,8 +13,11 @@ from helpers import probe_notebook, stream_text
 
 def test_parameters_are_checked_against_the_notebook_and_runconfig():
     path = report.notebook_path("split_digits")
-    assert report.check_parameters(path, {"method": "esacl", "sparsity": "0.75", "landscape": "false"}) == \
-        {"method": "esacl", "sparsity": 0.75, "landscape": False}
+    assert report.check_parameters(path, {"method": "esacl", "sparsity": "0.75", "landscape": "false"}) == {
+        "method": "esacl",
+        "sparsity": 0.75,
+        "landscape": False,
+    }
     with pytest.raises(UserError, match="no parameter 'metod' \\(did you mean 'method'\\?\\)"):
         report.check_parameters(path, {"metod": "esacl"})
     with pytest.raises(UserError, match="'sparsity' must be in \\[0, 1\\)"):
@@ -25,10 +28,15 @@ def test_parameters_are_checked_against_the_notebook_and_runconfig():
 
 def execute(source: str):
     """A one-cell notebook of `source` after a plotly set-up, executed as reports are (widget state stored)."""
-    nb = new_notebook(cells=[new_code_cell(
-        "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
-        "pio.renderers.default = 'plotly_mimetype+notebook'\n" + source)],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                "import plotly.io as pio, plotly.graph_objects as go, ipywidgets as w\n"
+                "pio.renderers.default = 'plotly_mimetype+notebook'\n" + source
+            )
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     NotebookClient(nb, store_widget_state=True).execute()
     return nb
 
@@ -36,11 +44,13 @@ def execute(source: str):
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """A tiny executed notebook as a run's: a plotly figure, and a widget whose Output draws another."""
-    nb = execute("go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
-                 "out = w.Output()\n"
-                 "display(w.Tab([w.VBox([w.HTML('<b>hello</b>'), out])], titles=['a']))\n"
-                 "with out:\n"
-                 "    go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])).show()")
+    nb = execute(
+        "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()\n"
+        "out = w.Output()\n"
+        "display(w.Tab([w.VBox([w.HTML('<b>hello</b>'), out])], titles=['a']))\n"
+        "with out:\n"
+        "    go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])).show()"
+    )
     path = tmp_path_factory.mktemp("nb") / "probe.ipynb"
     nbformat.write(nb, path)
     return path
@@ -54,10 +64,11 @@ def test_a_kept_run_notebook_has_no_plotlyjs_and_each_figure_once(executed, tmp_
     kept = nbformat.read(tmp_path / "notebook.ipynb", as_version=4)
     assert not any(report.carries_plotlyjs(o) for o in report.output_bundles(kept))
     bundles = [o["data"] for o in report.output_bundles(kept) if report.PLOTLY_MIME in o["data"]]
-    assert [b[report.PLOTLY_MIME] for b in bundles] == figures       # in a cell and in the widget's Output
+    assert [b[report.PLOTLY_MIME] for b in bundles] == figures  # in a cell and in the widget's Output
     assert not any("text/html" in b for b in bundles)
-    assert kept.metadata["widgets"] and any("application/vnd.jupyter.widget-view+json" in o["data"]
-                                            for o in report.output_bundles(kept))       # the dashboard stays
+    assert kept.metadata["widgets"] and any(
+        "application/vnd.jupyter.widget-view+json" in o["data"] for o in report.output_bundles(kept)
+    )  # the dashboard stays
     assert (tmp_path / "notebook.ipynb").stat().st_size < executed.stat().st_size / 10
 
 
@@ -73,6 +84,7 @@ def test_export_leaves_out_widgets_embeds_the_cartesian_bundle_and_references_no
 
 def test_the_pinned_bundle_is_the_release_plotly_embeds():
     from plotly.offline import get_plotlyjs_version
+
     assert get_plotlyjs_version() == report.PLOTLY_JS_VERSION
 
 
@@ -96,6 +108,7 @@ def test_the_fetched_bundle_must_match_its_published_integrity(monkeypatch, tmp_
 
 def test_papermill_run_leaves_no_kernel_behind(tmp_path):
     import psutil
+
     probe = probe_notebook(tmp_path / "probe.ipynb", "import os\nprint(os.getpid())")
     assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
     kernel_pid = int(stream_text(tmp_path / "out.ipynb")[0])
@@ -106,19 +119,23 @@ def test_a_report_is_titled_by_what_its_runs_are():
     from pathlib import Path
 
     from esacl.record import Record
-    runs = [Record(Path(f"r{i}"), dict(benchmark="split_digits", method=m, seed=s), [], [], [], True)
-            for i, (m, s) in enumerate([("sgd", 0), ("esacl", 0), ("sgd", 1)])]
+
+    runs = [
+        Record(Path(f"r{i}"), dict(benchmark="split_digits", method=m, seed=s), [], [], [], True)
+        for i, (m, s) in enumerate([("sgd", 0), ("esacl", 0), ("sgd", 1)])
+    ]
     assert report.default_title(runs) == "split_digits: sgd, esacl (3 runs, seeds 0, 1)"
     assert report.default_title(runs[:1]) == "split_digits: sgd (1 run, seed 0)"
-    many = [Record(Path(m), dict(benchmark="split_fmnist", method=m, seed=0), [], [], [], True)
-            for m in ("a", "b", "c", "d", "e", "f", "g", "h")]
+    many = [
+        Record(Path(m), dict(benchmark="split_fmnist", method=m, seed=0), [], [], [], True)
+        for m in ("a", "b", "c", "d", "e", "f", "g", "h")
+    ]
     assert report.default_title(many) == "split_fmnist: a, b, c, d, e, f and 2 more (8 runs, seed 0)"
 
 
 def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_the_page(tmp_path):
-    nb = execute("hidden = w.Tab([w.HTML('<b>never shown</b>')])\n"
-                 "go.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")
-    assert nb.metadata.get("widgets")                                       # state was stored
+    nb = execute("hidden = w.Tab([w.HTML('<b>never shown</b>')])\ngo.Figure(go.Bar(x=[1, 2], y=[3, 4])).show()")
+    assert nb.metadata.get("widgets")  # state was stored
     path = tmp_path / "hidden.ipynb"
     nbformat.write(nb, path)
     html = report.export_html(path)
@@ -128,19 +145,28 @@ def test_widgets_made_but_never_shown_leave_no_state_and_no_widget_manager_in_th
 
 def test_a_reusable_kernel_runs_a_grid_with_fresh_state_and_the_results_of_fresh_kernels(tmp_path):
     from esacl.record import load_run
+
     point = dict(method="sgd", epochs=1, landscape=False)
     with report.Kernel(reusable=True) as kernel:
-        first = report.execute_notebook("split_digits", dict(point, seed=0), out=str(tmp_path / "reused"), kernel=kernel)
+        first = report.execute_notebook(
+            "split_digits", dict(point, seed=0), out=str(tmp_path / "reused"), kernel=kernel
+        )
         pid = kernel.km.provisioner.pid
-        second = report.execute_notebook("split_digits", dict(point, seed=1), out=str(tmp_path / "reused"),
-                                         kernel=kernel)
-        assert kernel.km.provisioner.pid == pid and kernel.used == 2            # one kernel for both points
-        with pytest.raises(UserError, match="notebook split_digits failed"):      # a failing point ...
-            report.execute_notebook("split_digits", dict(point, method="esacl", seed=2, device="cuda:7"),
-                                    out=str(tmp_path / "reused"), kernel=kernel)
-        assert kernel.km is None                                                  # ... takes its kernel along
-        third = report.execute_notebook("split_digits", dict(point, seed=2), out=str(tmp_path / "reused"),
-                                        kernel=kernel)
+        second = report.execute_notebook(
+            "split_digits", dict(point, seed=1), out=str(tmp_path / "reused"), kernel=kernel
+        )
+        assert kernel.km.provisioner.pid == pid and kernel.used == 2  # one kernel for both points
+        with pytest.raises(UserError, match="notebook split_digits failed"):  # a failing point ...
+            report.execute_notebook(
+                "split_digits",
+                dict(point, method="esacl", seed=2, device="cuda:7"),
+                out=str(tmp_path / "reused"),
+                kernel=kernel,
+            )
+        assert kernel.km is None  # ... takes its kernel along
+        third = report.execute_notebook(
+            "split_digits", dict(point, seed=2), out=str(tmp_path / "reused"), kernel=kernel
+        )
     alone = report.execute_notebook("split_digits", dict(point, seed=1), out=str(tmp_path / "fresh"))
     assert load_run(second).class_il == load_run(alone).class_il
     assert load_run(first).class_il != load_run(second).class_il and load_run(third).complete

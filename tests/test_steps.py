@@ -46,9 +46,9 @@ def hand_sam(model, x, y, rho, lr, keep=None, asam=False):
     if asam:
         t = [p.abs() + 0.01 for p in w.values()]
         norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
-        eps = [rho * ti ** 2 * gi / norm for ti, gi in zip(t, g)]
+        eps = [rho * ti**2 * gi / norm for ti, gi in zip(t, g)]
     else:
-        norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+        norm = torch.sqrt(sum((gi**2).sum() for gi in g))
         eps = [rho * gi / norm for gi in g]
     w_eps = {n: (p + e).detach().requires_grad_() for (n, p), e in zip(w.items(), eps)}
     xs, ys = (x, y) if keep is None else (x[keep], y[keep])
@@ -75,9 +75,11 @@ def test_batch_norm_running_stats_move_once_per_step():
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(8)
     reference = copy.deepcopy(model)
-    reference(batch.x)                                   # one train-mode forward at w
+    reference(batch.x)  # one train-mode forward at w
     cfg = config(method="sam")
-    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(model, Learner(cfg, 10, 0), batch)
+    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(
+        model, Learner(cfg, 10, 0), batch
+    )
     assert torch.allclose(model.bn.running_mean, reference.bn.running_mean)
     assert torch.allclose(model.bn.running_var, reference.bn.running_var)
     assert int(model.bn.num_batches_tracked) == 1
@@ -101,7 +103,7 @@ def test_support_selection_keeps_exactly_k_of_the_highest_scores():
     # Scores by hand: per-example loss at w + eps minus at w (batch statistics of the whole batch).
     wp = {n: p.detach().clone().requires_grad_() for n, p in before.named_parameters()}
     grads = torch.autograd.grad(loss_at(before, wp, batch.x, batch.y), list(wp.values()))
-    norm = torch.sqrt(sum((gi ** 2).sum() for gi in grads))
+    norm = torch.sqrt(sum((gi**2).sum() for gi in grads))
     w_eps = {n: p.detach() + 0.5 * gi / norm for (n, p), gi in zip(wp.items(), grads)}
     hand = loss_at(before, w_eps, batch.x, batch.y, "none") - loss_at(before, wp, batch.x, batch.y, "none").detach()
     assert torch.allclose(scores, hand, atol=1e-5)
@@ -120,32 +122,32 @@ def test_the_ascent_leaves_pruned_weights_at_zero_and_restores_w_exactly():
     pruner.begin_task(0, 1)
     step = Step(model, cfg, sam=True, pruner=pruner, selector=AllData(cfg, "cpu"))
     learner = Learner(cfg, 10, 0)
-    step(model, learner, batch)                          # now half of conv.weight is pruned
+    step(model, learner, batch)  # now half of conv.weight is pruned
     mask = pruner.masks["conv.weight"]
     assert (model.conv.weight[~mask] == 0).all() and (~mask).sum() == round(0.5 * model.conv.weight.numel())
     learner.loss(model, batch).total.backward()
     saved = [p.detach().clone() for p in model.parameters()]
     copies = step.ascend()
-    assert (model.conv.weight[~mask] == 0).all()          # eps is zero on pruned weights
+    assert (model.conv.weight[~mask] == 0).all()  # eps is zero on pruned weights
     assert not torch.equal(model.conv.weight[mask], saved[0][mask])
     assert all(torch.equal(c, s) for c, s in zip(copies, saved))
 
 
 def test_class_balanced_support_keeps_each_class_in_proportion_and_its_sharpest():
     torch.manual_seed(0)
-    y = torch.tensor([3] * 12 + [7] * 4 + [5] * 8)[torch.randperm(24)]            # shares 1/2, 1/6, 1/3
+    y = torch.tensor([3] * 12 + [7] * 4 + [5] * 8)[torch.randperm(24)]  # shares 1/2, 1/6, 1/3
     scores = torch.randn(24)
-    scores[y == 3] += 5                                                         # class 3 is sharpest by far
+    scores[y == 3] += 5  # class 3 is sharpest by far
     keep = support_indices(scores, y, 12, "class")
     assert keep.shape == (12,) and len(set(keep.tolist())) == 12
     assert sorted(torch.bincount(y[keep], minlength=8)[[3, 5, 7]].tolist()) == [2, 4, 6]
     for c in (3, 5, 7):
         mine = (y == c).nonzero().flatten()
         kept = set(keep.tolist()) & set(mine.tolist())
-        assert kept == set(mine[scores[mine].topk(len(kept)).indices].tolist())   # its sharpest
+        assert kept == set(mine[scores[mine].topk(len(kept)).indices].tolist())  # its sharpest
     plain = support_indices(scores, y, 12, "none")
     assert set(plain.tolist()) == set(scores.topk(12).indices.tolist())
-    assert (y[plain] == 3).all()                                                # the skew the balance removes
+    assert (y[plain] == 3).all()  # the skew the balance removes
 
 
 def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
@@ -162,23 +164,25 @@ def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
     fixed = copy.deepcopy(before).eval()
     fixed.bn.running_mean, fixed.bn.running_var = mean, var
     wp = {n: p.detach().clone().requires_grad_() for n, p in before.named_parameters()}
-    at = lambda w, x, y, reduction="mean": F.cross_entropy(torch.func.functional_call(fixed, w, (x,)), y,
-                                                           reduction=reduction)
-    train_loss = loss_at(before, wp, batch.x, batch.y)                          # pass 1 itself: train mode
+    at = lambda w, x, y, reduction="mean": F.cross_entropy(
+        torch.func.functional_call(fixed, w, (x,)), y, reduction=reduction
+    )
+    train_loss = loss_at(before, wp, batch.x, batch.y)  # pass 1 itself: train mode
     grads = torch.autograd.grad(train_loss, list(wp.values()))
-    norm = torch.sqrt(sum((gi ** 2).sum() for gi in grads))
+    norm = torch.sqrt(sum((gi**2).sum() for gi in grads))
     w_eps = {n: (p.detach() + 0.5 * gi / norm).requires_grad_() for (n, p), gi in zip(wp.items(), grads)}
     hand = at(w_eps, batch.x, batch.y, "none") - loss_at(before, wp, batch.x, batch.y, "none").detach()
     assert torch.allclose(scores, hand, atol=1e-5)
     g2 = torch.autograd.grad(at(w_eps, batch.x[keep], batch.y[keep]), list(w_eps.values()))
     for (n, p), gi in zip(model.named_parameters(), g2):
         assert torch.allclose(p, wp[n].detach() - 0.1 * gi, atol=1e-6), n
-    assert torch.allclose(model.bn.running_mean, 0.9 * before.bn.running_mean + 0.1 * mean)   # pass 1 only
+    assert torch.allclose(model.bn.running_mean, 0.9 * before.bn.running_mean + 0.1 * mean)  # pass 1 only
 
 
 @pytest.mark.parametrize("opposed", [True, False])
 def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
     from esacl.methods import AGEM
+
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(8)
     # Opposed: the stream's inputs relabelled; aligned: the stream batch itself (g.r = g.g > 0).
@@ -189,11 +193,11 @@ def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
     g = torch.autograd.grad(loss_at(model, w, batch.x, batch.y), list(w.values()))
     r = torch.autograd.grad(loss_at(model, w, x_ref, y_ref), list(w.values()))
     dot = sum((a.double() * b.double()).sum() for a, b in zip(g, r))
-    assert (dot < 0) == opposed                          # the case each parameter stands for
+    assert (dot < 0) == opposed  # the case each parameter stands for
     norm2 = sum((b.double() ** 2).sum() for b in r)
     projected = [a.double() - min(0.0, dot.item()) / norm2.item() * b.double() for a, b in zip(g, r)]
     expected = {n: p.detach().double() - 0.1 * gi for (n, p), gi in zip(w.items(), projected)}
-    if opposed:                                          # the projected gradient no longer opposes r
+    if opposed:  # the projected gradient no longer opposes r
         assert abs(sum((a * b.double()).sum() for a, b in zip(projected, r)).item()) < 1e-9
 
     learner = AGEM(cfg, 10, 0)

@@ -3,6 +3,7 @@
 Each point is a real papermill execution of notebooks/split_digits.ipynb with one epoch per task and
 no landscape (10-30 s on 2 cores, kernel start-up included); the module runs in a few minutes.
 """
+
 import csv
 import json
 import os
@@ -22,14 +23,15 @@ from workbench.cli import main
 from workbench.sweep import SweepLock, load_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = dict(notebook="split_digits", fixed=dict(epochs=1, landscape=False),
-            axes=dict(method=["sgd", "esacl"], seed=[0, 1]))
+GRID = dict(
+    notebook="split_digits", fixed=dict(epochs=1, landscape=False), axes=dict(method=["sgd", "esacl"], seed=[0, 1])
+)
 NAMES = ["split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-sp0.9-s0", "split_digits-esacl-sp0.9-s1"]
 
 
 def write_grid(path: Path, axes: dict, fixed: dict | None = None) -> Path:
     """A TOML grid file (the format users write)."""
-    value = json.dumps                  # JSON's numbers, strings, booleans and lists are TOML too
+    value = json.dumps  # JSON's numbers, strings, booleans and lists are TOML too
     lines = ['notebook = "split_digits"', "[fixed]"]
     lines += [f"{k} = {value(v)}" for k, v in dict(epochs=1, landscape=False, **(fixed or {})).items()]
     lines += ["[axes]"] + [f"{k} = {value(v)}" for k, v in axes.items()]
@@ -71,14 +73,19 @@ def test_grid_keys_and_values_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(UserError, match="is not valid TOML"):
         load_grid(tmp_path / "bad.toml")
     code = main(["sweep", str(write_grid(tmp_path / "g.toml", dict(seeds=[0]))), "--out", str(tmp_path / "s")])
-    assert code == 2 and not (tmp_path / "s").exists()          # nothing ran, nothing was written
+    assert code == 2 and not (tmp_path / "s").exists()  # nothing ran, nothing was written
 
 
 def test_dense_methods_skip_sparsities_and_names_follow_the_parameters(tmp_path):
     grid = load_grid(write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], sparsity=[0.75, 0.9], seed=[0, 1])))
     assert [p.name for p in grid.points] == [
-        "split_digits-sgd-s0", "split_digits-sgd-s1", "split_digits-esacl-sp0.75-s0", "split_digits-esacl-sp0.75-s1",
-        "split_digits-esacl-sp0.9-s0", "split_digits-esacl-sp0.9-s1"]
+        "split_digits-sgd-s0",
+        "split_digits-sgd-s1",
+        "split_digits-esacl-sp0.75-s0",
+        "split_digits-esacl-sp0.75-s1",
+        "split_digits-esacl-sp0.9-s0",
+        "split_digits-esacl-sp0.9-s1",
+    ]
     assert grid.points[0].params == dict(epochs=1, landscape=False, method="sgd", seed=0)
     assert grid.points[-1].params["sparsity"] == 0.9
     # The name `esacl run` gives the same config: the sparsity as resolved, other axes before the seed.
@@ -86,7 +93,8 @@ def test_dense_methods_skip_sparsities_and_names_follow_the_parameters(tmp_path)
     assert [p.name for p in grid.points] == ["split_digits-esacl-sp0.9-rho0.1-s0", "split_digits-derpp-rho0.1-s0"]
     from esacl import RunConfig
     from esacl.train import default_name
-    assert default_name(RunConfig(method="esacl")) == "split_digits-esacl-sp0.9-s0"     # sparsity unset: resolved
+
+    assert default_name(RunConfig(method="esacl")) == "split_digits-esacl-sp0.9-s0"  # sparsity unset: resolved
 
 
 def test_a_local_sweep_executes_the_notebook_once_per_point(local_sweep):
@@ -114,11 +122,13 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys
         records = [load_run(out / name) for name in NAMES if f"-{method}-" in name]
         row = rows[method]
         assert int(row["seeds"]) == 2 and float(row["sparsity"]) == (0.9 if method == "esacl" else 0.0)
-        for column, value in (("class_il", lambda r: r.summary["class_il"]["average"]),
-                              ("task_il", lambda r: r.summary["task_il"]["average"]),
-                              ("forgetting", lambda r: r.summary["class_il"]["forgetting"]),
-                              ("flops_x_sgd", lambda r: r.efficiency["flops_relative"]),
-                              ("train_s", lambda r: r.efficiency["train_seconds"])):
+        for column, value in (
+            ("class_il", lambda r: r.summary["class_il"]["average"]),
+            ("task_il", lambda r: r.summary["task_il"]["average"]),
+            ("forgetting", lambda r: r.summary["class_il"]["forgetting"]),
+            ("flops_x_sgd", lambda r: r.efficiency["flops_relative"]),
+            ("train_s", lambda r: r.efficiency["train_seconds"]),
+        ):
             values = [value(r) for r in records]
             assert float(row[f"{column}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-12)
             assert float(row[f"{column}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-12)
@@ -129,7 +139,8 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_records(local_sweep, capsys
 
 def test_table_cells_show_summation_noise_as_zero_spread_but_keep_real_spread():
     from esacl.compare import cell as _cell
-    assert _cell(4.11e10, 8.81e-6, ".3g") == "4.11e+10 +- 0"        # equal FLOPs up to float summation order
+
+    assert _cell(4.11e10, 8.81e-6, ".3g") == "4.11e+10 +- 0"  # equal FLOPs up to float summation order
     assert _cell(1.5e11, 1.7e7, ".3g") == "1.5e+11 +- 1.7e+07"
     assert _cell(97.04, 0.70, ".2f") == "97.04 +- 0.70" and _cell(1.0, float("nan"), ".2f") == "1.00"
 
@@ -148,33 +159,47 @@ def test_rerunning_skips_complete_points(local_sweep, monkeypatch):
 def test_a_partial_point_resumes_from_its_checkpoint(local_sweep, tmp_path):
     import torch
     import esacl
+
     out = tmp_path / "s"
 
-    def stop(event):                                  # the run is cut after task 0's checkpoint
+    def stop(event):  # the run is cut after task 0's checkpoint
         if event.get("event") == "task" and event["task"] == 1:
             raise KeyboardInterrupt
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)                          # as every point of this module trains
+    torch.set_num_threads(1)  # as every point of this module trains
     try:
         with pytest.raises(KeyboardInterrupt):
-            esacl.run(dict(method="sgd", seed=0, epochs=1, landscape=False, progress=False, out=str(out),
-                           name="split_digits-sgd-s0"), callbacks=[stop])
+            esacl.run(
+                dict(
+                    method="sgd",
+                    seed=0,
+                    epochs=1,
+                    landscape=False,
+                    progress=False,
+                    out=str(out),
+                    name="split_digits-sgd-s0",
+                ),
+                callbacks=[stop],
+            )
     finally:
         torch.set_num_threads(threads)
     grid = dict(GRID, axes=dict(method=["sgd"], seed=[0]))
-    assert sweep.sweep_status(load_grid(grid), out)["split_digits-sgd-s0"] == \
-        ("incomplete", "1/5 tasks; resumes from its checkpoint")
+    assert sweep.sweep_status(load_grid(grid), out)["split_digits-sgd-s0"] == (
+        "incomplete",
+        "1/5 tasks; resumes from its checkpoint",
+    )
     assert run_sweep(grid, out, progress=False).failed == []
     resumed, uninterrupted = load_run(out / "split_digits-sgd-s0"), load_run(local_sweep[0] / "split_digits-sgd-s0")
     assert resumed.complete and resumed.class_il == uninterrupted.class_il
-    assert not (out / "split_digits-sgd-s0" / "notebook.ipynb").exists()       # the notebook is not re-made
+    assert not (out / "split_digits-sgd-s0" / "notebook.ipynb").exists()  # the notebook is not re-made
 
 
 def test_the_ray_engine_runs_the_same_grid(local_sweep, tmp_path):
     ray = pytest.importorskip("ray", reason="ray is not installed (requirements.txt pins it)")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    except Exception as err:                        # no shared memory, no ports, ...
+    except Exception as err:  # no shared memory, no ports, ...
         pytest.skip(f"a local Ray instance cannot start here: {err}")
     try:
         result = run_sweep(GRID, tmp_path / "ray", engine="ray", progress=False)
@@ -189,29 +214,41 @@ def test_the_ray_engine_runs_the_same_grid(local_sweep, tmp_path):
 
 def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     # split_cifar10 passes every static check but finds no dataset when it runs.
-    grid = write_grid(tmp_path / "g.toml", dict(benchmark=["split_digits", "split_cifar10"]),
-                      fixed=dict(method="sgd", data_root=str(tmp_path / "no-data")))
+    grid = write_grid(
+        tmp_path / "g.toml",
+        dict(benchmark=["split_digits", "split_cifar10"]),
+        fixed=dict(method="sgd", data_root=str(tmp_path / "no-data")),
+    )
     out = tmp_path / "s"
-    with pytest.raises(SystemExit) as stopped:                 # esacl sweep exits 1 when a point failed
+    with pytest.raises(SystemExit) as stopped:  # esacl sweep exits 1 when a point failed
         main(["sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"])
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert "1 of 2 points failed" in err
     failure = (out / "failures" / "split_cifar10-sgd-s0.txt").read_text()
-    assert failure.startswith("notebook split_digits failed in cell") and "cifar-10-batches-py" in failure.splitlines()[0]
+    assert (
+        failure.startswith("notebook split_digits failed in cell") and "cifar-10-batches-py" in failure.splitlines()[0]
+    )
     assert "Traceback" in failure and "UserError" in failure.split("Traceback")[1]
     points = json.loads((out / "sweep.json").read_text())["points"]
-    assert points["split_cifar10-sgd-s0"]["status"] == "failed" and "cifar-10-batches-py" in points["split_cifar10-sgd-s0"]["error"]
+    assert (
+        points["split_cifar10-sgd-s0"]["status"] == "failed"
+        and "cifar-10-batches-py" in points["split_cifar10-sgd-s0"]["error"]
+    )
     assert points["split_digits-sgd-s0"]["status"] == "complete"
     assert main(["sweep", str(grid), "--out", str(out), "--status"]) == 0
     printed = capsys.readouterr().out
-    assert {line.split()[0]: line.split()[1] for line in printed.splitlines()[:2]} == \
-        {"split_digits-sgd-s0": "complete", "split_cifar10-sgd-s0": "failed"}
+    assert {line.split()[0]: line.split()[1] for line in printed.splitlines()[:2]} == {
+        "split_digits-sgd-s0": "complete",
+        "split_cifar10-sgd-s0": "failed",
+    }
     assert "2 points: 1 complete, 0 diverged, 0 incomplete, 1 failed, 0 not started" in printed
 
 
 def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "WORKER", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    monkeypatch.setattr(
+        sweep, "WORKER", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    )
     result = run_sweep(dict(GRID, axes=dict(method=["sgd"], seed=[0, 1])), tmp_path / "s", workers=2, progress=False)
     assert result.failed == ["split_digits-sgd-s0", "split_digits-sgd-s1"]
     assert result.points["split_digits-sgd-s0"]["error"] == "worker died: signal SIGKILL (out of memory?)"
@@ -244,8 +281,9 @@ sys.exit(sweep._worker_main(sys.argv[1:]))
 def test_a_worker_runs_its_points_on_one_kernel_and_a_dead_worker_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "WORKER", [sys.executable, "-c", COUNTING_WORKER])
     monkeypatch.setenv("KERNEL_LOG", str(tmp_path / "kernels.log"))
-    result = run_sweep(dict(GRID, axes=dict(method=["sgd"], seed=[0, 1, 2, 3])), tmp_path / "s", workers=1,
-                       progress=False)
+    result = run_sweep(
+        dict(GRID, axes=dict(method=["sgd"], seed=[0, 1, 2, 3])), tmp_path / "s", workers=1, progress=False
+    )
     assert result.failed == ["split_digits-sgd-s1"]
     assert result.points["split_digits-sgd-s1"]["error"] == "worker died: signal SIGKILL (out of memory?)"
     assert [result.points[f"split_digits-sgd-s{i}"]["status"] for i in (0, 2, 3)] == ["complete"] * 3
@@ -277,8 +315,9 @@ print(json.dumps(dict(result, calls=len(calls))))
 
 def test_a_kernel_that_sits_idle_is_stopped_and_the_notebook_executed_again(tmp_path):
     # In a subprocess: the guard kills the children of the process it runs in.
-    done = subprocess.run([sys.executable, "-c", STALLING_POINT, str(tmp_path)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", STALLING_POINT, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     result = json.loads(done.stdout)
     assert result["ok"] and result["calls"] == 2 and (tmp_path / "p" / "notebook.ipynb").is_file()
 
@@ -286,8 +325,12 @@ def test_a_kernel_that_sits_idle_is_stopped_and_the_notebook_executed_again(tmp_
 def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, tmp_path):
     grid = write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], seed=[0]))
     out = tmp_path / "s"
-    driver = subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(grid), "--out", str(out), "--workers",
-                               "2", "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     complete = lambda: [p.parent.name for p in out.glob("*/accuracy.json") if json.loads(p.read_text())["complete"]]
     deadline = time.monotonic() + 240
     while not complete() and driver.poll() is None and time.monotonic() < deadline:
@@ -297,9 +340,9 @@ def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, t
     driver.wait()
     first = complete()
     stamps = {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first}
-    result = run_sweep(load_grid(grid), out, workers=2, progress=False)      # waits for the dying workers' lock
+    result = run_sweep(load_grid(grid), out, workers=2, progress=False)  # waits for the dying workers' lock
     assert result.failed == [] and all(p["status"] == "complete" for p in result.points.values())
-    assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first} == stamps     # not run again
+    assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in first} == stamps  # not run again
     # The same table as the uninterrupted sweep's seed-0 runs.
     expected = summary_rows([load_run(local_sweep[0] / name) for name in NAMES[::2]])
     assert class_il_means(out) == {(r["method"], r["sparsity"]): (1, r["class_il_mean"]) for r in expected}
@@ -307,20 +350,28 @@ def test_a_killed_driver_loses_nothing_and_the_next_call_finishes(local_sweep, t
 
 def test_the_lock_refuses_a_second_sweep_and_a_dead_holder_is_taken_over(tmp_path, capsys):
     out = tmp_path / "s"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.sweep import SweepLock; "
-                               "SweepLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from workbench.sweep import SweepLock; "
+            "SweepLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         grid = write_grid(tmp_path / "g.toml", dict(seed=[0]))
         assert main(["sweep", str(grid), "--out", str(out)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"is locked by another sweep (pid {holder.pid})" in err   # the only line
+        assert err.count("\n") == 1 and f"is locked by another sweep (pid {holder.pid})" in err  # the only line
         assert SweepLock(out).holder() == holder.pid
     finally:
         holder.kill()
         holder.wait()
-    (out / ".lock").write_text(f"{holder.pid}\n")          # the dead holder's pid is still in the file
+    (out / ".lock").write_text(f"{holder.pid}\n")  # the dead holder's pid is still in the file
     with SweepLock(out) as lock:
         assert (out / ".lock").read_text().split() == [str(os.getpid())] and lock.fd is not None
     assert SweepLock(out).holder() is None
@@ -330,29 +381,56 @@ def test_the_table_puts_the_published_row_beside_matching_benchmark_method_buffe
     from types import SimpleNamespace
 
     def record(method, sparsity, seed, buffer=500):
-        return SimpleNamespace(path=Path(f"{method}-sp{sparsity}-s{seed}"), complete=True,
-                               config=dict(benchmark="split_cifar10", method=method, seed=seed,
-                                           sparsity=sparsity, buffer_size=buffer),
-                               summary=dict(class_il=dict(average=70.0 + seed, forgetting=10.0), task_il=dict(average=90.0)),
-                               efficiency=dict(flops=1e15, flops_relative=1.0, train_seconds=1.0,
-                                               memory=dict(model_sparse=1e6, optimizer_state=0.0)))
-    rows = {(r["method"], r["sparsity"]): r for r in summary_rows(
-        [record("derpp", 0.0, 0), record("derpp", 0.0, 1), record("sparcl-er", 0.75, 0, buffer=50),
-         record("sparcl-er", 0.9, 0, buffer=50), record("ewc", 0.0, 0)])}
-    assert rows["derpp", 0.0]["published_class_il_mean"] == 72.70 and rows["derpp", 0.0]["published_source"] == "der2020"
-    assert rows["sparcl-er", 0.75]["published_class_il_mean"] == 43.74       # buffer 50, sparsity 0.75: clfd2024
-    assert rows["sparcl-er", 0.9]["published_source"] is None                  # no published row at 0.9
-    assert rows["ewc", 0.0]["published_task_il_mean"] == 68.29                 # not a replay learner: buffer 0
+        return SimpleNamespace(
+            path=Path(f"{method}-sp{sparsity}-s{seed}"),
+            complete=True,
+            config=dict(benchmark="split_cifar10", method=method, seed=seed, sparsity=sparsity, buffer_size=buffer),
+            summary=dict(class_il=dict(average=70.0 + seed, forgetting=10.0), task_il=dict(average=90.0)),
+            efficiency=dict(
+                flops=1e15, flops_relative=1.0, train_seconds=1.0, memory=dict(model_sparse=1e6, optimizer_state=0.0)
+            ),
+        )
+
+    rows = {
+        (r["method"], r["sparsity"]): r
+        for r in summary_rows(
+            [
+                record("derpp", 0.0, 0),
+                record("derpp", 0.0, 1),
+                record("sparcl-er", 0.75, 0, buffer=50),
+                record("sparcl-er", 0.9, 0, buffer=50),
+                record("ewc", 0.0, 0),
+            ]
+        )
+    }
+    assert (
+        rows["derpp", 0.0]["published_class_il_mean"] == 72.70 and rows["derpp", 0.0]["published_source"] == "der2020"
+    )
+    assert rows["sparcl-er", 0.75]["published_class_il_mean"] == 43.74  # buffer 50, sparsity 0.75: clfd2024
+    assert rows["sparcl-er", 0.9]["published_source"] is None  # no published row at 0.9
+    assert rows["ewc", 0.0]["published_task_il_mean"] == 68.29  # not a replay learner: buffer 0
 
 
 def test_a_diverged_point_is_final_and_named_below_the_table(tmp_path, capsys):
     import esacl
     from esacl.train import Diverged
+
     grid = write_grid(tmp_path / "g.toml", dict(method=["sgd", "ewc"]))
     out = tmp_path / "s"
-    with pytest.raises(Diverged):      # the ewc point, run earlier with a penalty too stiff for its lr
-        esacl.run(dict(method="ewc", ewc_cap=False, ewc_lambda=1e6, epochs=1, landscape=False, n_tasks=2,
-                       progress=False, out=str(out), name="split_digits-ewc-s0"))
+    with pytest.raises(Diverged):  # the ewc point, run earlier with a penalty too stiff for its lr
+        esacl.run(
+            dict(
+                method="ewc",
+                ewc_cap=False,
+                ewc_lambda=1e6,
+                epochs=1,
+                landscape=False,
+                n_tasks=2,
+                progress=False,
+                out=str(out),
+                name="split_digits-ewc-s0",
+            )
+        )
     result = run_sweep(load_grid(grid), out, workers=1, progress=False)
     assert result.points["split_digits-ewc-s0"]["status"] == "diverged" and result.failed == []
     assert result.points["split_digits-ewc-s0"]["error"] == "non-finite training loss in task 1, epoch 0"
@@ -362,5 +440,5 @@ def test_a_diverged_point_is_final_and_named_below_the_table(tmp_path, capsys):
     assert main(["sweep", str(grid), "--out", str(out), "--status"]) == 0
     printed = capsys.readouterr().out
     assert "split_digits-ewc-s0  diverged" in printed and "2 points: 1 complete, 1 diverged, 0 incomplete" in printed
-    again = run_sweep(load_grid(grid), out, workers=1, progress=False)      # a re-run changes nothing
+    again = run_sweep(load_grid(grid), out, workers=1, progress=False)  # a re-run changes nothing
     assert again.points["split_digits-ewc-s0"]["status"] == "diverged"

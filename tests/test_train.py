@@ -29,8 +29,12 @@ def test_same_seed_gives_identical_results(tiny):
     c = esacl.run(tiny(method="derpp", seed=4))
     assert a.path != b.path
     assert a.class_il == b.class_il and a.task_il == b.task_il
-    assert [e["loss"] for e in a.events if e["event"] == "epoch"] == [e["loss"] for e in b.events if e["event"] == "epoch"]
-    assert [e["loss"] for e in a.events if e["event"] == "epoch"] != [e["loss"] for e in c.events if e["event"] == "epoch"]
+    assert [e["loss"] for e in a.events if e["event"] == "epoch"] == [
+        e["loss"] for e in b.events if e["event"] == "epoch"
+    ]
+    assert [e["loss"] for e in a.events if e["event"] == "epoch"] != [
+        e["loss"] for e in c.events if e["event"] == "epoch"
+    ]
 
 
 class Stop(Exception):
@@ -43,13 +47,15 @@ def test_resume_equals_an_uninterrupted_run(tiny, method, stop_at):
     whole = esacl.run(cfg.replace(name="whole"))
 
     seen = []
+
     def stop_after(event):
         if event["event"] == "start":
             assert event["run_dir"].endswith("cut") and event["config"]["method"] == method
             return
         seen.append(event)
-        if len(seen) == stop_at + 1:     # dies while emitting an event: after a checkpoint, before the next
+        if len(seen) == stop_at + 1:  # dies while emitting an event: after a checkpoint, before the next
             raise Stop
+
     with pytest.raises(Stop):
         esacl.run(cfg.replace(name="cut"), callbacks=[stop_after])
     cut = esacl.load_run(whole.path.parent / "cut")
@@ -75,15 +81,16 @@ def test_sgd_forgets_old_classes_while_er_keeps_them(tiny):
     sgd = esacl.run(tiny(method="sgd", n_tasks=3, epochs=3))
     er = esacl.run(tiny(method="er", n_tasks=3, epochs=3))
     old_sgd, old_er = sgd.class_il[-1][:2], er.class_il[-1][:2]
-    assert max(old_sgd) < 5                      # catastrophic forgetting in class-IL
+    assert max(old_sgd) < 5  # catastrophic forgetting in class-IL
     assert min(old_er) > 50
-    assert min(sgd.task_il[-1]) > 80             # task-IL hides it: the features survive
+    assert min(sgd.task_il[-1]) > 80  # task-IL hides it: the features survive
 
 
 def test_joint_trains_on_everything_seen(tiny):
     from esacl.config import resolve
     from esacl.data import BENCHMARKS
     from esacl.train import Trainer, build
+
     cfg, _ = resolve(tiny(method="joint"), BENCHMARKS["split_digits"].protocol)
     trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(1)
@@ -94,6 +101,7 @@ def test_task_il_masks_the_logits_of_other_tasks(tiny):
     """A model that always votes for class order[0] is right on task 0 only in class-IL,
     but task-IL never picks a foreign class."""
     from esacl.data import load_benchmark
+
     bench = load_benchmark(tiny(), torch.device("cpu"))
     favourite = bench.class_order[0]
 
@@ -111,8 +119,20 @@ def test_task_il_masks_the_logits_of_other_tasks(tiny):
     assert task_il[1] == pytest.approx(share(1, bench.tasks[1].classes[1]), abs=1e-4)
 
 
-SPARSE = ["esacl", "esacl-er", "esacl-derpp", "esacl-ewc", "esacl-noids", "grda", "sam-gmp",
-          "sparcl-er", "sparcl-derpp", "sparcl-ewc", "sparcl-co2l", "esacl-co2l"]
+SPARSE = [
+    "esacl",
+    "esacl-er",
+    "esacl-derpp",
+    "esacl-ewc",
+    "esacl-noids",
+    "grda",
+    "sam-gmp",
+    "sparcl-er",
+    "sparcl-derpp",
+    "sparcl-ewc",
+    "sparcl-co2l",
+    "esacl-co2l",
+]
 
 
 @pytest.mark.parametrize("method", SPARSE + ["sam", "ids-only", "co2l"])
@@ -129,9 +149,11 @@ def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
     for t in range(2):
         for mask in esacl.load_masks(record.path, t).values():
             # the projection keeps the top 25% of |w| per layer; a weight there that is exactly zero counts as pruned
-            assert (~mask).sum() >= round(0.75 * mask.size) and (~mask).sum() - round(0.75 * mask.size) < 0.001 * mask.size
+            assert (~mask).sum() >= round(0.75 * mask.size) and (~mask).sum() - round(
+                0.75 * mask.size
+            ) < 0.001 * mask.size
     for name, mask in esacl.load_masks(record.path, 1).items():
-        assert torch.equal(state[name] != 0, torch.from_numpy(mask))                      # zero exactly where pruned
+        assert torch.equal(state[name] != 0, torch.from_numpy(mask))  # zero exactly where pruned
     assert eff["memory"]["model_sparse"] < eff["memory"]["model_dense"]
     jump = record.task_events[-1]["jump"]
     fields = {"class_il_before", "class_il_after", "loss_before", "loss_after", "accuracy_drop"}
@@ -147,7 +169,7 @@ def test_ids_records_its_selections_per_task(tiny):
         removed = sel["removed_epoch"]
         assert (removed >= 0).sum() == int(0.2 * n) and set(removed[removed >= 0].tolist()) <= {0, 1}
         assert sel["epoch_score"].shape == sel["epoch_kept"].shape == (3, n)
-        assert not sel["epoch_kept"][2][removed >= 0].any()              # removed examples are not trained on
+        assert not sel["epoch_kept"][2][removed >= 0].any()  # removed examples are not trained on
         assert (sel["epoch_kept"][0].sum()) == sum(-(-b // 2) for b in _batches(n, 32))
     removals = [e for e in record.events if e["event"] == "eliminate"]
     assert [e["epoch"] for e in removals] == [0, 1, 0, 1]
@@ -164,12 +186,13 @@ def test_a_projection_that_changes_weights_has_a_measured_jump(tiny):
     jump = record.task_events[0]["jump"]
     assert record.efficiency["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert jump["loss_after"] != jump["loss_before"]
-    assert jump["as_trained"]["loss_after"] != jump["as_trained"]["loss_before"]   # with the statistics as trained
+    assert jump["as_trained"]["loss_after"] != jump["as_trained"]["loss_before"]  # with the statistics as trained
 
 
 def test_dense_runs_record_the_flatness_test_one_shot_pruning_without_retraining(tiny):
     from esacl.prune import jump_summary, one_shot_pruned
     from esacl.train import evaluate, load_model
+
     record = esacl.run(tiny(method="sgd", one_shot_sparsity=0.9))
     last = record.task_events[-1]["one_shot"]
     assert last["sparsity"] == 0.9 and last["class_il_before"] == pytest.approx(sum(record.class_il[-1]) / 2)
@@ -187,6 +210,7 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
     from esacl.config import resolve
     from esacl.data import BENCHMARKS
     from esacl.train import Trainer, build
+
     cfg, _ = resolve(tiny(method="esacl-noids"), BENCHMARKS["split_digits"].protocol)
     trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(0)
@@ -196,11 +220,11 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
     trainer.recalibrate_bn(x, y)
     assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
     with torch.no_grad():
-        pre_bn = trainer.model.stem[0](x)                       # the stem conv's output, [N, C, 8, 8]
+        pre_bn = trainer.model.stem[0](x)  # the stem conv's output, [N, C, 8, 8]
     means = torch.stack([b.mean(dim=(0, 2, 3)) for b in pre_bn.split(cfg.batch_size)])
-    expected = means.mean(0)                                    # cumulative average: one value per batch
+    expected = means.mean(0)  # cumulative average: one value per batch
     assert torch.allclose(trainer.model.stem[1].running_mean, expected, atol=1e-5)
-    assert trainer.model.stem[1].momentum == 0.1                # momentum restored
+    assert trainer.model.stem[1].momentum == 0.1  # momentum restored
     assert trainer.meter.snapshot()["bn_recalibration.forward"] == len(y) * trainer.meter.dense_forward
 
 
@@ -208,13 +232,14 @@ def test_amp_and_channels_last_runs_train_and_evaluate(tiny):
     from esacl.config import resolve
     from esacl.data import BENCHMARKS
     from esacl.train import build
+
     cfg = tiny(method="esacl", amp=True, channels_last=True)
     _, model, *_ = build(resolve(cfg, BENCHMARKS["split_digits"].protocol)[0], torch.device("cpu"))
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
-    record = esacl.run(cfg)                       # bf16 autocast on the CPU: allowed, mostly for checking
+    record = esacl.run(cfg)  # bf16 autocast on the CPU: allowed, mostly for checking
     rows = [a for row in record.class_il + record.task_il for a in row if a is not None]
     assert record.complete and all(math.isfinite(a) for a in rows)
-    assert record.task_il[0][0] > 90 and record.task_il[1][1] > 90      # each task learned under bf16
+    assert record.task_il[0][0] > 90 and record.task_il[1][1] > 90  # each task learned under bf16
     assert record.config["amp"] and record.config["channels_last"]
 
 
@@ -223,7 +248,7 @@ def test_compile_gives_a_working_run_with_the_same_flops(tiny):
     eager = esacl.run(tiny(method="esacl", name="eager"))
     compiled = esacl.run(tiny(method="esacl", compile=True, name="compiled"))
     assert compiled.complete and min(compiled.task_il[-1]) > 70
-    assert compiled.efficiency["flops"] == eager.efficiency["flops"]     # the meter's hook runs outside the graph
+    assert compiled.efficiency["flops"] == eager.efficiency["flops"]  # the meter's hook runs outside the graph
 
 
 def test_the_official_sparcl_protocol_details_are_switches(tiny):
@@ -231,8 +256,10 @@ def test_the_official_sparcl_protocol_details_are_switches(tiny):
     record = esacl.run(tiny(method="er", replay_first_task=False, n_tasks=1, name="noreplay"))
     plain = esacl.run(tiny(method="sgd", n_tasks=1, name="sgd"))
     assert record.task_events[0]["flops"]["total"] == pytest.approx(plain.task_events[0]["flops"]["total"])
-    assert esacl.run(tiny(method="er", n_tasks=1, name="replay")).task_events[0]["flops"]["total"] > \
-        1.5 * plain.task_events[0]["flops"]["total"]
+    assert (
+        esacl.run(tiny(method="er", n_tasks=1, name="replay")).task_events[0]["flops"]["total"]
+        > 1.5 * plain.task_events[0]["flops"]["total"]
+    )
     # Batch-norm biases held at zero.
     record = esacl.run(tiny(method="sparcl-er", bn_bias=False, name="nobias"))
     state = torch.load(record.path / "checkpoint.pt", weights_only=True)["model"]
@@ -250,6 +277,7 @@ def test_a_non_finite_loss_stops_the_run_as_diverged_and_keeps_the_last_finite_c
     from esacl import UserError
     from esacl.record import RunDir
     from esacl.train import Diverged
+
     # Uncapped EWC this stiff overshoots its anchor: the loss is NaN within the second task's first epoch.
     cfg = tiny(method="ewc", ewc_cap=False, ewc_lambda=1e6)
     with pytest.raises(Diverged, match="task 1, epoch 0 is (nan|inf);") as stopped:
@@ -259,15 +287,19 @@ def test_a_non_finite_loss_stops_the_run_as_diverged_and_keeps_the_last_finite_c
     assert record.status.startswith("diverged: non-finite loss in task 1, epoch 0")
     assert len(record.class_il) == 1 and record.events[-1]["event"] == "diverged"
     state = RunDir.open(record.path).load_checkpoint(torch.device("cpu"))
-    assert state["next"] == [1, 0]                                 # the end of task 0: the last finite epoch
+    assert state["next"] == [1, 0]  # the end of task 0: the last finite epoch
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    with pytest.raises(UserError, match="diverged: non-finite loss in task 1, epoch 0, after 1 tasks: resuming would repeat the same steps"):
+    with pytest.raises(
+        UserError,
+        match="diverged: non-finite loss in task 1, epoch 0, after 1 tasks: resuming would repeat the same steps",
+    ):
         esacl.resume(record.path)
-    assert esacl.run(cfg.replace(ewc_cap=True)).complete           # the capped penalty trains through
+    assert esacl.run(cfg.replace(ewc_cap=True)).complete  # the capped penalty trains through
 
 
 def test_the_task_bar_ends_full_when_elimination_shrinks_the_pool(tiny, monkeypatch):
     import esacl.train as train
+
     ends = []
 
     class Bar(train.tqdm):
@@ -275,6 +307,7 @@ def test_the_task_bar_ends_full_when_elimination_shrinks_the_pool(tiny, monkeypa
             if not self.disable:
                 ends.append((self.n, self.total))
             super().close()
+
     monkeypatch.setattr(train, "tqdm", Bar)
     record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, progress=True))
     removed = [e for e in record.events if e["event"] == "eliminate"]
@@ -292,6 +325,7 @@ def test_the_threads_key_sets_the_thread_count_for_the_run_only_and_env_json_rec
 
 def test_a_run_takes_one_thread_fewer_per_core_other_processes_keep_busy(tiny, monkeypatch):
     from esacl import train
+
     cores = torch.device("cpu")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "usable_cores", lambda: 4)
@@ -299,17 +333,18 @@ def test_a_run_takes_one_thread_fewer_per_core_other_processes_keep_busy(tiny, m
     for busy, threads in [(0.3, None), (0.6, 3), (1.4, 3), (2.6, 1), (7.0, 1)]:
         monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1, busy=busy: busy)
         assert train.run_threads(tiny(), cores) == (threads, busy)
-    assert train.run_threads(tiny(threads=2), cores) == (2, None)               # the key wins, nothing measured
-    assert train.run_threads(tiny(), torch.device("meta")) == (None, None)      # not a CPU run
+    assert train.run_threads(tiny(threads=2), cores) == (2, None)  # the key wins, nothing measured
+    assert train.run_threads(tiny(), torch.device("meta")) == (None, None)  # not a CPU run
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert train.run_threads(tiny(), cores) == (None, None)                     # the user chose
+    assert train.run_threads(tiny(), cores) == (None, None)  # the user chose
 
 
 def test_a_busy_machine_is_seen_and_recorded_in_env_json(tiny, monkeypatch):
     import subprocess
     import sys
     from esacl import train
-    monkeypatch.setattr(train, "busy_cores_elsewhere", MEASURED)     # the real measurement, not conftest's idle machine
+
+    monkeypatch.setattr(train, "busy_cores_elsewhere", MEASURED)  # the real measurement, not conftest's idle machine
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         assert train.busy_cores_elsewhere(0.3) >= 0.5
@@ -329,4 +364,6 @@ def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):
     masks = esacl.load_masks(dgm_only.path, 1)
     assert all(m.all() for m in masks.values()) and dgm_only.efficiency["sparsity"] == 0.0
     # Dense forwards and activation gradients, a fifth of the prunable layers' weight gradients.
-    assert 0.5 * er.efficiency["flops_relative"] < dgm_only.efficiency["flops_relative"] < er.efficiency["flops_relative"]
+    assert (
+        0.5 * er.efficiency["flops_relative"] < dgm_only.efficiency["flops_relative"] < er.efficiency["flops_relative"]
+    )

@@ -1,5 +1,6 @@
 """Dashboards and figures on small real runs: data matches the record, controls change what is
 shown, live updates end where the saved run starts, dense runs get their notices."""
+
 import json
 import re
 import warnings
@@ -26,10 +27,21 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)      # the callback warns on a dashboard error
-            sparse = esacl.run(esacl.RunConfig(method="esacl", n_tasks=2, epochs=2, landscape=True, slice_steps=5,
-                                               hessian_iters=3, hutchinson_samples=2, progress=False, out=out),
-                               callbacks=[live.callback])
+            warnings.simplefilter("error", RuntimeWarning)  # the callback warns on a dashboard error
+            sparse = esacl.run(
+                esacl.RunConfig(
+                    method="esacl",
+                    n_tasks=2,
+                    epochs=2,
+                    landscape=True,
+                    slice_steps=5,
+                    hessian_iters=3,
+                    hutchinson_samples=2,
+                    progress=False,
+                    out=out,
+                ),
+                callbacks=[live.callback],
+            )
         dense = esacl.run(esacl.RunConfig(method="sgd", n_tasks=2, epochs=2, progress=False, out=out))
     finally:
         torch.set_num_threads(threads)
@@ -52,9 +64,11 @@ def kept_count(html: str, label: str) -> int:
 
 # ----------------------------------------------------------------------------- building blocks
 
+
 def test_png_encoder_round_trips_through_a_decoder():
     Image = pytest.importorskip("PIL.Image")
     import io
+
     grey = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5) * 8
     rgb = np.random.default_rng(0).integers(0, 256, (4, 7, 3), dtype=np.uint8)
     for pixels in (grey, rgb):
@@ -80,8 +94,10 @@ def test_forgetting_per_task_averages_to_the_metric():
 
 # ----------------------------------------------------------------------------- one run
 
+
 def test_run_dashboard_is_a_tab_of_five_dashboards_with_figures(dash, runs):
     import ipywidgets
+
     assert isinstance(dash, ipywidgets.Tab)
     assert list(dash.titles) == ["Accuracy", "Sharpness", "Masks", "Selections", "Efficiency"]
     figs = dash.figures()
@@ -90,7 +106,7 @@ def test_run_dashboard_is_a_tab_of_five_dashboards_with_figures(dash, runs):
         assert items, title
         for fig in items:
             assert fig.data, (title, fig.layout.title.text)
-            json.loads(fig.to_json())                                # serialisable: reports need no kernel
+            json.loads(fig.to_json())  # serialisable: reports need no kernel
     assert all(d.notice.value == "" for d in dash.dashboards.values())
 
 
@@ -133,7 +149,7 @@ def test_sharpness_shows_the_landscape_files_and_the_slider_picks_the_slice(dash
     assert jump["recalibrated"] == [e["jump"]["class_il_before"] for e in events]
     assert jump["projected (recorded)"] == [e["jump"]["class_il_after"] for e in events]
     assert jump["as trained"] == [e["jump"]["as_trained"]["class_il_before"] for e in events]
-    static_slice = sharp.figures()[2]                                # every task's slice, plotly slider
+    static_slice = sharp.figures()[2]  # every task's slice, plotly slider
     assert len(static_slice.layout.sliders[0].steps) == 2
     assert [t.visible for t in static_slice.data if t.type == "contour"] == [False, True]
 
@@ -151,16 +167,16 @@ def test_masks_overlap_sparsity_and_the_task_slider(dash, runs):
     assert list(changes.data[0].y) == [m["regrown"] for m in last.values()]
     assert list(changes.data[1].y) == [m["pruned"] for m in last.values()]
     masks.task.value = 0
-    assert not masks.current["changes"].data                      # task 0 has nothing to compare with
+    assert not masks.current["changes"].data  # task 0 has nothing to compare with
     assert "no previous task" in masks.current["changes"].layout.annotations[0].text
     masks.task.value = 1
     assert masks.current["changes"].data
-    assert masks.layer.label == "all prunable layers"             # a visible selection, offline too
+    assert masks.layer.label == "all prunable layers"  # a visible selection, offline too
     layer = list(last)[0]
     masks.layer.value = layer
     one = np.array(plain(masks.current["overlap"].data[0].z))
     assert layer in masks.current["overlap"].layout.title.text
-    assert one[0, 1] == pytest.approx(last[layer]["overlap"])    # consecutive tasks: the recorded overlap
+    assert one[0, 1] == pytest.approx(last[layer]["overlap"])  # consecutive tasks: the recorded overlap
     ends = {trace.name: list(trace.y) for trace in masks.current["ends"].data}
     assert ends["global"] == [e["sparsity"] for e in record.task_events]
     steps = masks.current["steps"]
@@ -178,7 +194,7 @@ def test_selections_thumbnails_follow_task_and_epoch(runs):
     kept0 = int(np.sum((removed_at < 0) | (removed_at > 0)))
     assert kept_count(first, "kept in the task") == kept0
     assert kept_count(first, "eliminated") == int(np.sum(removed_at == 0))
-    assert first.count("<img") == len(removed_at)                    # every example once, kept or removed
+    assert first.count("<img") == len(removed_at)  # every example once, kept or removed
     sel_dash.epoch.value = 1
     second = sel_dash.thumbnails.value
     assert second != first
@@ -197,7 +213,7 @@ def test_selections_shows_few_thumbnails_by_default(dash):
     sel = dash.selections
     html = sel.thumbnails.value
     assert html.count("<img") <= 2 * sel.max_thumbnails
-    assert "shown" in html                                           # says that only some are shown
+    assert "shown" in html  # says that only some are shown
 
 
 def test_efficiency_bars_add_up_to_the_recorded_flops(dash, runs):
@@ -208,11 +224,13 @@ def test_efficiency_bars_add_up_to_the_recorded_flops(dash, runs):
     assert {trace.name for trace in bars} == set(record.efficiency["flops_by_component"])
     memory = record.efficiency["memory"]
     assert list(eff.current["memory"].data[0].y) == pytest.approx(
-        [memory[k] / 1e6 for k in ("model_dense", "model_sparse", "optimizer_state", "learner_state")])
+        [memory[k] / 1e6 for k in ("model_dense", "model_sparse", "optimizer_state", "learner_state")]
+    )
     assert sum(eff.current["wall_clock"].data[0].y) == pytest.approx(record.efficiency["train_seconds"])
 
 
 # ----------------------------------------------------------------------------- live
+
 
 def test_live_run_ends_showing_what_from_run_shows(runs, dash):
     live = runs["live"]
@@ -259,7 +277,7 @@ def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
 
 def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(runs, dash, monkeypatch):
     record = runs["sparse"]
-    monkeypatch.setenv("ESACL_HEADLESS", "1")                  # as workbench.report sets it for its kernels
+    monkeypatch.setenv("ESACL_HEADLESS", "1")  # as workbench.report sets it for its kernels
     headless = widgets.RunDashboard(min_interval=0.0)
     assert not headless.live and widgets.RunDashboard(min_interval=0.0, live=True).live
     headless.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
@@ -274,12 +292,14 @@ def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(ru
 def test_papermill_kernels_run_headless(tmp_path):
     from workbench import report
     from helpers import probe_notebook, stream_text
+
     probe = probe_notebook(tmp_path / "probe.ipynb", "import widgets\nprint(widgets.RunDashboard().live)")
     assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
     assert stream_text(tmp_path / "out.ipynb") == ["False"]
 
 
 # ----------------------------------------------------------------------------- dense run
+
 
 def test_dense_run_gets_one_line_notices(runs):
     dense = widgets.RunDashboard.from_run(runs["dense"].path)
@@ -294,12 +314,14 @@ def test_dense_run_gets_one_line_notices(runs):
 
 # ----------------------------------------------------------------------------- several runs
 
+
 def test_comparison_view_groups_runs_and_matches_mean_std(runs):
     import ipywidgets
+
     records = [runs["sparse"], runs["dense"]]
     view = widgets.ComparisonView([r.path for r in records])
     assert isinstance(view, ipywidgets.Widget)
-    assert [row["method"] for row in view.rows] == ["sgd", "esacl"]        # preset order, as esacl compare
+    assert [row["method"] for row in view.rows] == ["sgd", "esacl"]  # preset order, as esacl compare
     for row in view.rows:
         mine = [r for r in records if r.config["method"] == row["method"]]
         assert row["class_il"] == metrics.mean_std([r.summary["class_il"]["average"] for r in mine])
@@ -307,29 +329,43 @@ def test_comparison_view_groups_runs_and_matches_mean_std(runs):
         assert row["flops"] == metrics.mean_std([r.efficiency["flops_relative"] for r in mine])
     table = view.table_html()
     assert "esacl" in table and "sgd" in table
-    assert f">{view.rows[1]['class_il'][0]:.2f}</td>" in table                   # one seed: the value alone
-    assert "+-" not in table and "jump (pts)" in table and "model MB" in table       # esacl compare's columns
+    assert f">{view.rows[1]['class_il'][0]:.2f}</td>" in table  # one seed: the value alone
+    assert "+-" not in table and "jump (pts)" in table and "model MB" in table  # esacl compare's columns
     figs = view.figures()
     accuracy = figs[0].data[0]
     assert list(accuracy.y) == [row["class_il"][0] for row in view.rows]
-    assert widgets.ComparisonView(runs["out"]).rows == view.rows          # a folder of runs works too
+    assert widgets.ComparisonView(runs["out"]).rows == view.rows  # a folder of runs works too
 
 
 def test_accuracy_against_flops_pairs_sparcl_and_esacl_of_one_learner_and_shows_published_results():
     from widgets.comparison import accuracy_against
+
     def row(method, sparsity, class_il, flops, published=None):
         nan = (float("nan"), float("nan"))
-        return dict(benchmark="split_cifar10", method=method, sparsity=sparsity, settings="", seeds=3,
-                    class_il=class_il, task_il=nan, flops=flops, forgetting=nan, jump=nan, published=published)
-    rows = [row("er", 0.0, (60.0, 1.0), (2.0, 0.0)),
-            row("sparcl-er", 0.75, (45.0, 2.0), (0.4, 0.01),
-                published=dict(source="sparcl2022", class_il=[43.74, 2.91])),
-            row("esacl-er", 0.75, (50.0, 1.5), (1.1, 0.02)),
-            row("esacl-er", 0.9, (48.0, 1.0), (0.9, 0.02)),          # no SparCL at 0.9: no pair line
-            row("sgd", 0.0, (19.6, 0.1), (1.0, 0.0))]
+        return dict(
+            benchmark="split_cifar10",
+            method=method,
+            sparsity=sparsity,
+            settings="",
+            seeds=3,
+            class_il=class_il,
+            task_il=nan,
+            flops=flops,
+            forgetting=nan,
+            jump=nan,
+            published=published,
+        )
+
+    rows = [
+        row("er", 0.0, (60.0, 1.0), (2.0, 0.0)),
+        row("sparcl-er", 0.75, (45.0, 2.0), (0.4, 0.01), published=dict(source="sparcl2022", class_il=[43.74, 2.91])),
+        row("esacl-er", 0.75, (50.0, 1.5), (1.1, 0.02)),
+        row("esacl-er", 0.9, (48.0, 1.0), (0.9, 0.02)),  # no SparCL at 0.9: no pair line
+        row("sgd", 0.0, (19.6, 0.1), (1.0, 0.0)),
+    ]
     fig = accuracy_against(rows, "class_il", "flops")
     points = [t for t in fig.data if t.mode == "markers" and not t.name.endswith("published")]
-    assert [t.name for t in points] == ["er", "sgd"]                          # one colour per base learner
+    assert [t.name for t in points] == ["er", "sgd"]  # one colour per base learner
     er = points[0]
     assert list(er.x) == [2.0, 0.4, 1.1, 0.9] and list(er.y) == [60.0, 45.0, 50.0, 48.0]
     assert list(er.error_y.array) == [1.0, 2.0, 1.5, 1.0] and list(er.error_x.array) == [0.0, 0.01, 0.02, 0.02]
@@ -346,10 +382,11 @@ def test_accuracy_against_flops_pairs_sparcl_and_esacl_of_one_learner_and_shows_
 
 def test_overlaid_curves_draw_one_line_per_run_and_one_legend_entry_per_method(runs):
     from widgets.comparison import overlay
+
     sparse, dense = runs["sparse"], runs["dense"]
     accuracy = overlay([sparse, dense, dense], "accuracy")
     assert [t.name for t in accuracy.data] == ["esacl", "sgd", "sgd"]
-    assert [t.showlegend for t in accuracy.data] == [True, True, False]        # a method's seeds toggle together
+    assert [t.showlegend for t in accuracy.data] == [True, True, False]  # a method's seeds toggle together
     row1 = dense.class_il[1]
     assert list(accuracy.data[1].y) == [dense.class_il[0][0], (row1[0] + row1[1]) / 2]
     sharp = overlay([sparse, dense], "sharpness")
@@ -361,5 +398,7 @@ def test_overlaid_curves_draw_one_line_per_run_and_one_legend_entry_per_method(r
     assert "no sparse run" in overlay([dense], "sparsity").layout.annotations[0].text
     view = widgets.ComparisonView([sparse.path, dense.path])
     titles = [f.layout.title.text for f in view.figures()]
-    assert titles[0].startswith("class-IL accuracy (%) against training FLOPs") and \
-        "top Hessian eigenvalue at each task end" in titles
+    assert (
+        titles[0].startswith("class-IL accuracy (%) against training FLOPs")
+        and "top Hessian eigenvalue at each task end" in titles
+    )

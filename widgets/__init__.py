@@ -9,12 +9,28 @@
 
 Depends on esacl; esacl never imports this package. Figure builders: `widgets.figures`.
 """
-from . import figures
-from .dashboards import (AccuracyDashboard, ComparisonView, EfficiencyDashboard, MaskDashboard, RunDashboard,
-                         SelectionDashboard, SharpnessDashboard)
 
-__all__ = ["AccuracyDashboard", "ComparisonView", "EfficiencyDashboard", "MaskDashboard", "RunDashboard",
-           "SelectionDashboard", "SharpnessDashboard", "figures"]
+from . import figures
+from .dashboards import (
+    AccuracyDashboard,
+    ComparisonView,
+    EfficiencyDashboard,
+    MaskDashboard,
+    RunDashboard,
+    SelectionDashboard,
+    SharpnessDashboard,
+)
+
+__all__ = [
+    "AccuracyDashboard",
+    "ComparisonView",
+    "EfficiencyDashboard",
+    "MaskDashboard",
+    "RunDashboard",
+    "SelectionDashboard",
+    "SharpnessDashboard",
+    "figures",
+]
 
 
 def _notebook_renderer() -> None:
@@ -24,11 +40,12 @@ def _notebook_renderer() -> None:
     would then live in that widget's state, and an exported page would have no `Plotly`."""
     from IPython import get_ipython
     import plotly.io as pio
+
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
         return
     pio.renderers.default = "plotly_mimetype+notebook"
-    pio.renderers._activate_pending_renderers()      # plotly has no public call for "activate now"
+    pio.renderers._activate_pending_renderers()  # plotly has no public call for "activate now"
 
 
 _notebook_renderer()

@@ -1,5 +1,6 @@
 """Across runs: figures of `esacl.compare.summary_rows` (mean +- std over seeds per benchmark, method,
 sparsity and settings), and its table in HTML, with runs still training counted by the tasks they finished."""
+
 import math
 from pathlib import Path
 
@@ -33,13 +34,18 @@ def comparison_rows(records: list[Record]) -> list[dict]:
     for row in rows:
         for key, column, _ in METRICS:
             row[key] = (row[f"{column}_mean"], row[f"{column}_std"])
-        row["published"] = None if row["published_source"] is None else dict(
-            source=row["published_source"], **{il: [row[f"published_{il}_mean"], row[f"published_{il}_std"]]
-                                               for il in ("class_il", "task_il")})
+        row["published"] = (
+            None
+            if row["published_source"] is None
+            else dict(
+                source=row["published_source"],
+                **{il: [row[f"published_{il}_mean"], row[f"published_{il}_std"]] for il in ("class_il", "task_il")},
+            )
+        )
     return rows
 
 
-PALETTE = plotly.colors.qualitative.D3              # one colour per base learner
+PALETTE = plotly.colors.qualitative.D3  # one colour per base learner
 
 # Marker per kind of preset: dense, SparCL, EsaCL (SDP, with or without IDS), another sparsifier.
 SYMBOLS = {"dense": "circle", "sparcl": "square", "esacl": "diamond", "sparse": "triangle-up"}
@@ -64,47 +70,85 @@ def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") 
     point's place is its published result (esacl/anchors.json)."""
     axis = next(m[2] for m in METRICS if m[0] == key)
     x_title = "training FLOPs (× dense SGD, log scale)" if x == "flops" else "target sparsity"
-    fig = figure(f"{axis} against {'training FLOPs' if x == 'flops' else 'sparsity'} "
-                 "(○ dense, □ SparCL, ◇ EsaCL, △ other sparse; mean ± std over seeds)", x_title, axis)
+    fig = figure(
+        f"{axis} against {'training FLOPs' if x == 'flops' else 'sparsity'} "
+        "(○ dense, □ SparCL, ◇ EsaCL, △ other sparse; mean ± std over seeds)",
+        x_title,
+        axis,
+    )
     where = (lambda r: r["flops"]) if x == "flops" else (lambda r: (r["sparsity"], 0.0))
     shown = [r for r in rows if not math.isnan(r[key][0]) and not math.isnan(where(r)[0])]
     if not shown:
         return message(fig, "no run has this metric")
     if x == "flops":
         fig.update_xaxes(type="log")
-    label = lambda r: (f"{r['method']} ({r['sparsity']:g}{', ' + r['settings'] if r['settings'] else ''}"
-                       f"{', ' + r['benchmark'] if len({s['benchmark'] for s in shown}) > 1 else ''})")
+    label = lambda r: (
+        f"{r['method']} ({r['sparsity']:g}{', ' + r['settings'] if r['settings'] else ''}"
+        f"{', ' + r['benchmark'] if len({s['benchmark'] for s in shown}) > 1 else ''})"
+    )
     symbol = lambda r: SYMBOLS[kind_and_learner(r["method"])[0]]
     learners = list(dict.fromkeys(kind_and_learner(r["method"])[1] for r in shown))
     colours = dict(zip(learners, PALETTE * (len(learners) // len(PALETTE) + 1)))
     for learner in learners:
         part = [r for r in shown if kind_and_learner(r["method"])[1] == learner]
-        fig.add_trace(go.Scatter(
-            x=[where(r)[0] for r in part], y=[r[key][0] for r in part], mode="markers", name=learner,
-            error_x=dict(type="data", array=[where(r)[1] for r in part], thickness=1),
-            error_y=dict(type="data", array=[r[key][1] for r in part], thickness=1),
-            marker=dict(size=11, color=colours[learner], symbol=[symbol(r) for r in part]),
-            text=[label(r) for r in part], customdata=[[r[key][1], r["seeds"]] for r in part],
-            hovertemplate="%{text}: %{y:.2f} ± %{customdata[0]:.2f} at %{x:.3g} (%{customdata[1]} seeds)"
-                          "<extra></extra>"))
-        for esacl in (r for r in part if PRESETS.get(r["method"]) and PRESETS[r["method"]].selector == "ids"
-                      and kind_and_learner(r["method"])[0] == "esacl"):
-            sparcl = [r for r in part if kind_and_learner(r["method"])[0] == "sparcl"
-                      and (r["benchmark"], r["sparsity"]) == (esacl["benchmark"], esacl["sparsity"])]
-            for other in sparcl:                       # SparCL-X -> EsaCL-X: the paper's comparison
-                fig.add_trace(go.Scatter(x=[where(other)[0], where(esacl)[0]], y=[other[key][0], esacl[key][0]],
-                                         mode="lines", line=dict(color=colours[learner], dash="dot", width=1.5),
-                                         showlegend=False, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=[where(r)[0] for r in part],
+                y=[r[key][0] for r in part],
+                mode="markers",
+                name=learner,
+                error_x=dict(type="data", array=[where(r)[1] for r in part], thickness=1),
+                error_y=dict(type="data", array=[r[key][1] for r in part], thickness=1),
+                marker=dict(size=11, color=colours[learner], symbol=[symbol(r) for r in part]),
+                text=[label(r) for r in part],
+                customdata=[[r[key][1], r["seeds"]] for r in part],
+                hovertemplate="%{text}: %{y:.2f} ± %{customdata[0]:.2f} at %{x:.3g} (%{customdata[1]} seeds)"
+                "<extra></extra>",
+            )
+        )
+        for esacl in (
+            r
+            for r in part
+            if PRESETS.get(r["method"])
+            and PRESETS[r["method"]].selector == "ids"
+            and kind_and_learner(r["method"])[0] == "esacl"
+        ):
+            sparcl = [
+                r
+                for r in part
+                if kind_and_learner(r["method"])[0] == "sparcl"
+                and (r["benchmark"], r["sparsity"]) == (esacl["benchmark"], esacl["sparsity"])
+            ]
+            for other in sparcl:  # SparCL-X -> EsaCL-X: the paper's comparison
+                fig.add_trace(
+                    go.Scatter(
+                        x=[where(other)[0], where(esacl)[0]],
+                        y=[other[key][0], esacl[key][0]],
+                        mode="lines",
+                        line=dict(color=colours[learner], dash="dot", width=1.5),
+                        showlegend=False,
+                        hoverinfo="skip",
+                    )
+                )
         published = [r for r in part if r.get("published") and r["published"].get(key)]
         if published:
-            fig.add_trace(go.Scatter(
-                x=[where(r)[0] for r in published], y=[r["published"][key][0] for r in published], mode="markers",
-                name=f"{learner}, published",
-                error_y=dict(type="data", array=[r["published"][key][1] for r in published], thickness=1),
-                marker=dict(size=11, color="white", line=dict(color=colours[learner], width=2),
-                            symbol=[symbol(r) for r in published]),
-                text=[f"{label(r)}, published by {r['published']['source']}" for r in published],
-                hovertemplate="%{text}: %{y:.2f}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[where(r)[0] for r in published],
+                    y=[r["published"][key][0] for r in published],
+                    mode="markers",
+                    name=f"{learner}, published",
+                    error_y=dict(type="data", array=[r["published"][key][1] for r in published], thickness=1),
+                    marker=dict(
+                        size=11,
+                        color="white",
+                        line=dict(color=colours[learner], width=2),
+                        symbol=[symbol(r) for r in published],
+                    ),
+                    text=[f"{label(r)}, published by {r['published']['source']}" for r in published],
+                    hovertemplate="%{text}: %{y:.2f}<extra></extra>",
+                )
+            )
     return fig
 
 
@@ -123,11 +167,16 @@ def comparison_bars(rows: list[dict], key: str) -> go.Figure:
     for bench in dict.fromkeys(r["benchmark"] for r in shown):
         part = [r for r in shown if r["benchmark"] == bench]
         labels = [f"{r['method']} ({r['sparsity']:g}{', ' + r['settings'] if r['settings'] else ''})" for r in part]
-        fig.add_trace(go.Bar(x=labels, y=[r[key][0] for r in part],
-                             error_y=dict(type="data", array=[r[key][1] for r in part]), name=bench,
-                             customdata=[[r[key][1], r["seeds"]] for r in part],
-                             hovertemplate="%{x}: %{y:.3f} ± %{customdata[0]:.3f} "
-                                           "(%{customdata[1]} seeds)<extra></extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=[r[key][0] for r in part],
+                error_y=dict(type="data", array=[r[key][1] for r in part]),
+                name=bench,
+                customdata=[[r[key][1], r["seeds"]] for r in part],
+                hovertemplate="%{x}: %{y:.3f} ± %{customdata[0]:.3f} (%{customdata[1]} seeds)<extra></extra>",
+            )
+        )
     return fig
 
 
@@ -136,16 +185,17 @@ def overlay(records: list[Record], what: str) -> go.Figure:
     shows or hides all its seeds, also in an exported report). what: 'accuracy' (average class-IL
     over the tasks seen, after each task), 'sharpness' (top Hessian eigenvalue at each task end, runs
     that measured it) or 'sparsity' (global sparsity at each epoch end, sparse runs)."""
-    titles = dict(accuracy=("average class-IL accuracy over the tasks seen", "after task", "class-IL (%)"),
-                  sharpness=("top Hessian eigenvalue at each task end", "task", "top eigenvalue"),
-                  sparsity=("global sparsity of the prunable layers at each epoch end", "epoch (all tasks)",
-                            "sparsity"))
+    titles = dict(
+        accuracy=("average class-IL accuracy over the tasks seen", "after task", "class-IL (%)"),
+        sharpness=("top Hessian eigenvalue at each task end", "task", "top eigenvalue"),
+        sparsity=("global sparsity of the prunable layers at each epoch end", "epoch (all tasks)", "sparsity"),
+    )
     fig = figure(*titles[what])
     seen = set()
     for r in records:
         if what == "accuracy":
             x = list(range(len(r.class_il)))
-            y = [sum(row[:t + 1]) / (t + 1) for t, row in enumerate(r.class_il)]
+            y = [sum(row[: t + 1]) / (t + 1) for t, row in enumerate(r.class_il)]
         elif what == "sharpness":
             points = [(e["task"], e["landscape"]["top_eigenvalue"]) for e in r.task_events if "landscape" in e]
             x, y = [t for t, _ in points], [v for _, v in points]
@@ -155,13 +205,26 @@ def overlay(records: list[Record], what: str) -> go.Figure:
         if not y:
             continue
         method = r.config["method"]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=method, legendgroup=method,
-                                 showlegend=method not in seen, text=[Path(r.path).name] * len(x),
-                                 hovertemplate="%{text}: %{y:.3g} at %{x}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers",
+                name=method,
+                legendgroup=method,
+                showlegend=method not in seen,
+                text=[Path(r.path).name] * len(x),
+                hovertemplate="%{text}: %{y:.3g} at %{x}<extra></extra>",
+            )
+        )
         seen.add(method)
     if not seen:
-        return message(fig, {"accuracy": "no finished task yet", "sharpness": "no run measured sharpness",
-                             "sparsity": "no sparse run"}[what])
+        return message(
+            fig,
+            {"accuracy": "no finished task yet", "sharpness": "no run measured sharpness", "sparsity": "no sparse run"}[
+                what
+            ],
+        )
     return fig
 
 

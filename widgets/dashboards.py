@@ -6,6 +6,7 @@ per figure. The figures come from `widgets.figures` and the last ones shown are 
 `current` (slot name -> plotly Figure); `figures()` gives the static figures for reports, with
 plotly's own sliders where a control would pick one task, so they need no kernel.
 """
+
 import html
 import math
 import os
@@ -28,10 +29,17 @@ from esacl.record import Record, load_masks, load_run, load_selections
 
 from . import figures as F
 from . import thumbnails
-from .comparison import (METRICS, accuracy_against, comparison_bars, comparison_html, comparison_rows, load_records,
-                         overlay)
+from .comparison import (
+    METRICS,
+    accuracy_against,
+    comparison_bars,
+    comparison_html,
+    comparison_rows,
+    load_records,
+    overlay,
+)
 
-HEADLESS = "ESACL_HEADLESS"        # set for kernels no frontend watches (workbench.report's executions)
+HEADLESS = "ESACL_HEADLESS"  # set for kernels no frontend watches (workbench.report's executions)
 WAITING = "waiting for a run: pass this dashboard's callback to esacl.run, or use from_run(run_dir)"
 
 
@@ -48,8 +56,9 @@ def _draw(output: W.Output, fig: go.Figure) -> None:
 
 
 def _grid(children) -> W.GridBox:
-    return W.GridBox(list(children), layout=W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))",
-                                                      grid_gap="8px", width="100%"))
+    return W.GridBox(
+        list(children), layout=W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="8px", width="100%")
+    )
 
 
 def _follow(slider: W.IntSlider, options: list[int]) -> None:
@@ -57,7 +66,7 @@ def _follow(slider: W.IntSlider, options: list[int]) -> None:
     live view follows the latest task."""
     at_end = slider.value == slider.max
     top, bottom = max(options, default=0), min(options, default=0)
-    slider.min = 0                       # below any bound: the next two assignments are always valid
+    slider.min = 0  # below any bound: the next two assignments are always valid
     slider.max = top
     slider.min = bottom
     if at_end or slider.value not in options:
@@ -69,6 +78,7 @@ class Dashboard(W.VBox):
     """A notice line, controls, optional extra widgets, and one Output per name in `slots`.
 
     `update(record)` redraws everything; a control redraws only the slots it drives."""
+
     slots: tuple[str, ...] = ()
 
     def __init__(self, record: Record | None = None, controls=(), extra=()):
@@ -147,14 +157,17 @@ class Dashboard(W.VBox):
 
 # ----------------------------------------------------------------------------- one run
 
+
 class AccuracyDashboard(Dashboard):
     """The task x task accuracy matrix (class-IL / task-IL toggle), forgetting per task, the
     training loss per epoch and the accuracy on each task after every later task."""
+
     slots = ("matrix", "curves", "forgetting", "loss")
 
     def __init__(self, record: Record | None = None):
-        self.setting = W.ToggleButtons(options=[(label, key) for key, label in F.SETTINGS.items()],
-                                       value="class_il", description="accuracy")
+        self.setting = W.ToggleButtons(
+            options=[(label, key) for key, label in F.SETTINGS.items()], value="class_il", description="accuracy"
+        )
         super().__init__(record, [self.setting])
         self.on_change(self.setting, self.show_setting)
 
@@ -179,13 +192,20 @@ class AccuracyDashboard(Dashboard):
 
     def static_figures(self) -> list[go.Figure]:
         r = self.record
-        return [F.accuracy_matrix(r, "class_il"), F.accuracy_matrix(r, "task_il"), F.accuracy_curves(r, "class_il"),
-                F.accuracy_curves(r, "task_il"), F.forgetting_bars(r), F.loss_curve(r)]
+        return [
+            F.accuracy_matrix(r, "class_il"),
+            F.accuracy_matrix(r, "task_il"),
+            F.accuracy_curves(r, "class_il"),
+            F.accuracy_curves(r, "task_il"),
+            F.forgetting_bars(r),
+            F.loss_curve(r),
+        ]
 
 
 class SharpnessDashboard(Dashboard):
     """Per task: SAM gap, top Hessian eigenvalue, Hutchinson trace; the 1-D interpolation curves;
     the 2-D loss slice of the task on the slider; the pruning jump of sparse runs."""
+
     slots = ("sharpness", "interpolation", "slice", "jump")
 
     def __init__(self, record: Record | None = None):
@@ -243,6 +263,7 @@ class MaskDashboard(Dashboard):
     """Per-layer sparsity over training steps and at task ends, mask churn between tasks, the task
     x task Jaccard overlap of the masks (all layers or one), and regrown vs pruned weights per
     layer at the task on the slider."""
+
     slots = ("steps", "ends", "churn", "overlap", "changes")
 
     def __init__(self, record: Record | None = None):
@@ -292,22 +313,31 @@ class MaskDashboard(Dashboard):
         r = self.record
         if _is_dense(r):
             return []
-        return [F.sparsity_over_steps(r), F.sparsity_at_task_ends(r), F.mask_churn(r),
-                F.mask_overlap(r, None, self.masks()), F.mask_changes(r)]
+        return [
+            F.sparsity_over_steps(r),
+            F.sparsity_at_task_ends(r),
+            F.mask_churn(r),
+            F.mask_overlap(r, None, self.masks()),
+            F.mask_changes(r),
+        ]
 
 
 class SelectionDashboard(Dashboard):
     """For the task and epoch on the sliders: the kept and removed examples as thumbnails with
     their scores (task-level elimination, or the batch-level support set), the score histogram and
     the class balance of kept vs removed; and the examples trained per epoch."""
+
     slots = ("histogram", "balance", "pool")
 
     def __init__(self, record: Record | None = None, max_thumbnails: int = 48):
         self.max_thumbnails = max_thumbnails
         self.task = W.IntSlider(description="task", min=0, max=0, value=0, continuous_update=False)
         self.epoch = W.IntSlider(description="epoch", min=0, max=0, value=0, continuous_update=False)
-        self.level = W.ToggleButtons(options=[("elimination (task)", "task"), ("support set (batch)", "batch")],
-                                     value="task", description="selection")
+        self.level = W.ToggleButtons(
+            options=[("elimination (task)", "task"), ("support set (batch)", "batch")],
+            value="task",
+            description="selection",
+        )
         self.thumbnails = W.HTML()
         self._selections: dict[int, dict] = {}
         self._selections_of = None
@@ -328,8 +358,12 @@ class SelectionDashboard(Dashboard):
     def images(self, task: int, y: np.ndarray):
         """The task's training images as numpy ([N, C, H, W]), or None (with the reason kept in
         `_bench_error`) where the benchmark cannot be loaded or does not line up with the record."""
-        key = (self.record.config.get("benchmark"), self.record.config.get("seed"),
-               self.record.config.get("class_order"), self.record.config.get("n_tasks"))
+        key = (
+            self.record.config.get("benchmark"),
+            self.record.config.get("seed"),
+            self.record.config.get("class_order"),
+            self.record.config.get("n_tasks"),
+        )
         if key != self._bench_of:
             self._bench, self._bench_of, self._bench_error = None, key, None
             try:
@@ -355,12 +389,14 @@ class SelectionDashboard(Dashboard):
         parts = [] if images is not None else [f"<i>{html.escape(self._bench_error or '')}</i>"]
         for key, label in zip(("kept", "removed"), F.LEVEL_LABELS[level]):
             idx = split[key]
-            shown = idx[:self.max_thumbnails]
+            shown = idx[: self.max_thumbnails]
             title = f"{label}: {len(idx)} examples"
             if len(shown) < len(idx):
                 title += f" (the {len(shown)} with the highest {score_name} shown)"
-            captions = [f"{'–' if math.isnan(split['score'][i]) else format(split['score'][i], '.3g')}"
-                        f"<br>class {sel['y'][i]}" for i in shown]
+            captions = [
+                f"{'–' if math.isnan(split['score'][i]) else format(split['score'][i], '.3g')}<br>class {sel['y'][i]}"
+                for i in shown
+            ]
             pictures = [images[i] for i in shown] if images is not None else [None] * len(shown)
             parts.append(thumbnails.grid_html(title, pictures, captions))
         return "".join(parts)
@@ -384,8 +420,10 @@ class SelectionDashboard(Dashboard):
         r = self.record
         preset = PRESETS.get(r.config.get("method"))
         if preset is not None and preset.selector == "none":
-            return self.only_notice(f"this run selects no examples (method {r.config.get('method')}): "
-                                    f"every example of a task is trained in every epoch")
+            return self.only_notice(
+                f"this run selects no examples (method {r.config.get('method')}): "
+                f"every example of a task is trained in every epoch"
+            )
         selections = self.selections()
         if not selections:
             self.thumbnails.value = ""
@@ -407,13 +445,17 @@ class SelectionDashboard(Dashboard):
         selections = self.selections()
         if (preset is not None and preset.selector == "none") or not selections:
             return []
-        return [F.score_histogram(r, selections=selections), F.class_balance(r, selections=selections),
-                F.examples_per_epoch(r)]
+        return [
+            F.score_histogram(r, selections=selections),
+            F.class_balance(r, selections=selections),
+            F.examples_per_epoch(r),
+        ]
 
 
 class EfficiencyDashboard(Dashboard):
     """Cumulative training FLOPs by component (against dense SGD), the memory breakdown and the
     training wall-clock per task."""
+
     slots = ("flops", "memory", "wall_clock")
 
     def refresh(self) -> None:
@@ -441,15 +483,25 @@ class RunDashboard(W.Tab):
     is set, as `esacl notebook`, sweeps and reports set it for their kernels, which no frontend
     watches), it draws once, at the last task end (or when the run diverges)."""
 
-    def __init__(self, record: Record | None = None, min_interval: float = 1.0, max_thumbnails: int = 48,
-                 live: bool | None = None):
+    def __init__(
+        self,
+        record: Record | None = None,
+        min_interval: float = 1.0,
+        max_thumbnails: int = 48,
+        live: bool | None = None,
+    ):
         self.accuracy = AccuracyDashboard()
         self.sharpness = SharpnessDashboard()
         self.masks = MaskDashboard()
         self.selections = SelectionDashboard(max_thumbnails=max_thumbnails)
         self.efficiency = EfficiencyDashboard()
-        self.dashboards = {"Accuracy": self.accuracy, "Sharpness": self.sharpness, "Masks": self.masks,
-                           "Selections": self.selections, "Efficiency": self.efficiency}
+        self.dashboards = {
+            "Accuracy": self.accuracy,
+            "Sharpness": self.sharpness,
+            "Masks": self.masks,
+            "Selections": self.selections,
+            "Efficiency": self.efficiency,
+        }
         super().__init__(children=list(self.dashboards.values()), titles=list(self.dashboards))
         self.min_interval = min_interval
         self.live = not os.environ.get(HEADLESS) if live is None else live
@@ -483,7 +535,7 @@ class RunDashboard(W.Tab):
         events throttled, task ends always). A dashboard error is warned about, never raised into
         the training loop."""
         kind = event.get("event")
-        if kind == "checkpoint":                     # not a recorded event: nothing to show
+        if kind == "checkpoint":  # not a recorded event: nothing to show
             return
         if kind == "start":
             self.run_dir, self.config = Path(event["run_dir"]), dict(event["config"])
@@ -515,7 +567,7 @@ class RunDashboard(W.Tab):
                 self.update(self.live_record())
             else:
                 self.update_epoch()
-        except Exception as err:                     # a plotting bug must not stop a training run
+        except Exception as err:  # a plotting bug must not stop a training run
             warnings.warn(f"dashboard update failed: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
 
     def _n_tasks(self) -> int | None:
@@ -525,8 +577,15 @@ class RunDashboard(W.Tab):
     def live_record(self) -> Record:
         """The run so far, from the events the callback has seen (files are read from `run_dir`)."""
         tasks = [e for e in self.events if e.get("event") == "task"]
-        return Record(self.run_dir, self.config, [], [e["class_il"] for e in tasks], [e["task_il"] for e in tasks],
-                      len(tasks) == self._n_tasks(), list(self.events))
+        return Record(
+            self.run_dir,
+            self.config,
+            [],
+            [e["class_il"] for e in tasks],
+            [e["task_il"] for e in tasks],
+            len(tasks) == self._n_tasks(),
+            list(self.events),
+        )
 
     def figures(self) -> dict[str, list[go.Figure]]:
         """Static figures per dashboard (tab title -> figures), for reports; no kernel needed."""
@@ -544,6 +603,7 @@ class RunDashboard(W.Tab):
 
 
 # ----------------------------------------------------------------------------- several runs
+
 
 class ComparisonView(W.VBox):
     """Runs compared: mean ± std over seeds per benchmark, method and sparsity, as `esacl compare`'s
@@ -570,5 +630,12 @@ class ComparisonView(W.VBox):
         metric that some run has (error bars: std over seeds)."""
         cost = [accuracy_against(self.rows, key, x) for x in ("flops", "sparsity") for key in ("class_il", "task_il")]
         curves = [overlay(self.records, what) for what in ("accuracy", "sharpness", "sparsity")]
-        return cost + curves + [comparison_bars(self.rows, key) for key, *_ in METRICS
-                                if any(not math.isnan(row[key][0]) for row in self.rows)]
+        return (
+            cost
+            + curves
+            + [
+                comparison_bars(self.rows, key)
+                for key, *_ in METRICS
+                if any(not math.isnan(row[key][0]) for row in self.rows)
+            ]
+        )

@@ -5,6 +5,7 @@ and never raises for missing data: a figure with nothing to show yet says so in 
 a dashboard picks one task with a slider, `task=None` gives every task in one figure with plotly's
 own slider, which works in a static HTML report without a kernel.
 """
+
 import json
 from pathlib import Path
 
@@ -21,11 +22,17 @@ KEPT, REMOVED = "#2a9d8f", "#e76f51"
 # plotly_white's layout only: its per-trace defaults (4.3 KB of JSON) would be written into every
 # figure of a notebook or report, and the traces here set what they need themselves.
 TEMPLATE = go.layout.Template(layout=pio.templates["plotly_white"].layout)
-TEMPLATE.layout.update(font=dict(size=12), title=dict(font=dict(size=14), x=0.02, xanchor="left"),
-                       margin=dict(l=60, r=20, t=60, b=50), height=380, hovermode="closest")
+TEMPLATE.layout.update(
+    font=dict(size=12),
+    title=dict(font=dict(size=14), x=0.02, xanchor="left"),
+    margin=dict(l=60, r=20, t=60, b=50),
+    height=380,
+    hovermode="closest",
+)
 
 
 # ----------------------------------------------------------------------------- shared pieces
+
 
 def figure(title: str, x: str = "", y: str = "", **layout) -> go.Figure:
     """An empty figure in the workbench's look, with its title and axis labels."""
@@ -45,8 +52,9 @@ def subplots(title: str, titles: list[str], **kwargs) -> go.Figure:
 
 def message(fig: go.Figure, text: str) -> go.Figure:
     """Write `text` in the middle of an empty figure (and hide its empty axes)."""
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=13, color="#666"))
+    fig.add_annotation(
+        text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=13, color="#666")
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
@@ -64,12 +72,19 @@ def with_task_slider(per_task: dict[int, go.Figure]) -> go.Figure:
         spans.append((start, len(fig.data)))
     for t, (start, stop) in zip(tasks, spans):
         visible = [start <= i < stop for i in range(len(fig.data))]
-        steps.append(dict(method="update", label=str(t),
-                          args=[{"visible": visible}, {"title.text": per_task[t].layout.title.text}]))
+        steps.append(
+            dict(
+                method="update",
+                label=str(t),
+                args=[{"visible": visible}, {"title.text": per_task[t].layout.title.text}],
+            )
+        )
     for i, trace in enumerate(fig.data):
         trace.visible = steps[-1]["args"][0]["visible"][i]
-    fig.update_layout(sliders=[dict(active=len(steps) - 1, steps=steps, currentvalue=dict(prefix="task "),
-                                    pad=dict(t=50))], height=(fig.layout.height or TEMPLATE.layout.height) + 100)
+    fig.update_layout(
+        sliders=[dict(active=len(steps) - 1, steps=steps, currentvalue=dict(prefix="task "), pad=dict(t=50))],
+        height=(fig.layout.height or TEMPLATE.layout.height) + 100,
+    )
     return fig
 
 
@@ -83,7 +98,7 @@ def task_files(record: Record, folder: str, suffix: str) -> dict[int, Path]:
     finished = {e["task"] for e in record.task_events}
     found = {}
     for path in (Path(record.path) / folder).glob(f"task_*{suffix}"):
-        index = path.name[len("task_"):-len(suffix)]
+        index = path.name[len("task_") : -len(suffix)]
         if index.isdigit() and int(index) in finished:
             found[int(index)] = path
     return dict(sorted(found.items()))
@@ -95,6 +110,7 @@ def _events(record: Record, kind: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- accuracy
 
+
 def forgetting_per_task(R: list[list]) -> list[float]:
     """Per old task k: best accuracy before the last task minus final accuracy (its mean is
     `esacl.metrics.forgetting`)."""
@@ -105,13 +121,24 @@ def forgetting_per_task(R: list[list]) -> list[float]:
 def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
     """Heatmap of R[t][k] (%): rows = after training task t, columns = evaluated task k."""
     R = getattr(record, setting)
-    fig = figure(f"{SETTINGS[setting]} accuracy (%) on task k after training task t",
-                 "evaluated task k", "after training task t")
+    fig = figure(
+        f"{SETTINGS[setting]} accuracy (%) on task k after training task t", "evaluated task k", "after training task t"
+    )
     if not R:
         return message(fig, "no task has finished yet")
-    fig.add_trace(go.Heatmap(z=R, x=list(range(len(R[0]))), y=list(range(len(R))), zmin=0, zmax=100,
-                             colorscale="Viridis", texttemplate="%{z:.1f}", colorbar=dict(title="%"),
-                             hovertemplate="after task %{y}, on task %{x}: %{z:.2f}%<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=R,
+            x=list(range(len(R[0]))),
+            y=list(range(len(R))),
+            zmin=0,
+            zmax=100,
+            colorscale="Viridis",
+            texttemplate="%{z:.1f}",
+            colorbar=dict(title="%"),
+            hovertemplate="after task %{y}, on task %{x}: %{z:.2f}%<extra></extra>",
+        )
+    )
     fig.update_xaxes(dtick=1)
     fig.update_yaxes(dtick=1, autorange="reversed")
     return fig
@@ -119,8 +146,9 @@ def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
 
 def forgetting_bars(record: Record) -> go.Figure:
     """Forgetting per old task (best past accuracy minus final accuracy), class-IL and task-IL."""
-    fig = figure("forgetting per task (accuracy points): best past minus final", "task", "forgetting (points)",
-                 barmode="group")
+    fig = figure(
+        "forgetting per task (accuracy points): best past minus final", "task", "forgetting (points)", barmode="group"
+    )
     if len(record.class_il) < 2:
         return message(fig, "forgetting needs at least two finished tasks")
     for setting, label in SETTINGS.items():
@@ -133,8 +161,11 @@ def forgetting_bars(record: Record) -> go.Figure:
 def loss_curve(record: Record) -> go.Figure:
     """Mean training loss per epoch (all tasks in order, one colour per task), and the test loss
     on all seen tasks at each task end."""
-    fig = figure("training loss per epoch, and test loss on the seen tasks at each task end",
-                 "epoch (all tasks in order)", "cross-entropy (nats)")
+    fig = figure(
+        "training loss per epoch, and test loss on the seen tasks at each task end",
+        "epoch (all tasks in order)",
+        "cross-entropy (nats)",
+    )
     epochs = _events(record, "epoch")
     if not epochs:
         return message(fig, "no epoch has finished yet")
@@ -142,35 +173,63 @@ def loss_curve(record: Record) -> go.Figure:
     for t in sorted({e["task"] for e in epochs}):
         rows = [(i, e) for i, e in enumerate(epochs) if e["task"] == t]
         ends[t] = rows[-1][0]
-        fig.add_trace(go.Scatter(x=[i for i, _ in rows], y=[e["loss"] for _, e in rows], mode="lines+markers",
-                                 name=f"task {t}", customdata=[[e["epoch"], e["samples_per_s"]] for _, e in rows],
-                                 hovertemplate="epoch %{customdata[0]}: loss %{y:.4f}, "
-                                               "%{customdata[1]:.0f} samples/s<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[i for i, _ in rows],
+                y=[e["loss"] for _, e in rows],
+                mode="lines+markers",
+                name=f"task {t}",
+                customdata=[[e["epoch"], e["samples_per_s"]] for _, e in rows],
+                hovertemplate="epoch %{customdata[0]}: loss %{y:.4f}, %{customdata[1]:.0f} samples/s<extra></extra>",
+            )
+        )
     tasks = [e for e in record.task_events if e["task"] in ends]
     if tasks:
-        fig.add_trace(go.Scatter(x=[ends[e["task"]] for e in tasks], y=[e["loss"] for e in tasks], mode="markers",
-                                 marker=dict(symbol="x", size=10, color="black"), name="test loss, seen tasks"))
+        fig.add_trace(
+            go.Scatter(
+                x=[ends[e["task"]] for e in tasks],
+                y=[e["loss"] for e in tasks],
+                mode="markers",
+                marker=dict(symbol="x", size=10, color="black"),
+                name="test loss, seen tasks",
+            )
+        )
     return fig
 
 
 def accuracy_curves(record: Record, setting: str = "class_il") -> go.Figure:
     """Accuracy on each task after every later task (one line per task) and their average."""
     R = getattr(record, setting)
-    fig = figure(f"{SETTINGS[setting]} accuracy (%) on each task as training moves on",
-                 "after training task t", "accuracy (%)", yaxis_range=[0, 102])
+    fig = figure(
+        f"{SETTINGS[setting]} accuracy (%) on each task as training moves on",
+        "after training task t",
+        "accuracy (%)",
+        yaxis_range=[0, 102],
+    )
     if not R:
         return message(fig, "no task has finished yet")
     for k in range(len(R)):
-        fig.add_trace(go.Scatter(x=list(range(k, len(R))), y=[R[t][k] for t in range(k, len(R))],
-                                 mode="lines+markers", name=f"task {k}"))
-    average = [float(np.mean(row[:t + 1])) for t, row in enumerate(R)]
-    fig.add_trace(go.Scatter(x=list(range(len(R))), y=average, mode="lines", name="average of seen tasks",
-                             line=dict(color="black", dash="dash")))
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(k, len(R))), y=[R[t][k] for t in range(k, len(R))], mode="lines+markers", name=f"task {k}"
+            )
+        )
+    average = [float(np.mean(row[: t + 1])) for t, row in enumerate(R)]
+    fig.add_trace(
+        go.Scatter(
+            x=list(range(len(R))),
+            y=average,
+            mode="lines",
+            name="average of seen tasks",
+            line=dict(color="black", dash="dash"),
+        )
+    )
     fig.update_xaxes(dtick=1)
     return fig
 
 
 # ----------------------------------------------------------------------------- sharpness
+
 
 def landscape_results(record: Record) -> dict[int, dict]:
     """{task: the landscape/task_<t>.json measurements} for the tasks that have one."""
@@ -179,15 +238,26 @@ def landscape_results(record: Record) -> dict[int, dict]:
 
 def sharpness_over_tasks(record: Record) -> go.Figure:
     """SAM gap, top Hessian eigenvalue and Hutchinson trace at each task end."""
-    fig = subplots("sharpness at each task end (fixed batch of the task's training data)",
-                   ["SAM gap (nats)", "top Hessian eigenvalue", "Hessian trace"])
+    fig = subplots(
+        "sharpness at each task end (fixed batch of the task's training data)",
+        ["SAM gap (nats)", "top Hessian eigenvalue", "Hessian trace"],
+    )
     rows = [(e["task"], e["landscape"]) for e in record.task_events if "landscape" in e]
     if not rows:
         return message(fig, "no landscape measurement yet")
     tasks = [t for t, _ in rows]
     for col, key in enumerate(("sam_gap", "top_eigenvalue", "hutchinson_trace"), start=1):
-        fig.add_trace(go.Scatter(x=tasks, y=[m[key] for _, m in rows], mode="lines+markers", showlegend=False,
-                                 hovertemplate="task %{x}: %{y:.4g}<extra></extra>"), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=tasks,
+                y=[m[key] for _, m in rows],
+                mode="lines+markers",
+                showlegend=False,
+                hovertemplate="task %{x}: %{y:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="task", dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="L(w+ε) − L(w)", row=1, col=1)
     fig.update_yaxes(title_text="Hutchinson estimate", row=1, col=3)
@@ -196,8 +266,11 @@ def sharpness_over_tasks(record: Record) -> go.Figure:
 
 def interpolation_curves(record: Record) -> go.Figure:
     """Loss along the straight line from the weights after task t-1 to those after task t."""
-    fig = figure("loss on the straight line between consecutive task endpoints",
-                 "α (0: weights after task t−1, 1: after task t)", "loss on task t's batch (nats)")
+    fig = figure(
+        "loss on the straight line between consecutive task endpoints",
+        "α (0: weights after task t−1, 1: after task t)",
+        "loss on task t's batch (nats)",
+    )
     curves = {t: r["interpolation"] for t, r in landscape_results(record).items() if r.get("interpolation")}
     if not curves:
         return message(fig, "no interpolation yet (needs two finished tasks with landscape measurements)")
@@ -213,19 +286,39 @@ def loss_slice(record: Record, task: int | None = None) -> go.Figure:
     if task is None and len(slices) > 1:
         return with_task_slider({t: loss_slice(record, t) for t in slices})
     if task is None and not slices:
-        return message(figure("loss around the weights (2-D filter-normalised slice)"),
-                       "no loss slice in this run (slice_steps=0, or no landscape measurement yet)")
+        return message(
+            figure("loss around the weights (2-D filter-normalised slice)"),
+            "no loss slice in this run (slice_steps=0, or no landscape measurement yet)",
+        )
     task = next(iter(slices)) if task is None else task
-    fig = figure(f"loss around the weights after task {task} (2-D filter-normalised slice)",
-                 "β (direction 2)", "α (direction 1)")
+    fig = figure(
+        f"loss around the weights after task {task} (2-D filter-normalised slice)", "β (direction 2)", "α (direction 1)"
+    )
     s = slices.get(task)
     if s is None:
         return message(fig, f"no loss slice for task {task}")
-    fig.add_trace(go.Contour(z=s["loss"], x=s["betas"], y=s["alphas"], colorscale="Viridis",
-                             colorbar=dict(title="loss (nats)"), contours=dict(showlabels=True),
-                             hovertemplate="α %{y:.2f}, β %{x:.2f}: loss %{z:.4f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(symbol="x", color="white", size=10),
-                             name="weights", showlegend=False, hoverinfo="skip"))
+    fig.add_trace(
+        go.Contour(
+            z=s["loss"],
+            x=s["betas"],
+            y=s["alphas"],
+            colorscale="Viridis",
+            colorbar=dict(title="loss (nats)"),
+            contours=dict(showlabels=True),
+            hovertemplate="α %{y:.2f}, β %{x:.2f}: loss %{z:.4f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0],
+            y=[0],
+            mode="markers",
+            marker=dict(symbol="x", color="white", size=10),
+            name="weights",
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
     return fig
 
 
@@ -237,40 +330,69 @@ def pruning_jump(record: Record) -> go.Figure:
     rows = [(e["task"], e["jump"]) for e in record.task_events if "jump" in e]
     dense = [(e["task"], e["one_shot"]) for e in record.task_events if "one_shot" in e]
     if dense and not rows:
-        fig = figure(f"flatness test: class-IL accuracy (%) before and after one-shot magnitude pruning to "
-                     f"{dense[0][1]['sparsity']:g}, no retraining", "task", "accuracy, mean over seen tasks (%)",
-                     barmode="group")
-        series = [(lambda j: j, "class_il_before", "dense", "#457b9d"),
-                  (lambda j: j, "class_il_after", "one-shot pruned", "#1d3557")]
+        fig = figure(
+            f"flatness test: class-IL accuracy (%) before and after one-shot magnitude pruning to "
+            f"{dense[0][1]['sparsity']:g}, no retraining",
+            "task",
+            "accuracy, mean over seen tasks (%)",
+            barmode="group",
+        )
+        series = [
+            (lambda j: j, "class_il_before", "dense", "#457b9d"),
+            (lambda j: j, "class_il_after", "one-shot pruned", "#1d3557"),
+        ]
         rows = dense
     else:
-        fig = figure("pruning jump: class-IL accuracy (%) on the seen tasks around the task-end projection",
-                     "task", "accuracy, mean over seen tasks (%)", barmode="group")
+        fig = figure(
+            "pruning jump: class-IL accuracy (%) on the seen tasks around the task-end projection",
+            "task",
+            "accuracy, mean over seen tasks (%)",
+            barmode="group",
+        )
         if not rows:
             return message(fig, "no pruning jump recorded (dense run, or no task finished yet)")
         as_trained = lambda j: j.get("as_trained") or {}
-        series = [(as_trained, "class_il_before", "as trained", "#a8dadc"),
-                  (as_trained, "class_il_after", "as trained, projected", "#e9c46a"),
-                  (lambda j: j, "class_il_before", "recalibrated" if record.config.get("bn_recalibrate", True)
-                   else "before projection", "#457b9d"),
-                  (lambda j: j, "class_il_after", "projected (recorded)", "#1d3557")]
+        series = [
+            (as_trained, "class_il_before", "as trained", "#a8dadc"),
+            (as_trained, "class_il_after", "as trained, projected", "#e9c46a"),
+            (
+                lambda j: j,
+                "class_il_before",
+                "recalibrated" if record.config.get("bn_recalibrate", True) else "before projection",
+                "#457b9d",
+            ),
+            (lambda j: j, "class_il_after", "projected (recorded)", "#1d3557"),
+        ]
     tasks = [t for t, _ in rows]
     for part, key, label, colour in series:
         values = [part(j).get(key) for _, j in rows]
         if any(v is not None for v in values):
             drops = [part(j).get("accuracy_drop") for _, j in rows]
-            fig.add_trace(go.Bar(x=tasks, y=values, name=label, marker_color=colour, customdata=drops,
-                                 hovertemplate="task %{x}: %{y:.2f}% (jump %{customdata:+.2f} points)<extra></extra>"))
+            fig.add_trace(
+                go.Bar(
+                    x=tasks,
+                    y=values,
+                    name=label,
+                    marker_color=colour,
+                    customdata=drops,
+                    hovertemplate="task %{x}: %{y:.2f}% (jump %{customdata:+.2f} points)<extra></extra>",
+                )
+            )
     fig.update_xaxes(dtick=1)
     return fig
 
 
 # ----------------------------------------------------------------------------- masks
 
+
 def sparsity_over_steps(record: Record) -> go.Figure:
     """Per-layer sparsity of the masks, sampled every `log_every` training steps."""
-    fig = figure("per-layer sparsity during training", "training step (all tasks)", "sparsity (fraction pruned)",
-                 yaxis_range=[0, 1.02])
+    fig = figure(
+        "per-layer sparsity during training",
+        "training step (all tasks)",
+        "sparsity (fraction pruned)",
+        yaxis_range=[0, 1.02],
+    )
     steps, layers, names, tasks = [], [], [], []
     for e in _events(record, "epoch"):
         s = e.get("sparsity_steps")
@@ -281,10 +403,18 @@ def sparsity_over_steps(record: Record) -> go.Figure:
             names = s["names"]
     if not steps:
         return message(fig, "no sparsity sample yet")
-    values = np.array(layers)                                   # [samples, layers]
+    values = np.array(layers)  # [samples, layers]
     for i, name in enumerate(names):
-        fig.add_trace(go.Scatter(x=steps, y=values[:, i], mode="lines", name=name, customdata=tasks,
-                                 hovertemplate="step %{x} (task %{customdata}): %{y:.4f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=values[:, i],
+                mode="lines",
+                name=name,
+                customdata=tasks,
+                hovertemplate="step %{x} (task %{customdata}): %{y:.4f}<extra></extra>",
+            )
+        )
     return fig
 
 
@@ -296,10 +426,16 @@ def sparsity_at_task_ends(record: Record) -> go.Figure:
         return message(fig, "no task has finished yet")
     tasks = [e["task"] for e in rows]
     for name in rows[-1]["masks"]:
-        fig.add_trace(go.Scatter(x=tasks, y=[e["masks"].get(name, {}).get("sparsity") for e in rows],
-                                 mode="lines+markers", name=name))
-    fig.add_trace(go.Scatter(x=tasks, y=[e["sparsity"] for e in rows], mode="lines+markers", name="global",
-                             line=dict(color="black")))
+        fig.add_trace(
+            go.Scatter(
+                x=tasks, y=[e["masks"].get(name, {}).get("sparsity") for e in rows], mode="lines+markers", name=name
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=tasks, y=[e["sparsity"] for e in rows], mode="lines+markers", name="global", line=dict(color="black")
+        )
+    )
     target = record.config.get("sparsity")
     if target:
         fig.add_hline(y=target, line_dash="dot", annotation_text=f"target {target:g}")
@@ -315,8 +451,9 @@ def mask_churn(record: Record) -> go.Figure:
         return message(fig, "mask churn needs two finished tasks")
     tasks = [e["task"] for e in rows]
     for name in rows[-1]["masks"]:
-        fig.add_trace(go.Scatter(x=tasks, y=[100 * e["masks"][name]["churn"] for e in rows],
-                                 mode="lines+markers", name=name))
+        fig.add_trace(
+            go.Scatter(x=tasks, y=[100 * e["masks"][name]["churn"] for e in rows], mode="lines+markers", name=name)
+        )
     fig.update_xaxes(dtick=1)
     return fig
 
@@ -346,12 +483,22 @@ def mask_overlap(record: Record, layer: str | None = None, masks: dict[int, dict
     tasks = list(masks)
     vectors = [mask_vector(masks[t], layer) for t in tasks]
     z = np.ones((len(tasks), len(tasks)))
-    for i in range(len(tasks)):                  # symmetric: each pair once (the masks can be large)
+    for i in range(len(tasks)):  # symmetric: each pair once (the masks can be large)
         for j in range(i + 1, len(tasks)):
             z[i, j] = z[j, i] = jaccard(vectors[i], vectors[j])
-    fig.add_trace(go.Heatmap(z=z.tolist(), x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Blues", texttemplate="%{z:.2f}",
-                             colorbar=dict(title="Jaccard"),
-                             hovertemplate="tasks %{y} and %{x}: %{z:.3f}<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=z.tolist(),
+            x=tasks,
+            y=tasks,
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            texttemplate="%{z:.2f}",
+            colorbar=dict(title="Jaccard"),
+            hovertemplate="tasks %{y} and %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
     fig.update_xaxes(dtick=1)
     fig.update_yaxes(dtick=1, autorange="reversed")
     return fig
@@ -366,8 +513,12 @@ def mask_changes(record: Record, task: int | None = None) -> go.Figure:
         if len(changed) > 1:
             return with_task_slider({t: mask_changes(record, t) for t in changed})
         task = changed[0] if changed else max(rows, default=0)
-    fig = figure(f"weights regrown and pruned per layer, end of task {task - 1} → end of task {task}",
-                 "layer", "weights (count)", barmode="group")
+    fig = figure(
+        f"weights regrown and pruned per layer, end of task {task - 1} → end of task {task}",
+        "layer",
+        "weights (count)",
+        barmode="group",
+    )
     layers = rows.get(task, {})
     if not any("regrown" in v for v in layers.values()):
         return message(fig, f"task {task} has no previous task end to compare with")
@@ -379,17 +530,21 @@ def mask_changes(record: Record, task: int | None = None) -> go.Figure:
 
 # ----------------------------------------------------------------------------- selections
 
+
 def score_kind(record: Record) -> str:
     """'sharpness' when the selector ranks by the SAM loss increase, else 'forgetting' (events)."""
     from esacl.presets import PRESETS
+
     preset = PRESETS.get(record.config.get("method"))
     if (preset is not None and preset.selector == "ddr") or record.config.get("ere_score") == "forgetting":
         return "forgetting"
     return "sharpness"
 
 
-SCORE_LABEL = {"sharpness": "sharpness score (loss increase at w+ε, nats)",
-               "forgetting": "forgetting events (at task end)"}
+SCORE_LABEL = {
+    "sharpness": "sharpness score (loss increase at w+ε, nats)",
+    "forgetting": "forgetting events (at task end)",
+}
 
 
 def selection_split(sel: dict, epoch: int | None = None, level: str = "task", kind: str = "sharpness") -> dict:
@@ -402,7 +557,7 @@ def selection_split(sel: dict, epoch: int | None = None, level: str = "task", ki
     removed = trained in that epoch but left out; the score is that epoch's sharpness.
     Returns {'kept', 'removed'} (index arrays, highest score first) and 'score' ([N] floats)."""
     removed_at = sel["removed_epoch"]
-    epoch_score = sel["epoch_score"].astype(np.float64)                     # [E, N], NaN where not scored
+    epoch_score = sel["epoch_score"].astype(np.float64)  # [E, N], NaN where not scored
     if level == "batch":
         score = epoch_score[epoch]
         active = (removed_at < 0) | (removed_at >= epoch)
@@ -412,8 +567,8 @@ def selection_split(sel: dict, epoch: int | None = None, level: str = "task", ki
             score = sel["forget_count"].astype(np.float64)
         elif epoch is None:
             score = sel["running_score"].astype(np.float64)
-        else:                                   # one score per example per epoch: the running mean
-            seen = epoch_score[:epoch + 1]
+        else:  # one score per example per epoch: the running mean
+            seen = epoch_score[: epoch + 1]
             counts = np.isfinite(seen).sum(0)
             score = np.where(counts > 0, np.nansum(seen, 0) / np.maximum(counts, 1), np.nan)
         if epoch is None:
@@ -438,8 +593,13 @@ def _split_title(what: str, task: int, epoch: int | None, level: str) -> str:
     return f"{what}, task {task} {when} ({how})"
 
 
-def score_histogram(record: Record, task: int | None = None, epoch: int | None = None, level: str = "task",
-                    selections: dict | None = None) -> go.Figure:
+def score_histogram(
+    record: Record,
+    task: int | None = None,
+    epoch: int | None = None,
+    level: str = "task",
+    selections: dict | None = None,
+) -> go.Figure:
     """Histogram of the selection scores of kept vs removed examples (task None: every task's
     final pool, picked by the figure's slider)."""
     selections = selections if selections is not None else selections_by_task(record)
@@ -447,27 +607,47 @@ def score_histogram(record: Record, task: int | None = None, epoch: int | None =
         return with_task_slider({t: score_histogram(record, t, None, level, selections) for t in selections})
     task = next(iter(selections), 0) if task is None else task
     kind = score_kind(record)
-    fig = figure(_split_title("scores of kept and removed examples", task, epoch, level),
-                 SCORE_LABEL["sharpness" if level == "batch" else kind], "examples", barmode="overlay")
+    fig = figure(
+        _split_title("scores of kept and removed examples", task, epoch, level),
+        SCORE_LABEL["sharpness" if level == "batch" else kind],
+        "examples",
+        barmode="overlay",
+    )
     if task not in selections:
         return message(fig, f"no selection record for task {task}")
     split = selection_split(selections[task], epoch, level, kind)
     for key, label, colour in (("kept", LEVEL_LABELS[level][0], KEPT), ("removed", LEVEL_LABELS[level][1], REMOVED)):
         values = split["score"][split[key]]
-        fig.add_trace(go.Histogram(x=values[np.isfinite(values)], name=f"{label} ({len(split[key])})",
-                                   marker_color=colour, opacity=0.65, nbinsx=30))
+        fig.add_trace(
+            go.Histogram(
+                x=values[np.isfinite(values)],
+                name=f"{label} ({len(split[key])})",
+                marker_color=colour,
+                opacity=0.65,
+                nbinsx=30,
+            )
+        )
     return fig
 
 
-def class_balance(record: Record, task: int | None = None, epoch: int | None = None, level: str = "task",
-                  selections: dict | None = None) -> go.Figure:
+def class_balance(
+    record: Record,
+    task: int | None = None,
+    epoch: int | None = None,
+    level: str = "task",
+    selections: dict | None = None,
+) -> go.Figure:
     """Examples per class, kept vs removed (task None: every task's final pool, with a slider)."""
     selections = selections if selections is not None else selections_by_task(record)
     if task is None and len(selections) > 1:
         return with_task_slider({t: class_balance(record, t, None, level, selections) for t in selections})
     task = next(iter(selections), 0) if task is None else task
-    fig = figure(_split_title("class balance of kept and removed examples", task, epoch, level), "class",
-                 "examples", barmode="group")
+    fig = figure(
+        _split_title("class balance of kept and removed examples", task, epoch, level),
+        "class",
+        "examples",
+        barmode="group",
+    )
     if task not in selections:
         return message(fig, f"no selection record for task {task}")
     sel = selections[task]
@@ -488,38 +668,71 @@ def examples_per_epoch(record: Record) -> go.Figure:
         return message(fig, "no epoch has finished yet")
     for t in sorted({e["task"] for e in epochs}):
         rows = [e for e in epochs if e["task"] == t]
-        fig.add_trace(go.Scatter(x=[e["epoch"] for e in rows], y=[e["samples"] for e in rows],
-                                 mode="lines+markers", name=f"task {t}"))
+        fig.add_trace(
+            go.Scatter(
+                x=[e["epoch"] for e in rows], y=[e["samples"] for e in rows], mode="lines+markers", name=f"task {t}"
+            )
+        )
     fig.update_xaxes(dtick=1)
     return fig
 
 
 # ----------------------------------------------------------------------------- efficiency
 
+
 def flops_by_component(record: Record) -> go.Figure:
     """Cumulative training FLOPs by component after each task (stacked), with dense SGD on the
     same examples and epochs for reference and the ratio written over each bar."""
-    fig = figure("cumulative training FLOPs by component (RigL convention: 2 × MACs, backward = 2 × forward)",
-                 "after task", "FLOPs", barmode="stack")
+    fig = figure(
+        "cumulative training FLOPs by component (RigL convention: 2 × MACs, backward = 2 × forward)",
+        "after task",
+        "FLOPs",
+        barmode="stack",
+    )
     rows = [e for e in record.task_events if "flops" in e]
     if not rows:
         return message(fig, "no task has finished yet")
     tasks = [e["task"] for e in rows]
     components = sorted({k for e in rows for k in e["flops"] if k != "total"})
     for name in components:
-        fig.add_trace(go.Bar(x=tasks, y=[e["flops"].get(name, 0.0) for e in rows], name=name,
-                             hovertemplate="task %{x}: %{y:.3e} FLOPs<extra>" + name + "</extra>"))
-    fig.add_trace(go.Scatter(x=tasks, y=[e["flops_dense_sgd"] for e in rows], mode="lines+markers",
-                             name="dense SGD (same examples, epochs)", line=dict(color="black", dash="dash")))
-    fig.add_trace(go.Scatter(x=tasks, y=[e["flops"]["total"] for e in rows], mode="text", showlegend=False,
-                             text=[f"{e['flops_relative']:.2f}× SGD" for e in rows], textposition="top center",
-                             hoverinfo="skip"))
+        fig.add_trace(
+            go.Bar(
+                x=tasks,
+                y=[e["flops"].get(name, 0.0) for e in rows],
+                name=name,
+                hovertemplate="task %{x}: %{y:.3e} FLOPs<extra>" + name + "</extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=tasks,
+            y=[e["flops_dense_sgd"] for e in rows],
+            mode="lines+markers",
+            name="dense SGD (same examples, epochs)",
+            line=dict(color="black", dash="dash"),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=tasks,
+            y=[e["flops"]["total"] for e in rows],
+            mode="text",
+            showlegend=False,
+            text=[f"{e['flops_relative']:.2f}× SGD" for e in rows],
+            textposition="top center",
+            hoverinfo="skip",
+        )
+    )
     fig.update_xaxes(dtick=1)
     return fig
 
 
-MEMORY_PARTS = [("model_dense", "model, dense"), ("model_sparse", "model, sparse"),
-                ("optimizer_state", "optimizer state"), ("learner_state", "learner state")]
+MEMORY_PARTS = [
+    ("model_dense", "model, dense"),
+    ("model_sparse", "model, sparse"),
+    ("optimizer_state", "optimizer state"),
+    ("learner_state", "learner state"),
+]
 
 
 def memory_breakdown(record: Record) -> go.Figure:
@@ -530,14 +743,33 @@ def memory_breakdown(record: Record) -> go.Figure:
         return message(figure("memory (MB)"), "no task has finished yet")
     last = rows[-1]
     memory = last["memory"]
-    fig = subplots(f"memory after task {last['task']} (MB)", ["model and training state", "peak"],
-                   column_widths=[0.75, 0.25])
-    fig.add_trace(go.Bar(x=[label for _, label in MEMORY_PARTS], y=[memory.get(k, 0) / 1e6 for k, _ in MEMORY_PARTS],
-                         text=[f"{memory.get(k, 0) / 1e6:.3f}" for k, _ in MEMORY_PARTS], textposition="outside",
-                         marker_color="#457b9d", showlegend=False), row=1, col=1)
-    fig.add_trace(go.Bar(x=[memory.get("peak_kind", "peak")], y=[memory.get("peak", 0) / 1e6],
-                         text=[f"{memory.get('peak', 0) / 1e6:.1f}"], textposition="outside",
-                         marker_color="#1d3557", showlegend=False), row=1, col=2)
+    fig = subplots(
+        f"memory after task {last['task']} (MB)", ["model and training state", "peak"], column_widths=[0.75, 0.25]
+    )
+    fig.add_trace(
+        go.Bar(
+            x=[label for _, label in MEMORY_PARTS],
+            y=[memory.get(k, 0) / 1e6 for k, _ in MEMORY_PARTS],
+            text=[f"{memory.get(k, 0) / 1e6:.3f}" for k, _ in MEMORY_PARTS],
+            textposition="outside",
+            marker_color="#457b9d",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=[memory.get("peak_kind", "peak")],
+            y=[memory.get("peak", 0) / 1e6],
+            text=[f"{memory.get('peak', 0) / 1e6:.1f}"],
+            textposition="outside",
+            marker_color="#1d3557",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_yaxes(title_text="MB", row=1, col=1)
     return fig
 
@@ -553,8 +785,14 @@ def wall_clock(record: Record) -> go.Figure:
     rate = {}
     for e in _events(record, "epoch"):
         rate.setdefault(e["task"], []).append(e["samples_per_s"])
-    fig.add_trace(go.Bar(x=[e["task"] for e in rows], y=seconds, marker_color="#457b9d",
-                         customdata=[np.mean(rate.get(e["task"], [np.nan])) for e in rows],
-                         hovertemplate="task %{x}: %{y:.2f} s, %{customdata:.0f} samples/s<extra></extra>"))
+    fig.add_trace(
+        go.Bar(
+            x=[e["task"] for e in rows],
+            y=seconds,
+            marker_color="#457b9d",
+            customdata=[np.mean(rate.get(e["task"], [np.nan])) for e in rows],
+            hovertemplate="task %{x}: %{y:.2f} s, %{customdata:.0f} samples/s<extra></extra>",
+        )
+    )
     fig.update_xaxes(dtick=1)
     return fig

@@ -1,4 +1,5 @@
 """`python -m workbench ...`: the `esacl` command line."""
+
 import sys
 
 from .cli import main

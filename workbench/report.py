@@ -10,6 +10,7 @@ plotly.js once, the cartesian partial bundle (1.5 MB, npm `plotly.js-cartesian-d
 at set-up) where every figure is cartesian, and keep no reference to any CDN. This module imports
 papermill and nbconvert only when called.
 """
+
 import base64
 import datetime
 import os
@@ -32,17 +33,32 @@ def _notebooks() -> Path:
 
 NOTEBOOKS = _notebooks()
 REPORT_NOTEBOOK = "report"
-PLOTLY_JS_VERSION = "4.1.1"     # the plotly.js release plotly==7.1.0 embeds; its partial bundle must be the same
+PLOTLY_JS_VERSION = "4.1.1"  # the plotly.js release plotly==7.1.0 embeds; its partial bundle must be the same
 PLOTLY_CARTESIAN = ROOT / ".cache" / "plotly" / f"plotly-cartesian-{PLOTLY_JS_VERSION}.min.js"
 PLOTLY_CARTESIAN_TARBALL = (
     f"https://registry.npmjs.org/plotly.js-cartesian-dist-min/-/plotly.js-cartesian-dist-min-{PLOTLY_JS_VERSION}.tgz",
-    "sha512-o8GrFeusncwBIxbBynRJpY4pkgVB6caM+JLpwrLYbbsO7dZ8FJ+SVN2Fr+L7kiG/Z6w4P5O0Jus/Qr5EefHVeg==")
+    "sha512-o8GrFeusncwBIxbBynRJpY4pkgVB6caM+JLpwrLYbbsO7dZ8FJ+SVN2Fr+L7kiG/Z6w4P5O0Jus/Qr5EefHVeg==",
+)
 # The trace types the cartesian bundle draws (its package README); every figure here is one of
 # scatter, bar, heatmap, contour and histogram.
-CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
-                              "image", "pie", "scatter", "scatterternary", "violin"})
+CARTESIAN_TRACES = frozenset(
+    {
+        "bar",
+        "box",
+        "contour",
+        "heatmap",
+        "histogram",
+        "histogram2d",
+        "histogram2dcontour",
+        "image",
+        "pie",
+        "scatter",
+        "scatterternary",
+        "violin",
+    }
+)
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-HEADLESS = "ESACL_HEADLESS"       # read by widgets.RunDashboard in the kernels executed here
+HEADLESS = "ESACL_HEADLESS"  # read by widgets.RunDashboard in the kernels executed here
 
 
 def benchmark_notebooks() -> list[str]:
@@ -60,6 +76,7 @@ def notebook_path(name: str) -> Path:
 def notebook_parameters(path: Path) -> dict:
     """The names and defaults a notebook's `parameters` cell declares."""
     import papermill
+
     return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(path)).items()}
 
 
@@ -67,8 +84,10 @@ def check_declared(notebook: str, keys, declared) -> None:
     """A one-line UserError for the first of `keys` that the notebook's parameters cell does not declare."""
     for key in keys:
         if key not in declared:
-            raise UserError(f"notebook {notebook} has no parameter '{key}'{did_you_mean(key, declared)}; "
-                            f"parameters: {', '.join(declared)}")
+            raise UserError(
+                f"notebook {notebook} has no parameter '{key}'{did_you_mean(key, declared)}; "
+                f"parameters: {', '.join(declared)}"
+            )
 
 
 def check_parameters(path: Path, given: dict[str, str]) -> dict:
@@ -99,6 +118,7 @@ class Kernel:
     def ready(self):
         """The kernel manager for the next execution: started if need be, else reset."""
         from jupyter_client.manager import KernelManager
+
         if self.km is not None and self.km.is_alive():
             self._reset()
         else:
@@ -117,11 +137,13 @@ class Kernel:
         # `%reset -f` collects garbage twice, each 0.3 s over the heap of torch, esacl and the dashboards
         # unless that heap is frozen (`_preload`): then it scans only what the last point left. What
         # survives the reset (modules the point imported: 1,700 on split_digits, caches) is frozen too.
-        self._silently("import sys\n"
-                       "if 'ipywidgets' in sys.modules: sys.modules['ipywidgets'].Widget.close_all()\n"
-                       "get_ipython().run_line_magic('reset', '-f')\n"
-                       "import gc\n"
-                       "gc.freeze()")
+        self._silently(
+            "import sys\n"
+            "if 'ipywidgets' in sys.modules: sys.modules['ipywidgets'].Widget.close_all()\n"
+            "get_ipython().run_line_magic('reset', '-f')\n"
+            "import gc\n"
+            "gc.freeze()"
+        )
 
     def _preload(self) -> None:
         # A grid's kernel imports what every point imports, then freezes that heap out of garbage collection.
@@ -172,6 +194,7 @@ def _ready_client():
     class ReadyClient(BlockingKernelClient):
         def wait_for_ready(self, timeout=None):
             import time
+
             timeout = 60 if timeout is None else timeout
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -182,10 +205,13 @@ def _ready_client():
                     reply = self.get_shell_msg(timeout=1)
                     while reply["parent_header"].get("msg_id") != request:
                         reply = self.get_shell_msg(timeout=1)
-                    while True:                           # Empty after 0.2 s: IOPub not connected yet, ask again
+                    while True:  # Empty after 0.2 s: IOPub not connected yet, ask again
                         msg = self.get_iopub_msg(timeout=0.2)
-                        if (msg["parent_header"].get("msg_id") == request and msg["msg_type"] == "status"
-                                and msg["content"]["execution_state"] == "idle"):
+                        if (
+                            msg["parent_header"].get("msg_id") == request
+                            and msg["msg_type"] == "status"
+                            and msg["content"]["execution_state"] == "idle"
+                        ):
                             self._handle_kernel_info_reply(reply)
                             return
                 except Empty:
@@ -195,19 +221,28 @@ def _ready_client():
     return ReadyClient
 
 
-def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool,
-                  kernel: Kernel | None = None) -> str | None:
+def papermill_run(
+    notebook: Path, output: Path, parameters: dict, progress: bool, kernel: Kernel | None = None
+) -> str | None:
     """Execute `notebook` into `output` with papermill, in this process, on `kernel` (default: a
     fresh one, shut down after); None, or where and why it failed."""
     import papermill
+
     kernel = kernel or Kernel()
     failed = True
     try:
         # No save after every cell (17 notebook writes per point): the executed notebook is written once at
         # the end, also when a cell fails, and only then is it moved into the run directory.
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                                   progress_bar=progress, cwd=str(Path.cwd()), km=kernel.ready(),
-                                   request_save_on_cell_execute=False)
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=progress,
+            cwd=str(Path.cwd()),
+            km=kernel.ready(),
+            request_save_on_cell_execute=False,
+        )
         failed = False
     except papermill.PapermillExecutionError as err:
         return f"in cell {err.exec_count}: {err.ename}: {err.evalue}"
@@ -216,8 +251,9 @@ def papermill_run(notebook: Path, output: Path, parameters: dict, progress: bool
     return None
 
 
-def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool = False,
-                     kernel: Kernel | None = None) -> Path:
+def execute_notebook(
+    name: str, params: dict, out: str = "runs", progress: bool = False, kernel: Kernel | None = None
+) -> Path:
     """Execute a benchmark notebook with papermill into a fresh run directory; returns the run directory.
     `kernel`: a reusable `Kernel` shared by a grid's points (default: a fresh kernel).
 
@@ -229,6 +265,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
     literal = {k: parameter_value(v) for k, v in defaults.items()}
     cfg = RunConfig.from_dict({**literal, **params, "out": str(Path(out).resolve()), "progress": progress})
     from esacl.train import default_name
+
     out_dir = Path(cfg.out)
     name_ = cfg.name or unique_name(out_dir, default_name(cfg))
     run_dir = out_dir / name_
@@ -240,7 +277,7 @@ def execute_notebook(name: str, params: dict, out: str = "runs", progress: bool 
         failure = papermill_run(path, executed, parameters, progress, kernel)
         if failure:
             if run_dir.is_dir() and executed.exists():
-                keep_notebook(executed, run_dir / "notebook.ipynb")       # the evidence stays with the run
+                keep_notebook(executed, run_dir / "notebook.ipynb")  # the evidence stays with the run
             raise UserError(f"notebook {name} failed {failure}")
         if not run_dir.is_dir():
             raise UserError(f"notebook {name} ran but wrote no run directory at {run_dir}")
@@ -252,6 +289,7 @@ def keep_notebook(executed: Path, target: Path) -> None:
     """Write an executed notebook into its run directory, slimmed: no plotly.js, no HTML twin of a
     figure (a split_digits run's: 0.35 MB, against 5.8 MB as executed)."""
     import nbformat
+
     nb = nbformat.read(executed, as_version=4)
     slim(nb)
     write_atomic(target, nbformat.writes(nb).encode())
@@ -260,14 +298,16 @@ def keep_notebook(executed: Path, target: Path) -> None:
 def parameter_value(value: str):
     """papermill's inspected defaults are source text; RunConfig wants values."""
     import ast
+
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return value
 
 
-def write_report(run_dirs: list, detail: list | None = None, out: str = "reports", title: str | None = None,
-                 progress: bool = False) -> Path:
+def write_report(
+    run_dirs: list, detail: list | None = None, out: str = "reports", title: str | None = None, progress: bool = False
+) -> Path:
     """Execute the report notebook over `run_dirs` and export it as one self-contained HTML file.
 
     detail: the runs shown with every dashboard (default: `default_detail`). Returns the HTML's path
@@ -282,9 +322,12 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
     target = out_dir / (unique_name(out_dir, base, suffix=".html") + ".html")
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "report.ipynb"
-        failure = papermill_run(notebook_path(REPORT_NOTEBOOK), executed,
-                                dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail],
-                                     title=title or default_title(runs)), progress)
+        failure = papermill_run(
+            notebook_path(REPORT_NOTEBOOK),
+            executed,
+            dict(run_dirs=runs, detail=[str(Path(d).resolve()) for d in detail], title=title or default_title(runs)),
+            progress,
+        )
         if failure:
             raise UserError(f"report failed {failure}")
         write_atomic(target, export_html(executed).encode())
@@ -294,6 +337,7 @@ def write_report(run_dirs: list, detail: list | None = None, out: str = "reports
 def default_title(runs) -> str:
     """What the runs are, as a report's heading: benchmarks, methods (the first six), run count, seeds."""
     from esacl.record import load_run
+
     records = [r if hasattr(r, "config") else load_run(r) for r in runs]
     benchmarks = ", ".join(dict.fromkeys(r.config["benchmark"] for r in records))
     methods = list(dict.fromkeys(r.config["method"] for r in records))
@@ -307,6 +351,7 @@ def default_detail(runs: list[str]) -> list[str]:
     """One run per method (its lowest seed): the sparse methods' if there are any, at most four."""
     from esacl.presets import PRESETS
     from esacl.record import load_run
+
     records = [load_run(r) for r in runs]
     if len(records) == 1:
         return runs
@@ -327,6 +372,7 @@ def fetch_plotly_cartesian() -> Path:
     import io
     import tarfile
     import urllib.request
+
     if PLOTLY_CARTESIAN.is_file():
         return PLOTLY_CARTESIAN
     url, integrity = PLOTLY_CARTESIAN_TARBALL
@@ -380,8 +426,11 @@ def slim(nb) -> None:
 
 
 def trace_types(nb) -> set[str]:
-    return {trace.get("type", "scatter") for output in output_bundles(nb)
-            for trace in output["data"].get(PLOTLY_MIME, {}).get("data", [])}
+    return {
+        trace.get("type", "scatter")
+        for output in output_bundles(nb)
+        for trace in output["data"].get(PLOTLY_MIME, {}).get("data", [])
+    }
 
 
 def export_html(notebook: Path) -> str:
@@ -392,16 +441,19 @@ def export_html(notebook: Path) -> str:
     is swapped for its cartesian bundle when every figure is cartesian and set-up fetched it."""
     import nbformat
     from nbconvert import HTMLExporter
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+
+    exporter = HTMLExporter(
+        template_name="lab", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        cell["outputs"] = [o for o in cell.get("outputs", [])
-                           if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+        cell["outputs"] = [
+            o for o in cell.get("outputs", []) if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})
+        ]
     if trace_types(nb) <= CARTESIAN_TRACES and PLOTLY_CARTESIAN.is_file():
         cartesian = PLOTLY_CARTESIAN.read_text()
-        swap = lambda m: m[1] + cartesian + m[3] if m[2] == PLOTLY_JS_VERSION else m[0]      # noqa: E731
+        swap = lambda m: m[1] + cartesian + m[3] if m[2] == PLOTLY_JS_VERSION else m[0]  # noqa: E731
         for output in output_bundles(nb):
             if carries_plotlyjs(output):
                 output["data"]["text/html"] = _PLOTLYJS.sub(swap, output["data"]["text/html"])

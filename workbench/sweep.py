@@ -16,6 +16,7 @@ Folder layout: `<point>/` run directories, `sweep.json` (points, status, error, 
 `logs/workers.log`: the workers' own),
 `summary.csv` and `summary.html` (the paper-style table), `.lock`.
 """
+
 import contextlib
 import datetime
 import fcntl
@@ -39,15 +40,17 @@ from esacl.compare import left_out, summary_csv, summary_html, summary_rows, sum
 from esacl.record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
-SET_BY_SWEEP = ("out", "name", "progress")       # notebook parameters the sweep itself decides
-POLL_SECONDS = 0.5                               # how often the driver looks at its workers (points take minutes)
+SET_BY_SWEEP = ("out", "name", "progress")  # notebook parameters the sweep itself decides
+POLL_SECONDS = 0.5  # how often the driver looks at its workers (points take minutes)
 
 
 # ---------------------------------------------------------------------------------------------- grid
 
+
 @dataclass(frozen=True)
 class Point:
     """One grid point: its run directory's name, the notebook to execute and its typed parameters."""
+
     name: str
     notebook: str
     params: dict
@@ -56,6 +59,7 @@ class Point:
 @dataclass
 class Grid:
     """A validated grid: where it came from, what it says, and its points in order."""
+
     source: str
     notebook: str | None
     fixed: dict
@@ -85,7 +89,9 @@ def load_grid(source) -> Grid:
             raise UserError(f"grid file {source} is not valid TOML: {err}") from None
     for key in spec:
         if key not in GRID_KEYS:
-            raise UserError(f"{label}: unknown key '{key}'{did_you_mean(key, GRID_KEYS)}; a grid has {', '.join(GRID_KEYS)}")
+            raise UserError(
+                f"{label}: unknown key '{key}'{did_you_mean(key, GRID_KEYS)}; a grid has {', '.join(GRID_KEYS)}"
+            )
     notebook, fixed, axes = spec.get("notebook"), dict(spec.get("fixed", {})), dict(spec.get("axes", {}))
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
@@ -96,7 +102,9 @@ def load_grid(source) -> Grid:
         if key in fixed or key in axes:
             raise UserError(f"{label}: '{key}' is set by the sweep itself (run directories go under --out); drop it")
     if notebook is None and "benchmark" not in fixed and "benchmark" not in axes:
-        raise UserError(f"{label} names no notebook: add notebook = \"split_digits\" (or a benchmark to [fixed] or [axes])")
+        raise UserError(
+            f'{label} names no notebook: add notebook = "split_digits" (or a benchmark to [fixed] or [axes])'
+        )
     grid = Grid(label, notebook, fixed, axes)
     grid.points = _expand(grid)
     return grid
@@ -105,12 +113,15 @@ def load_grid(source) -> Grid:
 def _expand(grid: Grid) -> list[Point]:
     from esacl.presets import PRESETS
     from .report import check_declared, notebook_parameters, notebook_path, parameter_value
-    declared: dict[str, dict] = {}         # notebook -> its parameters and their defaults (one inspection each)
+
+    declared: dict[str, dict] = {}  # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
     for params in cross(grid.fixed, grid.axes):
         notebook = grid.notebook or params["benchmark"]
         if notebook not in declared:
-            declared[notebook] = {k: parameter_value(v) for k, v in notebook_parameters(notebook_path(notebook)).items()}
+            declared[notebook] = {
+                k: parameter_value(v) for k, v in notebook_parameters(notebook_path(notebook)).items()
+            }
         defaults = declared[notebook]
         try:
             check_declared(notebook, params, defaults)
@@ -120,7 +131,7 @@ def _expand(grid: Grid) -> list[Point]:
         params = {k: typed[k] for k in params}
         method = params.get("method", defaults.get("method"))
         if "sparsity" in params and method in PRESETS and not PRESETS[method].sparse:
-            del params["sparsity"]                        # a dense method has one point per other combination
+            del params["sparsity"]  # a dense method has one point per other combination
         point = Point(point_name(notebook, params, defaults, list(grid.axes)), notebook, params)
         if point.name in names:
             if names[point.name] != point.params:
@@ -142,15 +153,18 @@ def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> 
         if isinstance(value, bool):
             return "on" if value else "off"
         return f"{value:g}" if isinstance(value, float) else str(value)
+
     values = {k: v for k, v in {**defaults, "benchmark": notebook, **params}.items() if k in KEYS}
     head, seed = default_name(RunConfig.from_dict(values)).rsplit("-s", 1)
-    extra = [f"{k}{show(params[k])}" for k in axes if k in params and k not in ("benchmark", "method", "sparsity", "seed")]
+    extra = [
+        f"{k}{show(params[k])}" for k in axes if k in params and k not in ("benchmark", "method", "sparsity", "seed")
+    ]
     return re.sub(r"[^A-Za-z0-9._=-]", "_", "-".join([head] + extra + [f"s{seed}"]))
 
 
 # ------------------------------------------------------------------------------------------- status
 
-FINAL = ("complete", "diverged")        # a point in either state is never run again
+FINAL = ("complete", "diverged")  # a point in either state is never run again
 
 
 def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
@@ -208,6 +222,7 @@ def status_text(grid: Grid, out) -> str:
 
 # --------------------------------------------------------------------------------------------- lock
 
+
 class SweepLock:
     """An exclusive lock on a sweep folder: `.lock`, flock'ed, holding the driver's pid.
 
@@ -228,10 +243,14 @@ class SweepLock:
             while (fd := exclusive_lock(self.path)) is None:
                 pid = self._pid()
                 if pid is None or _alive(pid) or time.monotonic() > deadline:
-                    who = f"another sweep (pid {pid})" if pid and _alive(pid) else \
-                        f"the workers of a stopped sweep (pid {pid})"
-                    raise UserError(f"{self.path.parent} is locked by {who}; wait for it to finish or stop it, "
-                                    f"then run again")
+                    who = (
+                        f"another sweep (pid {pid})"
+                        if pid and _alive(pid)
+                        else f"the workers of a stopped sweep (pid {pid})"
+                    )
+                    raise UserError(
+                        f"{self.path.parent} is locked by {who}; wait for it to finish or stop it, then run again"
+                    )
                 time.sleep(POLL_SECONDS)
         except OSError as err:
             raise UserError(f"cannot write the sweep folder {self.path.parent}: {err.strerror or err}") from None
@@ -280,6 +299,7 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------------ one point
 
+
 def run_point(point: Point, out, kernel=None) -> Path:
     """Bring one point to completion and return its run directory: nothing if complete, a resume
     from the checkpoint if partial, else a fresh notebook execution (a folder with neither a
@@ -292,13 +312,16 @@ def run_point(point: Point, out, kernel=None) -> Path:
         return run_dir
     if (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.json").is_file():
         from esacl.train import resume
-        resume(run_dir, progress=False)       # the run completes; its executed notebook is not re-made
+
+        resume(run_dir, progress=False)  # the run completes; its executed notebook is not re-made
         return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)
     from .report import execute_notebook
-    return execute_notebook(point.notebook, dict(point.params, name=point.name), out=str(out), progress=False,
-                            kernel=kernel)
+
+    return execute_notebook(
+        point.notebook, dict(point.params, name=point.name), out=str(out), progress=False, kernel=kernel
+    )
 
 
 def attempt(point: Point, out, cwd: str | None = None, kernel=None) -> dict:
@@ -310,9 +333,9 @@ def attempt(point: Point, out, cwd: str | None = None, kernel=None) -> dict:
     and the notebook executed once more, so the point still gets its executed notebook; a second
     stall fails the point (or, if its run completed, leaves it complete without a notebook)."""
     if cwd and Path(cwd).is_dir():
-        os.chdir(cwd)                 # relative paths in parameters mean what they meant to the driver
+        os.chdir(cwd)  # relative paths in parameters mean what they meant to the driver
     run_dir = Path(out).resolve() / point.name
-    executes = not (run_dir / "checkpoint.pt").is_file()          # run_point will execute the notebook afresh
+    executes = not (run_dir / "checkpoint.pt").is_file()  # run_point will execute the notebook afresh
     tic = time.perf_counter()
     for last in (not executes, True):
         done, stalled = threading.Event(), threading.Event()
@@ -322,18 +345,33 @@ def attempt(point: Point, out, cwd: str | None = None, kernel=None) -> dict:
             return dict(ok=True, error="", traceback="", note="", seconds=time.perf_counter() - tic)
         except Exception as err:
             if not stalled.is_set():
-                return dict(ok=False, error=_one_line(err), traceback=_traceback(err), note="",
-                            seconds=time.perf_counter() - tic)
-            if not last:              # a run this attempt made and never reported: make it again, cleanly
+                return dict(
+                    ok=False,
+                    error=_one_line(err),
+                    traceback=_traceback(err),
+                    note="",
+                    seconds=time.perf_counter() - tic,
+                )
+            if not last:  # a run this attempt made and never reported: make it again, cleanly
                 shutil.rmtree(run_dir, ignore_errors=True)
                 continue
             if _read_json(run_dir / "accuracy.json").get("complete"):
-                return dict(ok=True, error="", traceback="", seconds=time.perf_counter() - tic,
-                            note=f"the run completed, then its kernel sat idle {STALL_SECONDS} s without "
-                                 f"answering; stopped it, so the point has no executed notebook")
-            return dict(ok=False, error=f"the notebook's kernel sat idle {STALL_SECONDS} s without answering; "
-                                        f"stopped it (the next sweep resumes the point)",
-                        traceback=_traceback(err), note="", seconds=time.perf_counter() - tic)
+                return dict(
+                    ok=True,
+                    error="",
+                    traceback="",
+                    seconds=time.perf_counter() - tic,
+                    note=f"the run completed, then its kernel sat idle {STALL_SECONDS} s without "
+                    f"answering; stopped it, so the point has no executed notebook",
+                )
+            return dict(
+                ok=False,
+                error=f"the notebook's kernel sat idle {STALL_SECONDS} s without answering; "
+                f"stopped it (the next sweep resumes the point)",
+                traceback=_traceback(err),
+                note="",
+                seconds=time.perf_counter() - tic,
+            )
         finally:
             done.set()
 
@@ -348,8 +386,9 @@ STALL_SECONDS = 60
 def _guard_kernel(done: threading.Event, stalled: threading.Event) -> None:
     """Kill this process's children (the notebook's kernel) once they have used no CPU for
     `STALL_SECONDS`; papermill then reports a dead kernel instead of waiting forever."""
-    import psutil                                    # comes with ipykernel
-    every = min(5.0, STALL_SECONDS / 4)              # a look at the children's CPU time costs ~0.1 ms
+    import psutil  # comes with ipykernel
+
+    every = min(5.0, STALL_SECONDS / 4)  # a look at the children's CPU time costs ~0.1 ms
     me, last, idle_since = psutil.Process(), -1.0, time.monotonic()
     while not done.wait(every):
         children, cpu = me.children(recursive=True), 0.0
@@ -359,7 +398,7 @@ def _guard_kernel(done: threading.Event, stalled: threading.Event) -> None:
                 cpu += times.user + times.system
             except psutil.Error:
                 pass
-        if not children or cpu - last > 0.1 * every / 5:     # busy (or no kernel yet): not a stall
+        if not children or cpu - last > 0.1 * every / 5:  # busy (or no kernel yet): not a stall
             last, idle_since = cpu, time.monotonic()
         elif time.monotonic() - idle_since > STALL_SECONDS:
             stalled.set()
@@ -391,9 +430,11 @@ def _write_failure(out: Path, name: str, error: str, text: str) -> None:
 
 # ------------------------------------------------------------------------------------------- driver
 
+
 @dataclass
 class SweepResult:
     """What `run_sweep` did: every point's status, error, seconds; the summary table and its files."""
+
     out: Path
     points: dict[str, dict]
     table: str = ""
@@ -408,6 +449,7 @@ def default_workers(n_points: int) -> int:
     number of points; one point at a time on a GPU machine (points would share one device)."""
     try:
         import torch
+
         if torch.cuda.is_available():
             return 1
     except ImportError:
@@ -415,8 +457,9 @@ def default_workers(n_points: int) -> int:
     return max(1, min(usable_cores() // 2, n_points))
 
 
-def run_sweep(grid, out, engine: str = "local", workers: int | None = None, address: str | None = None,
-              progress: bool = True) -> SweepResult:
+def run_sweep(
+    grid, out, engine: str = "local", workers: int | None = None, address: str | None = None, progress: bool = True
+) -> SweepResult:
     """Run every point of `grid` (a `Grid`, a TOML path or a dict) not yet complete under `out`.
 
     engine 'local': each point in its own worker process, `workers` at a time (`default_workers`).
@@ -426,8 +469,11 @@ def run_sweep(grid, out, engine: str = "local", workers: int | None = None, addr
     if engine not in ("local", "ray"):
         raise UserError(f"engine must be 'local' or 'ray', got {engine!r}")
     if workers is not None and (engine != "local" or workers < 1):
-        raise UserError("--workers is for the local engine (Ray schedules by each point's resources)"
-                        if engine != "local" else f"--workers must be at least 1, got {workers}")
+        raise UserError(
+            "--workers is for the local engine (Ray schedules by each point's resources)"
+            if engine != "local"
+            else f"--workers must be at least 1, got {workers}"
+        )
     if address is not None and engine != "ray":
         raise UserError("--address is for --engine ray")
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
@@ -441,27 +487,39 @@ def run_sweep(grid, out, engine: str = "local", workers: int | None = None, addr
 
 def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: SweepLock) -> SweepResult:
     from tqdm.auto import tqdm
+
     previous = _read_json(out / "sweep.json").get("points", {})
     state = {}
     for p in grid.points:
         _check_same_point(p, out / p.name)
         status, detail = point_status(out / p.name)
         old = previous.get(p.name, {})
-        state[p.name] = dict(notebook=p.notebook, params=p.params, status=status,
-                             error=detail if status == "diverged" else "",
-                             seconds=old.get("seconds") if status in FINAL else None,
-                             attempts=old.get("attempts", 0))
+        state[p.name] = dict(
+            notebook=p.notebook,
+            params=p.params,
+            status=status,
+            error=detail if status == "diverged" else "",
+            seconds=old.get("seconds") if status in FINAL else None,
+            attempts=old.get("attempts", 0),
+        )
         if status in FINAL:
             (out / "failures" / f"{p.name}.txt").unlink(missing_ok=True)
-    meta = dict(grid=grid.to_dict(), source=grid.source, engine=engine, driver_pid=os.getpid(),
-                started=_now(), points=state)
+    meta = dict(
+        grid=grid.to_dict(), source=grid.source, engine=engine, driver_pid=os.getpid(), started=_now(), points=state
+    )
     save = lambda: write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
     save()
     print(f"sweep of {len(grid.points)} points into {out} ({engine} engine)", file=sys.stderr, flush=True)
     pending = [p for p in grid.points if state[p.name]["status"] not in FINAL]
     skipped = len(grid.points) - len(pending)
-    bar = tqdm(total=len(pending), desc=f"sweep {out.name}", unit="point", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pending),
+        desc=f"sweep {out.name}",
+        unit="point",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     counts = dict(running=0, failed=0, skipped=skipped)
 
     def started(point: Point) -> None:
@@ -474,18 +532,18 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         entry = state[point.name]
         counts["running"] -= 1
         status, detail = point_status(out / point.name)
-        if status == "diverged":                              # a finished point, left out of the table
+        if status == "diverged":  # a finished point, left out of the table
             entry.update(status="diverged", error=detail, seconds=round(result["seconds"], 2))
             (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
         elif result["ok"]:
             entry.update(status="complete", error="", seconds=round(result["seconds"], 2))
-            if detail:                                        # e.g. complete without an executed notebook
+            if detail:  # e.g. complete without an executed notebook
                 entry["note"] = detail
             (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
         else:
             counts["failed"] += 1
             entry.update(status="failed", error=result["error"], seconds=round(result["seconds"], 2))
-            if result.get("traceback") is not None:       # a local worker wrote its own failure file
+            if result.get("traceback") is not None:  # a local worker wrote its own failure file
                 _write_failure(out, point.name, result["error"], result["traceback"])
         save()
         bar.update(1)
@@ -503,7 +561,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
     finally:
         bar.close()
         for entry in state.values():
-            if entry["status"] == "running":              # interrupted: the next call resumes it
+            if entry["status"] == "running":  # interrupted: the next call resumes it
                 entry["status"] = "incomplete"
         save()
     table, *_ = write_summary(out)
@@ -513,13 +571,15 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
 def _check_same_point(point: Point, run_dir: Path) -> None:
     """An existing run directory must have been made with this point's parameters (a grid edited
     between two calls into the same folder would otherwise skip points it never ran)."""
-    saved = renamed(_read_json(run_dir / "config.json").get("config") or {})    # read with today's key names
+    saved = renamed(_read_json(run_dir / "config.json").get("config") or {})  # read with today's key names
     if not saved:
         return
     for key, value in point.params.items():
         if saved.get(key) != value:
-            raise UserError(f"{run_dir} was run with {key}={saved.get(key)!r} but the grid now says {value!r}; "
-                            f"sweep into another --out folder")
+            raise UserError(
+                f"{run_dir} was run with {key}={saved.get(key)!r} but the grid now says {value!r}; "
+                f"sweep into another --out folder"
+            )
 
 
 def _now() -> str:
@@ -541,11 +601,17 @@ class _Worker:
     def __init__(self, out: Path, env: dict, lock_fd: int):
         read, write = os.pipe()
         with open(out / "logs" / "workers.log", "ab") as log:
-            self.proc = subprocess.Popen(WORKER + [str(write)], stdin=subprocess.PIPE, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd, write))
+            self.proc = subprocess.Popen(
+                WORKER + [str(write)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(lock_fd, write),
+            )
         os.close(write)
         self.results = os.fdopen(read, "r")
-        self.point: Point | None = None                      # the point it is running
+        self.point: Point | None = None  # the point it is running
         self.since = 0.0
 
     def give(self, point: Point, out: Path) -> None:
@@ -553,7 +619,7 @@ class _Worker:
         try:
             self.proc.stdin.write((json.dumps(dict(point=point.__dict__, out=str(out))) + "\n").encode())
             self.proc.stdin.flush()
-        except BrokenPipeError:                              # it died already: its result pipe says so
+        except BrokenPipeError:  # it died already: its result pipe says so
             pass
 
     def retire(self) -> None:
@@ -564,11 +630,13 @@ class _Worker:
             pass
 
 
-def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished,
-           reuse: bool = True) -> None:
+def _local(
+    points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished, reuse: bool = True
+) -> None:
     """Run `points` over `workers` worker processes (`reuse` False: a fresh worker and kernel per point,
     the engine's former cost, kept for `benchmarks/startup.py`)."""
     import selectors
+
     env = dict(os.environ)
     # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
     env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
@@ -587,14 +655,14 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
         selector.unregister(worker.results)
         pool.remove(worker)
         worker.retire()
-        retired.append(worker)                       # waited for at the end (it closes its kernel meanwhile)
+        retired.append(worker)  # waited for at the end (it closes its kernel meanwhile)
 
     try:
         while queue or pool:
             for worker in [w for w in pool if w.point is None]:
                 if queue:
                     start(worker)
-                else:                                         # nothing left for it: free its memory now
+                else:  # nothing left for it: free its memory now
                     drop(worker)
             while queue and len(pool) < workers:
                 pool.append(_Worker(out, env, lock.fd))
@@ -604,15 +672,15 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
                 worker, line = key.data, key.data.results.readline()
                 point, seconds = worker.point, time.perf_counter() - worker.since
                 worker.point = None
-                if line:                                      # it wrote any failure file itself
+                if line:  # it wrote any failure file itself
                     finished(point, dict(json.loads(line), seconds=seconds, traceback=None))
                     if not reuse:
                         drop(worker)
-                else:                                         # end of its pipe: the worker died
+                else:  # end of its pipe: the worker died
                     drop(worker)
                     finished(point, _worker_result(worker.proc.wait(), point, out, seconds))
     except BaseException:
-        for worker in pool + retired:                    # interrupted: stop the workers (they stop their kernels)
+        for worker in pool + retired:  # interrupted: stop the workers (they stop their kernels)
             if worker.proc.poll() is None:
                 worker.proc.terminate()
         raise
@@ -630,14 +698,21 @@ def _local(points: list[Point], out: Path, workers: int, lock: SweepLock, starte
 
 def _worker_result(code: int, point: Point, out: Path, seconds: float) -> dict:
     """The failure of a point whose worker died while running it."""
-    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.Signals._value2member_map_ \
+    how = (
+        f"signal {signal.Signals(-code).name}"
+        if code < 0 and -code in signal.Signals._value2member_map_
         else f"exit code {code}"
+    )
     hint = " (out of memory?)" if code == -signal.SIGKILL else ""
     log = out / "logs" / f"{point.name}.log"
     log = log if log.is_file() else out / "logs" / "workers.log"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.is_file() else ""
-    return dict(ok=False, error=f"worker died: {how}{hint}", seconds=seconds,
-                traceback=f"the worker process ended with {how}; last lines of {log}:\n{tail}")
+    return dict(
+        ok=False,
+        error=f"worker died: {how}{hint}",
+        seconds=seconds,
+        traceback=f"the worker process ended with {how}; last lines of {log}:\n{tail}",
+    )
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -647,15 +722,16 @@ def _worker_main(argv: list[str]) -> int:
     results = os.fdopen(int(argv[0]), "w")
     driver = os.getppid()
 
-    def watch() -> None:                             # a killed driver must not leave a run being written
+    def watch() -> None:  # a killed driver must not leave a run being written
         while os.getppid() == driver:
             time.sleep(POLL_SECONDS)
         _stop(1)
 
     threading.Thread(target=watch, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: _stop(143))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the driver's to handle: it stops us with SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us with SIGTERM
     from .report import Kernel
+
     with Kernel(reusable=True) as kernel:
         for line in sys.stdin:
             spec = json.loads(line)
@@ -694,7 +770,8 @@ def _output_to(path: Path):
 def _stop(code: int) -> None:
     """Kill this worker's descendants (the notebook's kernel), then exit at once."""
     try:
-        import psutil                               # comes with ipykernel
+        import psutil  # comes with ipykernel
+
         for child in psutil.Process().children(recursive=True):
             try:
                 child.kill()
@@ -715,8 +792,10 @@ def _ray(points: list[Point], out: Path, address: str | None, started, finished)
         extra = {} if address or os.environ.get("RAY_ADDRESS") else dict(include_dashboard=False)
         try:
             ray.init(address=address, log_to_driver=False, **extra)
-        except Exception as err:                        # Ray raises several types for an unreachable cluster
-            raise UserError(f"cannot reach a Ray cluster at {address or 'a new local instance'}: {_one_line(err)}") from None
+        except Exception as err:  # Ray raises several types for an unreachable cluster
+            raise UserError(
+                f"cannot reach a Ray cluster at {address or 'a new local instance'}: {_one_line(err)}"
+            ) from None
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         # No automatic retries: a point that crashed its worker is a failed point; the next sweep resumes it.
@@ -734,9 +813,10 @@ def _ray(points: list[Point], out: Path, address: str | None, started, finished)
                 point, tic = refs.pop(ref)
                 try:
                     result = ray.get(ref)
-                except Exception as err:               # the task's worker died, or Ray failed it
-                    result = dict(ok=False, error=f"ray: {_one_line(err)}", traceback=str(err),
-                                  seconds=time.perf_counter() - tic)
+                except Exception as err:  # the task's worker died, or Ray failed it
+                    result = dict(
+                        ok=False, error=f"ray: {_one_line(err)}", traceback=str(err), seconds=time.perf_counter() - tic
+                    )
                 finished(point, result)
     finally:
         if ours:
@@ -749,7 +829,7 @@ def write_summary(folder) -> tuple[str, Path, Path]:
     folder = Path(folder)
     try:
         records = [load_run(p) for p in find_runs([folder])]
-    except UserError:                                # no run yet: every point failed before its first file
+    except UserError:  # no run yet: every point failed before its first file
         records = []
     rows = summary_rows(records)
     text = summary_text(rows)
