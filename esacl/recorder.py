@@ -6,8 +6,9 @@ It is the trainer's first callback; the dashboards are the others. Per event:
     task                the task end's masks (bit-packed, with churn against the last task end),
                         selections, sharpness (config key 'landscape'), FLOPs and memory so far: files
                         under masks/, selections/, landscape/ and their summaries in the event, which
-                        is then appended; accuracy.json rewritten
-    checkpoint          checkpoint.pt: the trainer's state, the recorder's, where a resume continues
+                        is then appended
+    checkpoint          checkpoint.pt: the trainer's state, the recorder's, where a resume continues;
+                        after a task end, accuracy.json first (so the two agree on the tasks done)
     diverged            appended; accuracy.json says so
 """
 
@@ -38,6 +39,8 @@ class Recorder:
         if kind == "start":
             return
         if kind == "checkpoint":
+            if event["epoch"] == 0:  # after a task end (its event reached every callback)
+                self.write_accuracy(complete=len(self.class_il) == self.trainer.bench.n_tasks)
             self.checkpoint((event["task"], event["epoch"]))
             return
         if kind == "task":
@@ -47,7 +50,6 @@ class Recorder:
         if kind == "task":
             self.class_il.append(event["class_il"])
             self.task_il.append(event["task_il"])
-            self.write_accuracy(complete=len(self.class_il) == self.trainer.bench.n_tasks)
         elif kind == "diverged":
             self.write_accuracy(complete=False, diverged=dict(task=event["task"], epoch=event["epoch"]))
 

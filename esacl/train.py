@@ -294,7 +294,8 @@ class Trainer:
             m.momentum = momentum
 
     def state_dict(self) -> dict:
-        """The training state a resume needs (the recorder adds its own and the position)."""
+        """The training state a resume needs (the recorder adds its own and the position). The method's
+        parts sit at the top level (`step`, `learner`, `selector`), where checkpoints have always had them."""
         return dict(
             train_seconds=self.train_seconds,
             model=self.model.state_dict(),
