@@ -54,8 +54,12 @@ NOT_SETTINGS = (
 
 def settings(record) -> tuple:
     """The run's resolved config without its seed and the keys that do not change training, as sorted
-    (key, value) pairs: runs with equal settings are seeds of one experiment."""
-    return tuple(sorted((k, v) for k, v in record.config.items() if k not in NOT_SETTINGS))
+    (key, value) pairs: runs with equal settings are seeds of one experiment. A key the run's config
+    lacks (a knob added after the run was written) counts at its default: what the run did before."""
+    from .config import KNOB_DEFAULTS
+
+    config = KNOB_DEFAULTS | record.config
+    return tuple(sorted((k, v) for k, v in config.items() if k not in NOT_SETTINGS))
 
 
 def _rank(key: tuple) -> tuple:

@@ -165,6 +165,7 @@ class RunConfig(
 
 
 KEYS = [f.name for f in fields(RunConfig)]
+KNOB_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 
 def help_lines() -> list[tuple[str, str, str]]:

@@ -178,3 +178,23 @@ def test_no_verdict_where_esacl_or_sparcl_ran_with_several_settings(paper_runs, 
     assert versus(records + [other], "er") is None
     table = paper_text(records + [other], ("er",)).split("\n\n")[0]
     assert "settings" in table.splitlines()[0] and " *" not in table and " =" not in table  # no marks either
+
+
+def test_a_run_written_before_a_knob_existed_is_a_seed_of_the_same_experiment(tmp_path):
+    """An older run directory lacks the keys added since (LwF's, for instance): it counts them at their
+    defaults, so it shares a row with today's runs of the same settings instead of a row of its own."""
+    import json
+
+    from esacl.compare import settings, summary_rows
+
+    small = dict(method="sgd", n_tasks=2, epochs=1, progress=False, out=str(tmp_path))
+    runs = [esacl.run(dict(small, seed=s)) for s in (0, 1)]
+    saved = json.loads((runs[1].path / "config.json").read_text())
+    del saved["config"]["lwf_alpha"], saved["config"]["lwf_temperature"]
+    (runs[1].path / "config.json").write_text(json.dumps(saved))
+    old = load_run(runs[1].path)
+    assert "lwf_alpha" not in old.config and settings(old) == settings(runs[0])
+    assert [(r["settings"], r["seeds"]) for r in summary_rows([runs[0], old])] == [("", 2)]
+    changed = load_run(runs[0].path)
+    changed.config["lwf_alpha"] = 0.5  # a value other than the default is a setting of its own
+    assert settings(changed) != settings(old)
