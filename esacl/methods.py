@@ -171,7 +171,6 @@ class Learner:
     Config: type[Section] | None = None  # the learner's own knobs, read as `self.opts`
 
     def __init__(self, cfg, n_classes: int, seed: int, augment=None):
-        self.cfg = cfg
         self.opts = self.Config.of(cfg) if self.Config else None
         self.n_classes = n_classes
         self.augment = augment or (lambda x: x)
@@ -228,7 +227,8 @@ class Replay(Learner):
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
-        self.buffer = ReservoirBuffer(cfg.buffer_size, seed + 1)
+        self.replay_opts = ReplayConfig.of(cfg)
+        self.buffer = ReservoirBuffer(self.replay_opts.buffer_size, seed + 1)
         self.task_index = 0
 
     def begin_task(self, task, model) -> None:
@@ -237,10 +237,10 @@ class Replay(Learner):
     def replaying(self) -> bool:
         """Whether this step draws from the buffer: once it holds anything, from the first task on
         (Mammoth's ER), or from the second (`replay_first_task=false`, the official SparCL code)."""
-        return len(self.buffer) > 0 and (self.cfg.replay_first_task or self.task_index > 0)
+        return len(self.buffer) > 0 and (self.replay_opts.replay_first_task or self.task_index > 0)
 
     def draw(self) -> dict:
-        replay = self.buffer.sample(self.cfg.minibatch_size)
+        replay = self.buffer.sample(self.replay_opts.minibatch_size)
         replay["x"] = self.augment(replay["x"])
         return replay
 
@@ -426,6 +426,7 @@ class EWC(Learner):
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)
+        self.lr = cfg.lr  # the cap's SGD stability limit
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self.stiffness: dict[str, torch.Tensor] = {}  # k = lambda F (capped): what the penalty uses
@@ -445,7 +446,7 @@ class EWC(Learner):
         self.stiffness = self.penalty_weights()
 
     def penalty_weights(self) -> dict[str, torch.Tensor]:
-        cap = 1 / (2 * self.cfg.lr) if self.opts.ewc_cap else float("inf")
+        cap = 1 / (2 * self.lr) if self.opts.ewc_cap else float("inf")
         return {n: (self.opts.ewc_lambda * f).clamp(max=cap) for n, f in self.fisher.items()}
 
     def state_dict(self):

@@ -173,7 +173,7 @@ class Dense:
     sparse = False
 
     def __init__(self, model, cfg, meter=None):
-        self.cfg = cfg
+        self.opts = SparsityConfig.of(cfg)  # the knobs a sparse rule reads, typed
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.lr = cfg.lr
         named = dict(model.named_parameters())
@@ -206,12 +206,12 @@ class Dense:
 
         Dense: the flatness test where `one_shot_sparsity` asks for it, what one-shot magnitude
         pruning with no retraining would cost these weights (they are left as they were)."""
-        if not self.cfg.one_shot_sparsity:
+        if not self.opts.one_shot_sparsity:
             return {}, None
         jump = jump_summary(
-            *one_shot_pruned(self.prunable, evaluate, self.cfg.one_shot_sparsity, self.cfg.sparsity_scope)
+            *one_shot_pruned(self.prunable, evaluate, self.opts.one_shot_sparsity, self.opts.sparsity_scope)
         )
-        return dict(one_shot=dict(jump, sparsity=self.cfg.one_shot_sparsity)), None
+        return dict(one_shot=dict(jump, sparsity=self.opts.one_shot_sparsity)), None
 
     def state_dict(self) -> dict:
         return {}
@@ -239,11 +239,11 @@ class _Pruner(Dense):
 
     def begin_task(self, task, steps_in_task):
         if task == 0:
-            self.ramp_steps = max(1, round(self.cfg.ramp_fraction * steps_in_task))
+            self.ramp_steps = max(1, round(self.opts.ramp_fraction * steps_in_task))
 
     def sparsity(self) -> float:
         """The schedule's sparsity after the updates made so far."""
-        return cubic_sparsity(self.n_steps, self.ramp_steps, self.cfg.sparsity)
+        return cubic_sparsity(self.n_steps, self.ramp_steps, self.opts.sparsity)
 
     def update(self):
         sgd(self.dense_params, self.lr)
@@ -256,7 +256,7 @@ class _Pruner(Dense):
     def project(self) -> None:
         """Hard projection of the weights onto exactly the target sparsity (task end)."""
         with torch.no_grad():
-            top = topk_masks({n: p for n, p in self.prunable.items()}, self.cfg.sparsity, self.cfg.sparsity_scope)
+            top = topk_masks({n: p for n, p in self.prunable.items()}, self.opts.sparsity, self.opts.sparsity_scope)
             # A weight at zero is pruned whether or not top-k kept it (gRDA's threshold can zero more than the
             # target): masks, recorded sparsity, model size and FLOPs all follow w != 0.
             self.masks = {n: top[n] & (p != 0) for n, p in self.prunable.items()}
@@ -269,9 +269,9 @@ class _Pruner(Dense):
         """The final projection and its pruning jump (no retraining follows it): first a one-shot
         projection of the weights as trained, with the running statistics training left; then the
         recorded projection, after batch-norm recalibration (`bn_recalibrate`), which it keeps."""
-        stale, pruned = one_shot_pruned(self.prunable, evaluate, self.cfg.sparsity, self.cfg.sparsity_scope)
+        stale, pruned = one_shot_pruned(self.prunable, evaluate, self.opts.sparsity, self.opts.sparsity_scope)
         before = stale
-        if self.cfg.bn_recalibrate:
+        if self.opts.bn_recalibrate:
             recalibrate_bn()
             before = evaluate()
         trained = {n: p.detach().clone() for n, p in self.prunable.items()}  # transient dense copy
@@ -303,33 +303,33 @@ class DualAveraging(_Pruner):
 
     def begin_task(self, task, steps_in_task):
         super().begin_task(task, steps_in_task)
-        if self.cfg.reset_accumulator and task > 0:
+        if self.opts.reset_accumulator and task > 0:
             self.accumulator = {n: p.detach().clone() for n, p in self.prunable.items()}
 
     def dense_weight_grad(self):
-        return self.n_steps % self.cfg.dense_grad_every == 0
+        return self.n_steps % self.opts.dense_grad_every == 0
 
     def update_prunable(self):
         names = list(self.prunable)
         acc = [self.accumulator[n] for n in names]
         grads = [self.prunable[n].grad for n in names]
-        if (self.n_steps - 1) % self.cfg.dense_grad_every:  # n_steps already counts this update
+        if (self.n_steps - 1) % self.opts.dense_grad_every:  # n_steps already counts this update
             grads = [g * self.masks[n] for g, n in zip(grads, names)]  # live weights only: pruned ones stay put
         torch._foreach_add_(acc, grads, alpha=-self.lr)
-        if self.cfg.threshold == "grda":
-            lam = grda_threshold(self.cfg.grda_c, self.lr, self.n_steps, self.cfg.grda_mu)
+        if self.opts.threshold == "grda":
+            lam = grda_threshold(self.opts.grda_c, self.lr, self.n_steps, self.opts.grda_mu)
             self.masks = {n: self.accumulator[n].abs() > lam for n in names}
             thresholds = {n: lam for n in names}
         else:
-            self.masks = topk_masks(self.accumulator, self.sparsity(), self.cfg.sparsity_scope)
+            self.masks = topk_masks(self.accumulator, self.sparsity(), self.opts.sparsity_scope)
             # The threshold is the largest pruned |a|: the soft-threshold then zeroes exactly the pruned.
             thresholds = {n: _largest_pruned(self.accumulator[n], self.masks[n]) for n in names}
-            if self.cfg.sparsity_scope == "global":
+            if self.opts.sparsity_scope == "global":
                 top = torch.stack(list(thresholds.values())).max()
                 thresholds = {n: top for n in names}
         for n in names:
             a = self.accumulator[n]
-            w = soft_threshold(a, thresholds[n]) if self.cfg.prune == "soft" else a
+            w = soft_threshold(a, thresholds[n]) if self.opts.prune == "soft" else a
             self.prunable[n].copy_(w * self.masks[n])
 
     def state_dict(self):
@@ -356,7 +356,7 @@ class Magnitude(_Pruner):
     def update_prunable(self):
         names = list(self.prunable)
         torch._foreach_add_([self.prunable[n] for n in names], [self.prunable[n].grad for n in names], alpha=-self.lr)
-        self.masks = topk_masks(self.prunable, self.sparsity(), self.cfg.sparsity_scope)
+        self.masks = topk_masks(self.prunable, self.sparsity(), self.opts.sparsity_scope)
         for n in names:
             self.prunable[n].mul_(self.masks[n])
 
@@ -376,6 +376,7 @@ class SparCL(_Pruner):
 
     def __init__(self, model, cfg, meter=None):
         super().__init__(model, cfg, meter)
+        self.sparcl = SparCLConfig.of(cfg)
         self.grad_masks: dict[str, torch.Tensor] = {}
         self.epochs = cfg.epochs
         self.batch_in_epoch = 0
@@ -383,19 +384,19 @@ class SparCL(_Pruner):
 
     def begin_epoch(self, epoch):
         self.batch_in_epoch = 0
-        if not self.cfg.tdm or epoch % self.cfg.tdm_every:
+        if not self.sparcl.tdm or epoch % self.sparcl.tdm_every:
             self._report()  # with tdm off the masks stay dense, and DGM's share still prices the gradients
             return
-        every, s, gap = self.cfg.tdm_every, self.cfg.sparsity, self.cfg.tdm_gap
+        every, s, gap = self.sparcl.tdm_every, self.opts.sparsity, self.sparcl.tdm_gap
         stage = sum(epoch >= e for e in (every, self.epochs - every))
         lower, upper = [(s, s - gap), (s + gap, s), (s, s)][stage]
         lower, upper = min(lower, 0.999), max(upper, 0.0)
         with torch.no_grad():
             importance = {
-                n: p.abs() + (self.cfg.tdm_lambda * p.grad.abs() if p.grad is not None else 0)
+                n: p.abs() + (self.sparcl.tdm_lambda * p.grad.abs() if p.grad is not None else 0)
                 for n, p in self.prunable.items()
             }
-            self.masks = topk_masks(importance, lower, self.cfg.sparsity_scope)
+            self.masks = topk_masks(importance, lower, self.opts.sparsity_scope)
             for n, p in self.prunable.items():
                 p.mul_(self.masks[n])  # pruned: zero
                 pruned = (~self.masks[n]).flatten().nonzero().flatten()
@@ -414,9 +415,9 @@ class SparCL(_Pruner):
                 if p.grad is None:
                     continue
                 p.grad.mul_(self.masks[n])
-                if self.cfg.dgm:
-                    if self.batch_in_epoch % self.cfg.dgm_every == 0 or n not in self.grad_masks:
-                        self.grad_masks[n] = topk_masks({n: p.grad}, 1 - self.cfg.dgm_keep, "layer")[n]
+                if self.sparcl.dgm:
+                    if self.batch_in_epoch % self.sparcl.dgm_every == 0 or n not in self.grad_masks:
+                        self.grad_masks[n] = topk_masks({n: p.grad}, 1 - self.sparcl.dgm_keep, "layer")[n]
                     p.grad.mul_(self.grad_masks[n])
         sgd(self.params, self.lr)
         with torch.no_grad():
@@ -427,11 +428,11 @@ class SparCL(_Pruner):
 
     def _report(self):
         if self.meter is not None:
-            keep = {n: self.cfg.dgm_keep for n in self.prunable} if self.cfg.dgm else None
+            keep = {n: self.sparcl.dgm_keep for n in self.prunable} if self.sparcl.dgm else None
             self.meter.set_density(self.masks, keep)
 
     def project(self):
-        if self.cfg.tdm:  # with tdm off the weights stay dense throughout (DGM alone: SparCL's ablation)
+        if self.sparcl.tdm:  # with tdm off the weights stay dense throughout (DGM alone: SparCL's ablation)
             super().project()
         self._report()
 

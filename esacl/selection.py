@@ -18,7 +18,7 @@ import torch
 
 from .errors import UserError
 from .knobs import Section, knob
-from .steps import support_size
+from .steps import SupportConfig, support_size
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class AllData:
     """Every example of the task, every epoch; the SAM second pass sees the whole batch."""
 
     def __init__(self, cfg, device):
-        self.cfg, self.device = cfg, device
+        self.opts, self.support = RemovalConfig.of(cfg), SupportConfig.of(cfg)  # the knobs it reads, typed
+        self.epochs, self.seed, self.device = cfg.epochs, cfg.seed, device
         self.active = torch.zeros(0, dtype=torch.long, device=device)
         self.task = self.epoch = 0
 
@@ -95,7 +96,7 @@ class Elimination(AllData):
 
     def begin_task(self, task, y):
         super().begin_task(task, y)
-        n, epochs = len(y), self.cfg.epochs
+        n, epochs = len(y), self.epochs
         zeros = lambda dtype: torch.zeros(n, dtype=dtype, device=self.device)
         self.stats = dict(
             y=y.clone(),
@@ -125,11 +126,9 @@ class Elimination(AllData):
     def removal_counts(self, n: int) -> dict[int, int]:
         """Epoch -> examples removed at its end: equal shares, at most removal_fraction * n in all."""
         epochs = [
-            e
-            for e in range(self.cfg.epochs)
-            if (e + 1) % self.cfg.removal_every == 0 and e + 1 <= self.cfg.removal_until
+            e for e in range(self.epochs) if (e + 1) % self.opts.removal_every == 0 and e + 1 <= self.opts.removal_until
         ]
-        total = math.floor(self.cfg.removal_fraction * n)
+        total = math.floor(self.opts.removal_fraction * n)
         if not epochs or total == 0:
             return {}
         shares = np.diff(np.round(np.linspace(0, total, len(epochs) + 1)).astype(int))
@@ -150,7 +149,7 @@ class Elimination(AllData):
         # Ties (most examples have no forgetting event) go in a random order, seeded by run, task and
         # epoch, as the official DDR's first-presentation order does: never by position in the task,
         # which would drop the same examples for every seed, or whole classes where data is stored by class.
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.task * 1_009 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.task * 1_009 + self.epoch)
         shuffled = torch.randperm(len(self.active), generator=g).to(self.device)
         order = shuffled[self.score()[self.active][shuffled].argsort(stable=True)]  # lowest first
         removed = self.active[order[:count]]
@@ -194,12 +193,12 @@ class IDS(Elimination):
     (ere_score='sharpness') or by forgetting events (ere_score='forgetting')."""
 
     def support_size(self, batch):
-        return support_size(self.cfg, batch)
+        return support_size(self.support, batch)
 
     def score(self):
         """Lowest first: the mean batch-level sharpness score so far; an example no step scored yet
         (possible with sam_every > 1) ranks last, kept, as never-learned examples are in DDR."""
-        if self.cfg.ere_score == "forgetting":
+        if self.opts.ere_score == "forgetting":
             return self.forgetting_score()
         s = self.stats
         return (s["score_sum"] / s["score_count"].clamp_min(1)).masked_fill(s["score_count"] == 0, float("inf"))

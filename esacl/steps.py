@@ -155,11 +155,12 @@ class Step:
     """One update on one batch; see the module docstring for the passes."""
 
     def __init__(self, model, cfg, sam: bool, pruner, selector, meter=None):
-        self.cfg, self.sam, self.pruner, self.selector = cfg, sam, pruner, selector
+        self.ascent, self.support = SAMConfig.of(cfg), SupportConfig.of(cfg)  # the knobs a step reads, typed
+        self.sam, self.pruner, self.selector = sam, pruner, selector
         self.meter = meter
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.norms = batch_norms(model)  # walked once, not per step
-        self.batch_stats = BatchStats(model) if sam and cfg.support_bn == "batch" else None
+        self.batch_stats = BatchStats(model) if sam and self.support.support_bn == "batch" else None
         self.n_steps = 0
 
     def _stats(self):
@@ -171,7 +172,7 @@ class Step:
         return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
     def __call__(self, model, learner, batch) -> Loss:
-        sam = self.sam and self.n_steps % self.cfg.sam_every == 0
+        sam = self.sam and self.n_steps % self.ascent.sam_every == 0
         self.n_steps += 1
         dense_wgrad = self.pruner.dense_weight_grad()
         model.zero_grad(set_to_none=True)
@@ -181,7 +182,7 @@ class Step:
             loss.total.backward()
         scores = keep = None
         k = self.selector.support_size(len(batch.y))
-        scoring = sam and k < len(batch.y) and self.cfg.support_rule != "random"
+        scoring = sam and k < len(batch.y) and self.support.support_rule != "random"
         scored = batch if learner.scores_with_replay else dataclasses.replace(batch, replay={})
         at_w = loss.per_sample
         # Scores are loss differences of order 1e-3, which bf16 logits (8 mantissa bits) round away: under
@@ -195,14 +196,14 @@ class Step:
             saved = self.ascend()
             with self._stats():
                 second = batch
-                if k < len(batch.y) and self.cfg.support_rule == "random":  # control: no scoring
+                if k < len(batch.y) and self.support.support_rule == "random":  # control: no scoring
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
                     second = batch.subset(keep)
                 elif scoring:
                     with torch.no_grad(), self._phase("scoring"), exact if amp else contextlib.nullcontext():
                         at_eps = learner.loss(model, scored).per_sample  # [B]
                     scores = at_eps - at_w.detach()  # [B] sharpness
-                    keep = support_indices(scores, batch.y, k, self.cfg.support_balance)  # [K]
+                    keep = support_indices(scores, batch.y, k, self.support.support_balance)  # [K]
                     second = batch.subset(keep)
                 model.zero_grad(set_to_none=True)
                 with self._phase("second_pass", dense_weight_grad=dense_wgrad):
@@ -221,7 +222,7 @@ class Step:
         saved = [p.detach().clone() for p in params]
         masks = [self.pruner.masks.get(name) for name, _ in self.named]
         torch._foreach_add_(
-            params, sam_perturbation(params, [p.grad for p in params], masks, self.cfg.rho, self.cfg.asam)
+            params, sam_perturbation(params, [p.grad for p in params], masks, self.ascent.rho, self.ascent.asam)
         )
         return saved
 
