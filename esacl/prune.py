@@ -173,7 +173,7 @@ class Dense:
     sparse = False
 
     def __init__(self, model, cfg, meter=None):
-        self.opts = SparsityConfig.of(cfg)  # the knobs a sparse rule reads, typed
+        self.opts = SparsityConfig.of(cfg)  # the knobs an update rule reads, typed
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.lr = cfg.lr
         named = dict(model.named_parameters())
