@@ -223,28 +223,33 @@ class RunDir:
         return state
 
 
+def git_commit() -> str | None:
+    """HEAD of the checkout esacl is imported from (None outside a git checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+# Looked up once, when esacl is imported (6-7 ms): a process runs the code it imported while the
+# checkout may move on (a long job, a reused sweep kernel), so each run records that code's commit.
+CODE_COMMIT = git_commit()
+
+
 def environment(device: torch.device) -> dict:
     """What produced a run: versions, git commit, device."""
     import numpy
     import sklearn
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return dict(
         python=sys.version.split()[0],
         platform=platform.platform(),
         torch=torch.__version__,
         numpy=numpy.__version__,
         sklearn=sklearn.__version__,
-        git_commit=commit,
+        git_commit=CODE_COMMIT,
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         threads=torch.get_num_threads(),

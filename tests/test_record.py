@@ -265,3 +265,24 @@ def test_a_run_directory_written_with_the_old_key_names_loads_with_the_new(tiny)
     old = esacl.load_run(record.path)
     assert old.config == record.config and old.config["derpp_alpha"] == 0.3
     assert RunConfig.from_dict(old.config).derpp_alpha == 0.3
+
+
+def test_a_run_records_the_commit_of_the_code_it_imported_not_the_checkouts_head_at_its_start(monkeypatch):
+    """HEAD is read once, at import: a later run of the same process (a long job, a reused sweep
+    kernel) records the code it runs even when the checkout has moved on since."""
+    import subprocess
+
+    import torch
+
+    from esacl import record
+
+    assert record.CODE_COMMIT == record.git_commit()  # this checkout has not moved during the tests
+
+    run = subprocess.run
+
+    def no_git(command, *args, **kwargs):
+        assert command[0] != "git", "git asked at run time"
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert record.environment(torch.device("cpu"))["git_commit"] == record.CODE_COMMIT
