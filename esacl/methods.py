@@ -276,7 +276,7 @@ class ER(Replay):
 
 
 class DERpp(Replay):
-    """DER++ (Buzzega et al. 2020): CE + alpha * MSE to stored logits + beta * CE on replay.
+    """DER++ (Buzzega et al. 2020): CE + derpp_alpha * MSE to stored logits + derpp_beta * CE on replay.
 
     Two independent replay draws, as in Mammoth. One forward over stream + both draws (Mammoth
     runs three; batch-norm then normalises over the joint batch, as in Mammoth's ER).
