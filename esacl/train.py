@@ -27,6 +27,7 @@ from .presets import build_method
 from .prune import mask_sparsity
 from .record import Record, RunDir, environment, load_run
 from .recorder import Recorder
+from .steps import batch_norms
 
 
 class Diverged(UserError):
@@ -281,7 +282,7 @@ class Trainer:
         Soft-thresholded weights sit just above the threshold, so each step moves them by a large
         fraction of their size and the running averages trail behind; train-mode (batch) statistics
         do not. No weight changes; the forward passes are counted as 'bn_recalibration' FLOPs."""
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        norms = batch_norms(self.model)
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
@@ -338,8 +339,8 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
             if isinstance(module, InputNorm):
                 module.channels_last = True
     if not cfg.bn_bias:  # batch-norm biases held at zero, as the official SparCL code
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None:
+        for m in batch_norms(model):
+            if m.bias is not None:
                 m.bias.data.zero_()
                 m.bias.requires_grad_(False)
     meter = FlopMeter(model, bench.input_shape, device)  # counts the forward of the model as built
