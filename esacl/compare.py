@@ -13,7 +13,6 @@ Only complete runs are counted, each seed once per row; runs that differ in any 
 import csv
 import html
 import io
-import json
 import math
 from dataclasses import dataclass
 
@@ -33,9 +32,9 @@ COLUMNS = [
 ]
 
 
-# Config keys that do not change what a run trains: where it writes and what it shows, the
-# sharpness measurements (their own random generator, no effect on training), and the thread count
-# (its last-digit effect on CPU is flagged by `thread_warnings` from env.json, which records the count used).
+# Config keys that do not change what a run trains: where it writes and what it shows, and the
+# sharpness measurements (their own random generator, no effect on training). The CPU thread count is a
+# setting (it changes the last digits): runs of different counts are separate rows, never paired.
 NOT_SETTINGS = (
     "seed",
     "name",
@@ -48,7 +47,6 @@ NOT_SETTINGS = (
     "hessian_iters",
     "hutchinson_samples",
     "slice_steps",
-    "threads",
 )
 
 
@@ -58,8 +56,17 @@ def settings(record) -> tuple:
     lacks (a knob added after the run was written) counts at its default: what the run did before."""
     from .config import KNOB_DEFAULTS
 
-    config = KNOB_DEFAULTS | record.config
+    config = KNOB_DEFAULTS | record.config | dict(threads=cpu_threads(record))
     return tuple(sorted((k, v) for k, v in config.items() if k not in NOT_SETTINGS))
+
+
+def cpu_threads(record) -> int | None:
+    """The CPU thread count a run trained with (None for a GPU run, where it changes nothing): the count
+    its env.json names (its config's, or for a run written before configs recorded it, the process's)."""
+    env = record.env
+    if not env.get("device", "cpu").startswith("cpu"):
+        return None
+    return record.config.get("threads") or env.get("threads")
 
 
 def _rank(key: tuple) -> tuple:
@@ -95,14 +102,18 @@ def group_runs(records, include=lambda r: r.complete) -> dict[tuple, list]:
 def differing(groups) -> dict[tuple, str]:
     """Per group key: 'k=v, ...' for the settings in which it differs from the other groups of its
     benchmark, method and sparsity ('' where it is the only one)."""
+    from .config import CANONICAL_THREADS
+
     families: dict[tuple, list] = {}
     for key in groups:
         families.setdefault(key[:3], []).append(dict(key[3]))
     labels = {}
     for key in groups:
-        family = families[key[:3]]
-        keys = sorted({k for d in family for k in d if len({repr(e.get(k, "-")) for e in family}) > 1})
-        labels[key] = ", ".join(f"{k}={dict(key[3]).get(k, '-')}" for k in keys)
+        family, own = families[key[:3]], dict(key[3])
+        keys = {k for d in family for k in d if len({repr(e.get(k, "-")) for e in family}) > 1}
+        if own.get("threads") not in (None, CANONICAL_THREADS):
+            keys.add("threads")  # always named: such a row is not the canonical experiment
+        labels[key] = ", ".join(f"{k}={own.get(k, '-')}" for k in sorted(keys))
     return labels
 
 
@@ -114,7 +125,14 @@ def summary_rows(records, include=lambda r: r.complete, columns=COLUMNS) -> list
     groups = group_runs(records, include)
     labels = differing(groups)
     for key, runs in groups.items():
-        row = dict(benchmark=key[0], method=key[1], sparsity=key[2], settings=labels[key], seeds=len(runs))
+        row = dict(
+            benchmark=key[0],
+            method=key[1],
+            sparsity=key[2],
+            settings=labels[key],
+            seeds=len(runs),
+            threads=dict(key[3]).get("threads"),
+        )
         for name, _, value, _ in columns:
             row[f"{name}_mean"], row[f"{name}_std"] = metrics.mean_std([value(r) for r in runs])
         published = published_row(key, runs)
@@ -137,24 +155,17 @@ def published_row(key: tuple, runs) -> dict | None:
     return anchor(key[0], key[1], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
 
 
-def thread_warnings(records) -> list[str]:
-    """A line per group whose CPU runs used different thread counts (env.json): CPU results of sparse
-    and replay methods change in their last digits with the thread count, so such a mean mixes two
-    experiments."""
-    lines = []
-    for (bench, method, sparsity, _), runs in group_runs(records).items():
-        threads = set()
-        for r in runs:
-            env = json.loads((r.path / "env.json").read_text()) if (r.path / "env.json").is_file() else {}
-            if env.get("device", "cpu").startswith("cpu"):
-                threads.add(env.get("threads"))
-        if len(threads) > 1:
-            counts = ", ".join(str(t) for t in sorted(threads, key=str))
-            lines.append(
-                f"warning: the {bench} {method} runs at sparsity {sparsity:g} used different CPU thread "
-                f"counts ({counts}); CPU results change with it: compare runs made with one count"
-            )
-    return lines
+def thread_notes(rows: list[dict]) -> list[str]:
+    """A line if some rows come from CPU runs with a thread count other than the canonical one."""
+    from .config import CANONICAL_THREADS
+
+    odd = [f"{r['method']} ({r['settings']})" for r in rows if r["threads"] not in (None, CANONICAL_THREADS)]
+    if not odd:
+        return []
+    return [
+        f"note: {', '.join(odd)}: CPU runs with a thread count other than the canonical {CANONICAL_THREADS}; "
+        "their last digits differ from canonical runs', and verdicts pair only runs of one thread count"
+    ]
 
 
 def cell(mean, std, fmt: str) -> str:
@@ -349,41 +360,57 @@ class Versus:
         )
 
 
-def _pairs(records, learner: str, benchmark: str) -> list[tuple[float, object]]:
-    """Per sparsity where both ran on `benchmark`: (sparsity, (esacl runs, sparcl runs)), or
-    (sparsity, reason) where one of them ran with several settings (no single pair to compare)."""
+def _pairs(records, learner: str, benchmark: str) -> list[tuple[tuple, object]]:
+    """Per (sparsity, CPU threads) where both ran on `benchmark`: ((sparsity, threads), (esacl runs,
+    sparcl runs)), or ((sparsity, threads), reason) where one of them ran with several settings (no single
+    pair to compare). Runs of different thread counts are never paired; the canonical count comes first."""
+    from .config import CANONICAL_THREADS
+
     groups = group_runs(records)
     labels = differing(groups)
-    found: dict[float, dict[str, list]] = {}
+    found: dict[tuple, dict[str, list]] = {}
     for key, runs in groups.items():
         if key[0] == benchmark and key[1] in (f"esacl-{learner}", f"sparcl-{learner}"):
-            found.setdefault(key[2], {}).setdefault(key[1], []).append((key, runs))
+            where = (key[2], dict(key[3]).get("threads"))
+            found.setdefault(where, {}).setdefault(key[1], []).append((key, runs))
     pairs = []
-    for sparsity, by_method in sorted(found.items()):
+    for where, by_method in sorted(found.items(), key=lambda f: (f[0][0], f[0][1] != CANONICAL_THREADS, f[0][1] or 0)):
         if len(by_method) < 2:
             continue
         several = {m: sorted(labels[k] for k, _ in g) for m, g in by_method.items() if len(g) > 1}
         if several:
             pairs.append(
                 (
-                    sparsity,
+                    where,
                     "; ".join(f"{m} ran with {len(v)} settings ({' / '.join(v)})" for m, v in sorted(several.items())),
                 )
             )
         else:
-            pairs.append((sparsity, (by_method[f"esacl-{learner}"][0][1], by_method[f"sparcl-{learner}"][0][1])))
+            pairs.append((where, (by_method[f"esacl-{learner}"][0][1], by_method[f"sparcl-{learner}"][0][1])))
     return pairs
 
 
-def versus(records, learner: str, benchmark: str | None = None, sparsity: float | None = None) -> Versus | None:
-    """EsaCL-`learner` against SparCL-`learner` on one benchmark and sparsity (default: the first
-    present), paired by seed; None without both, or where either ran with several settings."""
+def _where(found: list, where: tuple) -> str:
+    """' at sparsity S' where `found` spans several sparsities, ' (threads=N)' for a non-canonical count."""
+    from .config import CANONICAL_THREADS
+
+    sparsity, threads = where
+    at = f" at sparsity {sparsity:g}" if len({w[0] for w, _ in found}) > 1 else ""
+    return at + (f" (threads={threads})" if threads not in (None, CANONICAL_THREADS) else "")
+
+
+def versus(
+    records, learner: str, benchmark: str | None = None, sparsity: float | None = None, threads=...
+) -> Versus | None:
+    """EsaCL-`learner` against SparCL-`learner` on one benchmark, sparsity and CPU thread count (default:
+    the first present, the canonical count first), paired by seed; None without both, or where either ran
+    with several settings."""
     benchmark = benchmark or next((r.config["benchmark"] for r in records if r.complete), None)
     found = _pairs(records, learner, benchmark)
-    pairs = [(s, p) for s, p in found if sparsity in (None, s)]
+    pairs = [(w, p) for w, p in found if sparsity in (None, w[0]) and threads in (..., w[1])]
     if not pairs or isinstance(pairs[0][1], str):
         return None
-    at, (esacl_runs, sparcl_runs) = pairs[0]
+    where, (esacl_runs, sparcl_runs) = pairs[0]
     esacl = {r.config["seed"]: r for r in esacl_runs}
     sparcl = {r.config["seed"]: r for r in sparcl_runs}
     seeds = sorted(set(esacl) & set(sparcl))
@@ -400,8 +427,8 @@ def versus(records, learner: str, benchmark: str | None = None, sparsity: float 
         diff("task_il"),
         ratio("flops"),
         ratio("train_seconds"),
-        sparsity=at,
-        at=f" at sparsity {at:g}" if len(found) > 1 else "",
+        sparsity=where[0],
+        at=_where(found, where),
     )
 
 
@@ -418,9 +445,9 @@ def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]
     return groups
 
 
-def _marks(records, learner: str, benchmark: str, sparsity: float) -> dict[tuple[str, str], str]:
+def _marks(records, learner: str, benchmark: str, sparsity: float, threads) -> dict[tuple[str, str], str]:
     """(method, column) -> ' *' for the better of SparCL-X and EsaCL-X, ' =' on both for a tie."""
-    v = versus(records, learner, benchmark, sparsity)
+    v = versus(records, learner, benchmark, sparsity, threads)
     if v is None or len(v.seeds) < 2:
         return {}
     marks = {}
@@ -447,7 +474,7 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     body = []
     for group, rows in grouped:
         for i, r in enumerate(rows):
-            marks = _marks(records, group, r["benchmark"], r["sparsity"]) if group != "bounds" else {}
+            marks = _marks(records, group, r["benchmark"], r["sparsity"], r["threads"]) if group != "bounds" else {}
             label = [r["settings"] or "-"] if extra else []
             body.append(
                 [group if i == 0 else "", r["method"], r["benchmark"]]
@@ -478,34 +505,45 @@ def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
         prefix = f"[{bench}] " if len(benchmarks) > 1 else ""
         for learner in learners:
             pairs = _pairs(records, learner, bench)
-            for sparsity, pair in pairs:
+            for where, pair in pairs:
                 if isinstance(pair, str):
-                    at = f" at sparsity {sparsity:g}" if len(pairs) > 1 else ""
+                    at = _where(pairs, where)
                     lines.append(f"{prefix}{learner}{at}: no verdict: {pair}; compare runs made with one setting each")
                     continue
-                v = versus(records, learner, bench, sparsity)
+                v = versus(records, learner, bench, *where)
                 if v is not None:
                     lines.append(prefix + v.line())
     return lines
 
 
 def left_out(records) -> list[str]:
-    """A line per kind of run the tables leave out, if any: diverged, incomplete, and repeats of a
-    seed already counted (same settings and seed; the first path is kept)."""
+    """A line per kind of run the tables leave out, if any: diverged, incomplete, unreadable (a line per
+    reason its accuracy.json gave), and repeats of a seed already counted (same settings and seed; the
+    first path is kept)."""
     diverged = [r.path.name for r in records if r.diverged]
-    incomplete = [r.path.name for r in records if not r.complete and not r.diverged]
+    incomplete = [r.path.name for r in records if not r.complete and not r.diverged and not r.unreadable]
+    unreadable: dict[str, list[str]] = {}
+    for r in records:
+        if r.unreadable:
+            unreadable.setdefault(r.unreadable, []).append(r.path.name)
     repeats = [f"{r.path.name} (as {kept.path.name})" for r, kept in _by_settings(records, lambda r: r.complete)[1]]
     return (
         ([f"left out (diverged: non-finite training loss): {', '.join(diverged)}"] if diverged else [])
         + ([f"left out (incomplete): {', '.join(incomplete)}"] if incomplete else [])
+        + [f"left out (unreadable accuracy.json: {why}): {', '.join(names)}" for why, names in unreadable.items()]
         + ([f"left out (a seed counted already, same settings): {', '.join(repeats)}"] if repeats else [])
     )
+
+
+def table_notes(records, rows: list[dict]) -> list[str]:
+    """The lines below every comparison table: rows of a non-canonical thread count, runs left out."""
+    return thread_notes(rows) + left_out(records)
 
 
 def paper_text(records, learners=PAPER_LEARNERS) -> str:
     """The grouped table (bounds, then X / SparCL-X / EsaCL-X per base learner), its legend, the
     verdict lines, and the runs left out."""
-    notes = thread_warnings(records) + left_out(records)
+    notes = table_notes(records, summary_rows(records))
     return "\n".join(
         [aligned(*_paper_cells(records, learners)), "", LEGEND, ""]
         + verdicts(records, learners)

@@ -75,17 +75,20 @@ class Speed(Section):
     device: str = knob("auto", "'auto' (cuda if present), 'cpu', 'cuda' or 'cuda:N'")
     threads: int | None = knob(
         None,
-        "CPU threads of the run's tensor work, set before it starts (default: the "
-        "process's: $OMP_NUM_THREADS, else the cores it may use less one per core other "
-        "processes keep busy at the start; sweeps divide the cores among their parallel "
-        "points). CPU results change in their last digits with it",
+        "CPU threads of the run's tensor work (default on a CPU: 1, the canonical count, whatever the "
+        "machine's load or core count; recorded in config.json). CPU results change in their last digits "
+        "with it: tables never pair runs of different counts. Parallel runs give the throughput",
         interval="[1, inf)",
     )
-    channels_last: bool = knob(
-        False, "model and batches in channels_last memory format (faster convs on tensor-core GPUs)"
+    channels_last: bool | None = knob(
+        None,
+        "model and batches in channels_last memory format (default: on for a CPU, where "
+        "benchmarks/cpu_switches.py measured it faster for every backbone; off on a GPU)",
     )
     amp: bool = knob(
-        False, "bf16 autocast around the step's forwards and evaluation (CUDA; on a CPU it runs, usually slower)"
+        False,
+        "bf16 autocast around the step's forwards and evaluation (CUDA; on a CPU with native bf16 it is "
+        "faster but changes results: docs/method.md)",
     )
     compile: bool = knob(
         False,
@@ -225,3 +228,21 @@ def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:
         values["sparsity"] = 0.9 if PRESETS[cfg.method].sparse else 0.0
         filled.append("sparsity")
     return dataclasses.replace(cfg, **values), filled
+
+
+# The CPU intra-op thread count of every run that sets none: one, whatever the machine's load or core count,
+# so that a result is a function of its config and seed (CPU results change in their last digits with the
+# count). Throughput comes from running several runs at once, each in its own process.
+CANONICAL_THREADS = 1
+
+
+def resolve_speed(cfg: RunConfig, device_type: str) -> tuple[RunConfig, list[str]]:
+    """Fill the speed knobs left at None for the device the run trains on; returns the config and the
+    filled keys. On a CPU: `threads` the canonical count, `channels_last` on (measured faster for every
+    backbone: benchmarks/cpu_switches.py). On a GPU: the process's threads, `channels_last` off."""
+    values = {}
+    if cfg.threads is None and device_type == "cpu":
+        values["threads"] = CANONICAL_THREADS
+    if cfg.channels_last is None:
+        values["channels_last"] = device_type == "cpu"
+    return dataclasses.replace(cfg, **values), list(values)

@@ -733,11 +733,19 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-def load_benchmark(cfg, device: torch.device) -> Benchmark:
-    """Build the benchmark named by `cfg.benchmark`, its tensors on `device`."""
+def check_limits(cfg) -> None:
+    """A one-line UserError for a config value its benchmark refuses (`n_tasks` beyond the benchmark's
+    tasks), from the benchmark's spec alone (no data loaded): `load_benchmark` calls it, and sweeps
+    before any point runs."""
     spec = BENCHMARKS[cfg.benchmark]
     if cfg.n_tasks is not None and cfg.n_tasks > spec.n_tasks:
         raise UserError(f"config key 'n_tasks' must be at most {spec.n_tasks} for {cfg.benchmark}, got {cfg.n_tasks}")
+
+
+def load_benchmark(cfg, device: torch.device) -> Benchmark:
+    """Build the benchmark named by `cfg.benchmark`, its tensors on `device`."""
+    check_limits(cfg)
+    spec = BENCHMARKS[cfg.benchmark]
     bench = spec.loader(spec, cfg, device)
     if cfg.validation:
         bench.tasks = [validation_split(task, cfg.validation) for task in bench.tasks]

@@ -11,6 +11,7 @@ exclusively and never reused.
 """
 
 import fcntl
+import functools
 import io
 import json
 import math
@@ -238,8 +239,14 @@ def git_commit() -> str | None:
 CODE_COMMIT = git_commit()
 
 
-def environment(device: torch.device) -> dict:
-    """What produced a run: versions, git commit, device."""
+# The knobs that choose how a run computes, not what: recorded in env.json as the run's speed switches.
+SPEED_KEYS = ("device", "threads", "channels_last", "amp", "compile")
+
+
+def environment(device: torch.device, cfg=None) -> dict:
+    """What produced a run: versions, git commit, device, the speed switches of `cfg` (a resolved
+    RunConfig), and the machine's load when it started (1-minute load average: explains wall-clock,
+    never changes a result)."""
     import numpy
     import sklearn
 
@@ -253,6 +260,8 @@ def environment(device: torch.device) -> dict:
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         threads=torch.get_num_threads(),
+        switches={k: getattr(cfg, k) for k in SPEED_KEYS} if cfg is not None else {},
+        load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         argv=sys.argv,
     )
 
@@ -269,10 +278,20 @@ class Record:
     complete: bool
     events: list[dict] = field(default_factory=list)
     diverged: dict | None = None  # {'task', 'epoch'} where the training loss stopped being finite
+    unreadable: str | None = None  # why accuracy.json is unreadable (then no accuracies): tables leave it out
+
+    @functools.cached_property
+    def env(self) -> dict:
+        """env.json: what produced the run (versions, device, thread count, speed switches); {} if absent."""
+        path = self.path / "env.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
     def status(self) -> str:
-        """'complete', 'diverged (...)' or 'incomplete (...)', as `show`, `compare` and sweeps say it."""
+        """'complete', 'diverged (...)', 'unreadable accuracy.json: ...' or 'incomplete (...)', as `show`,
+        `compare` and sweeps say it."""
+        if self.unreadable:
+            return f"unreadable accuracy.json: {self.unreadable}"
         if self.complete:
             return "complete"
         if self.diverged:
@@ -318,7 +337,10 @@ class Record:
         )
 
     def text(self) -> str:
-        """Accuracy matrices and summary, as `esacl run` and `esacl show` print them."""
+        """Accuracy matrices and summary, as `esacl run` and `esacl show` print them; a one-line UserError
+        where accuracy.json is unreadable."""
+        if self.unreadable:
+            raise UserError(f"{self.path / 'accuracy.json'} is corrupt ({self.unreadable})")
         c = self.config
         lines = [f"run {self.path}  [{c['benchmark']} / {c['method']} / seed {c['seed']}; {self.status}]"]
         for label, R in (("class-IL", self.class_il), ("task-IL", self.task_il)):
@@ -393,10 +415,21 @@ def find_runs(paths) -> list[Path]:
 
 
 def load_run(path) -> Record:
-    """Read a run directory back (complete or not)."""
+    """Read a run directory back (complete or not). An accuracy.json that is not valid JSON or not what
+    the recorder writes (`accuracy_problem`) does not raise: the record says why in `unreadable`, with no
+    accuracies and not complete, so tables leave the run out and name it (`compare.left_out`); its
+    `text()` (`esacl show`) is a one-line error."""
     rundir = RunDir.open(path)
     saved = rundir.read_json("config.json")
-    acc = rundir.read_json("accuracy.json") if (rundir.path / "accuracy.json").exists() else {}
+    acc, unreadable = {}, None
+    if (rundir.path / "accuracy.json").exists():
+        try:
+            acc = json.loads((rundir.path / "accuracy.json").read_bytes())
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            acc, unreadable = {}, "not valid JSON"
+        else:
+            unreadable = accuracy_problem(acc)
+            acc = {} if unreadable else acc
     return Record(
         rundir.path,
         renamed(saved["config"]),
@@ -406,6 +439,47 @@ def load_run(path) -> Record:
         bool(acc.get("complete")),
         rundir.events(),
         acc.get("diverged"),
+        unreadable,
+    )
+
+
+def accuracy_problem(acc) -> str | None:
+    """Why the content of an accuracy.json is not what the recorder writes, or None: an object whose
+    `class_il` and `task_il` are matrices of one shape (rows of equal length, at most as many rows as
+    columns; numbers up to the diagonal, numbers or null after it), `complete` true or false (true only
+    with every row), `diverged` null or an object with `task` and `epoch`. Absent keys read as empty."""
+    if not isinstance(acc, dict):
+        return f"not a JSON object but {type(acc).__name__}"
+    matrices = {key: acc.get(key, []) for key in ("class_il", "task_il")}
+    for key, R in matrices.items():
+        if not _is_matrix(R):
+            return f"'{key}' is not a matrix of accuracies (rows of numbers, null after the diagonal)"
+    shapes = {(len(R), len(R[0]) if R else 0) for R in matrices.values()}
+    if len(shapes) > 1:
+        return "'class_il' and 'task_il' differ in shape"
+    complete = acc.get("complete", False)
+    if not isinstance(complete, bool):
+        return f"'complete' is {complete!r}, not true or false"
+    rows, columns = shapes.pop()
+    if complete and (rows == 0 or rows != columns):
+        return f"'complete' is true with {rows} of {columns} tasks' rows"
+    diverged = acc.get("diverged")
+    if diverged is not None and not (isinstance(diverged, dict) and {"task", "epoch"} <= set(diverged)):
+        return "'diverged' is not an object with 'task' and 'epoch'"
+    return None
+
+
+def _is_matrix(R) -> bool:
+    def number(a) -> bool:
+        return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+    if not isinstance(R, list) or not all(isinstance(row, list) for row in R):
+        return False
+    if R and (len({len(row) for row in R}) > 1 or len(R[0]) < len(R)):
+        return False
+    return all(
+        all(number(a) for a in row[: t + 1]) and all(a is None or number(a) for a in row[t + 1 :])
+        for t, row in enumerate(R)
     )
 
 

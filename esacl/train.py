@@ -7,9 +7,7 @@ For instance:
 
 import contextlib
 import math
-import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import RunConfig, UserError, resolve, usable_cores
+from .config import RunConfig, UserError, resolve, resolve_speed
 from .data import BENCHMARKS, load_benchmark
 from .flops import FlopMeter
 from .methods import Batch
@@ -357,63 +355,15 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
     return bench, model, method, meter
 
 
-def busy_cores_elsewhere(seconds: float = 0.1) -> float:
-    """How many of the cores this process may use other processes kept busy over `seconds`: the busy
-    ticks of those cores in /proc/stat less this process's own CPU time. 0.0 where there is no /proc."""
-    cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
-
-    def sample() -> tuple[int, int]:
-        busy = 0
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *ticks = line.split()
-                if name in cpus:  # user nice system idle iowait irq softirq steal
-                    busy += sum(int(t) for t in ticks[:8]) - int(ticks[3]) - int(ticks[4])
-        with open("/proc/self/stat") as f:  # fields 14 and 15 (utime, stime), after "(comm)"
-            own = sum(int(t) for t in f.read().rsplit(")", 1)[1].split()[11:13])
-        return busy, own
-
-    try:
-        (busy0, own0), start = sample(), time.monotonic()
-        time.sleep(seconds)
-        (busy1, own1), elapsed = sample(), time.monotonic() - start
-    except (OSError, AttributeError):  # no /proc (macOS, Windows), no affinity
-        return 0.0
-    return max(0.0, (busy1 - busy0 - (own1 - own0)) / (os.sysconf("SC_CLK_TCK") * elapsed))
-
-
-def run_threads(cfg: RunConfig, device: torch.device) -> tuple[int | None, float | None]:
-    """The CPU thread count a run sets (None: leave the process's) and the busy cores it saw.
-
-    `cfg.threads` when given; else, on a CPU with no $OMP_NUM_THREADS, one thread fewer per core
-    that other processes keep busy at the start (0.1 s sample): OpenMP threads spinning against
-    another process on the same core made a run 4.5-5.7x slower (benchmarks/threads.py)."""
-    if cfg.threads:
-        return cfg.threads, None
-    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        return None, None
-    others = busy_cores_elsewhere()
-    if others < 0.5:
-        return None, others
-    return max(1, min(torch.get_num_threads(), usable_cores() - round(others))), others
-
-
 @contextlib.contextmanager
-def threads_of(cfg: RunConfig, device: torch.device):
-    """torch's CPU thread count set for the block (`run_threads`), and restored after; yields the
-    busy cores elsewhere that chose it (None: not measured)."""
+def threads_of(cfg: RunConfig):
+    """torch's CPU thread count set to the run's `threads` for the block (None: the process's, as on a
+    GPU), and restored after."""
     before = torch.get_num_threads()
-    threads, others = run_threads(cfg, device)
-    if threads:
-        torch.set_num_threads(threads)
-    if others is not None and threads and cfg.progress:
-        print(
-            f"other processes keep {others:.1f} of {usable_cores()} cores busy: training with {threads} "
-            f"thread(s) (--threads N to choose)",
-            file=sys.stderr,
-        )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
-        yield others
+        yield
     finally:
         torch.set_num_threads(before)
 
@@ -424,13 +374,13 @@ def run(cfg: RunConfig | dict, callbacks=(), bench=None) -> Record:
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
     device = pick_device(cfg.device)
-    with threads_of(cfg, device) as others:
+    cfg, speed = resolve_speed(cfg, device.type)
+    with threads_of(cfg):
         parts = build(cfg, device, bench)
         rundir = RunDir.create(cfg.out, cfg.name, default_name(cfg)).lock()
         try:
-            rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults))
-            # the thread count in use, and the busy cores elsewhere that chose it
-            rundir.write_json("env.json", dict(environment(device), busy_cores_elsewhere=others))
+            rundir.write_json("config.json", dict(config=cfg.to_dict(), defaults=defaults + speed))
+            rundir.write_json("env.json", environment(device, cfg))
             Trainer(cfg, *parts, rundir, callbacks).fit()
         finally:
             rundir.unlock()
@@ -453,8 +403,10 @@ def resume(run_dir, callbacks=(), progress: bool | None = None) -> Record:
         if progress is not None:
             cfg = cfg.replace(progress=progress)
         device = pick_device(cfg.device)
+        if cfg.threads is None and device.type == "cpu":  # written before runs recorded it: the count it used
+            cfg = cfg.replace(threads=rundir.read_json("env.json").get("threads"))
         rundir.remove_temporaries()  # half-written files of the interrupted process
-        with threads_of(cfg, device):
+        with threads_of(cfg):
             trainer = Trainer(cfg, *build(cfg, device), rundir, callbacks)
             if (rundir.path / "checkpoint.pt").exists():
                 trainer.restore(rundir.load_checkpoint(device))

@@ -3,17 +3,6 @@ import pytest
 from esacl import RunConfig
 
 
-@pytest.fixture(autouse=True, scope="session")
-def idle_machine():
-    """Runs in tests see an idle machine, so their thread count (and last digits) never depends on
-    what else the machine runs (a test's leftover kernel, a browser). For the whole session: module-scoped
-    fixtures that train are set up before any function-scoped patch. test_train puts the real
-    measurement back where it tests the busy-machine rule."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("esacl.train.busy_cores_elsewhere", lambda seconds=0.1: 0.0)
-        yield
-
-
 @pytest.fixture
 def tiny(tmp_path):
     """A fast split_digits config: two tasks, two epochs, quiet, writing under tmp_path."""

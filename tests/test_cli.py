@@ -147,10 +147,10 @@ def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_pa
 def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_order(tmp_path, capsys):
     from esacl import RunConfig
     from esacl.config import UserError
-    from workbench.cli import paper_workers, run_grid
+    from workbench.cli import grid_workers, run_grid
 
     def grid(out):
-        base = dict(n_tasks=2, epochs=1, progress=False, threads=1, out=str(out))
+        base = dict(n_tasks=2, epochs=1, progress=False, out=str(out))  # the canonical thread count
         return [
             RunConfig(method="esacl", **base),
             RunConfig(method="sgd", **base),
@@ -164,9 +164,10 @@ def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_
     assert [r.status for r in parallel] == [r.status for r in serial] and parallel[2].diverged
     err = capsys.readouterr().err
     assert err.count("[3/3]") == 2 and "split_digits ewc seed 0: diverged" in err
-    assert paper_workers(3, grid(tmp_path)[0]) == 3
+    assert grid_workers(3, grid(tmp_path)) == 3 and grid_workers(None, grid(tmp_path)[:1]) == 1
+    assert grid_workers(None, grid(tmp_path)) == min(3, len(os.sched_getaffinity(0)))  # one per usable core
     with pytest.raises(UserError, match="--workers must be at least 1"):
-        paper_workers(0, grid(tmp_path)[0])
+        grid_workers(0, grid(tmp_path))
 
 
 def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):

@@ -16,17 +16,31 @@ FAST = {"n_tasks": "2", "epochs": "1", "slice_steps": "3", "hessian_iters": "2",
 def paper_runs(tmp_path_factory):
     """`esacl paper` for ER over two seeds, as a user runs it: the runs and what it printed."""
     out = tmp_path_factory.mktemp("paper") / "runs"
-    argv = ["paper", "--learners", "er", "--seeds", "0,1", "--out", str(out)]
-    for key, value in FAST.items():
-        argv += ["-p", key, value]
+    argv = paper_argv(out)  # one run per usable core at once
     import contextlib
     import io
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert main(argv) == 0
-    records = [load_run(p) for p in sorted(out.iterdir())]
+    records = [load_run(p) for p in sorted(out.iterdir()) if p.is_dir()]
     return records, stdout.getvalue(), stderr.getvalue()
+
+
+def paper_argv(out) -> list[str]:
+    """The paper_runs fixture's command line, into `out`."""
+    argv = ["paper", "--learners", "er", "--seeds", "0,1", "--out", str(out)]
+    for key, value in FAST.items():
+        argv += ["-p", key, value]
+    return argv
+
+
+def without_times(text: str) -> list[str]:
+    """The printed table and verdicts less what wall-clock decides: the train-s column and time ratios."""
+    import re
+
+    lines = [line for line in text.splitlines() if not line.startswith(("group ", "---", "results in"))]
+    return [re.sub(r" and [\d.]+x its train time|\s+[\d.]+ \+- [\d.]+$", "", line) for line in lines]
 
 
 def test_the_paper_grid_is_the_bounds_then_each_learner_dense_sparcl_esacl():
@@ -47,7 +61,8 @@ def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_run
     assert sorted((r.config["method"], r.config["seed"]) for r in records) == sorted(
         (m, s) for m in paper_methods(("er",)) for s in (0, 1)
     )
-    assert all(r.complete for r in records) and "[10/10] split_digits esacl-er sparsity 0.9 seed 1" in err
+    assert all(r.complete for r in records) and "[10/10] split_digits " in err
+    assert "] split_digits esacl-er sparsity 0.9 seed 1: class-IL" in err
     groups = paper_rows(records, ("er",))
     assert [g for g, _ in groups] == ["bounds", "er"]
     assert [r["method"] for r in groups[1][1]] == ["er", "sparcl-er", "esacl-er"]
@@ -78,6 +93,57 @@ def test_the_outcome_is_a_tie_within_one_std_of_the_paired_differences():
     assert Versus.outcome((2.0, 1.5)) == "better" and Versus.outcome((-2.0, 0.5)) == "worse"
 
 
+def test_a_killed_paper_job_run_again_beside_a_busy_process_prints_the_same_table(paper_runs, tmp_path, capsys):
+    """Killed (SIGKILL, workers included) after some runs, then the same command again, one run at a
+    time and with a core kept busy: complete runs are kept, interrupted ones resumed, missing ones run, and
+    every accuracy matrix and the table equal those of the uninterrupted job made with two workers."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    records, printed, _ = paper_runs
+    out = tmp_path / "job"
+    job = subprocess.Popen([sys.executable, "-m", "workbench", *paper_argv(out)], stderr=subprocess.PIPE, text=True)
+    complete = lambda: [p for p in out.glob("*/accuracy.json") if json.loads(p.read_text()).get("complete")]
+    deadline = time.monotonic() + 300
+    while len(complete()) < 4 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = psutil.Process(job.pid).children()
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    job.stderr.close()
+    psutil.wait_procs(workers, timeout=30)  # they die with it (a signal on their parent's death), within ms
+    kept = {p.parent.name: p.stat().st_mtime_ns for p in complete()}
+    assert 4 <= len(kept) < len(records)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert main(paper_argv(out) + ["--workers", "1"]) == 0
+    finally:
+        spinner.kill()
+        spinner.wait()
+    again, err = capsys.readouterr()
+    assert f"{len(kept)} of {len(records)} runs finished already: kept" in err and "(continuing)" in err
+    assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in kept} == kept  # untouched
+    for r in records:
+        assert (out / r.path.name / "accuracy.json").read_bytes() == (r.path / "accuracy.json").read_bytes()
+    assert without_times(again) == without_times(printed)
+
+
+def test_a_job_folder_takes_only_its_own_grid(paper_runs, capsys):
+    records, _, _ = paper_runs
+    out = records[0].path.parent
+    assert main(paper_argv(out) + ["-p", "epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds another grid (epochs: 1 there, 2 now)" in err
+    assert main(paper_argv(out) + ["--seeds", "0"]) == 2
+    assert "holds another grid" in capsys.readouterr().err
+
+
 def test_a_verdict_needs_both_sparcl_and_esacl(paper_runs):
     records, _, _ = paper_runs
     only_sparcl = [r for r in records if r.config["method"] != "esacl-er"]
@@ -101,21 +167,37 @@ def test_paper_mistakes_are_one_line(capsys, tmp_path):
     assert "already holds files" in capsys.readouterr().err
 
 
-def test_runs_made_with_other_thread_counts_are_flagged(paper_runs):
+def test_runs_of_another_thread_count_are_their_own_rows_and_never_paired_with_canonical_ones(paper_runs, tmp_path):
     import json
+    import shutil
 
-    from esacl.compare import thread_warnings
+    from esacl.compare import paper_text, summary_rows, thread_notes
 
     records, _, _ = paper_runs
-    assert thread_warnings(records) == []
-    er = [r for r in records if r.config["method"] == "er"]
-    env = json.loads((er[1].path / "env.json").read_text())
-    try:
-        (er[1].path / "env.json").write_text(json.dumps(dict(env, threads=env["threads"] + 7)))
-        lines = thread_warnings(records)
-        assert len(lines) == 1 and "split_digits er runs" in lines[0] and "different CPU thread counts" in lines[0]
-    finally:
-        (er[1].path / "env.json").write_text(json.dumps(env))
+    assert {r.config["threads"] for r in records} == {1} and {r.env["threads"] for r in records} == {1}
+    assert thread_notes(summary_rows(records)) == []
+    copies = []  # the sparse ER runs again, as if made with --threads 2
+    for r in records:
+        if r.config["method"] in ("esacl-er", "sparcl-er"):
+            copy = tmp_path / r.path.name
+            shutil.copytree(r.path, copy)
+            saved = json.loads((copy / "config.json").read_text())
+            saved["config"]["threads"] = 2
+            (copy / "config.json").write_text(json.dumps(saved))
+            copies.append(load_run(copy))
+    both = records + copies
+    rows = [r for r in summary_rows(both) if r["method"] in ("esacl-er", "sparcl-er")]
+    assert sorted((r["method"], r["threads"], r["settings"], r["seeds"]) for r in rows) == [
+        ("esacl-er", 1, "threads=1", 2),
+        ("esacl-er", 2, "threads=2", 2),
+        ("sparcl-er", 1, "threads=1", 2),
+        ("sparcl-er", 2, "threads=2", 2),
+    ]
+    text = paper_text(both, ("er",))
+    verdicts = [line for line in text.splitlines() if "EsaCL vs SparCL" in line]
+    assert [line.split(":")[0] for line in verdicts] == ["er", "er (threads=2)"]
+    assert versus(both, "er").line() == versus(records, "er").line()  # the canonical pair, untouched
+    assert "other than the canonical 1" in text and "esacl-er (threads=2)" in text
 
 
 def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_runs, tmp_path):
@@ -136,6 +218,35 @@ def test_diverged_runs_are_named_below_the_table_and_never_averaged_in(paper_run
     assert left_out(records + [diverged]) == [f"left out (diverged: non-finite training loss): {diverged.path.name}"]
     text = paper_text(records + [diverged], ("er",))
     assert text.endswith(left_out([diverged])[0]) and text.startswith(paper_text(records, ("er",)).split("\n\n")[0])
+
+
+def test_a_run_whose_accuracy_json_is_unreadable_is_named_below_the_table_and_the_others_print(tmp_path, capsys):
+    import json
+    import shutil
+
+    from esacl.compare import summary_rows, summary_text
+
+    small = dict(method="sgd", n_tasks=2, epochs=1, progress=False, out=str(tmp_path))
+    good = [esacl.run(dict(small, seed=s)) for s in (0, 1)]
+    accuracy = json.loads((good[0].path / "accuracy.json").read_text())
+    for name, text in (
+        ("bad-json", '{"class_il": [['),
+        ("bad-list", "[1, 2]"),
+        ("bad-shape", json.dumps(dict(accuracy, class_il="x"))),
+    ):
+        shutil.copytree(good[0].path, tmp_path / name)
+        (tmp_path / name / "accuracy.json").write_text(text)
+    assert main(["compare", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert out.startswith(summary_text(summary_rows(good)) + "\n\n")
+    assert out.strip().splitlines()[-3:] == [
+        "left out (unreadable accuracy.json: not valid JSON): bad-json",
+        "left out (unreadable accuracy.json: not a JSON object but list): bad-list",
+        "left out (unreadable accuracy.json: 'class_il' is not a matrix of accuracies (rows of numbers, null after "
+        "the diagonal)): bad-shape",
+    ]
+    assert "incomplete" not in out  # unreadable, not counted as incomplete too
 
 
 def test_runs_that_differ_in_a_setting_are_separate_rows_and_a_seed_counts_once(tmp_path, capsys):

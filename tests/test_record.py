@@ -120,6 +120,34 @@ def one_line(capsys, argv):
     return code, err
 
 
+def test_an_accuracy_json_of_the_wrong_shape_marks_the_record_unreadable_and_show_is_one_line(tiny, capsys):
+    record = esacl.run(tiny(method="sgd", epochs=1))
+    assert record.complete and record.unreadable is None
+    good = json.loads((record.path / "accuracy.json").read_text())
+    matrix = "a matrix of accuracies (rows of numbers, null after the diagonal)"
+    cases = {
+        "not valid JSON": '{"class_il": [[',
+        "not a JSON object but list": "[1, 2]",
+        f"'class_il' is not {matrix}": json.dumps(dict(good, class_il="x")),
+        f"'task_il' is not {matrix}": json.dumps(dict(good, task_il=[[50.0, None], [None, 40.0]])),
+        "'class_il' and 'task_il' differ in shape": json.dumps(dict(good, task_il=good["task_il"][:1])),
+        "'complete' is 'yes', not true or false": json.dumps(dict(good, complete="yes")),
+        "'complete' is true with 1 of 2 tasks' rows": json.dumps(
+            dict(good, class_il=good["class_il"][:1], task_il=good["task_il"][:1])
+        ),
+        "'diverged' is not an object with 'task' and 'epoch'": json.dumps(dict(good, complete=False, diverged=3)),
+    }
+    for why, text in cases.items():
+        (record.path / "accuracy.json").write_text(text)
+        bad = esacl.load_run(record.path)
+        assert (bad.unreadable, bad.complete, bad.class_il, bad.task_il, bad.diverged) == (why, False, [], [], None)
+        assert bad.status == f"unreadable accuracy.json: {why}" and bad.summary == {}
+        code, err = one_line(capsys, ["show", str(record.path)])
+        assert code == 2 and err == f"esacl: error: {record.path / 'accuracy.json'} is corrupt ({why})\n"
+    (record.path / "accuracy.json").write_text(json.dumps(dict(good, complete=False)))  # readable again
+    assert esacl.load_run(record.path).unreadable is None
+
+
 def test_a_torn_last_log_line_is_dropped_with_one_warning(tiny, capsys):
     record = esacl.run(tiny(method="er"))
     n = len(record.events)

@@ -76,6 +76,28 @@ def test_grid_keys_and_values_are_checked_before_anything_runs(tmp_path):
     assert code == 2 and not (tmp_path / "s").exists()  # nothing ran, nothing was written
 
 
+def test_a_value_only_the_benchmark_refuses_is_a_grid_error_before_anything_runs(tmp_path, capsys):
+    """Each point's full config is resolved and checked against its own benchmark (from its spec: no
+    data loaded), with the check a run makes when it loads the benchmark."""
+    with pytest.raises(
+        UserError,
+        match=r"^grid: point split_digits-esacl-sp0\.9-n_tasks9-s0: config key 'n_tasks' must be at most 5 "
+        r"for split_digits, got 9$",
+    ):
+        load_grid(dict(notebook="split_digits", axes=dict(n_tasks=[2, 9])))
+    fixed = dict(n_tasks=9, method="sgd")  # split_cifar100 has 10 tasks: fine there, not on split_digits
+    grid = load_grid(dict(notebook="split_digits", fixed=fixed, axes=dict(benchmark=["split_cifar100"])))
+    assert [p.name for p in grid.points] == ["split_cifar100-sgd-s0"]
+    with pytest.raises(UserError, match=r"point split_digits-sgd-s0: config key 'n_tasks' must be at most 5"):
+        load_grid(dict(notebook="split_digits", fixed=fixed, axes=dict(benchmark=["split_cifar100", "split_digits"])))
+    out = tmp_path / "s"
+    assert main(["sweep", str(write_grid(tmp_path / "g.toml", dict(n_tasks=[2, 9]))), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("esacl: error: ") and "Traceback" not in err, err
+    assert "point split_digits-esacl-sp0.9-n_tasks9-s0: config key 'n_tasks' must be at most 5" in err
+    assert not out.exists()  # nothing ran, nothing was written
+
+
 def test_dense_methods_skip_sparsities_and_names_follow_the_parameters(tmp_path):
     grid = load_grid(write_grid(tmp_path / "g.toml", dict(method=["sgd", "esacl"], sparsity=[0.75, 0.9], seed=[0, 1])))
     assert [p.name for p in grid.points] == [

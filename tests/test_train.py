@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import esacl
-from esacl.train import busy_cores_elsewhere as MEASURED  # imported at collection: the real one
 from esacl.train import evaluate
 
 
@@ -323,39 +322,62 @@ def test_the_threads_key_sets_the_thread_count_for_the_run_only_and_env_json_rec
     assert json.loads((record.path / "env.json").read_text())["threads"] == wanted
 
 
-def test_a_run_takes_one_thread_fewer_per_core_other_processes_keep_busy(tiny, monkeypatch):
-    from esacl import train
+def test_a_cpu_run_takes_the_canonical_thread_count_and_records_its_speed_switches(tiny):
+    before = torch.get_num_threads()
+    seen = []
+    record = esacl.run(tiny(method="er"), callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    saved = json.loads((record.path / "config.json").read_text())
+    assert saved["config"]["threads"] == 1 and saved["config"]["channels_last"] is True
+    assert {"threads", "channels_last"} <= set(saved["defaults"])
+    env = record.env
+    assert env["threads"] == 1 and isinstance(env["load_average"], float)
+    assert env["switches"] == dict(device="auto", threads=1, channels_last=True, amp=False, compile=False)
+    given = json.loads((esacl.run(tiny(method="er", channels_last=False)).path / "config.json").read_text())
+    assert given["config"]["channels_last"] is False and "channels_last" not in given["defaults"]
 
-    cores = torch.device("cpu")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(train, "usable_cores", lambda: 4)
-    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 4)
-    for busy, threads in [(0.3, None), (0.6, 3), (1.4, 3), (2.6, 1), (7.0, 1)]:
-        monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1, busy=busy: busy)
-        assert train.run_threads(tiny(), cores) == (threads, busy)
-    assert train.run_threads(tiny(threads=2), cores) == (2, None)  # the key wins, nothing measured
-    assert train.run_threads(tiny(), torch.device("meta")) == (None, None)  # not a CPU run
-    monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert train.run_threads(tiny(), cores) == (None, None)  # the user chose
+
+SPIN = "while True: pass"
+
+STOP_AT_CHECKPOINT = """
+import os, signal, sys
+from esacl.record import RunDir
+import workbench.cli
+calls, real = [], RunDir.save_checkpoint
+def save(self, state):
+    real(self, state)
+    calls.append(1)
+    if len(calls) == int(sys.argv[1]):
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+RunDir.save_checkpoint = save
+sys.exit(workbench.cli.main(sys.argv[3:]))
+"""
 
 
-def test_a_busy_machine_is_seen_and_recorded_in_env_json(tiny, monkeypatch):
+@pytest.mark.parametrize("sig, at", [("SIGKILL", 2), ("SIGTERM", 3)])
+def test_a_run_killed_then_resumed_beside_a_busy_process_equals_an_idle_uninterrupted_one(tiny, tmp_path, sig, at):
+    """Results are a function of config and seed: not of the load when a run starts or resumes."""
+    import signal
     import subprocess
     import sys
-    from esacl import train
 
-    monkeypatch.setattr(train, "busy_cores_elsewhere", MEASURED)  # the real measurement, not conftest's idle machine
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    from workbench.cli import main
+
+    whole = esacl.run(tiny(method="esacl-er", n_tasks=3, name="whole"))
+    argv = ["run", "--method", "esacl-er", "--n-tasks", "3", "--epochs", "2", "--out", str(tmp_path / "runs")]
+    argv += ["--name", "killed", "--quiet"]
+    done = subprocess.run([sys.executable, "-c", STOP_AT_CHECKPOINT, str(at), sig, *argv], capture_output=True)
+    assert done.returncode == -getattr(signal, sig), done.stderr
+    killed = tmp_path / "runs" / "killed"
+    assert not esacl.load_run(killed).complete
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])  # a core busy while it resumes
     try:
-        assert train.busy_cores_elsewhere(0.3) >= 0.5
+        assert main(["run", "--resume", str(killed), "--quiet"]) == 0
     finally:
         spinner.kill()
         spinner.wait()
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(train, "busy_cores_elsewhere", lambda seconds=0.1: 1.0)
-    env = json.loads((esacl.run(tiny()).path / "env.json").read_text())
-    assert env["busy_cores_elsewhere"] == 1.0
-    assert env["threads"] == max(1, min(torch.get_num_threads(), train.usable_cores() - 1))
+    assert (killed / "accuracy.json").read_bytes() == (whole.path / "accuracy.json").read_bytes()
+    assert esacl.load_run(killed).env["threads"] == 1
 
 
 def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):

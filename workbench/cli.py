@@ -11,6 +11,14 @@ from esacl.config import KEYS, RunConfig, UserError, cross, did_you_mean, help_l
 
 # Keys that take a comma-separated list in `esacl run`: the run becomes a grid over them.
 GRID_KEYS = ("method", "seed", "sparsity")
+WORKERS_HELP = (
+    "runs at once, each in its own process (default: one per usable core on a CPU, each run with the "
+    "canonical single thread; 1 on a GPU)"
+)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a job: the message says how to continue it."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         flags = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
         run.add_argument(*flags, dest=key, metavar=type_name.split()[0].upper(), help=text)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--workers", type=int, help=WORKERS_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars (also off when stderr is not a terminal)")
 
     paper = sub.add_parser(
@@ -53,19 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("KEY", "VALUE"),
         help="a RunConfig key for every run (e.g. -p epochs 1)",
     )
-    paper.add_argument("--out", help="folder of the run directories (default runs/paper-BENCHMARK-DATE-TIME)")
+    paper.add_argument(
+        "--out",
+        help="folder of the run directories (default runs/paper-BENCHMARK-DATE-TIME); the same command "
+        "again with the same --out finishes an interrupted job (complete runs kept, interrupted ones resumed)",
+    )
     paper.add_argument(
         "--report",
         action="store_true",
         help="then write one HTML report: the grouped table and every dashboard of EsaCL-X at the first seed",
     )
     paper.add_argument("--title", help="the report's title")
-    paper.add_argument(
-        "--workers",
-        type=int,
-        help="runs at once, each in its own process with its share of the "
-        "cores (default: half the usable cores on a CPU, 1 on a GPU)",
-    )
+    paper.add_argument("--workers", type=int, help=WORKERS_HELP)
 
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -159,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _unknown_flag(extra: list[str]) -> UserError:
     flag = extra[0]
-    options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet"]
+    options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet", "--workers"]
     hint = did_you_mean(flag.replace("-", "_").replace("__", "--"), options)
     return UserError(f"unknown option '{flag}'{hint}; see 'esacl run --help'")
 
@@ -176,11 +184,12 @@ def _grid(strings: dict[str, str]) -> list[RunConfig]:
 
 def comparison(records) -> str:
     """The comparison table of `esacl run` grids, `esacl notebook` grids and `esacl compare`: complete
-    runs grouped by settings (mean +- std over seeds), then thread-count warnings and the runs left out."""
-    from esacl.compare import left_out, summary_rows, summary_text, thread_warnings
+    runs grouped by settings (mean +- std over seeds), then the notes below a table (`table_notes`)."""
+    from esacl.compare import summary_rows, summary_text, table_notes
 
-    notes = thread_warnings(records) + left_out(records)
-    return summary_text(summary_rows(records)) + ("\n\n" + "\n".join(notes) if notes else "")
+    rows = summary_rows(records)
+    notes = table_notes(records, rows)
+    return summary_text(rows) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 def cmd_run(args) -> None:
@@ -200,7 +209,7 @@ def cmd_run(args) -> None:
     elif not sys.stderr.isatty():  # bars redrawn into a log file are noise
         strings.setdefault("progress", "false")
     configs = _grid(strings)
-    records = run_grid(configs)
+    records = run_grid(configs, grid_workers(args.workers, configs))
     if len(configs) == 1:
         print(records[0].text())
     else:
@@ -208,35 +217,53 @@ def cmd_run(args) -> None:
     print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
 
 
-def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
-    """Every config, in this process (`workers` 1) or over `workers` processes, each run with its share
-    of the cores (a config's own `threads` wins); records in the order of `configs`. With more than one
-    config, a line per run on stderr ([i/n], runs done, an estimate of the time left) and its class-IL.
-    A diverged run is reported and kept (tables leave it out); the others go on."""
+def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False) -> list:
+    """Every config, in this process (`workers` 1) or over `workers` processes, longest runs first;
+    records in the order of `configs`. Each run takes its own config's thread count (the canonical single
+    thread on a CPU), so a result never depends on the worker count. With more than one config, a line per
+    run on stderr ([i/n], runs done, an estimate of the time left) and its class-IL. A diverged run is
+    reported and kept (tables leave it out); the others go on.
+
+    `resumable`: every config names its run directory, and one already there is kept if complete,
+    resumed from its checkpoint if interrupted: the same call again finishes an interrupted grid."""
     import time
 
+    from esacl.data import check_limits
     from esacl.record import load_run
-    from esacl.train import Diverged, run
+    from esacl.train import Diverged
 
+    for cfg in configs:  # what only the benchmark refuses, before anything runs
+        check_limits(cfg)
     tic, n = time.perf_counter(), len(configs)
     seconds: dict[str, list[float]] = {}  # method -> wall-clock of its finished runs
+    finished: set[int] = set()
+    todo = list(range(n))
+    records: list = [None] * n
+    if resumable:
+        for i, cfg in enumerate(configs):
+            path = Path(cfg.out) / cfg.name
+            if (path / "config.json").is_file() and ((record := load_run(path)).complete or record.diverged):
+                records[i] = record
+                finished.add(i)
+        todo = [i for i in todo if i not in finished]
+        if finished:
+            print(f"{len(finished)} of {n} runs finished already: kept", file=sys.stderr, flush=True)
 
-    def time_left(finished: set[int], lanes: int) -> float:
+    def time_left(lanes: int) -> float:
         """The unfinished runs at their method's mean so far (the mean of all runs for a method not seen yet)."""
         every = [s for runs in seconds.values() for s in runs]
         guess = {m: sum(v) / len(v) for m, v in seconds.items()}
         mean = sum(every) / len(every)
         return sum(guess.get(configs[j].method, mean) for j in range(n) if j not in finished) / lanes
 
-    finished: set[int] = set()
-
-    def said(i: int, done: int, record, wall: float, lanes: int = 1) -> None:
+    def said(i: int, record, wall: float, lanes: int) -> None:
+        records[i] = record
         seconds.setdefault(configs[i].method, []).append(wall)
         finished.add(i)
         if n == 1:
             return
-        cfg, elapsed = configs[i], time.perf_counter() - tic
-        left = f", about {time_left(finished, lanes):.0f} s left" if done < n else ""
+        cfg, elapsed, done = configs[i], time.perf_counter() - tic, len(finished)
+        left = f", about {time_left(lanes):.0f} s left" if done < n else ""
         sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
         result = (
             record.status
@@ -251,50 +278,81 @@ def run_grid(configs: list[RunConfig], workers: int = 1) -> list:
             flush=True,
         )
 
-    if workers <= 1 or n == 1:
-        records = []
-        for i, cfg in enumerate(configs):
+    todo.sort(key=lambda i: -expected_cost(configs[i]))  # no long run starts last
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
             start = time.perf_counter()
             try:
-                records.append(run(cfg))
+                record = _run_or_resume(configs[i], resumable)
             except Diverged as err:  # one run's divergence: the others still run; tables leave it out
                 if n == 1:
                     raise
-                records.append(load_run(err.path))
-            said(i, i + 1, records[-1], time.perf_counter() - start)
+                record = load_run(err.path)
+            said(i, record, time.perf_counter() - start, 1)
         return records
 
     import concurrent.futures
     import multiprocessing
 
-    from esacl.config import usable_cores
-
-    share = max(1, usable_cores() // workers)
-    shared = [cfg if cfg.threads else cfg.replace(threads=share) for cfg in configs]
-    # Longest first, so that no long run starts last: sharpness measurements, then EsaCL's two passes.
-    order = sorted(range(n), key=lambda i: (not configs[i].landscape, not configs[i].method.startswith("esacl")))
-    records: list = [None] * n
     # spawn, not fork: a forked child would inherit this process's OpenMP state (not fork-safe).
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_run_in_worker, shared[i]): i for i in order}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            i = futures[future]
+    with concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=context, initializer=_die_with_parent
+    ) as pool:
+        futures = {pool.submit(_run_in_worker, configs[i], resumable): i for i in todo}
+        for future in concurrent.futures.as_completed(futures):
             path, wall = future.result()
-            records[i] = load_run(path)
-            said(i, done, records[i], wall, lanes=workers)
+            said(futures[future], load_run(path), wall, workers)
     return records
 
 
-def _run_in_worker(cfg: RunConfig) -> tuple[str, float]:
+def expected_cost(cfg: RunConfig) -> float:
+    """A run's rough wall-clock in units of a dense SGD run of the same protocol, for ordering a grid
+    (longest first): EsaCL's two passes per step, each replay learner's extra batch, joint's growing
+    data, CO2L's contrastive views and the sharpness measurements (measured on the split_digits main job)."""
+    from esacl.presets import PRESETS
+
+    preset = PRESETS[cfg.method]
+    learner = {"co2l": 4.0, "joint": 3.0, "derpp": 2.5, "er": 1.8, "lwf": 1.5, "agem": 1.8}.get(preset.learner, 1.0)
+    step = 2.0 if cfg.method.startswith("esacl") else 1.0
+    return learner * step + (10.0 if cfg.landscape else 0.0)
+
+
+def _run_or_resume(cfg: RunConfig, resumable: bool):
+    """Train `cfg`; where `resumable` and its run directory holds an interrupted run, resume that."""
+    from esacl.train import resume, run
+
+    path = Path(cfg.out) / cfg.name if resumable else None
+    if path is not None and (path / "config.json").is_file():
+        return resume(path, progress=cfg.progress)
+    if path is not None and path.exists():  # created, killed before its config was written: start it over
+        import shutil
+
+        shutil.rmtree(path)
+    return run(cfg)
+
+
+def _die_with_parent() -> None:
+    """A grid worker ends with the process that started it (Linux): a killed driver leaves no run
+    going on behind it, holding a run directory's lock."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (macOS, Windows): workers end when their queue closes
+        pass
+
+
+def _run_in_worker(cfg: RunConfig, resumable: bool) -> tuple[str, float]:
     """One run in a worker process of `run_grid`: its run directory (diverged runs included) and seconds."""
     import time
 
-    from esacl.train import Diverged, run
+    from esacl.train import Diverged
 
     start = time.perf_counter()
     try:
-        path = run(cfg).path
+        path = _run_or_resume(cfg, resumable).path
     except Diverged as err:
         path = err.path
     return str(path), time.perf_counter() - start
@@ -304,22 +362,35 @@ def cmd_paper(args) -> None:
     import datetime
 
     from esacl.compare import paper_configs, paper_text
+    from esacl.data import check_limits
+    from esacl.train import default_name
 
     out = Path(args.out or Path("runs") / f"paper-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} already holds files; choose another --out (runs are never overwritten)")
     seeds = _int_list("--seeds", args.seeds)
     learners = [x for x in args.learners.split(",") if x]
     configs = paper_configs(
         args.benchmark, seeds, learners, args.sparsity, str(out), dict(args.parameter), progress=False
     )
+    configs = [c.replace(name=default_name(c)) for c in configs]  # fixed names: a second call finds them
+    for cfg in configs:  # before the folder is claimed
+        check_limits(cfg)
+    workers = grid_workers(args.workers, configs)
+    again = claim_grid(out, configs)
     print(
         f"{len(configs)} runs: {args.benchmark}, {', '.join(learners)} dense / SparCL / EsaCL at sparsity "
-        f"{args.sparsity:g} and the bounds, seeds {', '.join(map(str, seeds))}; into {out}",
+        f"{args.sparsity:g} and the bounds, seeds {', '.join(map(str, seeds))}; into {out}"
+        + (" (continuing)" if again else "")
+        + f"; {workers} at once",
         file=sys.stderr,
         flush=True,
     )
-    records = run_grid(configs, paper_workers(args.workers, configs[0]))
+    try:
+        records = run_grid(configs, workers, resumable=True)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"run the same command again with --out {out} to finish the job (complete runs are kept, "
+            "interrupted ones resume from their checkpoints)"
+        ) from None
     print(paper_text(records, learners))
     print(f"\nresults in {out.resolve()}")
     if args.report:
@@ -331,11 +402,47 @@ def cmd_paper(args) -> None:
         print(f"report: {write_report([r.path for r in records], detail=detail, title=title)}")
 
 
-def paper_workers(given: int | None, cfg: RunConfig) -> int:
-    """`esacl paper`'s runs at once: as given, else half the usable cores on a CPU (each run then has
-    two threads, as the sweep engine's points), one on a GPU. On 2 cores that is one run at a time:
-    two single-thread runs at once finished the split_digits main job only 1.27x sooner (310 s against
-    245 s), and a run's last digits follow its thread count."""
+GRID_FILE = "grid.json"  # a job folder's list of runs: the same command again continues it, another is refused
+
+
+def claim_grid(out: Path, configs: list[RunConfig]) -> bool:
+    """Make `out` the folder of this grid (its configs in `grid.json`, written atomically); True where it
+    holds this same grid already (the job continues). A folder holding other files or another grid is a
+    `UserError`: runs are never overwritten."""
+    import json
+
+    from esacl.record import write_atomic
+
+    wanted = [{k: v for k, v in c.to_dict().items() if k != "progress"} for c in configs]
+    saved = out / GRID_FILE
+    if saved.is_file():
+        try:
+            held = json.loads(saved.read_text())["runs"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{saved} is not a grid file; choose another --out") from None
+        if held != wanted:
+            differ = next(
+                (
+                    f"{k}: {h.get(k)!r} there, {w.get(k)!r} now"
+                    for h, w in zip(held, wanted)
+                    for k in w
+                    if h.get(k) != w.get(k)
+                ),
+                f"{len(held)} runs there, {len(wanted)} now",
+            )
+            raise UserError(f"{out} holds another grid ({differ}); choose another --out or the same settings")
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already holds files; choose another --out (runs are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(saved, json.dumps(dict(runs=wanted), indent=1).encode())
+    return False
+
+
+def grid_workers(given: int | None, configs: list[RunConfig]) -> int:
+    """Runs of a grid at once: as given, else one per usable core on a CPU (each run with the canonical
+    single thread: two at once on 2 cores), one on a GPU (runs would share the device); never more than
+    the runs."""
     from esacl.config import usable_cores
     from esacl.train import pick_device
 
@@ -343,7 +450,8 @@ def paper_workers(given: int | None, cfg: RunConfig) -> int:
         if given < 1:
             raise UserError(f"--workers must be at least 1, got {given}")
         return given
-    return max(1, usable_cores() // 2) if pick_device(cfg.device).type == "cpu" else 1
+    cpu = pick_device(configs[0].device).type == "cpu"
+    return max(1, min(len(configs), usable_cores() if cpu else 1))
 
 
 def _int_list(flag: str, text: str) -> list[int]:
@@ -497,6 +605,9 @@ def main(argv=None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"esacl: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"esacl: interrupted; {err}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("esacl: interrupted; an unfinished run continues with 'esacl run --resume RUN_DIR'", file=sys.stderr)
         return 130

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from esacl.config import RunConfig, UserError, cross, did_you_mean, usable_cores
 from esacl.knobs import renamed
-from esacl.compare import left_out, summary_csv, summary_html, summary_rows, summary_text, thread_warnings
+from esacl.compare import summary_csv, summary_html, summary_rows, summary_text, table_notes
 from esacl.record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
@@ -133,6 +133,10 @@ def _expand(grid: Grid) -> list[Point]:
         if "sparsity" in params and method in PRESETS and not PRESETS[method].sparse:
             del params["sparsity"]  # a dense method has one point per other combination
         point = Point(point_name(notebook, params, defaults, list(grid.axes)), notebook, params)
+        try:
+            check_point(notebook, params, defaults)
+        except UserError as err:
+            raise UserError(f"{grid.source}: point {point.name}: {err}") from None
         if point.name in names:
             if names[point.name] != point.params:
                 raise UserError(f"{grid.source}: two points share the run directory name {point.name}")
@@ -140,6 +144,18 @@ def _expand(grid: Grid) -> list[Point]:
         names[point.name] = point.params
         points.append(point)
     return points
+
+
+def check_point(notebook: str, params: dict, defaults: dict) -> None:
+    """The point's full config, as its notebook builds it (the notebook's defaults, then the point's
+    parameters), resolved and checked against its benchmark's limits (`esacl.data.check_limits`, the
+    check a run makes when it loads the benchmark; no data loaded): a one-line UserError."""
+    from esacl.config import KEYS, resolve
+    from esacl.data import BENCHMARKS, check_limits
+
+    values = {k: v for k, v in {"benchmark": notebook, **defaults, **params}.items() if k in KEYS}
+    cfg = RunConfig.from_dict(values)
+    check_limits(resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)[0])
 
 
 def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> str:
@@ -192,10 +208,12 @@ def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from `path`; {} where it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def sweep_status(grid: Grid, out) -> dict[str, tuple[str, str]]:
@@ -445,8 +463,8 @@ class SweepResult:
 
 
 def default_workers(n_points: int) -> int:
-    """Local engine: half the cores (each point's kernel trains with the other threads), at most the
-    number of points; one point at a time on a GPU machine (points would share one device)."""
+    """Local engine: one point per usable core (each kernel trains with the canonical single thread), at
+    most the number of points; one point at a time on a GPU machine (points would share one device)."""
     try:
         import torch
 
@@ -454,7 +472,7 @@ def default_workers(n_points: int) -> int:
             return 1
     except ImportError:
         pass
-    return max(1, min(usable_cores() // 2, n_points))
+    return max(1, min(usable_cores(), n_points))
 
 
 def run_sweep(
@@ -638,11 +656,9 @@ def _local(
     import selectors
 
     env = dict(os.environ)
-    # Each point's kernel trains with its share of the cores; oversubscribed threads cost more than they give.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
-    # Parallel points share the machine by construction: idle OpenMP threads sleep rather than spin
-    # (benchmarks/threads.py: beside a busy process a run was 4.5x slower with them spinning, no slower sleeping).
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Each point's run sets its own thread count (the canonical single thread on a CPU); the kernel's other
+    # libraries (numpy's BLAS) take one thread too, so parallel points never oversubscribe the cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
     (out / "logs").mkdir(exist_ok=True)
     queue, pool, retired, selector = list(points), [], [], selectors.DefaultSelector()
 
@@ -833,12 +849,9 @@ def write_summary(folder) -> tuple[str, Path, Path]:
         records = []
     rows = summary_rows(records)
     text = summary_text(rows)
-    notes = left_out(records)
+    notes = table_notes(records, rows)
     if notes:
         text += "\n\n" + "\n".join(notes)
-    warnings = thread_warnings(records)
-    if warnings:
-        text += "\n\n" + "\n".join(warnings)
     write_atomic(folder / "summary.csv", summary_csv(rows).encode())
     write_atomic(folder / "summary.html", summary_html(rows, f"Sweep {folder.name}").encode())
     return text, folder / "summary.csv", folder / "summary.html"
