@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's two commands:
-#   ./workbench.sh main [BENCHMARK]   set up the environment, then the paper's comparison (EsaCL against SparCL
-#                                     on each base learner) on split_digits (default) or split_fmnist, and a report
+#   ./workbench.sh main [BENCHMARK] [--out DIR]
+#                                     set up the environment, then the paper's comparison (EsaCL against SparCL
+#                                     on each base learner) on split_digits (default) or split_fmnist, and a report;
+#                                     with the --out of an interrupted job, it finishes that job
 #   ./workbench.sh test               set up the same environment, then run the test suite
 # Set-up is idempotent: a second call reuses .venv while requirements.txt and pyproject.toml are unchanged.
 set -euo pipefail
@@ -55,14 +57,22 @@ fmnist() {
 case "${1:-}" in
   main)
     benchmark=${2:-split_digits}
+    out=runs/paper-$benchmark-$(date +%Y%m%d-%H%M%S)
+    if [ "${3:-}" = --out ] && [ -n "${4:-}" ]; then out=$4; fi
     setup
     strip_outputs
     assets
     if [ "$benchmark" = split_fmnist ]; then fmnist; fi
     # Every base learner the paper names (EWC, CO2L, ER, DER++) dense, with SparCL and with EsaCL at sparsity
     # 0.9, and the bounds (SGD, joint), seeds 0-2: one table grouped by base learner with a verdict line each,
-    # then one HTML report (the table, EsaCL's dashboards at seed 0).
-    "$VENV/bin/esacl" paper --benchmark "$benchmark" --report
+    # then one HTML report (the table, EsaCL's dashboards at seed 0). The same folder again finishes an
+    # interrupted job: complete runs are kept, interrupted ones resume from their checkpoints.
+    echo "interrupted? ./workbench.sh main $benchmark --out $out continues the job"
+    "$VENV/bin/esacl" paper --benchmark "$benchmark" --out "$out" --report || {
+      rc=$?  # 2: a mistake, said in one line; anything else stopped the job part-way
+      [ $rc = 2 ] || echo "./workbench.sh main $benchmark --out $out continues the job" >&2
+      exit $rc
+    }
     ;;
   test)
     setup
@@ -74,7 +84,7 @@ case "${1:-}" in
     "$VENV/bin/python" -m pytest -q
     ;;
   *)
-    echo "usage: ./workbench.sh main [split_digits|split_fmnist] | test" >&2
+    echo "usage: ./workbench.sh main [split_digits|split_fmnist] [--out DIR] | test" >&2
     exit 2
     ;;
 esac

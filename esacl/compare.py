@@ -535,6 +535,18 @@ def left_out(records) -> list[str]:
     )
 
 
+def switch_lines(records) -> list[str]:
+    """A line per set of speed switches the runs used (env.json: device, CPU threads, channels_last, amp,
+    compile), with how many runs used it: what a reader needs to reproduce the digits."""
+    counts: dict[str, int] = {}
+    for r in records:
+        switches = r.env.get("switches")
+        if switches:
+            text = ", ".join(f"{k} {'on' if v is True else 'off' if v is False else v}" for k, v in switches.items())
+            counts[text] = counts.get(text, 0) + 1
+    return [f"speed switches: {text} ({n} run{'s' if n > 1 else ''})" for text, n in counts.items()]
+
+
 def table_notes(records, rows: list[dict]) -> list[str]:
     """The lines below every comparison table: rows of a non-canonical thread count, runs left out."""
     return thread_notes(rows) + left_out(records)

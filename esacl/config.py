@@ -82,8 +82,8 @@ class Speed(Section):
     )
     channels_last: bool | None = knob(
         None,
-        "model and batches in channels_last memory format (default: on for a CPU, where "
-        "benchmarks/cpu_switches.py measured it faster for every backbone; off on a GPU)",
+        "model and batches in channels_last memory format (default: on a CPU for the ConvNet benchmarks, "
+        "measured faster by benchmarks/cpu_switches.py; off for the ResNet-18 ones and on a GPU)",
     )
     amp: bool = knob(
         False,
@@ -238,11 +238,14 @@ CANONICAL_THREADS = 1
 
 def resolve_speed(cfg: RunConfig, device_type: str) -> tuple[RunConfig, list[str]]:
     """Fill the speed knobs left at None for the device the run trains on; returns the config and the
-    filled keys. On a CPU: `threads` the canonical count, `channels_last` on (measured faster for every
-    backbone: benchmarks/cpu_switches.py). On a GPU: the process's threads, `channels_last` off."""
+    filled keys. On a CPU: `threads` the canonical count, `channels_last` where the benchmark's backbone
+    was measured faster with it (`BenchmarkSpec.cpu_channels_last`). On a GPU: the process's threads,
+    `channels_last` off."""
+    from .data import BENCHMARKS
+
     values = {}
     if cfg.threads is None and device_type == "cpu":
         values["threads"] = CANONICAL_THREADS
     if cfg.channels_last is None:
-        values["channels_last"] = device_type == "cpu"
+        values["channels_last"] = device_type == "cpu" and BENCHMARKS[cfg.benchmark].cpu_channels_last
     return dataclasses.replace(cfg, **values), list(values)

@@ -70,6 +70,10 @@ class BenchmarkSpec:
     classes_per_task: int
     protocol: dict = field(default_factory=dict)  # defaults for config.PROTOCOL_KEYS
     loader: object = None  # (spec, cfg, device) -> Benchmark
+    # channels_last by default on a CPU: where benchmarks/cpu_switches.py measured it faster for the
+    # backbone (the ConvNets: 0.64-0.74x the NCHW step). Not the ResNet-18: 0.93x, and torch 2.13's CPU
+    # backward of its 8-channel 1x1 stride-2 shortcut at 64x64 (Tiny-ImageNet, width 8) crashes in it.
+    cpu_channels_last: bool = False
 
 
 def class_order(n_classes: int, seed: int, mode: str) -> list[int]:
@@ -672,6 +676,7 @@ _IMAGE_PROTOCOL = dict(
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_digits": BenchmarkSpec(
         "scikit-learn digits, 5 tasks x 2 classes, 8x8 gray; offline, seconds on a CPU",
+        cpu_channels_last=True,
         n_tasks=5,
         classes_per_task=2,
         protocol=dict(
@@ -692,6 +697,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_fmnist": BenchmarkSpec(
         "Fashion-MNIST, 5 tasks x 2 classes, 28x28 gray, a CPU-sized ConvNet; data_root/fashion-mnist or Debian's "
         "dataset-fashion-mnist; minutes on a CPU",
+        cpu_channels_last=True,
         n_tasks=5,
         classes_per_task=2,
         protocol=dict(

@@ -322,6 +322,16 @@ def default_name(cfg: RunConfig) -> str:
     return f"{cfg.benchmark}-{cfg.method}{sparsity}-s{cfg.seed}"
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's weights in channels_last memory format, and its InputNorm's output too (convolutions
+    then take no format conversion per call)."""
+    model = model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if isinstance(module, InputNorm):
+            module.channels_last = True
+    return model
+
+
 def build(cfg: RunConfig, device: torch.device, bench=None):
     """Config -> benchmark, model, method, FLOP meter (RNGs seeded first, so builds repeat exactly).
 
@@ -332,10 +342,7 @@ def build(cfg: RunConfig, device: torch.device, bench=None):
     bench = bench if bench is not None else load_benchmark(cfg, device)
     model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width, bench.norm).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        for module in model.modules():
-            if isinstance(module, InputNorm):
-                module.channels_last = True
+        model = to_channels_last(model)
     if not cfg.bn_bias:  # batch-norm biases held at zero, as the official SparCL code
         for m in batch_norms(model):
             if m.bias is not None:

@@ -63,7 +63,7 @@ def test_a_grid_prints_the_comparison_table(capsys, tmp_path):
         str(tmp_path),
         "--quiet",
     )
-    assert code == 0 and "[4/4] split_digits er seed 1" in err
+    assert code == 0 and "[4/4] split_digits " in err and "] split_digits er seed 1: class-IL" in err
     assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2
     code, again, _ = cli(capsys, "compare", str(tmp_path))
     assert code == 0 and again.strip() in out

@@ -171,11 +171,14 @@ def test_runs_of_another_thread_count_are_their_own_rows_and_never_paired_with_c
     import json
     import shutil
 
-    from esacl.compare import paper_text, summary_rows, thread_notes
+    from esacl.compare import paper_text, summary_rows, switch_lines, thread_notes
 
     records, _, _ = paper_runs
     assert {r.config["threads"] for r in records} == {1} and {r.env["threads"] for r in records} == {1}
     assert thread_notes(summary_rows(records)) == []
+    assert switch_lines(records) == [
+        "speed switches: device auto, threads 1, channels_last on, amp off, compile off (10 runs)"
+    ]
     copies = []  # the sparse ER runs again, as if made with --threads 2
     for r in records:
         if r.config["method"] in ("esacl-er", "sparcl-er"):

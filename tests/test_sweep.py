@@ -406,6 +406,7 @@ def test_the_table_puts_the_published_row_beside_matching_benchmark_method_buffe
         return SimpleNamespace(
             path=Path(f"{method}-sp{sparsity}-s{seed}"),
             complete=True,
+            env={},
             config=dict(benchmark="split_cifar10", method=method, seed=seed, sparsity=sparsity, buffer_size=buffer),
             summary=dict(class_il=dict(average=70.0 + seed, forgetting=10.0), task_il=dict(average=90.0)),
             efficiency=dict(
