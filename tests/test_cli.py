@@ -243,3 +243,22 @@ def test_a_plain_install_executes_the_notebooks_from_anywhere(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((work / "r").glob("*.html"))) == 1
+
+
+def test_a_notebook_grid_is_a_sweep_of_the_notebook_over_one_worker_per_core(tmp_path, capsys):
+    import json
+
+    from esacl import load_run
+
+    argv = ["notebook", "split_digits", "-p", "method", "sgd,er", "-p", "epochs", "1", "-p", "n_tasks", "2"]
+    argv += ["-p", "landscape", "false", "--out", str(tmp_path / "grid")]
+    code, out, _ = cli(capsys, *argv)
+    assert code == 0, out
+    points = json.loads((tmp_path / "grid" / "sweep.json").read_text())["points"]
+    assert sorted(points) == ["split_digits-er-s0", "split_digits-sgd-s0"]
+    for name in points:
+        assert load_run(tmp_path / "grid" / name).complete and (tmp_path / "grid" / name / "notebook.ipynb").is_file()
+        assert load_run(tmp_path / "grid" / name).env["threads"] == 1
+    assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2 and "summary.csv" in out
+    code, again, _ = cli(capsys, *argv)  # the same call again: nothing left to run, the same table
+    assert code == 0 and again.split("written:")[0] == out.split("written:")[0]

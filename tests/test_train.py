@@ -389,3 +389,21 @@ def test_sparcl_without_tdm_keeps_the_weights_dense_and_prices_only_dgm(tiny):
     assert (
         0.5 * er.efficiency["flops_relative"] < dgm_only.efficiency["flops_relative"] < er.efficiency["flops_relative"]
     )
+
+
+def test_a_run_written_before_threads_were_recorded_resumes_with_the_count_its_env_json_names(tiny):
+    def stop_after_first_epoch(event):
+        if event["event"] == "epoch":
+            raise Stop
+
+    with pytest.raises(Stop):
+        esacl.run(tiny(method="er", name="old"), callbacks=[stop_after_first_epoch])
+    path = tiny().out + "/old"
+    saved = json.loads(open(path + "/config.json").read())
+    saved["config"]["threads"] = None  # as such runs recorded it; their env.json held the count used
+    open(path + "/config.json", "w").write(json.dumps(saved))
+    env = json.loads(open(path + "/env.json").read())
+    open(path + "/env.json", "w").write(json.dumps(dict(env, threads=2)))
+    seen = []
+    esacl.resume(path, callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    assert set(seen) == {2}

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     notebook = sub.add_parser(
         "notebook",
         help="execute a benchmark notebook with papermill into a run directory "
-        "(comma lists for " + ", ".join(GRID_KEYS) + " run a grid in this process)",
+        "(comma lists for " + ", ".join(GRID_KEYS) + " run a grid: a sweep of the notebook)",
     )
     notebook.add_argument("notebook", metavar="NOTEBOOK", help="split_digits, split_cifar10, ...")
     notebook.add_argument(
@@ -100,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("KEY", "VALUE"),
         help="a notebook parameter (a RunConfig key)",
     )
-    notebook.add_argument("--out", default="runs", help="parent folder of the run directories")
+    notebook.add_argument(
+        "--out",
+        help="parent folder of the run directory (default runs); for a grid, the sweep's folder (default "
+        "runs/notebook-NAME-DATE-TIME; the same call again finishes an interrupted grid)",
+    )
+    notebook.add_argument("--workers", type=int, help="grid points at once (default: one per usable core; 1 on a GPU)")
     notebook.add_argument("--report", action="store_true", help="also write one HTML report over the runs")
 
     sweep = sub.add_parser(
@@ -463,7 +468,7 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def cmd_notebook(args) -> None:
-    from .report import Kernel, check_parameters, execute_notebook, notebook_path, write_report
+    from .report import check_parameters, execute_notebook, notebook_path, write_report
 
     path = notebook_path(args.notebook)
     given = dict(args.parameter)
@@ -475,25 +480,39 @@ def cmd_notebook(args) -> None:
     if len(grid) > 1 and "name" in given:
         raise UserError("parameter 'name' names one run; drop it when running a grid")
     checked = [check_parameters(path, params) for params in grid]  # every point, before any kernel starts
-    run_dirs = []
-    with Kernel(reusable=True) as kernel:  # imports paid once for the whole grid
-        for i, params in enumerate(checked):
-            print(
-                f"[{i + 1}/{len(checked)}] {args.notebook} " + " ".join(f"{k}={v}" for k, v in params.items()),
-                file=sys.stderr,
-                flush=True,
-            )
-            run_dirs.append(execute_notebook(args.notebook, params, out=args.out, kernel=kernel))
-            print(f"  executed notebook: {run_dirs[-1] / 'notebook.ipynb'}", file=sys.stderr)
+    if len(checked) > 1:
+        return notebook_grid(args, checked, list(axes))
+    print(f"{args.notebook} " + " ".join(f"{k}={v}" for k, v in checked[0].items()), file=sys.stderr, flush=True)
+    run_dir = execute_notebook(args.notebook, checked[0], out=args.out or "runs")
+    print(f"  executed notebook: {run_dir / 'notebook.ipynb'}", file=sys.stderr)
     from esacl.record import load_run
 
-    if len(run_dirs) > 1:
-        print(comparison([load_run(d) for d in run_dirs]))
-    else:
-        print(load_run(run_dirs[0]).text())
+    print(load_run(run_dir).text())
     if args.report:
-        print(f"\nreport: {write_report(run_dirs)}")
-    print(f"\nresults in {Path(args.out).resolve() if len(run_dirs) > 1 else run_dirs[0]}")
+        print(f"\nreport: {write_report([run_dir])}")
+    print(f"\nresults in {run_dir}")
+
+
+def notebook_grid(args, points: list[dict], axes: list[str]) -> None:
+    """An `esacl notebook` grid is a sweep of that notebook (workbench.sweep: one worker and kernel per
+    usable core, or --workers; the same call again finishes an interrupted grid) into its own folder."""
+    import datetime
+
+    from .report import write_report
+    from .sweep import run_sweep
+
+    out = Path(args.out or Path("runs") / f"notebook-{args.notebook}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    fixed = {k: v for k, v in points[0].items() if k not in axes}
+    values = {k: list(dict.fromkeys(p[k] for p in points)) for k in axes}
+    grid = dict(notebook=args.notebook, fixed=fixed, axes=values)
+    result = run_sweep(grid, out, workers=args.workers, progress=sys.stderr.isatty())
+    print(f"{result.table}\n\nwritten: {out / 'summary.csv'}, {out / 'summary.html'}")
+    if args.report:
+        print(f"\nreport: {write_report([out / name for name in result.points if (out / name).is_dir()])}")
+    print(f"\nresults in {out.resolve()}")
+    if result.failed:
+        print(f"{len(result.failed)} of {len(result.points)} points failed: see {out / 'failures'}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def cmd_report(args) -> None:
