@@ -237,6 +237,8 @@ def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False
     from esacl.record import load_run
     from esacl.train import Diverged
 
+    from .sweep import expected_cost
+
     for cfg in configs:  # what only the benchmark refuses, before anything runs
         check_limits(cfg)
     tic, n = time.perf_counter(), len(configs)
@@ -283,7 +285,7 @@ def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False
             flush=True,
         )
 
-    todo.sort(key=lambda i: -expected_cost(configs[i]))  # no long run starts last
+    todo.sort(key=lambda i: -expected_cost(configs[i].method, configs[i].landscape))  # no long run starts last
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             start = time.perf_counter()
@@ -309,18 +311,6 @@ def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False
             path, wall = future.result()
             said(futures[future], load_run(path), wall, workers)
     return records
-
-
-def expected_cost(cfg: RunConfig) -> float:
-    """A run's rough wall-clock in units of a dense SGD run of the same protocol, for ordering a grid
-    (longest first): EsaCL's two passes per step, each replay learner's extra batch, joint's growing
-    data, CO2L's contrastive views and the sharpness measurements (measured on the split_digits main job)."""
-    from esacl.presets import PRESETS
-
-    preset = PRESETS[cfg.method]
-    learner = {"co2l": 4.0, "joint": 3.0, "derpp": 2.5, "er": 1.8, "lwf": 1.5, "agem": 1.8}.get(preset.learner, 1.0)
-    step = 2.0 if cfg.method.startswith("esacl") else 1.0
-    return learner * step + (10.0 if cfg.landscape else 0.0)
 
 
 def _run_or_resume(cfg: RunConfig, resumable: bool):

@@ -462,6 +462,21 @@ class SweepResult:
         return [n for n, p in self.points.items() if p["status"] == "failed"]
 
 
+def expected_cost(method: str, landscape: bool = False) -> float:
+    """A run's rough wall-clock in units of a dense SGD run of the same protocol, for ordering a grid
+    (longest first, so that no long run starts last): EsaCL's two passes per step, each replay learner's
+    extra batch, joint's growing data, CO2L's contrastive views and the sharpness measurements (measured
+    on the split_digits main job)."""
+    from esacl.presets import PRESETS
+
+    preset = PRESETS.get(method)
+    if preset is None:
+        return 1.0
+    learner = {"co2l": 4.0, "joint": 3.0, "derpp": 2.5, "er": 1.8, "lwf": 1.5, "agem": 1.8}.get(preset.learner, 1.0)
+    step = 2.0 if method.startswith("esacl") else 1.0
+    return learner * step + (10.0 if landscape else 0.0)
+
+
 def default_workers(n_points: int) -> int:
     """Local engine: one point per usable core (each kernel trains with the canonical single thread), at
     most the number of points; one point at a time on a GPU machine (points would share one device)."""
@@ -660,7 +675,8 @@ def _local(
     # libraries (numpy's BLAS) take one thread too, so parallel points never oversubscribe the cores.
     env.setdefault("OMP_NUM_THREADS", "1")
     (out / "logs").mkdir(exist_ok=True)
-    queue, pool, retired, selector = list(points), [], [], selectors.DefaultSelector()
+    longest_first = sorted(points, key=lambda p: -expected_cost(p.params.get("method", ""), p.params.get("landscape")))
+    queue, pool, retired, selector = longest_first, [], [], selectors.DefaultSelector()
 
     def start(worker: _Worker) -> None:
         point = queue.pop(0)
