@@ -5,7 +5,8 @@
 Runs `esacl paper` (every preset of the main job) over the seeds twice, float32 (the defaults) and with
 `-p amp true`, into OUT/fp32 and OUT/amp (a folder already holding that job is continued, not redone), then
 prints per method the float32 mean class-IL and task-IL with their 95% t-interval over seeds, the bf16 mean,
-and whether it lies inside; then each base learner's verdict (EsaCL-X against SparCL-X) under both. bf16
+and whether it lies inside; then each base learner's verdicts (EsaCL-X against SparCL-X, `esacl.stats`,
+Holm over each table's cells) under both. bf16
 would become a default only if every mean and every verdict stayed the same.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from scipy import stats
 
 from esacl import load_run
-from esacl.compare import PAPER_LEARNERS, group_runs, versus
+from esacl.compare import group_runs, table_versus
 
 
 def seeds_of(text: str) -> str:
@@ -63,12 +64,13 @@ def main() -> None:
             cells.append(f"{il} {mean:6.2f} [{lo:6.2f}, {hi:6.2f}] bf16 {amp:6.2f} {'in ' if inside else 'OUT'}")
         print(f"  {method:13s} " + "   ".join(cells))
     changed = 0
-    for learner in PAPER_LEARNERS:
-        lines = {label: versus(rs, learner) for label, rs in records.items()}
-        words = {label: (v.outcome(v.class_il), v.outcome(v.task_il)) if v else None for label, v in lines.items()}
-        changed += words["fp32"] != words["amp"]
-        print(f"  {learner}: float32 {lines['fp32'].line()}\n  {'':{len(learner)}s}  bf16    {lines['amp'].line()}")
-    print(f"means outside the float32 interval: {moved}; verdicts that changed: {changed}")
+    tables = {label: table_versus(rs) for label, rs in records.items()}  # Holm over each table's cells
+    for key in tables["fp32"]:
+        pair = {label: table[key] for label, table in tables.items()}
+        words = {label: tuple(w.word for w in v.words.values()) for label, v in pair.items()}
+        changed += sum(a != b for a, b in zip(words["fp32"], words["amp"]))
+        print(f"  float32 {pair['fp32'].line()}\n  bf16    {pair['amp'].line()}")
+    print(f"means outside the float32 interval: {moved}; verdict cells that changed: {changed}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import csv
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import metrics
 from .record import anchor
@@ -330,34 +330,47 @@ def paper_configs(
 
 @dataclass
 class Versus:
-    """EsaCL-X against SparCL-X on the seeds both completed: paired differences (EsaCL minus SparCL)
-    and cost ratios (EsaCL over SparCL, of the means)."""
+    """EsaCL-X against SparCL-X on the seeds both completed: the paired cells (EsaCL minus SparCL, per
+    metric: `esacl.stats.Paired`), their verdicts, and cost ratios (EsaCL over SparCL, of the means).
+    The verdicts are Holm-corrected over every cell of the table the pair is judged in (`judge`)."""
 
     learner: str
     seeds: list[int]
-    class_il: tuple[float, float]  # mean, std over seeds of the paired difference (points)
-    task_il: tuple[float, float]
+    cells: dict  # 'class_il' / 'task_il' -> stats.Paired
+    floors: dict  # 'class_il' / 'task_il' -> the benchmark's floor (stats.floor)
     flops_ratio: float
     seconds_ratio: float
     sparsity: float = 0.0
-    at: str = ""  # ' at sparsity S' where a folder holds several sparsities
-
-    @staticmethod
-    def outcome(diff: tuple[float, float]) -> str:
-        """'better', 'worse', or 'tie' where the mean difference is within one std of the differences."""
-        mean, std = diff
-        if abs(mean) <= std:
-            return "tie"
-        return "better" if mean > 0 else "worse"
+    at: str = ""  # ' at sparsity S' where a folder holds several sparsities, ' (threads=N)'
+    words: dict = field(default_factory=dict)  # 'class_il' / 'task_il' -> stats.Verdict, set by `judge`
 
     def line(self) -> str:
         n = len(self.seeds)
-        fmt = lambda d: f"{d[0]:+.2f} +- {d[1]:.2f} ({self.outcome(d)})" if n > 1 else f"{d[0]:+.2f} (n=1)"
+
+        def part(il: str) -> str:
+            if n < 2:
+                return f"{self.cells[il].mean:+.2f} (n=1)"
+            return self.words[il].text()
+
         return (
-            f"{self.learner}{self.at}: EsaCL vs SparCL class-IL {fmt(self.class_il)}, task-IL "
-            f"{fmt(self.task_il)}, at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its "
-            f"train time ({n} seed{'s' if n > 1 else ''})"
+            f"{self.learner}{self.at}: EsaCL vs SparCL class-IL {part('class_il')}; task-IL {part('task_il')}; "
+            f"at {self.flops_ratio:.2f}x its FLOPs and {self.seconds_ratio:.2f}x its train time "
+            f"({n} seed{'s' if n > 1 else ''})"
         )
+
+
+VERDICT_METRICS = ("class_il", "task_il")
+
+
+def judge(pairs: list[Versus]) -> list[Versus]:
+    """Set every pair's verdicts, Holm-corrected over all their cells together (one table's family)."""
+    from . import stats
+
+    cells = [(v, il) for v in pairs if len(v.seeds) > 1 for il in VERDICT_METRICS]
+    words = stats.verdicts([v.cells[il] for v, il in cells], [v.floors[il] for v, il in cells])
+    for (v, il), word in zip(cells, words):
+        v.words[il] = word
+    return pairs
 
 
 def _pairs(records, learner: str, benchmark: str) -> list[tuple[tuple, object]]:
@@ -403,7 +416,8 @@ def versus(
     records, learner: str, benchmark: str | None = None, sparsity: float | None = None, threads=...
 ) -> Versus | None:
     """EsaCL-`learner` against SparCL-`learner` on one benchmark, sparsity and CPU thread count (default:
-    the first present, the canonical count first), paired by seed; None without both, or where either ran
+    the first present, the canonical count first), paired by seed and judged alone (Holm over its two
+    cells; a table judges all its pairs together: `table_versus`); None without both, or where either ran
     with several settings."""
     benchmark = benchmark or next((r.config["benchmark"] for r in records if r.complete), None)
     found = _pairs(records, learner, benchmark)
@@ -416,15 +430,29 @@ def versus(
     seeds = sorted(set(esacl) & set(sparcl))
     if not seeds:
         return None
-    diff = lambda il: metrics.mean_std(
-        [esacl[s].summary[il]["average"] - sparcl[s].summary[il]["average"] for s in seeds]
-    )
+    return judge([_versus(learner, found, where, esacl, sparcl, seeds)])[0]
+
+
+def _versus(learner: str, found: list, where: tuple, esacl: dict, sparcl: dict, seeds: list) -> Versus:
+    """The pair on `seeds`, not yet judged."""
+    from .data import BENCHMARKS
+    from .stats import floor, paired
+
+    cells = {
+        il: paired(
+            {s: esacl[s].summary[il]["average"] for s in seeds}, {s: sparcl[s].summary[il]["average"] for s in seeds}
+        )
+        for il in VERDICT_METRICS
+    }
+    first = esacl[seeds[0]]
+    tasks, spec = len(first.class_il), BENCHMARKS.get(first.config["benchmark"])
+    floors = {il: floor(il, tasks, spec.classes_per_task) if spec else None for il in VERDICT_METRICS}
     ratio = lambda key: sum(esacl[s].efficiency[key] for s in seeds) / sum(sparcl[s].efficiency[key] for s in seeds)
     return Versus(
         learner,
         seeds,
-        diff("class_il"),
-        diff("task_il"),
+        cells,
+        floors,
         ratio("flops"),
         ratio("train_seconds"),
         sparsity=where[0],
@@ -445,25 +473,53 @@ def paper_rows(records, learners=PAPER_LEARNERS) -> list[tuple[str, list[dict]]]
     return groups
 
 
-def _marks(records, learner: str, benchmark: str, sparsity: float, threads) -> dict[tuple[str, str], str]:
-    """(method, column) -> ' *' for the better of SparCL-X and EsaCL-X, ' =' on both for a tie."""
-    v = versus(records, learner, benchmark, sparsity, threads)
-    if v is None or len(v.seeds) < 2:
+MARKS = {"better": " *", "worse": " *", "equivalent": " =", "undecided": " ?"}
+
+
+def _marks(table: dict, learner: str, benchmark: str, sparsity: float, threads) -> dict[tuple[str, str], str]:
+    """(method, column) -> ' *' on the better of SparCL-X and EsaCL-X, ' =' on both where equivalent,
+    ' ?' on both where undecided; nothing where n/a (both at the floor) or unpaired."""
+    v = next((v for (b, x, w), v in table.items() if (b, x) == (benchmark, learner) and w == (sparsity, threads)), None)
+    if not isinstance(v, Versus) or not v.words:
         return {}
     marks = {}
-    for column, diff in (("class_il", v.class_il), ("task_il", v.task_il)):
-        outcome = v.outcome(diff)
-        if outcome == "tie":
-            marks[(f"esacl-{learner}", column)] = marks[(f"sparcl-{learner}", column)] = " ="
-        else:
-            marks[(f"esacl-{learner}" if outcome == "better" else f"sparcl-{learner}", column)] = " *"
+    for column, verdict in v.words.items():
+        if verdict.word in ("better", "worse"):
+            marks[(f"esacl-{learner}" if verdict.word == "better" else f"sparcl-{learner}", column)] = " *"
+        elif verdict.word in MARKS:
+            marks[(f"esacl-{learner}", column)] = marks[(f"sparcl-{learner}", column)] = MARKS[verdict.word]
     return marks
+
+
+def table_versus(records, learners=PAPER_LEARNERS) -> dict[tuple, object]:
+    """Every EsaCL-X against SparCL-X pair of one table, (benchmark, learner, (sparsity, threads)) -> a
+    `Versus` judged with all the others (Holm over the table's cells), or the reason there is none."""
+    benchmarks = dict.fromkeys(r.config["benchmark"] for r in records if r.complete)
+    table, pairs = {}, []
+    for bench in benchmarks:
+        for learner in learners:
+            found = _pairs(records, learner, bench)
+            for where, pair in found:
+                if isinstance(pair, str):
+                    table[(bench, learner, where)] = (
+                        f"{_where(found, where)}: no verdict: {pair}; compare runs made with one setting each"
+                    )
+                    continue
+                esacl = {r.config["seed"]: r for r in pair[0]}
+                sparcl = {r.config["seed"]: r for r in pair[1]}
+                seeds = sorted(set(esacl) & set(sparcl))
+                if seeds:
+                    table[(bench, learner, where)] = _versus(learner, found, where, esacl, sparcl, seeds)
+                    pairs.append(table[(bench, learner, where)])
+    judge(pairs)
+    return table
 
 
 def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     fmts = {name: fmt for name, _, _, fmt in COLUMNS}
     heads = {name: head for name, head, _, _ in COLUMNS}
     grouped = paper_rows(records, learners)
+    table = table_versus(records, learners)
     extra = _settings_column([r for _, rows in grouped for r in rows])
     head = (
         ["group", "method", "benchmark"]
@@ -474,7 +530,7 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
     body = []
     for group, rows in grouped:
         for i, r in enumerate(rows):
-            marks = _marks(records, group, r["benchmark"], r["sparsity"], r["threads"]) if group != "bounds" else {}
+            marks = _marks(table, group, r["benchmark"], r["sparsity"], r["threads"]) if group != "bounds" else {}
             label = [r["settings"] or "-"] if extra else []
             body.append(
                 [group if i == 0 else "", r["method"], r["benchmark"]]
@@ -492,27 +548,21 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
 LEGEND = (
     "mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs against dense SGD on the same data; "
     "model MB: the sparse model; optim MB: update-rule state.\n"
-    "* the better of SparCL-X and EsaCL-X on that column (differences paired by seed); "
-    "= a tie: the mean difference is within one std of the paired differences."
+    "Verdicts on the seed-paired differences (EsaCL minus SparCL), Holm-corrected over the table's verdict cells: "
+    "* the better of SparCL-X and EsaCL-X (paired t-test, p < 0.05 after Holm); = equivalent within +-1 point (TOST); "
+    "? undecided; no mark: both at the floor of a model that knows only the last task (n/a)."
 )
 
 
 def verdicts(records, learners=PAPER_LEARNERS) -> list[str]:
-    """One line per base learner with both SparCL-X and EsaCL-X runs, per benchmark present."""
-    benchmarks = dict.fromkeys(r.config["benchmark"] for r in records if r.complete)
+    """One line per base learner with both SparCL-X and EsaCL-X runs, per benchmark present: the paired
+    difference per metric with its 95% interval, p-value and verdict (Holm over the table's cells)."""
+    table = table_versus(records, learners)
+    several = len({bench for bench, _, _ in table}) > 1
     lines = []
-    for bench in benchmarks:
-        prefix = f"[{bench}] " if len(benchmarks) > 1 else ""
-        for learner in learners:
-            pairs = _pairs(records, learner, bench)
-            for where, pair in pairs:
-                if isinstance(pair, str):
-                    at = _where(pairs, where)
-                    lines.append(f"{prefix}{learner}{at}: no verdict: {pair}; compare runs made with one setting each")
-                    continue
-                v = versus(records, learner, bench, *where)
-                if v is not None:
-                    lines.append(prefix + v.line())
+    for (bench, learner, _), v in table.items():
+        prefix = f"[{bench}] " if several else ""
+        lines.append(prefix + (f"{learner}{v}" if isinstance(v, str) else v.line()))
     return lines
 
 

@@ -11,7 +11,8 @@ cells in the table (Holm's step-down) and says for each cell:
 - better / worse: the difference test rejects "no difference" after the correction (equivalently, the
   interval at the corrected level excludes 0);
 - equivalent: TOST rejects "the difference is at least the margin" after the correction;
-- undecided: neither, with the seeds a paired t-test would need for 80% power at the observed effect;
+- undecided: neither, with the seeds a paired t-test would need for 80% power at the observed effect (at
+  alpha over the number of tested cells, the level Holm's first step asks);
 - n/a: both methods' means at or below the benchmark's floor (plus the margin): nothing learned to compare.
 """
 
@@ -153,7 +154,7 @@ class Verdict:
     cell: Paired
     p_adjusted: float  # Holm-adjusted p of the difference test
     p_equivalent_adjusted: float  # Holm-adjusted TOST p
-    alpha: float = ALPHA
+    alpha: float = ALPHA  # the per-cell level of the seeds estimate: alpha over the tested cells (Holm's first step)
 
     @property
     def seeds_needed(self) -> int | None:
@@ -161,12 +162,12 @@ class Verdict:
         return self.cell.seeds_for_power(self.alpha) if self.word == "undecided" else None
 
     def text(self) -> str:
-        """'+3.03 [+1.07, +4.99], p=0.022 (Holm 0.043): better' and the like."""
+        """'+3.03 [+1.07, +4.99], p=0.022 (Holm p=0.043): better' and the like."""
         c = self.cell
         low, high = c.interval()
-        head = f"{c.mean:+.2f} [{low:+.2f}, {high:+.2f}], p={c.p:.3f} (Holm {self.p_adjusted:.3f})"
+        head = f"{c.mean:+.2f} [{low:+.2f}, {high:+.2f}], {_p(c.p)} (Holm {_p(self.p_adjusted)})"
         if self.word == "equivalent":
-            return f"{head}: equivalent within +-{c.margin:g} (TOST Holm {self.p_equivalent_adjusted:.3f})"
+            return f"{head}: equivalent within +-{c.margin:g} (TOST Holm {_p(self.p_equivalent_adjusted)})"
         if self.word == "undecided":
             need = self.seeds_needed
             need = f"; about {need} seeds for 80% power" if need else ""
@@ -174,6 +175,11 @@ class Verdict:
         if self.word == "n/a":
             return f"{head}: n/a (both at the floor)"
         return f"{head}: {self.word}"
+
+
+def _p(p: float) -> str:
+    """'p=0.022' or 'p<0.001'."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def verdicts(cells: list[Paired], floors: list[float | None] | None = None, alpha: float = ALPHA) -> list[Verdict]:
@@ -184,6 +190,7 @@ def verdicts(cells: list[Paired], floors: list[float | None] | None = None, alph
     tested = [i for i in range(len(cells)) if not at_floor[i]]
     p_diff = dict(zip(tested, holm([cells[i].p for i in tested])))
     p_eq = dict(zip(tested, holm([cells[i].p_equivalent for i in tested])))
+    level = alpha / max(1, len(tested))  # for the seeds an undecided cell would need
     out = []
     for i, c in enumerate(cells):
         if at_floor[i]:
@@ -193,7 +200,7 @@ def verdicts(cells: list[Paired], floors: list[float | None] | None = None, alph
         elif p_eq[i] < alpha:
             out.append(Verdict("equivalent", c, p_diff[i], p_eq[i], alpha))
         else:
-            out.append(Verdict("undecided", c, p_diff[i], p_eq[i], alpha))
+            out.append(Verdict("undecided", c, p_diff[i], p_eq[i], level))
     return out
 
 

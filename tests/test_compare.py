@@ -73,24 +73,54 @@ def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_run
     ]
     v = versus(records, "er")
     assert v.seeds == [0, 1]
-    assert v.class_il == pytest.approx((statistics.mean(diffs), statistics.stdev(diffs)))
+    assert (v.cells["class_il"].mean, v.cells["class_il"].sd) == pytest.approx(
+        (statistics.mean(diffs), statistics.stdev(diffs))
+    )
     flops = lambda m: sum(by[m, s].efficiency["flops"] for s in (0, 1))
     assert v.flops_ratio == pytest.approx(flops("esacl-er") / flops("sparcl-er"))
     verdict = [line for line in out.splitlines() if line.startswith("er: EsaCL vs SparCL class-IL")]
     assert verdict == [v.line()] and f"at {v.flops_ratio:.2f}x its FLOPs" in verdict[0]
     marked = [line for line in out.splitlines() if line.split()[:1] in (["sparcl-er"], ["esacl-er"])]
-    outcome = Versus.outcome(v.class_il)
-    if outcome == "tie":
-        assert all(" =" in line for line in marked)
-    else:
-        winner = "esacl-er" if outcome == "better" else "sparcl-er"
+    word = v.words["class_il"].word
+    assert f"class-IL {v.words['class_il'].text()}; task-IL" in verdict[0]
+    if word in ("better", "worse"):
+        winner = "esacl-er" if word == "better" else "sparcl-er"
         assert [line.split()[0] for line in marked if " *" in line.split("+-")[1]] == [winner]
+    else:
+        mark = {"equivalent": " =", "undecided": " ?", "n/a": ""}[word]
+        assert all(line.split("+-")[1].startswith(f" {line.split('+-')[1].split()[0]}{mark}") for line in marked)
     assert out.rstrip().endswith(f"results in {records[0].path.parent.resolve()}")
 
 
-def test_the_outcome_is_a_tie_within_one_std_of_the_paired_differences():
-    assert Versus.outcome((1.0, 1.5)) == "tie" and Versus.outcome((-1.0, 1.0)) == "tie"
-    assert Versus.outcome((2.0, 1.5)) == "better" and Versus.outcome((-2.0, 0.5)) == "worse"
+def test_a_table_judges_all_its_pairs_together_with_holm_over_their_cells():
+    from esacl.compare import judge
+    from esacl.stats import Paired, holm
+
+    def pair(learner, class_diffs, task_diffs):
+        cells = {"class_il": Paired(50, 50, class_diffs, 1.0), "task_il": Paired(90, 90, task_diffs, 1.0)}
+        return Versus(learner, [0, 1, 2], cells, {"class_il": 20.0, "task_il": 60.0}, 3.0, 2.0)
+
+    strong, weak = (3.0, 3.2, 2.8), (0.5, -1.5, 2.0)
+    alone = judge([pair("er", strong, weak)])[0]
+    table = judge([pair("er", strong, weak), pair("derpp", weak, weak), pair("ewc", weak, weak)])
+    p = [c.p for v in table for c in v.cells.values()]
+    assert [w.p_adjusted for v in table for w in v.words.values()] == pytest.approx(holm(p))
+    assert alone.words["class_il"].p_adjusted == pytest.approx(min(1, 2 * alone.cells["class_il"].p))
+    assert alone.words["class_il"].word == "better" and table[0].words["class_il"].word == "better"
+    assert table[1].words["task_il"].word == "undecided" and "seeds for 80% power" in table[1].line()
+    at_floor = judge(
+        [
+            Versus(
+                "ewc",
+                [0, 1, 2],
+                {"class_il": Paired(19.5, 19.8, weak, 1.0), "task_il": Paired(90, 90, strong, 1.0)},
+                {"class_il": 20.0, "task_il": 60.0},
+                3.0,
+                2.0,
+            )
+        ]
+    )[0]
+    assert at_floor.words["class_il"].word == "n/a" and at_floor.words["task_il"].word == "better"
 
 
 def test_a_killed_paper_job_run_again_beside_a_busy_process_prints_the_same_table(paper_runs, tmp_path, capsys):
@@ -291,7 +321,7 @@ def test_no_verdict_where_esacl_or_sparcl_ran_with_several_settings(paper_runs, 
     ]
     assert versus(records + [other], "er") is None
     table = paper_text(records + [other], ("er",)).split("\n\n")[0]
-    assert "settings" in table.splitlines()[0] and " *" not in table and " =" not in table  # no marks either
+    assert "settings" in table.splitlines()[0] and not any(m in table for m in (" *", " =", " ?"))  # no marks
 
 
 def test_a_run_written_before_a_knob_existed_is_a_seed_of_the_same_experiment(tmp_path):
