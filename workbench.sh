@@ -64,9 +64,9 @@ case "${1:-}" in
     assets
     if [ "$benchmark" = split_fmnist ]; then fmnist; fi
     # Every base learner the paper names (EWC, CO2L, ER, DER++) dense, with SparCL and with EsaCL at sparsity
-    # 0.9, and the bounds (SGD, joint), seeds 0-2: one table grouped by base learner with a verdict line each,
-    # then one HTML report (the table, EsaCL's dashboards at seed 0). The same folder again finishes an
-    # interrupted job: complete runs are kept, interrupted ones resume from their checkpoints.
+    # 0.9 over seeds 0-9, the dense ones and the bounds (SGD, joint) over 0-2: one table grouped by base learner
+    # with a verdict line each, then one HTML report (the table, EsaCL's dashboards at seed 0). The same folder
+    # again finishes an interrupted job: complete runs are kept, interrupted ones resume from their checkpoints.
     echo "interrupted? ./workbench.sh main $benchmark --out $out continues the job"
     "$VENV/bin/esacl" paper --benchmark "$benchmark" --out "$out" --report || {
       rc=$?  # 2: a mistake, said in one line; anything else stopped the job part-way

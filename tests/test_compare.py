@@ -54,6 +54,13 @@ def test_the_paper_grid_is_the_bounds_then_each_learner_dense_sparcl_esacl():
     assert all(c.sparsity is None for c in configs if c.method in ("sgd", "joint", "er", "derpp", "ewc", "co2l"))
     # sharpness is measured only where a report shows dashboards: EsaCL-X at the first seed
     assert {(c.method, c.seed) for c in configs if c.landscape} == {(f"esacl-{x}", 3) for x in PAPER_LEARNERS}
+    # the default: the paired sparse presets over 10 seeds, the bounds and dense learners over 3
+    from esacl.compare import DENSE_SEEDS, PAPER_SEEDS
+
+    default = paper_configs("split_digits", PAPER_SEEDS, dense_seeds=DENSE_SEEDS)
+    seeds = {m: sorted(c.seed for c in default if c.method == m) for m in paper_methods()}
+    assert len(default) == 8 * 10 + 6 * 3
+    assert all(seeds[m] == list(range(10 if m.startswith(("sparcl", "esacl")) else 3)) for m in seeds)
 
 
 def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_runs):

@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         "line each (EsaCL vs SparCL), then optionally an HTML report",
     )
     paper.add_argument("--benchmark", default="split_digits", help="benchmark (default split_digits)")
-    paper.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    paper.add_argument(
+        "--seeds",
+        help="comma-separated seeds of every run (default: 0-9 for SparCL-X and EsaCL-X, whose paired "
+        "differences the verdicts judge; 0-2 for the bounds and dense learners)",
+    )
     paper.add_argument("--learners", default="ewc,co2l,er,derpp", help="base learners (default ewc,co2l,er,derpp)")
     paper.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of SparCL and EsaCL (default 0.9)")
     paper.add_argument(
@@ -361,10 +365,19 @@ def cmd_paper(args) -> None:
     from esacl.train import default_name
 
     out = Path(args.out or Path("runs") / f"paper-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    seeds = _int_list("--seeds", args.seeds)
+    from esacl.compare import DENSE_SEEDS, PAPER_SEEDS
+
+    seeds, dense_seeds = (_int_list("--seeds", args.seeds), None) if args.seeds else (PAPER_SEEDS, DENSE_SEEDS)
     learners = [x for x in args.learners.split(",") if x]
     configs = paper_configs(
-        args.benchmark, seeds, learners, args.sparsity, str(out), dict(args.parameter), progress=False
+        args.benchmark,
+        seeds,
+        learners,
+        args.sparsity,
+        str(out),
+        dict(args.parameter),
+        progress=False,
+        dense_seeds=dense_seeds,
     )
     configs = [c.replace(name=default_name(c)) for c in configs]  # fixed names: a second call finds them
     for cfg in configs:  # before the folder is claimed
@@ -373,7 +386,9 @@ def cmd_paper(args) -> None:
     again = claim_grid(out, configs)
     print(
         f"{len(configs)} runs: {args.benchmark}, {', '.join(learners)} dense / SparCL / EsaCL at sparsity "
-        f"{args.sparsity:g} and the bounds, seeds {', '.join(map(str, seeds))}; into {out}"
+        f"{args.sparsity:g} and the bounds, seeds {_seed_text(seeds)}"
+        + (f" (bounds and dense: {_seed_text(dense_seeds)})" if dense_seeds else "")
+        + f"; into {out}"
         + (" (continuing)" if again else "")
         + f"; {workers} at once",
         file=sys.stderr,
@@ -447,6 +462,14 @@ def grid_workers(given: int | None, configs: list[RunConfig]) -> int:
         return given
     cpu = pick_device(configs[0].device).type == "cpu"
     return max(1, min(len(configs), usable_cores() if cpu else 1))
+
+
+def _seed_text(seeds) -> str:
+    """'0-9' for a consecutive run of seeds, else '0, 3, 7'."""
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def _int_list(flag: str, text: str) -> list[int]:
