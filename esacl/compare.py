@@ -61,8 +61,8 @@ def settings(record) -> tuple:
 
 
 def cpu_threads(record) -> int | None:
-    """The CPU thread count a run trained with (None for a GPU run, where it changes nothing): the count
-    its env.json names (its config's, or for a run written before configs recorded it, the process's)."""
+    """The CPU thread count a run trained with (None for a GPU run, where it changes nothing): its
+    config's, or for a run written before configs recorded it, the count its env.json names."""
     env = record.env
     if not env.get("device", "cpu").startswith("cpu"):
         return None
@@ -433,20 +433,20 @@ def versus(
     pairs = [(w, p) for w, p in found if sparsity in (None, w[0]) and threads in (..., w[1])]
     if not pairs or isinstance(pairs[0][1], str):
         return None
-    where, (esacl_runs, sparcl_runs) = pairs[0]
-    esacl = {r.config["seed"]: r for r in esacl_runs}
-    sparcl = {r.config["seed"]: r for r in sparcl_runs}
-    seeds = sorted(set(esacl) & set(sparcl))
-    if not seeds:
-        return None
-    return judge([_versus(learner, found, where, esacl, sparcl, seeds)])[0]
+    v = _versus(learner, found, *pairs[0])
+    return judge([v])[0] if v else None
 
 
-def _versus(learner: str, found: list, where: tuple, esacl: dict, sparcl: dict, seeds: list) -> Versus:
-    """The pair on `seeds`, not yet judged."""
+def _versus(learner: str, found: list, where: tuple, runs: tuple) -> Versus | None:
+    """The pair (esacl runs, sparcl runs) on the seeds both completed, not yet judged; None without one."""
     from .data import BENCHMARKS
     from .stats import floor, paired
 
+    esacl = {r.config["seed"]: r for r in runs[0]}
+    sparcl = {r.config["seed"]: r for r in runs[1]}
+    seeds = sorted(set(esacl) & set(sparcl))
+    if not seeds:
+        return None
     cells = {
         il: paired(
             {s: esacl[s].summary[il]["average"] for s in seeds}, {s: sparcl[s].summary[il]["average"] for s in seeds}
@@ -514,12 +514,10 @@ def table_versus(records, learners=PAPER_LEARNERS) -> dict[tuple, object]:
                         f"{_where(found, where)}: no verdict: {pair}; compare runs made with one setting each"
                     )
                     continue
-                esacl = {r.config["seed"]: r for r in pair[0]}
-                sparcl = {r.config["seed"]: r for r in pair[1]}
-                seeds = sorted(set(esacl) & set(sparcl))
-                if seeds:
-                    table[(bench, learner, where)] = _versus(learner, found, where, esacl, sparcl, seeds)
-                    pairs.append(table[(bench, learner, where)])
+                v = _versus(learner, found, where, pair)
+                if v:
+                    table[(bench, learner, where)] = v
+                    pairs.append(v)
     judge(pairs)
     return table
 

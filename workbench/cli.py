@@ -423,7 +423,8 @@ def claim_grid(out: Path, configs: list[RunConfig]) -> bool:
 
     from esacl.record import write_atomic
 
-    wanted = [{k: v for k, v in c.to_dict().items() if k != "progress"} for c in configs]
+    # `out` is this folder however it was spelled (runs/x, ./runs/x); `progress` changes nothing computed
+    wanted = [{k: v for k, v in c.to_dict().items() if k not in ("out", "progress")} for c in configs]
     saved = out / GRID_FILE
     if saved.is_file():
         try:
