@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from esacl.config import RunConfig, resolve
-from esacl.data import BENCHMARKS, Benchmark, Task
+from esacl.data import Benchmark, Task
 from esacl.models import build_model
 from esacl.train import autocast, build, to_channels_last
 
@@ -57,7 +57,7 @@ def model_and_batch(benchmark: str, setting: tuple, width: int | None):
             model.compile()
     else:
         cfg = RunConfig(benchmark=benchmark, channels_last=channels_last, amp=amp, compile=compile_, progress=False)
-        cfg, _ = resolve(cfg, BENCHMARKS[benchmark].protocol)
+        cfg, _ = resolve(cfg)
         bench, model, *_ = build(cfg, cpu)
     task = bench.tasks[0]
     return model.train(), task.x_train[:32], task.y_train[:32], amp

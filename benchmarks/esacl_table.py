@@ -26,7 +26,6 @@ import torch
 
 import esacl
 from esacl.config import resolve
-from esacl.data import BENCHMARKS
 from esacl.metrics import mean_std
 from esacl.train import build
 
@@ -109,8 +108,7 @@ def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
     for name in methods:
         sparse = esacl.presets.PRESETS[name].sparse
         cfg = resolve(
-            esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None, progress=False),
-            BENCHMARKS[benchmark].protocol,
+            esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None, progress=False)
         )[0]
         bench, model, method, _ = build(cfg, torch.device("cpu"))
         task = bench.tasks[0]

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput.py beside
 import throughput  # noqa: E402
 
 from esacl.config import RunConfig, resolve  # noqa: E402
-from esacl.data import BENCHMARKS, load_benchmark  # noqa: E402
+from esacl.data import load_benchmark  # noqa: E402
 from esacl.record import environment  # noqa: E402
 from esacl.train import pick_device, run  # noqa: E402
 
@@ -109,7 +109,7 @@ def fmnist_protocol(method: str, data_root: str, device, tiny: bool, out: str) -
         n_tasks=2 if tiny else None,
         name=f"fmnist-resnet18-{method}",
     )
-    bench = load_benchmark(resolve(given, BENCHMARKS["split_fmnist"].protocol)[0], device)
+    bench = load_benchmark(resolve(given)[0], device)
     if tiny:
         bench = dataclasses.replace(
             bench,

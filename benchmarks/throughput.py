@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from esacl.config import RunConfig, resolve
-from esacl.data import BENCHMARKS, Benchmark, Task, channel_stats, crop_flip
+from esacl.data import Benchmark, Task, channel_stats, crop_flip
 from esacl.methods import Batch
 from esacl.train import Trainer, build
 from esacl.vision import import_torchvision
@@ -62,7 +62,7 @@ def config(method: str, width: int, device: torch.device, **settings) -> RunConf
     cfg = RunConfig(
         benchmark="split_cifar10", method=method, width=width, device=str(device), progress=False, **settings
     )
-    return resolve(cfg, BENCHMARKS["split_cifar10"].protocol)[0]
+    return resolve(cfg)[0]
 
 
 def synthetic(x: torch.Tensor, y: torch.Tensor, norm, augment) -> Benchmark:

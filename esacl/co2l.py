@@ -24,8 +24,8 @@ PROBE_LR, PROBE_MOMENTUM, PROBE_BATCH = 0.1, 0.9, 256
 class CO2LConfig(Section):
     """CO2L (Cha et al. 2021)."""
 
-    co2l_temperature: float = knob(
-        0.5, "CO2L: temperature of the asymmetric supervised contrastive loss", interval="(0, inf)"
+    co2l_temperature: float | None = knob(
+        None, "CO2L: temperature of the asymmetric supervised contrastive loss", interval="(0, inf)", tuned=0.5
     )
     co2l_current_temperature: float = knob(
         0.2, "CO2L: relation-distillation temperature of the current model", interval="(0, inf)"
@@ -33,7 +33,9 @@ class CO2LConfig(Section):
     co2l_past_temperature: float = knob(
         0.01, "CO2L: relation-distillation temperature of the past model", interval="(0, inf)"
     )
-    co2l_distill: float = knob(1.0, "CO2L: weight of the instance-wise relation distillation", interval="[0, inf)")
+    co2l_distill: float | None = knob(
+        None, "CO2L: weight of the instance-wise relation distillation", interval="[0, inf)", tuned=1.0
+    )
     co2l_probe_epochs: int = knob(50, "CO2L: epochs of the linear probe trained at each task end", interval="[1, inf)")
 
 

@@ -213,21 +213,36 @@ PROTOCOL_KEYS = (
     "removal_until",
     "tdm_every",
     "class_order",
-    "ewc_lambda",
 )
+# Knobs whose default a method family's tuning chose per benchmark (`knob(..., tuned=untuned default)`).
+TUNED_KEYS = tuple(f.name for f in fields(RunConfig) if f.metadata["tuned"] is not None)
 
 
-def resolve(cfg: RunConfig, protocol: dict) -> tuple[RunConfig, list[str]]:
-    """Fill every `None` protocol knob from the benchmark (and `sparsity` from the method);
-    returns the config and the filled keys."""
+def tuned_defaults(benchmark: str, method: str) -> dict:
+    """The tuned knobs' defaults for `method` on `benchmark`: its families' tuned values
+    (`BenchmarkSpec.tuned`, the sparsifier's family before the base learner's), else the untuned ones."""
+    from .data import BENCHMARKS
+    from .presets import families
+
+    values = {f.name: f.metadata["tuned"] for f in fields(RunConfig) if f.name in TUNED_KEYS}
+    for family in reversed(families(method)):
+        values.update(BENCHMARKS[benchmark].tuned.get(family, {}))
+    return values
+
+
+def resolve(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
+    """Fill every `None` protocol knob from the benchmark, every `None` tuned knob from its tuned values for
+    the method's families (`tuned_defaults`), and `sparsity` from the method; returns the config and the
+    filled keys."""
+    from .data import BENCHMARKS
     from .presets import PRESETS
 
-    filled = [k for k in PROTOCOL_KEYS if getattr(cfg, k) is None]
-    values = {k: protocol[k] for k in filled}
+    protocol, tuned = BENCHMARKS[cfg.benchmark].protocol, tuned_defaults(cfg.benchmark, cfg.method)
+    values = {k: protocol[k] for k in PROTOCOL_KEYS if getattr(cfg, k) is None}
+    values |= {k: tuned[k] for k in TUNED_KEYS if getattr(cfg, k) is None}
     if cfg.sparsity is None:
         values["sparsity"] = 0.9 if PRESETS[cfg.method].sparse else 0.0
-        filled.append("sparsity")
-    return dataclasses.replace(cfg, **values), filled
+    return dataclasses.replace(cfg, **values), list(values)
 
 
 # The CPU intra-op thread count of every run that sets none: one, whatever the machine's load or core count,

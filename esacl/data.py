@@ -70,6 +70,9 @@ class BenchmarkSpec:
     classes_per_task: int
     protocol: dict = field(default_factory=dict)  # defaults for config.PROTOCOL_KEYS
     loader: object = None  # (spec, cfg, device) -> Benchmark
+    # family (presets.families) -> {knob: value}: the tuned knobs' values chosen for this benchmark on its
+    # validation split (benchmarks/tune.py, docs/method.md "Tuning"); a knob not named keeps its untuned default.
+    tuned: dict = field(default_factory=dict)
     # channels_last by default on a CPU: where benchmarks/cpu_switches.py measured it faster for the
     # backbone (the ConvNets: 0.64-0.74x the NCHW step). Not the ResNet-18: 0.93x, and torch 2.13's CPU
     # backward of its 8-channel 1x1 stride-2 shortcut at 64x64 (Tiny-ImageNet, width 8) crashes in it.
@@ -670,8 +673,9 @@ _IMAGE_PROTOCOL = dict(
     removal_until=20,
     tdm_every=5,
     class_order="natural",
-    ewc_lambda=10.0,
 )
+# Not tuned here (a GPU benchmark): EWC's lambda as Mammoth's ewc_on sets it for these benchmarks.
+_IMAGE_TUNED = dict(ewc=dict(ewc_lambda=10.0))
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split_digits": BenchmarkSpec(
@@ -690,9 +694,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             removal_until=3,
             tdm_every=1,
             class_order="seeded",
-            ewc_lambda=1000.0,
         ),
         loader=_load_split_digits,
+        tuned=dict(ewc=dict(ewc_lambda=1000.0)),
     ),
     "split_fmnist": BenchmarkSpec(
         "Fashion-MNIST, 5 tasks x 2 classes, 28x28 gray, a CPU-sized ConvNet; data_root/fashion-mnist or Debian's "
@@ -711,9 +715,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             removal_until=1,
             tdm_every=1,
             class_order="seeded",
-            ewc_lambda=100.0,
         ),
         loader=_load_fmnist,
+        tuned=dict(ewc=dict(ewc_lambda=100.0)),
     ),
     "split_cifar10": BenchmarkSpec(
         "CIFAR-10, 5 tasks x 2 classes, 32x32 RGB, ResNet-18; data_root/cifar-10-batches-py; a GPU benchmark",
@@ -721,6 +725,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         classes_per_task=2,
         protocol=dict(_IMAGE_PROTOCOL),
         loader=_load_cifar,
+        tuned=_IMAGE_TUNED,
     ),
     "split_cifar100": BenchmarkSpec(
         "CIFAR-100, 10 tasks x 10 classes, 32x32 RGB, ResNet-18; data_root/cifar-100-python; a GPU benchmark",
@@ -728,6 +733,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         classes_per_task=10,
         protocol=dict(_IMAGE_PROTOCOL),
         loader=_load_cifar,
+        tuned=_IMAGE_TUNED,
     ),
     "split_tinyimagenet": BenchmarkSpec(
         "Tiny-ImageNet, 10 tasks x 20 classes, 64x64 RGB, ResNet-18; data_root/tiny-imagenet-200; a GPU benchmark",
@@ -735,6 +741,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         classes_per_task=20,
         protocol=dict(_IMAGE_PROTOCOL, epochs=100),
         loader=_load_tinyimagenet,
+        tuned=_IMAGE_TUNED,
     ),
 }
 

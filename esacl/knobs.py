@@ -24,12 +24,17 @@ def renamed(values: dict) -> dict:
     return {RENAMED.get(key, key): value for key, value in values.items()}
 
 
-def knob(default, help, *, interval=None, choices=None):
+def knob(default, help, *, interval=None, choices=None, tuned=None):
     """A config field with its help text and its allowed values.
 
     interval: "[lo, hi)" style bounds (inf allowed); choices: a callable returning the valid names.
+    tuned: a knob that a method family's tuning chooses per benchmark (benchmarks/tune.py): its default
+    is None, filled by `config.resolve` from the benchmark's tuned values for the run's family, else
+    this value (the untuned default).
     """
-    return field(default=default, metadata=dict(help=help, interval=interval, choices=choices))
+    if tuned is not None:
+        help += f" (default: the benchmark's tuned value for the method's family, 'esacl benchmarks'; untuned: {tuned})"
+    return field(default=default, metadata=dict(help=help, interval=interval, choices=choices, tuned=tuned))
 
 
 class Section:

@@ -35,8 +35,10 @@ class ReplayConfig(Section):
 class DERppConfig(Section):
     """DER++ (Buzzega et al. 2020)."""
 
-    derpp_alpha: float = knob(0.1, "DER++: weight of the MSE to the stored logits", interval="[0, inf)")
-    derpp_beta: float = knob(0.5, "DER++: weight of the replay cross-entropy", interval="[0, inf)")
+    derpp_alpha: float | None = knob(
+        None, "DER++: weight of the MSE to the stored logits", interval="[0, inf)", tuned=0.1
+    )
+    derpp_beta: float | None = knob(None, "DER++: weight of the replay cross-entropy", interval="[0, inf)", tuned=0.5)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,7 @@ class LwFConfig(Section):
 class EWCConfig(Section):
     """Online EWC (Schwarz et al. 2018)."""
 
-    ewc_lambda: float | None = knob(
-        None,
-        "online EWC penalty weight (default: the benchmark's, chosen on a validation split: benchmarks/tune.py)",
-        interval="[0, inf)",
-    )
+    ewc_lambda: float | None = knob(None, "online EWC penalty weight", interval="[0, inf)", tuned=100.0)
     ewc_gamma: float = knob(1.0, "online EWC decay of the old Fisher", interval="[0, 1]")
     ewc_cap: bool = knob(
         True,

@@ -88,6 +88,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def families(method: str) -> tuple[str, ...]:
+    """The method families whose tuned knobs a preset takes (`BenchmarkSpec.tuned`, benchmarks/tune.py): its
+    sparsifier side ('esacl' for SDP, its ablations and IDS; 'sparcl'), then its base learner's name."""
+    preset = PRESETS[method]
+    if preset.sparsifier == "sparcl":
+        side = ("sparcl",)
+    elif preset.sparsifier != "none" or preset.selector != "none":
+        side = ("esacl",)
+    else:
+        side = ()
+    return side + (preset.learner,)
+
+
 def build_learner(cfg, n_classes: int, augment=None) -> Learner:
     """The base learner of `cfg.method`'s preset."""
     preset = PRESETS[cfg.method]

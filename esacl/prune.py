@@ -46,11 +46,12 @@ class SparsityConfig(Section):
         "steps, then holds the target (0: sparse from the first update)",
         interval="[0, 1]",
     )
-    dense_grad_every: int = knob(
-        1,
+    dense_grad_every: int | None = knob(
+        None,
         "SDP: the accumulator takes the dense weight gradient every this-many steps and "
         "the live weights' gradient in between (RigL's regrowth at sparse cost; 1: every step)",
         interval="[1, inf)",
+        tuned=1,
     )
     grda_c: float = knob(0.005, "gRDA threshold scale c (with threshold 'grda')", interval="[0, inf)")
     grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (with threshold 'grda')", interval="(0, 1)")
@@ -80,8 +81,11 @@ class SparCLConfig(Section):
     )
     tdm_lambda: float = knob(0.5, "SparCL: importance |w| + lambda |grad w| for pruning", interval="[0, inf)")
     dgm: bool = knob(True, "SparCL: dynamic gradient masking of the prunable layers")
-    dgm_keep: float = knob(
-        0.2, "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)", interval="(0, 1]"
+    dgm_keep: float | None = knob(
+        None,
+        "SparCL: share of each prunable layer's weight gradient kept (largest |grad|)",
+        interval="(0, 1]",
+        tuned=0.2,
     )
     dgm_every: int = knob(
         30, "SparCL: batches (within an epoch) between two gradient-mask updates", interval="[1, inf)"

@@ -25,10 +25,11 @@ from .steps import SupportConfig, support_size
 class RemovalConfig(Section):
     """Task-level removal: IDS's redundant example elimination, SparCL's dynamic data removal."""
 
-    removal_fraction: float = knob(
-        0.3,
+    removal_fraction: float | None = knob(
+        None,
         "share of a task's examples removed (IDS's redundant example elimination, SparCL's dynamic data removal)",
         interval="[0, 1)",
+        tuned=0.3,
     )
     removal_every: int | None = knob(None, "epochs between two removals", interval="[1, inf)")
     removal_until: int | None = knob(

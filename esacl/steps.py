@@ -31,7 +31,7 @@ from .methods import Loss
 class SAMConfig(Section):
     """The SAM ascent."""
 
-    rho: float = knob(0.05, "SAM neighbourhood radius", interval="(0, inf)")
+    rho: float | None = knob(None, "SAM neighbourhood radius", interval="(0, inf)", tuned=0.05)
     asam: bool = knob(False, "adaptive SAM: scale the ascent by |w| (Kwon et al. 2021)")
     sam_every: int = knob(
         1,
@@ -45,8 +45,11 @@ class SAMConfig(Section):
 class SupportConfig(Section):
     """IDS's batch level: which examples the SAM second pass keeps."""
 
-    support_fraction: float = knob(
-        0.5, "share of each batch the SAM second pass trains on (highest sharpness scores)", interval="(0, 1]"
+    support_fraction: float | None = knob(
+        None,
+        "share of each batch the SAM second pass trains on (highest sharpness scores)",
+        interval="(0, 1]",
+        tuned=0.5,
     )
     support_size: int | None = knob(
         None, "absolute support size per batch (overrides support_fraction)", interval="[1, inf)"
@@ -56,17 +59,19 @@ class SupportConfig(Section):
         "which examples the second pass keeps: the 'sharpest' (IDS) or a 'random' subset of the same size (control)",
         choices=lambda: ["random", "sharpest"],
     )
-    support_balance: str = knob(
-        "class",
+    support_balance: str | None = knob(
+        None,
         "'class': each class keeps its sharpest examples in proportion to its "
         "share of the batch; 'none': the sharpest K of the whole batch",
         choices=lambda: ["class", "none"],
+        tuned="class",
     )
-    support_bn: str = knob(
-        "subset",
+    support_bn: str | None = knob(
+        None,
         "batch-norm statistics of the scoring forward and the second pass: the "
         "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
         choices=lambda: ["batch", "subset"],
+        tuned="subset",
     )
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import RunConfig, UserError, resolve, resolve_speed
-from .data import BENCHMARKS, load_benchmark
+from .data import load_benchmark
 from .flops import FlopMeter
 from .methods import Batch
 from .models import InputNorm, build_model
@@ -317,7 +317,7 @@ class Trainer:
 def default_name(cfg: RunConfig) -> str:
     """benchmark-method[-spS]-sSEED, the sparsity as the run resolves it: the one name `esacl run`,
     `esacl notebook`, sweeps and `esacl paper` give the same config."""
-    cfg, _ = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
+    cfg, _ = resolve(cfg)
     sparsity = f"-sp{cfg.sparsity:g}" if cfg.sparsity else ""
     return f"{cfg.benchmark}-{cfg.method}{sparsity}-s{cfg.seed}"
 
@@ -379,7 +379,7 @@ def run(cfg: RunConfig | dict, callbacks=(), bench=None) -> Record:
     """Train and evaluate one run end to end; returns its record (also written to its run directory).
     `bench`: an already built `data.Benchmark` instead of loading `cfg.benchmark` (see `build`)."""
     cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
-    cfg, defaults = resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)
+    cfg, defaults = resolve(cfg)
     device = pick_device(cfg.device)
     cfg, speed = resolve_speed(cfg, device.type)
     with threads_of(cfg):

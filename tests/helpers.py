@@ -4,13 +4,12 @@ import torch
 
 from esacl import RunConfig
 from esacl.config import resolve
-from esacl.data import BENCHMARKS
 from esacl.methods import Batch
 
 
 def config(**changes):
     """A resolved split_digits config with `changes`."""
-    return resolve(RunConfig(**changes), BENCHMARKS["split_digits"].protocol)[0]
+    return resolve(RunConfig(**changes))[0]
 
 
 def probe_notebook(path, source: str):

@@ -1,4 +1,4 @@
-"""The benchmark scripts that the tests can afford: the prepared GPU check in its tiny CPU setting."""
+"""The benchmark scripts that the tests can afford: the prepared GPU check in its tiny CPU setting, the tuning rule."""
 
 import json
 import subprocess
@@ -50,3 +50,23 @@ def test_the_gpu_check_runs_end_to_end_in_its_tiny_setting(tmp_path):
     assert runs[2]["flops"] > runs[1]["flops"]  # EsaCL's two passes cost more than SparCL's
     assert "projected Split CIFAR-10" in done.stdout and "Split Fashion-MNIST, ResNet-18" in done.stdout
     assert "sharpness measurements, ResNet-18" in done.stdout
+
+
+def test_tuning_gives_every_family_as_many_candidates_drawn_alike_the_current_defaults_first(monkeypatch):
+    import importlib.util
+
+    from esacl.config import RunConfig, cross, resolve
+
+    spec = importlib.util.spec_from_file_location("tune", ROOT / "benchmarks" / "tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    assert set(tune.SPACES) == set(tune.PRESET) == {"esacl", "sparcl", "ewc", "derpp", "co2l"}
+    for family, space in tune.SPACES.items():
+        drawn = tune.candidates("split_digits", family, 8)
+        current = resolve(RunConfig(method=tune.PRESET[family]))[0]
+        assert drawn[0] == {k: getattr(current, k) for k in space}, family
+        assert len(drawn) == 8 and all(d in cross({}, space) for d in drawn) and len(set(map(str, drawn))) == 8
+        assert drawn == tune.candidates("split_digits", family, 8)  # a fixed draw
+    monkeypatch.setattr(sys, "argv", ["tune.py", "--seeds", "0,1000"])
+    with pytest.raises(SystemExit, match="disjoint from the reported seeds"):
+        tune.main()

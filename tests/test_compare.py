@@ -194,6 +194,7 @@ def test_paper_mistakes_are_one_line(capsys, tmp_path):
         (["paper", "-p", "method", "sgd"], "'-p method' is set by esacl paper itself"),
         (["paper", "-p", "epoch", "1"], "unknown config key 'epoch' (did you mean 'epochs'?)"),
         (["paper", "--seeds", "0,x"], "--seeds takes comma-separated integers"),
+        (["paper", "--dense-seeds", "y"], "--dense-seeds takes comma-separated integers"),
     ]:
         assert main(argv + ["--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err

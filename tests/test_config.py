@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from esacl.config import PROTOCOL_KEYS, RunConfig, UserError, resolve
+from esacl.config import PROTOCOL_KEYS, TUNED_KEYS, RunConfig, UserError, _field, resolve
 from esacl.data import BENCHMARKS
 
 
@@ -63,14 +65,31 @@ def test_from_strings_parses_each_type():
 
 def test_resolve_fills_protocol_defaults_and_says_which():
     protocol = BENCHMARKS["split_digits"].protocol
-    cfg, filled = resolve(RunConfig(lr=0.1), protocol)
-    assert cfg.lr == 0.1 and "lr" not in filled
-    assert set(filled) == (set(PROTOCOL_KEYS) - {"lr"}) | {"sparsity"}
+    cfg, filled = resolve(RunConfig(lr=0.1, rho=0.2))
+    assert cfg.lr == 0.1 and "lr" not in filled and cfg.rho == 0.2 and "rho" not in filled
+    assert set(filled) == (set(PROTOCOL_KEYS) - {"lr"}) | (set(TUNED_KEYS) - {"rho"}) | {"sparsity"}
     assert cfg.epochs == protocol["epochs"] and cfg.buffer_size == protocol["buffer_size"]
     assert cfg.sparsity == 0.0  # sgd is dense
-    assert resolve(RunConfig(method="esacl"), protocol)[0].sparsity == 0.9
-    cfg, filled = resolve(RunConfig(method="esacl", sparsity=0.75), protocol)
+    assert resolve(RunConfig(method="esacl"))[0].sparsity == 0.9
+    cfg, filled = resolve(RunConfig(method="esacl", sparsity=0.75))
     assert cfg.sparsity == 0.75 and "sparsity" not in filled
+
+
+def test_tuned_knobs_take_the_values_chosen_for_the_runs_families_on_its_benchmark(monkeypatch):
+    tuned = dict(esacl=dict(removal_fraction=0.1, rho=0.2), sparcl=dict(removal_fraction=0.5), ewc=dict(ewc_lambda=7.0))
+    monkeypatch.setitem(BENCHMARKS, "split_digits", dataclasses.replace(BENCHMARKS["split_digits"], tuned=tuned))
+    untuned = {k: _field(k).metadata["tuned"] for k in TUNED_KEYS}
+    for method, families in (
+        ("esacl-er", ["esacl"]),
+        ("ids-only", ["esacl"]),
+        ("sparcl-ewc", ["sparcl", "ewc"]),
+        ("esacl-ewc", ["esacl", "ewc"]),
+        ("er", []),
+    ):
+        cfg = resolve(RunConfig(method=method))[0]
+        expected = untuned | {k: v for f in families for k, v in tuned[f].items()}
+        assert {k: getattr(cfg, k) for k in TUNED_KEYS} == expected, method
+    assert resolve(RunConfig(method="sparcl-er", removal_fraction=0.3))[0].removal_fraction == 0.3  # a set value wins
 
 
 def test_replace_rejects_unknown_keys():

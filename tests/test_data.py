@@ -13,7 +13,6 @@ import esacl
 from esacl import RunConfig, UserError
 from esacl import data as data_module
 from esacl.data import (
-    BENCHMARKS,
     FMNIST_DEBIAN,
     FMNIST_FILES,
     SOURCES,
@@ -124,7 +123,7 @@ def test_cifar100_reads_fine_labels_into_ten_tasks(tmp_path):
 
 def test_image_benchmarks_take_their_protocol_defaults():
     for name, epochs in (("split_cifar10", 50), ("split_cifar100", 50), ("split_tinyimagenet", 100)):
-        cfg, filled = esacl.config.resolve(RunConfig(benchmark=name), BENCHMARKS[name].protocol)
+        cfg, filled = esacl.config.resolve(RunConfig(benchmark=name))
         assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.buffer_size, cfg.minibatch_size, cfg.width) == (
             epochs,
             32,
@@ -135,7 +134,7 @@ def test_image_benchmarks_take_their_protocol_defaults():
         )
         assert (cfg.removal_every, cfg.removal_until, cfg.tdm_every, cfg.class_order) == (5, 20, 5, "natural")
         assert "class_order" in filled
-    cfg, _ = esacl.config.resolve(RunConfig(), BENCHMARKS["split_digits"].protocol)
+    cfg, _ = esacl.config.resolve(RunConfig())
     assert cfg.class_order == "seeded"
 
 

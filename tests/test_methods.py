@@ -6,7 +6,6 @@ from scipy import stats
 
 from esacl import RunConfig, UserError
 from esacl.config import resolve
-from esacl.data import BENCHMARKS
 from esacl.methods import EWC, Batch, DERpp, ER, LwF, ReservoirBuffer, agem_project, fisher_diagonal
 from esacl.presets import build_learner
 from esacl.models import ConvNet
@@ -59,7 +58,7 @@ def test_reservoir_sample_is_distinct_and_bounded_by_content():
 
 
 def learner_for(cls, **changes):
-    cfg, _ = resolve(RunConfig(**changes), BENCHMARKS["split_digits"].protocol)
+    cfg, _ = resolve(RunConfig(**changes))
     return cls(cfg, 10, seed=0)
 
 
@@ -135,7 +134,7 @@ def test_online_ewc_decays_the_old_fisher_and_penalises_drift():
 
 
 def test_dense_presets_refuse_a_sparsity():
-    cfg, _ = resolve(RunConfig(method="er", sparsity=0.9), BENCHMARKS["split_digits"].protocol)
+    cfg, _ = resolve(RunConfig(method="er", sparsity=0.9))
     with pytest.raises(UserError, match="method 'er' is dense"):
         build_learner(cfg, 10)
 

@@ -87,10 +87,9 @@ def test_sgd_forgets_old_classes_while_er_keeps_them(tiny):
 
 def test_joint_trains_on_everything_seen(tiny):
     from esacl.config import resolve
-    from esacl.data import BENCHMARKS
     from esacl.train import Trainer, build
 
-    cfg, _ = resolve(tiny(method="joint"), BENCHMARKS["split_digits"].protocol)
+    cfg, _ = resolve(tiny(method="joint"))
     trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(1)
     assert set(y.tolist()) == set(trainer.bench.tasks[0].classes + trainer.bench.tasks[1].classes)
@@ -207,10 +206,9 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
     """After recalibration the running mean of the first batch-norm is the average of the batch means
     over the task's training batches at the final weights; the weights themselves do not move."""
     from esacl.config import resolve
-    from esacl.data import BENCHMARKS
     from esacl.train import Trainer, build
 
-    cfg, _ = resolve(tiny(method="esacl-noids"), BENCHMARKS["split_digits"].protocol)
+    cfg, _ = resolve(tiny(method="esacl-noids"))
     trainer = Trainer(cfg, *build(cfg, torch.device("cpu")), rundir=None)
     x, y = trainer.task_data(0)
     trainer.method.selector.begin_task(0, y)
@@ -229,11 +227,10 @@ def test_bn_recalibration_recomputes_running_stats_from_the_final_weights(tiny):
 
 def test_amp_and_channels_last_runs_train_and_evaluate(tiny):
     from esacl.config import resolve
-    from esacl.data import BENCHMARKS
     from esacl.train import build
 
     cfg = tiny(method="esacl", amp=True, channels_last=True)
-    _, model, *_ = build(resolve(cfg, BENCHMARKS["split_digits"].protocol)[0], torch.device("cpu"))
+    _, model, *_ = build(resolve(cfg)[0], torch.device("cpu"))
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     record = esacl.run(cfg)  # bf16 autocast on the CPU: allowed, mostly for checking
     rows = [a for row in record.class_il + record.task_il for a in row if a is not None]

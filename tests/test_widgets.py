@@ -402,3 +402,48 @@ def test_overlaid_curves_draw_one_line_per_run_and_one_legend_entry_per_method(r
         titles[0].startswith("class-IL accuracy (%) against training FLOPs")
         and "top Hessian eigenvalue at each task end" in titles
     )
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """SparCL-ER and EsaCL-ER over two seeds: one pair for the verdicts."""
+    out = str(tmp_path_factory.mktemp("pairs"))
+    return [
+        esacl.run(esacl.RunConfig(method=m, seed=s, n_tasks=2, epochs=1, progress=False, out=out))
+        for m in ("sparcl-er", "esacl-er")
+        for s in (0, 1)
+    ]
+
+
+def test_the_verdict_forest_draws_each_cell_at_its_paired_mean_and_interval_with_the_margin_shaded(pairs):
+    from esacl.compare import table_versus
+
+    fig = widgets.verdict_forest(pairs)
+    (versus,) = table_versus(pairs).values()
+    drawn = {
+        label: (x, plus, minus)
+        for t in fig.data
+        for label, x, plus, minus in zip(t.y, t.x, t.error_x.array, t.error_x.arrayminus)
+    }
+    assert set(drawn) == {"er class-IL (2 seeds)", "er task-IL (2 seeds)"}
+    for il in ("class_il", "task_il"):
+        cell = versus.cells[il]
+        low, high = cell.interval()
+        x, plus, minus = drawn[f"er {il.replace('_il', '-IL')} (2 seeds)"]
+        assert x == pytest.approx(cell.mean) and (x - minus, x + plus) == pytest.approx((low, high))
+    assert {t.name for t in fig.data} <= set(widgets.comparison.VERDICT_COLOURS)
+    (band,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert (band.x0, band.x1) == (-1.0, 1.0)  # the default equivalence margin
+    one_seed = widgets.verdict_forest([r for r in pairs if r.config["seed"] == 0])
+    assert not one_seed.data and "two or more common seeds" in one_seed.layout.annotations[0].text
+
+
+def test_a_column_the_same_in_every_row_is_left_out_of_the_table_and_named_under_it(pairs):
+    from widgets.comparison import comparison_html, comparison_rows
+
+    rows = comparison_rows(pairs)
+    assert "jump (pts)" in comparison_html([dict(r, jump_mean=float(i)) for i, r in enumerate(rows)])
+    same = [dict(r, jump_mean=0.0, jump_std=0.0) for r in rows]
+    html = comparison_html(same)
+    assert "jump (pts)</th>" not in html and "jump (pts) is 0.00" in html.split("Left out, the same in every row:")[1]
+    assert "class-IL" in html  # the columns that differ stay

@@ -11,6 +11,7 @@ Depends on esacl; esacl never imports this package. Figure builders: `widgets.fi
 """
 
 from . import figures
+from .comparison import verdict_forest
 from .dashboards import (
     AccuracyDashboard,
     ComparisonView,
@@ -30,6 +31,7 @@ __all__ = [
     "SelectionDashboard",
     "SharpnessDashboard",
     "figures",
+    "verdict_forest",
 ]
 
 

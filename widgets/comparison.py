@@ -1,13 +1,14 @@
 """Across runs: figures of `esacl.compare.summary_rows` (mean +- std over seeds per benchmark, method,
 sparsity and settings), and its table in HTML, with runs still training counted by the tasks they finished."""
 
+import html
 import math
 from pathlib import Path
 
 import plotly.colors
 import plotly.graph_objects as go
 
-from esacl.compare import COLUMNS, html_table, summary_rows, table_cells
+from esacl.compare import COLUMNS, VERDICT_METRICS, Versus, cell, html_table, summary_rows, table_cells, table_versus
 from esacl.presets import PRESETS
 from esacl.record import Record, find_runs, load_run
 
@@ -152,9 +153,82 @@ def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") 
     return fig
 
 
+def constant_columns(rows: list[dict], columns=TABLE) -> list[str]:
+    """The names of `columns` whose value is the same in every row (or in none): nothing to compare
+    (the pruning jump is 0 in every row where no run's last projection moved a weight)."""
+    value = lambda r, n: tuple(None if math.isnan(v) else round(v, 9) for v in (r[f"{n}_mean"], r[f"{n}_std"]))
+    return [n for n, *_ in columns if len(rows) > 1 and len({value(r, n) for r in rows}) == 1]
+
+
 def comparison_html(rows: list[dict]) -> str:
-    """The rows as `esacl compare`'s table (mean +- std over seeds), with the jump column, in HTML."""
-    return html_table(*table_cells(rows, TABLE))
+    """The rows as `esacl compare`'s table (mean +- std over seeds), with the jump column, in HTML; a
+    column that is the same in every row is left out, and a line under the table says so."""
+    same = constant_columns(rows)
+    table = html_table(*table_cells(rows, [c for c in TABLE if c[0] not in same]))
+    if not same:
+        return table
+    said = ", ".join(f"{head} is {cell(rows[0][f'{n}_mean'], None, f)}" for n, head, _, f in TABLE if n in same)
+    return table + f"<p>Left out, the same in every row: {html.escape(said)}.</p>"
+
+
+# Marker colour per verdict word (esacl.stats.verdicts).
+VERDICT_COLOURS = {
+    "better": "#2ca02c",
+    "worse": "#d62728",
+    "equivalent": "#1f77b4",
+    "undecided": "#7f7f7f",
+    "n/a": "#c7c7c7",
+}
+
+
+def verdict_forest(records: list[Record]) -> go.Figure:
+    """The paper's question as a picture: per base learner (and benchmark) and metric, EsaCL-X minus
+    SparCL-X paired over seeds, its mean and 95% interval, coloured by the verdict (Holm over the table's
+    cells, `esacl.compare.table_versus`); the equivalence margin shaded around 0."""
+    pairs = [(key, v) for key, v in table_versus(records).items() if isinstance(v, Versus) and v.words]
+    fig = figure(
+        "EsaCL-X minus SparCL-X, paired over seeds: mean and 95% interval (shaded: the equivalence margin)",
+        "accuracy difference (points; > 0: EsaCL ahead)",
+    )
+    if not pairs:
+        return message(fig, "no base learner has EsaCL-X and SparCL-X on two or more common seeds")
+    several = len({bench for (bench, _, _), _ in pairs}) > 1
+    rows = []  # (label, verdict)
+    for (bench, learner, _), v in pairs:
+        for il in VERDICT_METRICS:
+            where = f"{bench} " if several else ""
+            rows.append((f"{where}{learner}{v.at} {il.replace('_il', '-IL')} ({len(v.seeds)} seeds)", v.words[il]))
+    margin = rows[0][1].cell.margin
+    fig.add_vrect(x0=-margin, x1=margin, fillcolor="#1f77b4", opacity=0.12, line_width=0, layer="below")
+    fig.add_vline(x=0, line=dict(color="#444", width=1))
+    for word, colour in VERDICT_COLOURS.items():
+        part = [(label, v) for label, v in rows if v.word == word]
+        if not part:
+            continue
+        means = [v.cell.mean for _, v in part]
+        intervals = [v.cell.interval() for _, v in part]
+        fig.add_trace(
+            go.Scatter(
+                x=means,
+                y=[label for label, _ in part],
+                mode="markers",
+                name=word,
+                marker=dict(size=11, color=colour, symbol="diamond"),
+                error_x=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[high - m for m, (_, high) in zip(means, intervals)],
+                    arrayminus=[m - low for m, (low, _) in zip(means, intervals)],
+                    thickness=2,
+                ),
+                text=[html.escape(v.text()) for _, v in part],
+                hovertemplate="%{y}: %{text}<extra></extra>",
+            )
+        )
+    order = [label for label, _ in rows]
+    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title_text="")
+    fig.update_layout(height=160 + 34 * len(rows), legend_title_text="verdict")
+    return fig
 
 
 def comparison_bars(rows: list[dict], key: str) -> go.Figure:

@@ -35,6 +35,7 @@ from .comparison import (
     comparison_bars,
     comparison_html,
     comparison_rows,
+    constant_columns,
     load_records,
     overlay,
 )
@@ -635,7 +636,7 @@ class ComparisonView(W.VBox):
             + curves
             + [
                 comparison_bars(self.rows, key)
-                for key, *_ in METRICS
-                if any(not math.isnan(row[key][0]) for row in self.rows)
+                for key, column, _ in METRICS
+                if any(not math.isnan(row[key][0]) for row in self.rows) and column not in constant_columns(self.rows)
             ]
         )

@@ -52,8 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     paper.add_argument("--benchmark", default="split_digits", help="benchmark (default split_digits)")
     paper.add_argument(
         "--seeds",
-        help="comma-separated seeds of every run (default: 0-9 for SparCL-X and EsaCL-X, whose paired "
-        "differences the verdicts judge; 0-2 for the bounds and dense learners)",
+        help="comma-separated seeds of SparCL-X and EsaCL-X, whose paired differences the verdicts judge "
+        "(default 0-9), and of the bounds and dense learners unless --dense-seeds is given",
+    )
+    paper.add_argument(
+        "--dense-seeds",
+        help="comma-separated seeds of the bounds and dense learners, only shown beside the pairs "
+        "(default: 0-2 with the default --seeds, else the --seeds list)",
     )
     paper.add_argument("--learners", default="ewc,co2l,er,derpp", help="base learners (default ewc,co2l,er,derpp)")
     paper.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of SparCL and EsaCL (default 0.9)")
@@ -368,6 +373,8 @@ def cmd_paper(args) -> None:
     from esacl.compare import DENSE_SEEDS, PAPER_SEEDS
 
     seeds, dense_seeds = (_int_list("--seeds", args.seeds), None) if args.seeds else (PAPER_SEEDS, DENSE_SEEDS)
+    if args.dense_seeds:
+        dense_seeds = _int_list("--dense-seeds", args.dense_seeds)
     learners = [x for x in args.learners.split(",") if x]
     configs = paper_configs(
         args.benchmark,
@@ -597,6 +604,8 @@ def cmd_benchmarks(args) -> None:
     for name, spec in BENCHMARKS.items():
         proto = ", ".join(f"{k}={v}" for k, v in spec.protocol.items())
         print(f"{name:20s} {spec.summary}\n{'':20s} defaults: {proto}")
+        for family, values in spec.tuned.items():
+            print(f"{'':20s} tuned for {family}: {', '.join(f'{k}={v}' for k, v in values.items())}")
 
 
 def cmd_data(args) -> None:

@@ -151,11 +151,11 @@ def check_point(notebook: str, params: dict, defaults: dict) -> None:
     parameters), resolved and checked against its benchmark's limits (`esacl.data.check_limits`, the
     check a run makes when it loads the benchmark; no data loaded): a one-line UserError."""
     from esacl.config import KEYS, resolve
-    from esacl.data import BENCHMARKS, check_limits
+    from esacl.data import check_limits
 
     values = {k: v for k, v in {"benchmark": notebook, **defaults, **params}.items() if k in KEYS}
     cfg = RunConfig.from_dict(values)
-    check_limits(resolve(cfg, BENCHMARKS[cfg.benchmark].protocol)[0])
+    check_limits(resolve(cfg)[0])
 
 
 def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> str:
