@@ -696,7 +696,15 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             class_order="seeded",
         ),
         loader=_load_split_digits,
-        tuned=dict(ewc=dict(ewc_lambda=1000.0)),
+        tuned=dict(  # benchmarks/tune.py --benchmark split_digits (seeds 1000-1002)
+            esacl=dict(
+                rho=0.02, support_fraction=0.25, support_balance="none", support_bn="subset", dense_grad_every=10
+            ),
+            sparcl=dict(removal_fraction=0.2, dgm_keep=0.1),
+            ewc=dict(ewc_lambda=1000.0),
+            derpp=dict(derpp_alpha=0.5, derpp_beta=1.0),
+            co2l=dict(co2l_temperature=0.2, co2l_distill=0.5),
+        ),
     ),
     "split_fmnist": BenchmarkSpec(
         "Fashion-MNIST, 5 tasks x 2 classes, 28x28 gray, a CPU-sized ConvNet; data_root/fashion-mnist or Debian's "
@@ -717,7 +725,15 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             class_order="seeded",
         ),
         loader=_load_fmnist,
-        tuned=dict(ewc=dict(ewc_lambda=100.0)),
+        tuned=dict(  # benchmarks/tune.py --benchmark split_fmnist --seeds 1000,1001
+            esacl=dict(
+                rho=0.02, support_fraction=0.25, support_balance="none", support_bn="subset", dense_grad_every=10
+            ),
+            sparcl=dict(removal_fraction=0.3, dgm_keep=0.2),
+            ewc=dict(ewc_lambda=30.0),
+            derpp=dict(derpp_alpha=0.1, derpp_beta=1.0),
+            co2l=dict(co2l_temperature=0.2, co2l_distill=0.5),
+        ),
     ),
     "split_cifar10": BenchmarkSpec(
         "CIFAR-10, 5 tasks x 2 classes, 32x32 RGB, ResNet-18; data_root/cifar-10-batches-py; a GPU benchmark",

@@ -144,10 +144,11 @@ def test_loss_combines_anchor_supcon_with_distillation_from_the_past_model():
     features, z = embed(model, views)
     y = torch.cat([batch.y, batch.replay["y"]]).repeat(2)
     anchor = torch.tensor(([True] * 6 + [False] * 4) * 2)
-    supcon = asymmetric_supcon(z, y, anchor, 0.5)
+    opts = learner.opts  # the benchmark's tuned temperature and distillation weight
+    supcon = asymmetric_supcon(z, y, anchor, opts.co2l_temperature)
     with torch.no_grad():
         _, z_past = embed(learner.past, views)
-    expected = supcon.sum() / 12 + 1.0 * relation_distillation(z, z_past, 0.2, 0.01)
+    expected = supcon.sum() / 12 + opts.co2l_distill * relation_distillation(z, z_past, 0.2, 0.01)
     assert torch.allclose(loss.total, expected, atol=1e-6)
     assert torch.allclose(loss.per_sample, (supcon[:6] + supcon[10:16]) / 2, atol=1e-6)
     assert loss.logits.shape == (6, 10) and not loss.logits.requires_grad

@@ -103,7 +103,7 @@ def test_a_dual_averaging_step_prices_the_gradient_it_consumes_as_dense():
     from esacl.prune import DualAveraging
 
     model, meter = meter_and_model()
-    cfg = config(method="esacl-noids", sparsity=0.5, ramp_fraction=0.0)
+    cfg = config(method="esacl-noids", sparsity=0.5, ramp_fraction=0.0, dense_grad_every=1)
     pruner = DualAveraging(model, cfg, meter)
     pruner.begin_task(0, 10)
     step = Step(model, cfg, True, pruner, AllData(cfg, "cpu"), meter)
@@ -148,7 +148,7 @@ def test_dgm_without_tdm_prices_a_fifth_of_the_weight_gradients():
     from esacl.prune import SparCL
 
     model, meter = meter_and_model()
-    cfg = config(method="sparcl-er", sparsity=0.9, tdm=False)
+    cfg = config(method="sparcl-er", sparsity=0.9, tdm=False, dgm_keep=0.2)
     pruner = SparCL(model, cfg, meter)
     pruner.begin_task(0, 10)
     pruner.begin_epoch(0)

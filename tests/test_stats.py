@@ -48,6 +48,10 @@ def test_the_exact_sign_flip_permutation_test():
     six = Paired(0, 0, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0), 1.0)
     # patterns whose |sum| >= 21: all plus and all minus only
     assert six.p_permutation == 2 / 64
+    # the verdict text shows it where it can decide (6 seeds on), not at 3 seeds
+    (at_six,) = verdicts([six])
+    assert f"p={six.p:.3f}, permutation p=0.031 (Holm" in at_six.text()
+    assert "permutation" not in verdicts([cell(3.0, 0.5)])[0].text()
 
 
 def test_tost_says_equivalent_only_inside_the_margin():

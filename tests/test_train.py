@@ -160,7 +160,9 @@ def test_every_preset_runs_two_tasks_at_the_sparsity_it_promises(tiny, method):
 
 
 def test_ids_records_its_selections_per_task(tiny):
-    record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, removal_fraction=0.2))
+    record = esacl.run(
+        tiny(method="esacl", epochs=3, removal_every=1, removal_until=2, removal_fraction=0.2, support_fraction=0.5)
+    )
     for t in range(2):
         sel = esacl.load_selections(record.path, t)
         n = len(sel["y"])
