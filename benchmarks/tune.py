@@ -138,7 +138,7 @@ def main():
             cells = "  ".join(f"{name} {r[key][0]:6.2f} +- {r[key][1]:5.2f}" for key, name in CELLS)
             print(f"  {knobs:78s} {cells}{'  diverged ' + str(r['diverged']) if r['diverged'] else ''}{mark}")
     if args.markdown:
-        print("\n" + markdown(args.benchmark, table, len(seeds)))
+        print("\n" + markdown(args.benchmark, table))
     path = Path(args.out) / f"tune-{args.benchmark}.json"
     path.write_text(json.dumps(dict(vars(args), spaces=SPACES, preset=PRESET, table=table), indent=1))
     print(f"\nwritten: {path}", file=sys.stderr)
@@ -147,7 +147,7 @@ def main():
 CELLS = (("class_il", "class-IL"), ("task_il", "task-IL"), ("score", "score"))
 
 
-def markdown(benchmark: str, table: dict, n_seeds: int) -> str:
+def markdown(benchmark: str, table: dict) -> str:
     """docs/method.md's table: per family, what was searched, the default, the winner and their scores."""
     lines = [
         f"| {benchmark}: family (tuned on) | searched | default (score) | chosen (score) |",

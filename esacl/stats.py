@@ -79,8 +79,10 @@ class Paired:
     def p_permutation(self) -> float:
         """Exact two-sided sign-flip permutation p-value: the share of the 2^n sign patterns whose mean
         is at least as far from 0 as the observed one (at most 2^16 patterns: 16 seeds)."""
-        if self.n > 16:
-            raise ValueError("the exact permutation test enumerates 2^n sign patterns: at most 16 seeds")
+        if self.n > PERMUTATION_SEEDS[1]:
+            raise ValueError(
+                f"the exact permutation test enumerates 2^n sign patterns: at most {PERMUTATION_SEEDS[1]} seeds"
+            )
         observed = abs(sum(self.diffs)) - 1e-12 * max(1.0, sum(abs(d) for d in self.diffs))
         hits = sum(
             abs(sum(s * d for s, d in zip(signs, self.diffs))) >= observed

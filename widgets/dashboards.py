@@ -631,12 +631,13 @@ class ComparisonView(W.VBox):
         metric that some run has (error bars: std over seeds)."""
         cost = [accuracy_against(self.rows, key, x) for x in ("flops", "sparsity") for key in ("class_il", "task_il")]
         curves = [overlay(self.records, what) for what in ("accuracy", "sharpness", "sparsity")]
+        same = constant_columns(self.rows)
         return (
             cost
             + curves
             + [
                 comparison_bars(self.rows, key)
                 for key, column, _ in METRICS
-                if any(not math.isnan(row[key][0]) for row in self.rows) and column not in constant_columns(self.rows)
+                if any(not math.isnan(row[key][0]) for row in self.rows) and column not in same
             ]
         )
