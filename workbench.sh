@@ -56,9 +56,16 @@ fmnist() {
 
 case "${1:-}" in
   main)
-    benchmark=${2:-split_digits}
-    out=runs/paper-$benchmark-$(date +%Y%m%d-%H%M%S)
-    if [ "${3:-}" = --out ] && [ -n "${4:-}" ]; then out=$4; fi
+    shift
+    benchmark=split_digits out=
+    while [ $# -gt 0 ]; do  # [BENCHMARK] [--out DIR], in either order
+      case "$1" in
+        --out) [ -n "${2:-}" ] || { echo "workbench.sh: --out needs a folder" >&2; exit 2; }; out=$2; shift 2 ;;
+        -*) echo "workbench.sh: unknown option $1; usage: ./workbench.sh main [BENCHMARK] [--out DIR]" >&2; exit 2 ;;
+        *) benchmark=$1; shift ;;
+      esac
+    done
+    [ -n "$out" ] || out=runs/paper-$benchmark-$(date +%Y%m%d-%H%M%S)
     setup
     strip_outputs
     assets

@@ -262,3 +262,13 @@ def test_a_notebook_grid_is_a_sweep_of_the_notebook_over_one_worker_per_core(tmp
     assert sum(line.startswith("split_digits") for line in out.splitlines()) == 2 and "summary.csv" in out
     code, again, _ = cli(capsys, *argv)  # the same call again: nothing left to run, the same table
     assert code == 0 and again.split("written:")[0] == out.split("written:")[0]
+
+
+def test_workbench_main_reads_its_options_in_either_order_and_refuses_an_unknown_one_in_one_line():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "workbench.sh"
+    for argv in (["main", "--frob"], ["main", "split_digits", "--frob"], ["main", "--out"]):
+        done = subprocess.run(["bash", str(script), *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (argv, done.stderr)
+        assert "workbench.sh:" in done.stderr
