@@ -150,6 +150,8 @@ class CO2L(Replay):
         d = model.head.in_features
         device = next(model.parameters()).device
         model.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, PROJECTION_DIM)).to(device)
+        if self.meter is not None:
+            self.meter.watch(model.projector, (d,))  # the backbone's forward does not run it
         self.model = model
 
     def begin_task(self, task, model):
@@ -168,6 +170,12 @@ class CO2L(Replay):
         return batch
 
     def loss(self, model, batch):
+        return self._loss(model, batch, distill=True)
+
+    def per_sample_loss(self, model, batch):
+        return self._loss(model, batch, distill=False).per_sample  # no past-model forward
+
+    def _loss(self, model, batch, distill: bool) -> Loss:
         b = len(batch.y)
         x, y = batch.x, batch.y  # x: [B, 2, C, H, W] views
         if batch.replay:
@@ -182,7 +190,7 @@ class CO2L(Replay):
         per_view = asymmetric_supcon(z, labels, is_anchor, self.opts.co2l_temperature)  # [2N]
         # Every anchor has a positive (its other view), so the anchor count is 2B: no device count needed.
         total = per_view.sum() / (2 * b)
-        if self.past is not None:
+        if distill and self.past is not None:
             with torch.no_grad():
                 _, z_past = embed(self.past, views)  # [2N, 128]
             total = total + self.opts.co2l_distill * relation_distillation(
@@ -210,6 +218,9 @@ class CO2L(Replay):
         with torch.no_grad(), self.phase("linear_probe"):
             features = torch.cat([model.features(chunk) for chunk in x.split(512)])  # [N, D]
         fit_linear_probe(model.head, features, y, self.n_classes, self.opts.co2l_probe_epochs)
+        if self.meter is not None:  # the head's forward and backward (3 x 2 x MACs), every epoch over the probe data
+            macs = model.head.in_features * model.head.out_features
+            self.meter.add("linear_probe.head", 3 * 2 * macs * self.opts.co2l_probe_epochs * len(y))
         model.train(was_training)
 
     def state_dict(self):

@@ -553,7 +553,9 @@ def _paper_cells(records, learners) -> tuple[list[str], list[list[str]]]:
 
 
 LEGEND = (
-    "mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs against dense SGD on the same data; "
+    "mean +- std over seeds; forgetting: class-IL; FLOPs x SGD: training FLOPs (every pass a method trains with, "
+    "at its steps and task ends: EWC's Fisher, CO2L's probe, batch-norm recalibration; not evaluation or "
+    "sharpness measurements) against dense SGD on the same data; "
     "model MB: the sparse model; optim MB: update-rule state.\n"
     "Verdicts on the seed-paired differences (EsaCL minus SparCL), Holm-corrected over the table's verdict cells: "
     "* the better of SparCL-X and EsaCL-X (paired t-test, p < 0.05 after Holm); = equivalent within +-1 point (TOST); "

@@ -3,16 +3,23 @@
 FLOPs follow RigL (Evci et al. 2020): FLOPs = 2 x MACs of the convolutions and linear layers;
 a backward pass costs 2 x its forward (gradients w.r.t. activations and w.r.t. weights); a sparse
 layer costs its dense FLOPs times its density. Dense per-layer FLOPs come from
-`torch.utils.flop_counter`. What is counted is what the step actually forwards: replay examples,
-SAM's second pass, the IDS scoring forward, a reduced second pass; removed examples are never
-forwarded, so they cost nothing. A weight gradient is counted as far as the update consumes it:
-only the live entries of a masked layer, except where an update rule reads the dense gradient of
-its prunable layers (dual averaging moves its accumulator at pruned positions too; gradual
-magnitude pruning steps every weight before it re-selects): there the weight-gradient term of the
-pass that feeds the update is dense. Not counted: evaluation, end-of-task work (EWC's Fisher,
-landscape measurements) and the O(parameters) element-wise updates.
+`torch.utils.flop_counter`.
+
+The accounting rule: every pass a method needs in order to train is counted, whether at a step or at
+a task end; a pass that only measures is not. Counted at a step: what the step actually forwards
+(replay examples, SAM's second pass, the IDS scoring forward, a reduced second pass, A-GEM's
+reference gradient, a teacher's forward, a projection head such as CO2L's); removed examples are
+never forwarded, so they cost nothing. Counted at a task end: EWC's Fisher (a forward and backward
+per training example), CO2L's linear probe (the features' forward and the head's training),
+batch-norm recalibration. Not counted in the total: evaluation (reported separately as
+`measure.evaluation`), sharpness measurements and the O(parameters) element-wise updates. A weight gradient is
+counted as far as the update consumes it: only the live entries of a masked layer, except where an
+update rule reads the dense gradient of its prunable layers (dual averaging moves its accumulator
+at pruned positions too; gradual magnitude pruning steps every weight before it re-selects): there
+the weight-gradient term of the pass that feeds the update is dense.
 """
 
+import functools
 import resource
 
 import torch
@@ -75,6 +82,7 @@ class FlopMeter:
         self._dense_wgrad = False
         self._first = model.get_submodule(next(iter(self.by_module)))  # flop_counter lists modules in call order
         self._hook = self._first.register_forward_pre_hook(self._count)
+        self._parts: list[tuple] = []  # (module, hook, handle) of `watch`ed parts
 
     def under_compile(self) -> None:
         """Keep the counting hook out of `torch.compile`'s graphs (config key 'compile'): a guard on the
@@ -83,6 +91,9 @@ class FlopMeter:
         dynamo (1.6 s)."""
         self._hook.remove()
         self._hook = self._first.register_forward_pre_hook(torch.compiler.disable(self._count))
+        for i, (module, hook, handle) in enumerate(self._parts):
+            handle.remove()
+            self._parts[i] = (module, hook, module.register_forward_pre_hook(torch.compiler.disable(hook)))
 
     def __deepcopy__(self, memo):
         return self  # copies of the model report here too
@@ -107,6 +118,25 @@ class FlopMeter:
         self.forward_cost, self.backward_cost = forward, forward + weight_grad
         self.backward_cost_dense_wgrad = forward + self._dense
 
+    def watch(self, module: torch.nn.Module, input_shape: tuple) -> None:
+        """Also count forwards through `module` ([N, *input_shape] in), a dense part the backbone's forward
+        does not run (CO2L's projector), at its own per-example cost; its backward is 2x that."""
+        cost = float(sum(_count_dense_forward(module, input_shape, self.device).values()))
+        hook = functools.partial(self._count_part, torch.tensor(cost, dtype=torch.float64, device=self.device))
+        self._parts.append((module, hook, module.register_forward_pre_hook(hook)))
+
+    def add(self, name: str, flops: float) -> None:
+        """Add `flops` to component `name`: work priced by hand, not by the backbone's forward."""
+        self._add(name, torch.tensor(flops, dtype=torch.float64, device=self.device))
+
+    def count(self, name: str, n: int, backward: bool = False) -> None:
+        """Add `n` examples' forwards (and backwards, live weight gradients) at the current costs as
+        component `name`: for passes the hook cannot count per example (vmap's per-example gradients run
+        the backbone once per chunk) or that run outside any phase."""
+        self._add(f"{name}.forward", n * self.forward_cost)
+        if backward:
+            self._add(f"{name}.backward", n * self.backward_cost)
+
     def phase(self, name: str, dense_weight_grad: bool = False):
         """Count forwards (and their backwards) inside this block as component `name`; with
         `dense_weight_grad`, the prunable layers' weight gradients are priced dense."""
@@ -121,17 +151,27 @@ class FlopMeter:
             cost = self.backward_cost_dense_wgrad if self._dense_wgrad else self.backward_cost
             self._add(f"{self._phase}.backward", n * cost)
 
+    def _count_part(self, cost: torch.Tensor, module, args):
+        if self._phase is None:
+            return
+        n = args[0].shape[0]
+        self._add(f"{self._phase}.forward", n * cost)
+        if torch.is_grad_enabled():
+            self._add(f"{self._phase}.backward", 2 * n * cost)
+
     def _add(self, key: str, value: torch.Tensor) -> None:
         if key not in self.totals:
             self.totals[key] = torch.zeros((), dtype=torch.float64, device=self.device)
         self.totals[key] += value
 
     def snapshot(self) -> dict[str, float]:
-        """Totals by component and overall (one host sync)."""
+        """Totals by component; `total` the training FLOPs, `measure` what only measured (`measure.*`
+        components, left out of `total`). One host sync."""
         keys = sorted(self.totals)
         values = torch.stack([self.totals[k] for k in keys]).tolist() if keys else []
         out = dict(zip(keys, values))
-        out["total"] = sum(values)
+        out["total"] = sum(v for k, v in zip(keys, values) if not k.startswith("measure."))
+        out["measure"] = sum(v for k, v in zip(keys, values) if k.startswith("measure."))
         return out
 
     def state_dict(self) -> dict:
@@ -139,6 +179,11 @@ class FlopMeter:
 
     def load_state_dict(self, state: dict) -> None:
         self.totals = dict(state["totals"])
+
+
+def training_components(snapshot: dict[str, float]) -> dict[str, float]:
+    """A `FlopMeter.snapshot`'s training components: its totals and the measurement components left out."""
+    return {k: v for k, v in snapshot.items() if k not in ("total", "measure") and not k.startswith("measure.")}
 
 
 def sparse_model_bytes(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, int]:

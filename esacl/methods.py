@@ -194,9 +194,16 @@ class Learner:
         per_sample = F.cross_entropy(logits, batch.y, reduction="none")
         return Loss(per_sample.mean(), per_sample, logits)
 
-    def adjust_gradient(self, model, batch: Batch) -> None:
+    def per_sample_loss(self, model, batch: Batch) -> torch.Tensor:
+        """The loss of each stream example ([B]), all that the IDS score and batch-norm recalibration read:
+        `loss(...).per_sample` without the forwards only the total needs (a teacher's)."""
+        return self.loss(model, batch).per_sample
+
+    def adjust_gradient(self, model, batch: Batch, applied=lambda name, grad: grad) -> None:
         """Between the step's last backward and the update: change the parameters' `.grad` in place
-        (A-GEM's projection). With SAM, the gradient is the second pass's, the weights back at w."""
+        (A-GEM's projection). With SAM, the gradient is the second pass's, the weights back at w.
+        `.grad` is already what the sparsifier applies; `applied(name, grad)` reduces another gradient
+        of parameter `name` the same way (`prune.Dense.applied`)."""
 
     def observe(self, batch: Batch, loss: Loss) -> None:
         """After the update: remember what the learner keeps (buffer)."""
@@ -320,15 +327,17 @@ class AGEM(Replay):
             batch.replay = {"reference": self.draw()}
         return batch
 
-    def adjust_gradient(self, model, batch):
+    def adjust_gradient(self, model, batch, applied=lambda name, grad: grad):
         if not batch.replay:
             return
-        params = [p for p in model.parameters() if p.grad is not None]
+        named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
         reference = batch.replay["reference"]
         # One more forward and backward per step; autograd computes every weight gradient, pruned ones too.
         with self.phase("reference", dense_weight_grad=True):
-            g_ref = torch.autograd.grad(F.cross_entropy(model(reference["x"]), reference["y"]), params)
-        agem_project([p.grad for p in params], list(g_ref))
+            g_ref = torch.autograd.grad(F.cross_entropy(model(reference["x"]), reference["y"]), [p for _, p in named])
+        # Projected against the part of g_ref the update applies (SparCL's masks), the applied update g~
+        # keeps g~ . g_ref >= 0: g~ lies where the masks are open, so g~ . g_ref = g~ . masked g_ref.
+        agem_project([p.grad for _, p in named], [applied(n, r) for (n, _), r in zip(named, g_ref)])
 
 
 def agem_project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> None:
@@ -373,6 +382,9 @@ class LwF(Learner):
             )
             loss.total = loss.total + self.opts.lwf_alpha * distill
         return loss
+
+    def per_sample_loss(self, model, batch):
+        return super().loss(model, batch).per_sample  # the distillation term is batch-level: no teacher forward
 
     def end_task(self, task, model):
         self.teacher = frozen_copy(model)
@@ -438,6 +450,8 @@ class EWC(Learner):
 
     def end_task(self, task, model):
         fisher = fisher_diagonal(model, task.x_train, task.y_train)
+        if self.meter is not None:  # per-example gradients under vmap: counted here, not by the hook
+            self.meter.count("fisher", len(task.y_train), backward=True)
         for name, value in fisher.items():
             self.fisher[name] = self.opts.ewc_gamma * self.fisher[name] + value if name in self.fisher else value
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -185,8 +185,8 @@ def build_method(cfg, model, n_classes: int, augment, device, meter=None) -> Met
     (SAM or one) and its update rule."""
     preset = PRESETS[cfg.method]
     learner = build_learner(cfg, n_classes, augment)
+    learner.meter = meter  # before attach: a part it adds is metered too
     learner.attach(model)
-    learner.meter = meter
     sam, rule = SPARSIFIERS[preset.sparsifier]
     step = Step(model, cfg, sam, PRUNERS[rule](model, cfg, meter), build_selector(preset, cfg, device), meter)
     return Method(learner, step)

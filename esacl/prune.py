@@ -190,6 +190,15 @@ class Dense:
     def begin_epoch(self, epoch: int) -> None:
         """Called before each epoch of a task (epochs count from 0 in every task)."""
 
+    def prepare_gradient(self) -> None:
+        """Before a learner changes the gradient (`Learner.adjust_gradient`): reduce `.grad` in place to
+        what this rule will apply (SparCL's masks). Dense and the other rules apply it as it is."""
+
+    def applied(self, name: str, grad: torch.Tensor) -> torch.Tensor:
+        """The part of a gradient of parameter `name` this rule would apply: where a learner projects the
+        gradient (A-GEM), it projects against this part of the reference, so the update keeps the property."""
+        return grad
+
     def update(self) -> None:
         sgd(self.params, self.lr)
 
@@ -413,16 +422,25 @@ class SparCL(_Pruner):
     def sparsity(self):
         return self.target
 
+    @torch.no_grad()
+    def prepare_gradient(self):
+        """Pruned weights' gradients to zero; DGM's mask (refreshed every `dgm_every` batches) on the rest."""
+        for n, p in self.prunable.items():
+            if p.grad is None:
+                continue
+            p.grad.mul_(self.masks[n])
+            if self.sparcl.dgm:
+                if self.batch_in_epoch % self.sparcl.dgm_every == 0 or n not in self.grad_masks:
+                    self.grad_masks[n] = topk_masks({n: p.grad}, 1 - self.sparcl.dgm_keep, "layer")[n]
+                p.grad.mul_(self.grad_masks[n])
+
+    def applied(self, name, grad):
+        if name not in self.prunable:
+            return grad
+        grad = grad * self.masks[name]
+        return grad * self.grad_masks[name] if self.sparcl.dgm and name in self.grad_masks else grad
+
     def update(self):
-        with torch.no_grad():
-            for n, p in self.prunable.items():
-                if p.grad is None:
-                    continue
-                p.grad.mul_(self.masks[n])
-                if self.sparcl.dgm:
-                    if self.batch_in_epoch % self.sparcl.dgm_every == 0 or n not in self.grad_masks:
-                        self.grad_masks[n] = topk_masks({n: p.grad}, 1 - self.sparcl.dgm_keep, "layer")[n]
-                    p.grad.mul_(self.grad_masks[n])
         sgd(self.params, self.lr)
         with torch.no_grad():
             for n, p in self.prunable.items():

@@ -27,6 +27,7 @@ import torch
 
 from . import metrics
 from .errors import UserError
+from .flops import training_components
 from .knobs import renamed
 
 CHECKPOINT_FORMAT = "esacl-checkpoint-1"
@@ -326,7 +327,8 @@ class Record:
         return dict(
             flops=last["flops"]["total"],
             flops_relative=last["flops_relative"],
-            flops_by_component={k: v for k, v in last["flops"].items() if k != "total"},
+            flops_by_component=training_components(last["flops"]),
+            flops_measure=last["flops"].get("measure", 0.0),  # evaluation: not training
             sparsity=last.get("sparsity", 0.0),
             memory=last["memory"],
             train_seconds=last["train_seconds"],

@@ -8,7 +8,8 @@ support selection and every pruning rule wrap every learner without copying the 
     ascent      w <- w + eps, eps = rho * g*m / ||g*m||           (SAM; live weights only)
     scoring     s_i = l_i(w + eps) - l_i(w) on the stream examples, keep K of them  (IDS support selection)
     pass 2      gradient at w + eps on the kept examples and the whole replay draw, then w restored exactly
-    gradient    the learner's own change to the gradient, if any (A-GEM's projection)
+    gradient    the sparsifier's masks (SparCL), then the learner's own change, if any (A-GEM's
+                projection, made on the part of the gradients the update applies)
     update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning
 
 With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
@@ -188,15 +189,17 @@ class Step:
         scores = keep = None
         k = self.selector.support_size(len(batch.y))
         scoring = sam and k < len(batch.y) and self.support.support_rule != "random"
-        scored = batch if learner.scores_with_replay else dataclasses.replace(batch, replay={})
+        scored = batch if learner.scores_with_replay or not batch.replay else dataclasses.replace(batch, replay={})
         at_w = loss.per_sample
-        # Scores are loss differences of order 1e-3, which bf16 logits (8 mantissa bits) round away: under
-        # amp both losses of the score come from float32 forwards (one more no-grad forward, at w).
+        # Both losses of a score come from one batch-norm regime, in float32. Pass 1 normalised over stream
+        # + replay; where scoring forwards the stream alone under its own statistics (support_bn=subset),
+        # l_i(w) is forwarded again the same way. Scores are loss differences of order 1e-3, which bf16
+        # logits (8 mantissa bits) round away: under amp too. Either costs one more no-grad forward, at w.
         exact = torch.autocast(batch.y.device.type, enabled=False)
         amp = torch.is_autocast_enabled(batch.y.device.type)
-        if scoring and amp:
+        if scoring and (amp or (scored is not batch and self.batch_stats is None)):
             with torch.no_grad(), self._phase("scoring"), exact, self._stats():
-                at_w = learner.loss(model, scored).per_sample  # [B] float32
+                at_w = learner.per_sample_loss(model, scored)  # [B] float32
         if sam:
             saved = self.ascend()
             with self._stats():
@@ -205,8 +208,8 @@ class Step:
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
                     second = batch.subset(keep)
                 elif scoring:
-                    with torch.no_grad(), self._phase("scoring"), exact if amp else contextlib.nullcontext():
-                        at_eps = learner.loss(model, scored).per_sample  # [B]
+                    with torch.no_grad(), self._phase("scoring"), exact:
+                        at_eps = learner.per_sample_loss(model, scored)  # [B]
                     scores = at_eps - at_w.detach()  # [B] sharpness
                     keep = support_indices(scores, batch.y, k, self.support.support_balance)  # [K]
                     second = batch.subset(keep)
@@ -215,7 +218,8 @@ class Step:
                     learner.loss(model, second).total.backward()
             with torch.no_grad():
                 torch._foreach_copy_([p for _, p in self.named], saved)  # exact restore
-        learner.adjust_gradient(model, batch)
+        self.pruner.prepare_gradient()  # what the update applies, before the learner changes it
+        learner.adjust_gradient(model, batch, self.pruner.applied)
         self.selector.record(batch, loss, scores, keep)
         self.pruner.update()
         return loss

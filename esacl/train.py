@@ -254,7 +254,8 @@ class Trainer:
         the evaluation of every task seen: the task's event."""
 
         def evaluate_seen():
-            return evaluate(self.model, self.bench, t, self.cfg.amp)
+            with self.meter.phase("measure.evaluation"):  # reported, not training FLOPs
+                return evaluate(self.model, self.bench, t, self.cfg.amp)
 
         fields, final = self.method.end_task(task, self.model, evaluate_seen, lambda: self.recalibrate_bn(x, y))
         if final is None:
@@ -288,7 +289,7 @@ class Trainer:
         pool = self.method.pool()
         with self.meter.phase("bn_recalibration"), autocast(y.device, self.cfg.amp):
             for batch in self.batches(x, y, pool, len(pool)):
-                self.method.learner.loss(self.model, batch)
+                self.method.learner.per_sample_loss(self.model, batch)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 

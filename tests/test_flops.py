@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from esacl.methods import Learner
-from esacl.models import ConvNet
+from esacl.models import ConvNet, build_model
 from esacl.prune import Dense
 from esacl.selection import AllData, IDS
 from esacl.steps import Step
@@ -53,6 +53,7 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
         "first_pass.forward": 32 * dense,
         "first_pass.backward": 64 * dense,
         "total": 96 * dense,
+        "measure": 0,
     }
 
     model, meter = meter_and_model()
@@ -69,7 +70,63 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
 def test_evaluation_outside_a_step_costs_nothing():
     model, meter = meter_and_model()
     model(torch.zeros(7, 1, 8, 8))
-    assert meter.snapshot() == {"total": 0}
+    assert meter.snapshot() == {"total": 0, "measure": 0}
+    with meter.phase("measure.evaluation"), torch.no_grad():
+        model(torch.zeros(7, 1, 8, 8))
+    assert meter.snapshot() == {
+        "measure.evaluation.forward": 7 * meter.dense_forward,
+        "total": 0,
+        "measure": 7 * meter.dense_forward,
+    }
+
+
+@pytest.mark.parametrize("learner", ["sgd", "joint", "ewc", "lwf", "er", "agem", "derpp", "co2l"])
+def test_one_task_of_every_base_learner_costs_what_a_hand_count_says(learner, tmp_path):
+    """Task 1 of a two-task run: every pass the learner trains with, at its steps and at the task end,
+    against a count from the data sizes; evaluation is reported apart from the total."""
+    import math
+
+    from esacl.data import load_benchmark
+    from esacl.train import run
+
+    cfg = config(method=learner, n_tasks=2, epochs=1, seed=0, out=str(tmp_path), progress=False)
+    bench = load_benchmark(cfg, torch.device("cpu"))
+    n0, n1 = (len(task.y_train) for task in bench.tasks[:2])
+    tests = sum(len(task.y_test) for task in bench.tasks[:2])
+    steps, m = math.ceil((n0 + n1 if learner == "joint" else n1) / cfg.batch_size), cfg.minibatch_size
+    events = run(cfg).task_events
+    f = events[0]["flops_dense_sgd"] / (3 * n0)  # one example's dense forward
+    got = {k: v - events[0]["flops"].get(k, 0) for k, v in events[1]["flops"].items()}
+
+    def trained(component, examples):  # a forward and a backward (2x the forward) per example
+        return {f"{component}.forward": examples * f, f"{component}.backward": 2 * examples * f}
+
+    replayed = steps * m  # a replay minibatch per step (the buffer holds more than m after task 0)
+    expected = {
+        "sgd": lambda: trained("first_pass", n1),
+        "joint": lambda: trained("first_pass", n0 + n1),  # the union of the tasks so far
+        "ewc": lambda: trained("first_pass", n1) | trained("fisher", n1),  # the Fisher: every example, task end
+        "lwf": lambda: trained("first_pass", n1) | {"teacher.forward": n1 * f},
+        "er": lambda: trained("first_pass", n1 + replayed),
+        "agem": lambda: trained("first_pass", n1) | trained("reference", replayed),
+        "derpp": lambda: trained("first_pass", n1 + 2 * replayed),  # two replay minibatches per step
+        "co2l": dict,
+    }[learner]()
+    if learner == "co2l":
+        model = build_model(bench.backbone, bench.input_shape, bench.n_classes, cfg.width, bench.norm)
+        dim = model.head.in_features
+        per_view = f + 2 * (dim * dim + dim * 128)  # the backbone, then the projector's two linear layers
+        views = 2 * (n1 + replayed)  # two views of every stream and replay example
+        # the current model's forward and backward, the past model's (taken at the task start) forward
+        expected = {"first_pass.forward": 2 * views * per_view, "first_pass.backward": 2 * views * per_view}
+        probe = round(got["linear_probe.forward"] / f)  # the task's examples plus the buffer's of earlier tasks
+        assert n1 <= probe <= n1 + cfg.buffer_size
+        expected["linear_probe.forward"] = probe * f
+        expected["linear_probe.head"] = 3 * 2 * dim * bench.n_classes * cfg.co2l_probe_epochs * probe
+    training = {k: v for k, v in got.items() if k not in ("total", "measure") and not k.startswith("measure.")}
+    assert training == pytest.approx(expected, rel=1e-9)
+    assert got["total"] == pytest.approx(sum(expected.values()), rel=1e-9)
+    assert got["measure"] == got["measure.evaluation.forward"] == pytest.approx(tests * f, rel=1e-9)
 
 
 def test_sparse_model_size_is_nonzeros_plus_a_bitmap():

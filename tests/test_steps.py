@@ -179,6 +179,55 @@ def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
     assert torch.allclose(model.bn.running_mean, 0.9 * before.bn.running_mean + 0.1 * mean)  # pass 1 only
 
 
+def test_agem_under_sparcl_projects_the_gradient_the_update_applies():
+    # SparCL zeroes pruned weights' gradients and keeps the largest DGM share of the rest: the update
+    # that is applied must still not raise the replay loss to first order (g~ . g_ref >= 0).
+    from esacl.methods import AGEM
+    from esacl.prune import SparCL
+
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(8)
+    cfg = config(method="sparcl-agem", lr=0.1, buffer_size=20, minibatch_size=8, sparsity=0.5, dgm_keep=0.3)
+    pruner = SparCL(model, cfg)
+    pruner.begin_task(0, 10)
+    pruner.begin_epoch(0)
+    assert 0 < pruner.masks["conv.weight"].float().mean() < 1
+    x_ref, y_ref = batch.x, (batch.y + 1) % 10  # relabelled: the replay gradient opposes the stream's
+    w = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    g = torch.autograd.grad(loss_at(model, w, batch.x, batch.y), list(w.values()))
+    r = torch.autograd.grad(loss_at(model, w, x_ref, y_ref), list(w.values()))
+    assert sum((a * b).sum() for a, b in zip(g, r)) < 0  # the projection has work to do
+    batch.replay = {"reference": dict(x=x_ref, y=y_ref)}
+    Step(model, cfg, sam=False, pruner=pruner, selector=AllData(cfg, "cpu"))(model, AGEM(cfg, 10, 0), batch)
+    applied = [(w[n].detach() - p.detach()) / 0.1 for n, p in model.named_parameters()]  # the update's g~
+    assert sum((a.double() * b.double()).sum() for a, b in zip(applied, r)) >= -1e-9
+    assert (applied[0][~pruner.masks["conv.weight"]] == 0).all()  # and pruned weights stayed pruned
+
+
+@pytest.mark.parametrize("support_bn", ["subset", "batch"])
+def test_both_losses_of_a_replay_learners_score_come_from_one_batch_norm_regime(support_bn):
+    # At a vanishing radius w + eps = w, so a score is 0 wherever l_i(w + eps) and l_i(w) are normalised
+    # alike. Pass 1 normalises over stream + replay; 'subset' scoring forwards the stream alone.
+    from esacl.methods import ER
+
+    torch.manual_seed(0)
+    model, batch = Tiny(), toy_batch(12)
+    cfg = config(method="esacl-er", rho=1e-9, lr=0.1, support_size=5, support_bn=support_bn, buffer_size=20)
+    learner = ER(cfg, 10, 0)
+    learner.buffer.add(x=toy_batch(20, seed=1).x * 3 + 2, y=toy_batch(20, seed=1).y)  # statistics unlike the stream's
+    selector = Recording(cfg, "cpu")
+    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)
+    step(model, learner, learner.prepare(batch))
+    scores, _ = selector.seen
+    assert scores.abs().max() < 1e-5
+    # the two regimes really differ here: the stream's losses under each
+    stream_alone = F.cross_entropy(copy.deepcopy(model)(batch.x), batch.y, reduction="none")
+    joint = F.cross_entropy(
+        copy.deepcopy(model)(torch.cat([batch.x, batch.replay["x"]]))[:12], batch.y, reduction="none"
+    )
+    assert (stream_alone - joint).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("opposed", [True, False])
 def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
     from esacl.methods import AGEM

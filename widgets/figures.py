@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from esacl.flops import training_components
 from esacl.record import Record, load_masks, load_selections
 
 SETTINGS = {"class_il": "class-IL", "task_il": "task-IL"}
@@ -693,7 +694,7 @@ def flops_by_component(record: Record) -> go.Figure:
     if not rows:
         return message(fig, "no task has finished yet")
     tasks = [e["task"] for e in rows]
-    components = sorted({k for e in rows for k in e["flops"] if k != "total"})
+    components = sorted({k for e in rows for k in training_components(e["flops"])})
     for name in components:
         fig.add_trace(
             go.Bar(
