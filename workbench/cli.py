@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     paper.add_argument("--title", help="the report's title")
     paper.add_argument("--workers", type=int, help=WORKERS_HELP)
+    paper.add_argument(
+        "--frontier",
+        action="store_true",
+        help="instead: EsaCL-X and SparCL-X at several cost points each (esacl.frontier.LADDER), their "
+        "accuracy-against-FLOPs frontiers, and the verdicts at SparCL-X's default cost "
+        "(default folder runs/frontier-BENCHMARK-DATE-TIME)",
+    )
 
     show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
     show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -369,32 +376,42 @@ def cmd_paper(args) -> None:
     from esacl.data import check_limits
     from esacl.train import default_name
 
-    out = Path(args.out or Path("runs") / f"paper-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    job = "frontier" if args.frontier else "paper"
+    out = Path(args.out or Path("runs") / f"{job}-{args.benchmark}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     from esacl.compare import DENSE_SEEDS, PAPER_SEEDS
 
     seeds, dense_seeds = (_int_list("--seeds", args.seeds), None) if args.seeds else (PAPER_SEEDS, DENSE_SEEDS)
     if args.dense_seeds:
         dense_seeds = _int_list("--dense-seeds", args.dense_seeds)
     learners = [x for x in args.learners.split(",") if x]
-    configs = paper_configs(
-        args.benchmark,
-        seeds,
-        learners,
-        args.sparsity,
-        str(out),
-        dict(args.parameter),
-        progress=False,
-        dense_seeds=dense_seeds,
-    )
-    configs = [c.replace(name=default_name(c)) for c in configs]  # fixed names: a second call finds them
+    if args.frontier:
+        from esacl.frontier import frontier_configs
+
+        configs = frontier_configs(args.benchmark, seeds, learners, str(out), dict(args.parameter))
+    else:
+        configs = paper_configs(
+            args.benchmark,
+            seeds,
+            learners,
+            args.sparsity,
+            str(out),
+            dict(args.parameter),
+            progress=False,
+            dense_seeds=dense_seeds,
+        )
+        configs = [c.replace(name=default_name(c)) for c in configs]  # fixed names: a second call finds them
     for cfg in configs:  # before the folder is claimed
         check_limits(cfg)
     workers = grid_workers(args.workers, configs)
     again = claim_grid(out, configs)
+    what = (
+        f"SparCL-X and EsaCL-X at their cost points for X in {', '.join(learners)}, seeds {_seed_text(seeds)}"
+        if args.frontier
+        else f"{', '.join(learners)} dense / SparCL / EsaCL at sparsity {args.sparsity:g} and the bounds, seeds "
+        f"{_seed_text(seeds)}" + (f" (bounds and dense: {_seed_text(dense_seeds)})" if dense_seeds else "")
+    )
     print(
-        f"{len(configs)} runs: {args.benchmark}, {', '.join(learners)} dense / SparCL / EsaCL at sparsity "
-        f"{args.sparsity:g} and the bounds, seeds {_seed_text(seeds)}"
-        + (f" (bounds and dense: {_seed_text(dense_seeds)})" if dense_seeds else "")
+        f"{len(configs)} runs: {args.benchmark}, {what}"
         + f"; into {out}"
         + (" (continuing)" if again else "")
         + f"; {workers} at once",
@@ -408,7 +425,12 @@ def cmd_paper(args) -> None:
             f"run the same command again with --out {out} to finish the job (complete runs are kept, "
             "interrupted ones resume from their checkpoints)"
         ) from None
-    print(paper_text(records, learners))
+    if args.frontier:
+        from esacl.frontier import frontier_text
+
+        print(frontier_text(records, learners))
+    else:
+        print(paper_text(records, learners))
     print(f"\nresults in {out.resolve()}")
     if args.report:
         from .report import write_report
