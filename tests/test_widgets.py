@@ -447,3 +447,35 @@ def test_a_column_the_same_in_every_row_is_left_out_of_the_table_and_named_under
     html = comparison_html(same)
     assert "jump (pts)</th>" not in html and "jump (pts) is 0.00" in html.split("Left out, the same in every row:")[1]
     assert "class-IL" in html  # the columns that differ stay
+
+
+def test_the_frontier_figure_draws_each_methods_points_and_frontier_with_the_verdict_at_sparcls_cost():
+    from types import SimpleNamespace
+
+    def run(method, seed, flops, class_il, sparsity=0.9):
+        config = dict(
+            benchmark="split_digits", method=method, seed=seed, sparsity=sparsity, dense_grad_every=1, sam_every=1
+        )
+        summary = dict(class_il=dict(average=class_il), task_il=dict(average=99.0))
+        return SimpleNamespace(
+            complete=True, config=config, efficiency=dict(flops_relative=flops), summary=summary, class_il=[[0]] * 5
+        )
+
+    records = []
+    for s in range(6):
+        records += [
+            run("esacl-er", s, 0.1, 80 + s, 0.95),  # EsaCL's cheap point, its dear one, and a dominated one
+            run("esacl-er", s, 0.4, 90 + s),
+            run("esacl-er", s, 0.3, 70 + s, 0.8),
+            run("sparcl-er", s, 0.2, 82 + s / 2),
+        ]
+    fig = widgets.frontier_figure(records, "class_il")
+    assert fig.layout.annotations[0].text == "er: better"  # the panel says the verdict at matched cost
+    lines = {t.name: t for t in fig.data if t.mode == "lines"}
+    assert list(lines["esacl frontier"].x) == pytest.approx([0.1, 0.4])
+    assert list(lines["sparcl frontier"].x) == pytest.approx([0.2])
+    esacl = next(t for t in fig.data if t.mode == "markers" and t.name == "esacl")
+    assert list(esacl.marker.symbol) == ["diamond", "diamond-open", "diamond"]  # hollow: off the frontier
+    assert esacl.error_y.array[0] == pytest.approx(2.5706 * np.std(range(6), ddof=1) / 6**0.5, rel=1e-4)  # 95% t
+    assert fig.layout.shapes[0].x0 == pytest.approx(0.2)  # SparCL's default cost, dotted
+    assert "no base learner" in widgets.frontier_figure(records[:1]).layout.annotations[0].text

@@ -11,7 +11,7 @@ Depends on esacl; esacl never imports this package. Figure builders: `widgets.fi
 """
 
 from . import figures
-from .comparison import verdict_forest
+from .comparison import frontier_figure, verdict_forest
 from .dashboards import (
     AccuracyDashboard,
     ComparisonView,
@@ -31,6 +31,7 @@ __all__ = [
     "SelectionDashboard",
     "SharpnessDashboard",
     "figures",
+    "frontier_figure",
     "verdict_forest",
 ]
 

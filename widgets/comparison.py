@@ -3,6 +3,7 @@ sparsity and settings), and its table in HTML, with runs still training counted 
 
 import html
 import math
+import statistics
 from pathlib import Path
 
 import plotly.colors
@@ -12,7 +13,7 @@ from esacl.compare import COLUMNS, VERDICT_METRICS, Versus, cell, html_table, su
 from esacl.presets import PRESETS
 from esacl.record import Record, find_runs, load_run
 
-from .figures import figure, message
+from .figures import figure, message, subplots
 
 # The table's columns: esacl compare's, and the pruning jump at the last task.
 TABLE = COLUMNS + [("jump", "jump (pts)", lambda r: r.efficiency.get("jump_last"), ".2f")]
@@ -228,6 +229,76 @@ def verdict_forest(records: list[Record]) -> go.Figure:
     order = [label for label, _ in rows]
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title_text="")
     fig.update_layout(height=160 + 34 * len(rows), legend_title_text="verdict")
+    return fig
+
+
+def frontier_figure(records: list[Record], metric: str = "class_il") -> go.Figure:
+    """The paper's question at matched cost, per base learner: accuracy against training FLOPs of every
+    cost point of EsaCL-X (◇) and SparCL-X (□), mean and 95% interval over seeds, each method's frontier
+    joined by a line (hollow: off the frontier), SparCL-X's default cost dotted; the panel's title gives
+    the verdict there (`esacl.frontier.matched`)."""
+    from scipy import stats
+
+    from esacl.frontier import frontier, matched, points
+
+    name = metric.replace("_il", "-IL")
+    judged = {(v.benchmark, v.learner): v for v in matched(records)}
+    if not judged:
+        return message(figure(f"{name} against training FLOPs"), "no base learner has both EsaCL-X and SparCL-X points")
+    keys = list(judged)
+    titles = []
+    for bench, learner in keys:
+        v = judged[bench, learner]
+        word = v.words[metric].word if metric in v.words else "no verdict" if v.cells[metric] is None else "n=1"
+        titles.append(f"{learner}{' (' + bench + ')' if len({b for b, _ in keys}) > 1 else ''}: {word}")
+    fig = subplots(f"{name} against training FLOPs: EsaCL-X ◇ and SparCL-X □ (mean and 95% interval)", titles)
+    for col, (bench, learner) in enumerate(keys, start=1):
+        for family, colour, symbol in (("sparcl", "#ff7f0e", "square"), ("esacl", "#1f77b4", "diamond")):
+            pts = points(records, f"{family}-{learner}", bench)
+            front = frontier(pts, metric)
+            means = [p.mean(metric) for p in pts]
+            half = []  # the 95% t-interval's half-width of each point's mean
+            for p in pts:
+                values = list(p.accuracy[metric].values())
+                n = len(values)
+                half.append(stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / n**0.5 if n > 1 else 0.0)
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.flops for p in front],
+                    y=[p.mean(metric) for p in front],
+                    mode="lines",
+                    line=dict(color=colour, width=2),
+                    name=f"{family} frontier",
+                    legendgroup=family,
+                    showlegend=col == 1,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.flops for p in pts],
+                    y=means,
+                    mode="markers",
+                    name=family,
+                    legendgroup=family,
+                    showlegend=False,
+                    error_y=dict(type="data", array=half, thickness=1),
+                    marker=dict(
+                        size=10,
+                        color=colour,
+                        symbol=[symbol if p in front else f"{symbol}-open" for p in pts],
+                    ),
+                    text=[f"{p.method}: {p.label()} ({len(p.accuracy[metric])} seeds)" for p in pts],
+                    hovertemplate="%{text}<br>%{y:.2f} at %{x:.3f}x SGD<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_vline(x=judged[bench, learner].cost, line=dict(color="#444", dash="dot", width=1), row=1, col=col)
+        fig.update_xaxes(type="log", title_text="FLOPs × dense SGD", row=1, col=col)
+    fig.update_yaxes(title_text=f"{name} (%)", row=1, col=1)
     return fig
 
 
