@@ -63,7 +63,9 @@ PRESETS: dict[str, Preset] = {
     "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
     "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
     "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
-    "ewc": Preset("ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on)"),
+    "ewc": Preset(
+        "ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on, plus a stiffness cap: ewc_cap)"
+    ),
     "co2l": Preset(
         "co2l",
         "none",
