@@ -391,6 +391,7 @@ class SparCL(_Pruner):
         super().__init__(model, cfg, meter)
         self.sparcl = SparCLConfig.of(cfg)
         self.grad_masks: dict[str, torch.Tensor] = {}
+        self.prepared = False  # prepare_gradient ran since the last update
         self.epochs = cfg.epochs
         self.batch_in_epoch = 0
         self.target = 0.0  # the upper bound in force: what the masks hold between updates
@@ -424,7 +425,9 @@ class SparCL(_Pruner):
 
     @torch.no_grad()
     def prepare_gradient(self):
-        """Pruned weights' gradients to zero; DGM's mask (refreshed every `dgm_every` batches) on the rest."""
+        """Pruned weights' gradients to zero; DGM's mask (refreshed every `dgm_every` batches) on the rest.
+        Once per update: `update` calls it where the step did not."""
+        self.prepared = True
         for n, p in self.prunable.items():
             if p.grad is None:
                 continue
@@ -441,6 +444,9 @@ class SparCL(_Pruner):
         return grad * self.grad_masks[name] if self.sparcl.dgm and name in self.grad_masks else grad
 
     def update(self):
+        if not self.prepared:
+            self.prepare_gradient()
+        self.prepared = False
         sgd(self.params, self.lr)
         with torch.no_grad():
             for n, p in self.prunable.items():
