@@ -292,6 +292,19 @@ PAPER_SEEDS = tuple(range(10))
 DENSE_SEEDS = tuple(range(3))
 
 
+def check_learners(learners) -> None:
+    """A one-line error naming the first of `learners` that has no SparCL-X and EsaCL-X presets."""
+    from .config import UserError, did_you_mean
+    from .presets import PRESETS
+
+    for learner in learners:
+        if not {f"sparcl-{learner}", f"esacl-{learner}", learner} <= set(PRESETS):
+            raise UserError(
+                f"no base learner '{learner}'{did_you_mean(learner, PAPER_LEARNERS)}; "
+                f"one of: {', '.join(PAPER_LEARNERS)}"
+            )
+
+
 def paper_configs(
     benchmark: str,
     seeds,
@@ -306,16 +319,10 @@ def paper_configs(
     sparse ones (SparCL and EsaCL at `sparsity`) over `seeds`, the bounds and dense learners over
     `dense_seeds` (default: `seeds`); sharpness measured (`landscape`) for EsaCL-X at the first seed
     only, the runs whose dashboards a report shows. `overrides`: RunConfig keys as CLI strings."""
-    from .config import RunConfig, UserError, did_you_mean
+    from .config import RunConfig, UserError
     from .presets import PRESETS
 
-    for method in paper_methods(learners):
-        if method not in PRESETS:
-            learner = method.split("-")[-1]
-            raise UserError(
-                f"no base learner '{learner}'{did_you_mean(learner, PAPER_LEARNERS)}; "
-                f"one of: {', '.join(PAPER_LEARNERS)}"
-            )
+    check_learners(learners)
     fixed = dict(overrides or {})
     for key in ("benchmark", "method", "seed", "sparsity", "out", "landscape"):
         if key in fixed:

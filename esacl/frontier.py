@@ -43,9 +43,10 @@ def frontier_configs(benchmark: str, seeds, learners=None, out: str = "runs", ov
     """Every run of the frontier job: each `LADDER` point of EsaCL-X and SparCL-X for every base learner,
     over `seeds`, named by their cost knobs (the same call again finds them). `overrides`: RunConfig keys
     as CLI strings, for every run."""
-    from .compare import PAPER_LEARNERS
+    from .compare import PAPER_LEARNERS, check_learners
     from .config import RunConfig, UserError
 
+    check_learners(learners or PAPER_LEARNERS)
     fixed = dict(overrides or {})
     for key in ("benchmark", "method", "seed", "out", "name", *COST_KEYS):
         if key in fixed:

@@ -418,7 +418,8 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class EWC(Learner):
-    """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on, plus the cap below): CE + sum_i k_i (w_i - w*_i)^2, k = lambda F.
+    """Online EWC (Schwarz et al. 2018; Mammoth's ewc_on, plus the cap below): CE + sum_i k_i (w_i - w*_i)^2,
+    k = lambda F.
 
     The Fisher diagonal is p(y|x)-weighted squared per-example gradients of log p(y|x) over the
     task's training set, computed with torch.func (vmap of grad) in eval mode: batch-norm uses

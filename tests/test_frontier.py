@@ -81,6 +81,8 @@ def test_the_frontier_job_runs_every_ladder_point_for_each_learner_named_by_its_
     assert cheapest[0].name == "split_digits-esacl-er-sp0.95-dge10-se8-s0"
     with pytest.raises(UserError, match="'-p sparsity' is set by esacl paper --frontier"):
         frontier_configs("split_digits", [0], ["er"], overrides={"sparsity": "0.5"})
+    with pytest.raises(UserError, match="no base learner 'err' \\(did you mean 'er'\\?\\)"):
+        frontier_configs("split_digits", [0], ["err"])
 
 
 def test_esacl_paper_frontier_runs_the_ladders_and_prints_points_frontiers_and_the_matched_cost_line(tmp_path, capsys):
