@@ -12,12 +12,14 @@ range: EsaCL from its default (0.84x dense SGD) down through `dense_grad_every` 
 default 0.9 (0.21x) and 0.95 (0.12x).
 
 A frontier holds a method's non-dominated points for one metric: sorted by mean FLOPs, each point's mean
-accuracy above every cheaper point's. At matched cost: EsaCL-X's accuracy at SparCL-X's default cost,
-interpolated per seed along EsaCL-X's frontier (linearly in log FLOPs between the two frontier points
-around that cost), minus SparCL-X's default's, paired by seed and judged with `esacl.stats` (Holm over the
-table's cells). Where the frontier does not reach that cost there is no verdict: nothing is extrapolated.
-The reverse: the FLOPs at which EsaCL-X's frontier's mean accuracy reaches SparCL-X's default's, as a
-multiple of SparCL-X's default's FLOPs, or that it never does within its points.
+accuracy above every cheaper point's. A method's accuracy at a cost is read off its frontier per seed,
+linearly in log FLOPs between the two frontier points around it; past its last frontier point, up to its
+dearest point, it is that point's (the best the method reaches within the budget); outside its points'
+range it is undefined: nothing is extrapolated. At matched cost: both methods at SparCL-X's default cost,
+or where EsaCL-X's points do not reach it, at the nearest cost both methods' points span, paired by seed
+and judged with `esacl.stats` (Holm over the table's cells); where the two ranges do not meet, no
+verdict. The reverse: the FLOPs at which EsaCL-X's frontier's mean accuracy reaches SparCL-X's default's,
+as a multiple of SparCL-X's default's FLOPs, or that it never does within its points.
 """
 
 import math
@@ -118,11 +120,15 @@ def frontier(pts: list[Point], metric: str) -> list[Point]:
     return front
 
 
-def at_cost(front: list[Point], flops: float, metric: str) -> dict[int, float] | None:
-    """Per seed (those every point used has), the frontier's accuracy at `flops`: linear in log FLOPs
-    between the two frontier points around it; None where the frontier does not reach `flops`."""
-    if not front or not front[0].flops <= flops <= front[-1].flops:
+def at_cost(front: list[Point], flops: float, metric: str, dearest: float) -> dict[int, float] | None:
+    """Per seed (those the points used have), the method's accuracy at `flops` along its frontier: linear
+    in log FLOPs between the two frontier points around it, and past the last frontier point, up to the
+    method's `dearest` point, that point's (the best the method reaches within the budget); None outside
+    (never extrapolated)."""
+    if not front or not front[0].flops <= flops <= max(dearest, front[-1].flops):
         return None
+    if flops >= front[-1].flops:
+        return dict(sorted(front[-1].accuracy[metric].items()))
     hi = next(i for i, p in enumerate(front) if p.flops >= flops)
     lo = max(0, hi - 1) if front[hi].flops > flops else hi
     a, b = front[lo], front[hi]
@@ -145,38 +151,50 @@ def flops_for(front: list[Point], accuracy: float, metric: str) -> float | None:
 
 @dataclass
 class Matched:
-    """EsaCL-X against SparCL-X's default point at its cost, per metric: the paired cell (None where
-    EsaCL-X's frontier does not reach the cost), its verdict, and the FLOPs EsaCL-X needs for SparCL-X's
-    default accuracy (a multiple of SparCL-X's FLOPs; None: not within its points)."""
+    """EsaCL-X against SparCL-X at one cost, per metric: SparCL-X's default cost, or where EsaCL-X's points
+    do not reach it, the nearest cost both methods' points span. The paired cell (None where the two
+    ranges do not meet), its verdict, and the FLOPs EsaCL-X needs for SparCL-X's default accuracy (a
+    multiple of SparCL-X's FLOPs; None: not within its points)."""
 
     learner: str
     benchmark: str
-    cost: float  # SparCL-X's default FLOPs x dense SGD
+    default: float  # SparCL-X's default FLOPs x dense SGD
+    cost: float | None  # where the two are compared (None: their ranges do not meet)
     reach: tuple  # EsaCL-X's points' FLOPs range (cheapest, dearest)
     cells: dict  # metric -> stats.Paired | None
-    needs: dict  # metric -> EsaCL-X's FLOPs / SparCL-X's for the same accuracy, or None
+    needs: dict  # metric -> EsaCL-X's FLOPs / SparCL-X's default's for the same accuracy, or None
     floors: dict  # metric -> the benchmark's floor
     words: dict = field(default_factory=dict)  # metric -> stats.Verdict, set by `matched`
+
+    def where(self) -> str:
+        if self.cost is None:
+            return (
+                f"no common cost: EsaCL's points span {self.reach[0]:.3f}-{self.reach[1]:.3f}x SGD, "
+                f"SparCL's default costs {self.default:.3f}x"
+            )
+        if math.isclose(self.cost, self.default):
+            return f"at SparCL's default cost ({self.default:.3f}x SGD)"
+        return (
+            f"at {self.cost:.3f}x SGD, the nearest cost both reach (SparCL's default costs {self.default:.3f}x, "
+            f"EsaCL's points span {self.reach[0]:.3f}-{self.reach[1]:.3f}x)"
+        )
 
     def line(self) -> str:
         parts = []
         for m, name in zip(METRICS, ("class-IL", "task-IL")):
             if self.cells[m] is None:
-                said = (
-                    f"no verdict: EsaCL's frontier spans {self.reach[0]:.2f}-{self.reach[1]:.2f}x SGD, "
-                    f"not SparCL's {self.cost:.2f}x"
-                )
+                said = "no verdict"
             else:
                 said = self.words[m].text() if m in self.words else f"{self.cells[m].mean:+.2f} (n=1)"
             need = self.needs[m]
             if need is None:
-                need = "; EsaCL does not reach SparCL's accuracy within its points"
-            elif need * self.cost <= self.reach[0]:
+                need = "; EsaCL does not reach SparCL's default accuracy within its points"
+            elif need * self.default <= self.reach[0]:
                 need = f"; EsaCL's cheapest point ({need:.2f}x SparCL's FLOPs) is as accurate already"
             else:
-                need = f"; EsaCL reaches SparCL's accuracy at {need:.2f}x its FLOPs"
+                need = f"; EsaCL reaches SparCL's default accuracy at {need:.2f}x its FLOPs"
             parts.append(f"{name} {said}{need}")
-        return f"{self.learner}: EsaCL vs SparCL at SparCL's default cost ({self.cost:.2f}x SGD): " + "; ".join(parts)
+        return f"{self.learner}: EsaCL vs SparCL {self.where()}: " + "; ".join(parts)
 
 
 def matched(records, learners=None) -> list[Matched]:
@@ -194,16 +212,22 @@ def matched(records, learners=None) -> list[Matched]:
             default = next((p for p in sparcl if dict(p.knobs)["sparsity"] == DEFAULT_SPARSITY), None)
             if not esacl or default is None:
                 continue
+            low, high = max(esacl[0].flops, sparcl[0].flops), min(esacl[-1].flops, sparcl[-1].flops)
+            cost = min(max(default.flops, low), high) if low <= high else None
             tasks = len(next(r for r in records if r.complete and r.config["benchmark"] == bench).class_il)
             cells, needs, floors = {}, {}, {}
             for m in METRICS:
                 front = frontier(esacl, m)
-                there = at_cost(front, default.flops, m)
-                cells[m] = paired(there, default.accuracy[m]) if there else None
+                cells[m] = None
+                if cost is not None:
+                    ours = at_cost(front, cost, m, esacl[-1].flops)
+                    theirs = at_cost(frontier(sparcl, m), cost, m, sparcl[-1].flops)
+                    cells[m] = paired(ours, theirs) if ours and theirs else None
                 need = flops_for(front, default.mean(m), m)
                 needs[m] = need / default.flops if need is not None else None
                 floors[m] = floor(m, tasks, spec.classes_per_task) if spec else None
-            out.append(Matched(learner, bench, default.flops, (esacl[0].flops, esacl[-1].flops), cells, needs, floors))
+            reach = (esacl[0].flops, esacl[-1].flops)
+            out.append(Matched(learner, bench, default.flops, cost, reach, cells, needs, floors))
     judged = [(v, m) for v in out for m in METRICS if v.cells[m] is not None and v.cells[m].n > 1]
     for (v, m), word in zip(judged, verdicts([v.cells[m] for v, m in judged], [v.floors[m] for v, m in judged])):
         v.words[m] = word

@@ -20,10 +20,12 @@ def test_a_frontier_keeps_each_point_no_cheaper_point_is_as_accurate_as():
 
 def test_accuracy_at_a_cost_interpolates_each_seed_linearly_in_log_flops_and_never_extrapolates():
     a, b = point(0.1, [80, 70]), point(0.4, [90, 90])
-    got = at_cost([a, b], 0.2, "class_il")  # halfway in log: log 0.2 is the mean of log 0.1 and log 0.4
+    got = at_cost([a, b], 0.2, "class_il", 0.4)  # halfway in log: log 0.2 is the mean of log 0.1 and log 0.4
     assert got == pytest.approx({0: 85.0, 1: 80.0})
-    assert at_cost([a, b], 0.4, "class_il") == {0: 90, 1: 90}
-    assert at_cost([a, b], 0.05, "class_il") is None and at_cost([a, b], 0.5, "class_il") is None
+    assert at_cost([a, b], 0.4, "class_il", 0.4) == {0: 90, 1: 90}
+    assert at_cost([a, b], 0.05, "class_il", 0.4) is None and at_cost([a, b], 0.5, "class_il", 0.4) is None
+    # past the last frontier point, up to the method's dearest (dominated) point: the best within the budget
+    assert at_cost([a, b], 0.6, "class_il", 0.8) == {0: 90, 1: 90}
 
 
 def test_the_flops_a_frontier_needs_for_an_accuracy_interpolate_its_mean():
@@ -54,21 +56,34 @@ def test_matched_cost_pairs_esacl_interpolated_at_sparcls_default_cost_with_spar
             run("sparcl-er", seed, 0.12, 70, 90, sparsity=0.95),
         ]
     (v,) = matched(records, ["er"])
-    assert v.cost == pytest.approx(0.2) and v.reach == pytest.approx((0.1, 0.4))
+    assert v.cost == v.default == pytest.approx(0.2) and v.reach == pytest.approx((0.1, 0.4))
     # class-IL at 0.2x: halfway between 80 + s and 90 + s, i.e. 85 + s, minus 82 + s / 2
     assert v.cells["class_il"].diffs == pytest.approx(tuple(3 + s / 2 for s in range(6)))
     assert v.words["class_il"].word == "better"
     # SparCL's mean 83.25 class-IL: EsaCL's mean runs 82.5 -> 92.5, crossing it 7.5% of the way in log FLOPs
     assert v.needs["class_il"] == pytest.approx(0.1 * 4**0.075 / 0.2)
-    assert "class-IL +4.25" in v.line() and "at SparCL's default cost (0.20x SGD)" in v.line()
+    assert "class-IL +4.25" in v.line() and "at SparCL's default cost (0.200x SGD)" in v.line()
 
 
-def test_no_verdict_where_esacls_frontier_does_not_reach_sparcls_cost():
-    records = [run("esacl-er", s, 0.5, 90, 99) for s in range(3)] + [run("sparcl-er", s, 0.2, 80, 99) for s in range(3)]
+def test_where_esacl_does_not_reach_sparcls_default_cost_both_meet_at_the_nearest_cost_they_span():
+    records = []
+    for s in range(6):
+        records += [
+            run("esacl-er", s, 0.25, 90 + s, 99, sparsity=0.95),  # EsaCL's cheapest: above SparCL's default
+            run("esacl-er", s, 0.5, 91 + s, 99),
+            run("sparcl-er", s, 0.2, 80, 99),  # SparCL's default, and a dearer point it dominates
+            run("sparcl-er", s, 0.4, 79, 99, sparsity=0.8),
+        ]
     (v,) = matched(records, ["er"])
-    assert v.cells == {"class_il": None, "task_il": None} and v.words == {}
-    assert "no verdict: EsaCL's frontier spans 0.50-0.50x SGD, not SparCL's 0.20x" in v.line()
-    assert "cheapest point (2.50x SparCL's FLOPs) is as accurate already" in v.line()
+    assert v.cost == pytest.approx(0.25) and v.default == pytest.approx(0.2)
+    # SparCL within a 0.25x budget: its default's 80 (its 0.4x point is less accurate)
+    assert v.cells["class_il"].diffs == pytest.approx(tuple(10 + s for s in range(6)))
+    assert "at 0.250x SGD, the nearest cost both reach (SparCL's default costs 0.200x" in v.line()
+    assert "cheapest point (1.25x SparCL's FLOPs) is as accurate already" in v.line()
+    apart = [run("esacl-er", s, 0.5, 90, 99) for s in range(3)] + [run("sparcl-er", s, 0.2, 80, 99) for s in range(3)]
+    (v,) = matched(apart, ["er"])
+    assert v.cost is None and v.cells == {"class_il": None, "task_il": None} and v.words == {}
+    assert "no common cost: EsaCL's points span 0.500-0.500x SGD, SparCL's default costs 0.200x" in v.line()
 
 
 def test_the_frontier_job_runs_every_ladder_point_for_each_learner_named_by_its_cost_knobs():
@@ -95,5 +110,5 @@ def test_esacl_paper_frontier_runs_the_ladders_and_prints_points_frontiers_and_t
     assert len(rows) == sum(len(p) for p in LADDER.values())  # every cost point, once
     assert "sparsity 0.95, dense_grad_every 10, sam_every 8" in out and "sparsity 0.7" in out
     assert any(line.rstrip().endswith("^") for line in rows)  # frontier points marked
-    assert "er: EsaCL vs SparCL at SparCL's default cost" in out
+    assert "er: EsaCL vs SparCL " in out  # the matched-cost line
     assert len(list((tmp_path / "f").glob("split_digits-*-er-*"))) == len(rows)
