@@ -267,8 +267,13 @@ def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
     for _ in range(200):
         live.callback(dict(epoch))
     assert live.redraws == 1
-    live.callback(record.task_events[0])
+    last = [e for e in record.events if e["event"] == "epoch" and e["task"] == 0][-1]
+    assert last["epoch"] == record.config["epochs"] - 1 > epoch["epoch"]
+    live.callback(dict(last))  # the task's last epoch draws however soon: the task end's work follows
     assert live.redraws == 2
+    assert live.accuracy.current["loss"].data[0].y[-1] == pytest.approx(last["loss"])
+    live.callback(record.task_events[0])
+    assert live.redraws == 3
     assert plain(live.accuracy.current["matrix"].data[0].z) == [record.class_il[0]]
     # Only what the events announced: task 1's files are on disk already but not shown.
     assert plain(live.masks.current["overlap"].data[0].z) == [[1.0]]

@@ -479,8 +479,9 @@ class RunDashboard(W.Tab):
         record = esacl.run(cfg, callbacks=[dash.callback])
         dash = RunDashboard.from_run(run_dir)                # the same from a saved run
 
-    Live, the view redraws at most every `min_interval` seconds on epoch events and always at a
-    task end; `redraws` counts the redraws. Headless (`live=False`; by default when $ESACL_HEADLESS
+    Live, the view redraws at most every `min_interval` seconds on epoch events, always on a task's
+    last epoch (the task end's measurements follow, with no event for seconds) and at a task end:
+    after a burst the latest state is drawn. `redraws` counts the redraws. Headless (`live=False`; by default when $ESACL_HEADLESS
     is set, as `esacl notebook`, sweeps and reports set it for their kernels, which no frontend
     watches), it draws once, at the last task end (or when the run diverges)."""
 
@@ -551,7 +552,10 @@ class RunDashboard(W.Tab):
                 self._redraw(whole=True)
             return
         due = time.monotonic() - self._last_draw >= self.min_interval
-        if kind not in ("start", "task") and not due:
+        # A task's last epoch always draws: the task end's work (sharpness, recalibration) follows, during
+        # which no event comes, so a skipped last epoch would stay undrawn for seconds.
+        last_epoch = kind == "epoch" and event.get("epoch") == self.config.get("epochs", 0) - 1
+        if kind not in ("start", "task") and not due and not last_epoch:
             return
         self._redraw(whole=kind in ("start", "task"))
 
