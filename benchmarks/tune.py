@@ -45,6 +45,7 @@ PRESETS = {
     "ewc": ("ewc",),
     "derpp": ("derpp",),
     "co2l": ("co2l",),
+    "lwf": ("lwf",),
 }
 # family -> {knob: values}: its search grid (every combination).
 SPACES = {
@@ -61,6 +62,7 @@ SPACES = {
     "ewc": dict(ewc_lambda=[1.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0]),
     "derpp": dict(derpp_alpha=[0.1, 0.2, 0.5, 1.0], derpp_beta=[0.5, 1.0]),
     "co2l": dict(co2l_temperature=[0.1, 0.2, 0.5, 1.0], co2l_distill=[0.5, 1.0, 2.0]),
+    "lwf": dict(lwf_alpha=[0.5, 1.0, 2.0, 4.0], lwf_warmup_epochs=[0, 1]),
 }
 
 

@@ -704,6 +704,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             ewc=dict(ewc_lambda=1000.0),
             derpp=dict(derpp_alpha=0.5, derpp_beta=1.0),
             co2l=dict(co2l_temperature=0.2, co2l_distill=0.5),
+            lwf=dict(lwf_alpha=1.0, lwf_warmup_epochs=1),
         ),
     ),
     "split_fmnist": BenchmarkSpec(

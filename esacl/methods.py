@@ -45,10 +45,20 @@ class DERppConfig(Section):
 class LwFConfig(Section):
     """LwF (Li & Hoiem 2017)."""
 
-    lwf_alpha: float = knob(
-        1.0, "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)", interval="[0, inf)"
+    lwf_alpha: float | None = knob(
+        None,
+        "LwF: weight of the distillation to the last task end's model (Li & Hoiem's 1)",
+        interval="[0, inf)",
+        tuned=1.0,
     )
     lwf_temperature: float = knob(2.0, "LwF: distillation temperature (Li & Hoiem's 2)", interval="(0, inf)")
+    lwf_warmup_epochs: int | None = knob(
+        None,
+        "LwF: epochs at the start of every task after the first that train only the new classes' outputs "
+        "(Li & Hoiem's warm-up; 0: none)",
+        interval="[0, inf)",
+        tuned=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,9 @@ class Learner:
 
     def begin_task(self, task, model) -> None:
         pass
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch of a task (epochs count from 0 in every task)."""
 
     def prepare(self, batch: Batch) -> Batch:
         """Draw whatever the step needs besides the stream batch (replay), once per step."""
@@ -362,9 +375,33 @@ class LwF(Learner):
         self.model = None  # the live model (set by attach), copied into `teacher` on load
         self.teacher = None  # frozen copy at the last task end (none in the first task)
         self.seen: torch.Tensor | None = None  # [K] class ids of the earlier tasks, on the model's device
+        self.new: torch.Tensor | None = None  # [n_classes] bool: the current task's classes
+        self.warming = False  # this epoch trains only the new classes' outputs
 
     def attach(self, model):
         self.model = model
+
+    def begin_task(self, task, model):
+        device = next(model.parameters()).device
+        self.new = torch.zeros(self.n_classes, dtype=torch.bool, device=device)
+        self.new[list(task.classes)] = True
+
+    def begin_epoch(self, epoch):
+        self.warming = self.teacher is not None and epoch < self.opts.lwf_warmup_epochs
+
+    def adjust_gradient(self, model, batch, applied=lambda name, grad: grad):
+        """Warm-up (Li & Hoiem): every gradient but the head's rows of the new classes to zero, so the
+        update moves only those outputs (batch-norm running statistics still follow the batches)."""
+        if not self.warming:
+            return
+        for p in model.parameters():
+            if p.grad is not None:
+                if p is model.head.weight:
+                    p.grad.mul_(self.new[:, None])
+                elif p is model.head.bias:
+                    p.grad.mul_(self.new)
+                else:
+                    p.grad.zero_()
 
     def loss(self, model, batch):
         loss = super().loss(model, batch)

@@ -138,6 +138,7 @@ class Method:
         self.sparsifier.begin_task(t, steps_in_task)
 
     def begin_epoch(self, epoch: int) -> None:
+        self.learner.begin_epoch(epoch)
         self.selector.begin_epoch(epoch)
         self.sparsifier.begin_epoch(epoch)
 

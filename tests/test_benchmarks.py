@@ -61,7 +61,7 @@ def test_tuning_gives_every_family_as_many_candidates_drawn_alike_the_untuned_de
     spec = importlib.util.spec_from_file_location("tune", ROOT / "benchmarks" / "tune.py")
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
-    assert set(tune.SPACES) == set(tune.PRESETS) == {"esacl", "sparcl", "ewc", "derpp", "co2l"}
+    assert set(tune.SPACES) == set(tune.PRESETS) == {"esacl", "sparcl", "ewc", "derpp", "co2l", "lwf"}
     # the sparsifiers are tuned on every base learner the main job compares them on
     assert tune.PRESETS["esacl"] == tuple(f"esacl-{x}" for x in PAPER_LEARNERS)
     assert tune.PRESETS["sparcl"] == tuple(f"sparcl-{x}" for x in PAPER_LEARNERS)

@@ -205,3 +205,33 @@ def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
     assert again.seen.tolist() == [0, 1] and again.loss(model, batch).total.item() == pytest.approx(
         loss.total.item(), rel=1e-6
     )
+
+
+def test_lwf_warm_up_moves_only_the_new_classes_outputs_then_everything():
+    from types import SimpleNamespace
+
+    from esacl.prune import Dense
+    from esacl.selection import AllData
+    from esacl.steps import Step
+    from helpers import config
+
+    torch.manual_seed(0)
+    cfg = config(method="lwf", lwf_warmup_epochs=1, lr=0.1)
+    model = ConvNet(1, 10, width=4)
+    learner = LwF(cfg, 10, 0)
+    learner.attach(model)
+    step = Step(model, cfg, False, Dense(model, cfg), AllData(cfg, "cpu"))
+    learner.end_task(SimpleNamespace(classes=[0, 1]), model)  # task 0 ends: a teacher exists
+    learner.begin_task(SimpleNamespace(classes=[2, 3]), model)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([2, 3, 2, 3, 2, 3])
+    for epoch, warming in ((0, True), (1, False)):
+        learner.begin_epoch(epoch)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        step(model, learner, Batch(x, y, torch.arange(6), x))
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        if warming:
+            assert moved == {"head.weight", "head.bias"}
+            rows = (model.head.weight != before["head.weight"]).any(1).nonzero().flatten().tolist()
+            assert rows == [2, 3]  # the new classes' outputs only
+        else:
+            assert "stem.0.weight" in moved and len(moved) > 2
