@@ -303,7 +303,8 @@ class MaskDashboard(Dashboard):
         masks = self.masks()
         names = list(next(iter(masks.values()))) if masks else []
         self.layer.options = [("all prunable layers", "")] + [(n, n) for n in names]
-        _follow(self.task, [e["task"] for e in r.task_events if "masks" in e])
+        # the slider drives the regrown / pruned plot: tasks with a previous task end to compare with
+        _follow(self.task, [e["task"] for e in r.task_events if "masks" in e and e["task"] > 0])
         self.show("steps", F.sparsity_over_steps(r))
         self.show("ends", F.sparsity_at_task_ends(r))
         self.show("churn", F.mask_churn(r))

@@ -445,17 +445,33 @@ def sparsity_at_task_ends(record: Record) -> go.Figure:
 
 
 def mask_churn(record: Record) -> go.Figure:
-    """Share of each layer's mask bits that flipped since the previous task end."""
-    fig = figure("mask churn: weights whose mask changed since the previous task (%)", "task", "changed (%)")
-    rows = [e for e in record.task_events if any("churn" in m for m in e.get("masks", {}).values())]
+    """Per layer, the share of its live weights that changed since the previous task end: 1 - the
+    Jaccard overlap of the two live sets. (A share of all weights would read as stable masks at 0.9
+    sparsity, where at most 10% of the weights are live.)"""
+    fig = figure(
+        "mask churn: live weights that changed since the previous task (1 − Jaccard overlap, %)",
+        "task",
+        "live weights changed (%)",
+    )
+    rows = [e for e in record.task_events if any("overlap" in m for m in e.get("masks", {}).values())]
     if not rows:
         return message(fig, "mask churn needs two finished tasks")
     tasks = [e["task"] for e in rows]
     for name in rows[-1]["masks"]:
         fig.add_trace(
-            go.Scatter(x=tasks, y=[100 * e["masks"][name]["churn"] for e in rows], mode="lines+markers", name=name)
+            go.Scatter(
+                x=tasks,
+                y=[100 * (1 - e["masks"][name]["overlap"]) for e in rows],
+                mode="lines+markers",
+                name=name,
+                customdata=[100 * e["masks"][name]["churn"] for e in rows],
+                hovertemplate="task %{x}: %{y:.1f}% of the live weights, %{customdata:.1f}% of all<extra>"
+                + name
+                + "</extra>",
+            )
         )
     fig.update_xaxes(dtick=1)
+    fig.update_yaxes(range=[0, 100])
     return fig
 
 
