@@ -202,6 +202,8 @@ def test_selections_thumbnails_follow_task_and_epoch(runs):
     assert kept_count(second, "kept in the task") == int(np.sum(removed_at < 0))
     hist = sel_dash.current["histogram"]
     assert "epoch 1" in hist.layout.title.text
+    assert hist.data[0].xbins == hist.data[1].xbins and hist.data[0].xbins.size  # kept and removed: one set of bins
+    assert hist.layout.legend.orientation == "h"
     balance = sel_dash.current["balance"]
     assert sum(balance.data[0].y) == int(np.sum(removed_at < 0))
     assert sum(balance.data[1].y) == int(np.sum(removed_at == 1))

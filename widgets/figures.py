@@ -633,6 +633,10 @@ def score_histogram(
     if task not in selections:
         return message(fig, f"no selection record for task {task}")
     split = selection_split(selections[task], epoch, level, kind)
+    finite = split["score"][np.isfinite(split["score"])]
+    # One set of 30 bins for both groups: binned apart, a small group's bars come out hair-thin.
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    bins = dict(start=low, end=high + 1e-12 * max(1.0, abs(high)), size=max(high - low, 1e-12) / 30)
     for key, label, colour in (("kept", LEVEL_LABELS[level][0], KEPT), ("removed", LEVEL_LABELS[level][1], REMOVED)):
         values = split["score"][split[key]]
         fig.add_trace(
@@ -641,9 +645,11 @@ def score_histogram(
                 name=f"{label} ({len(split[key])})",
                 marker_color=colour,
                 opacity=0.65,
-                nbinsx=30,
+                xbins=bins,
             )
         )
+    # the legend above the plot, not beside it: it took 40% of a narrow figure's width
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
     return fig
 
 
