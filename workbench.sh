@@ -28,12 +28,14 @@ setup() {
 
 strip_outputs() {
   # Notebooks are committed without outputs. JupyterLab's autosave writes them into the file, so git
-  # strips them on add (`.gitattributes`: notebooks/*.ipynb filter=nbstripout), keeping cell ids.
+  # strips them on add (`.gitattributes`: notebooks/*.ipynb filter=nbstripout), keeping cell ids, and
+  # strips the kernel's language_info a run adds (the kernelspec is this .venv's ipykernel's already).
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     local strip; strip="$(cd "$VENV/bin" && pwd)/nbstripout"
-    git config filter.nbstripout.clean "'$strip' --keep-id"
+    local keep="--keep-id --extra-keys metadata.language_info"
+    git config filter.nbstripout.clean "'$strip' $keep"
     git config filter.nbstripout.smudge cat
-    git config diff.ipynb.textconv "'$strip' --keep-id -t"
+    git config diff.ipynb.textconv "'$strip' $keep -t"
   fi
 }
 

@@ -106,10 +106,9 @@ def render(name: str) -> str:
         out.append(dict(sorted(cell.items())))
     nb = dict(
         cells=out,
-        metadata=dict(
-            kernelspec=dict(display_name="Python 3", language="python", name="python3"),
-            language_info=dict(name="python"),
-        ),
+        # As JupyterLab saves it with this .venv's kernel (ipykernel's name), so a run leaves it unchanged;
+        # the language_info a run adds is stripped by the git filter (workbench.sh).
+        metadata=dict(kernelspec=dict(display_name="Python 3 (ipykernel)", language="python", name="python3")),
         nbformat=4,
         nbformat_minor=5,
     )

@@ -96,18 +96,21 @@ def without_comments(source: str) -> str:
 
 
 def strip_outputs(text: str) -> str:
-    """The git clean filter that workbench.sh set-up configures for notebooks/*.ipynb."""
+    """The git clean filter that workbench.sh set-up configures for notebooks/*.ipynb, with its options."""
+    import re
     import subprocess
     import sys
 
+    options = re.search(r'local keep="([^"]*)"', (NOTEBOOKS.parent / "workbench.sh").read_text()).group(1).split()
     return subprocess.run(
-        [sys.executable, "-m", "nbstripout", "--keep-id"], input=text, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "nbstripout", *options], input=text, capture_output=True, text=True, check=True
     ).stdout
 
 
 def test_git_strips_notebook_outputs_and_leaves_the_committed_notebooks_as_they_are():
     import shutil
     import subprocess
+    import sys
 
     root = NOTEBOOKS.parent
     assert "notebooks/*.ipynb filter=nbstripout" in (root / ".gitattributes").read_text()
@@ -123,4 +126,12 @@ def test_git_strips_notebook_outputs_and_leaves_the_committed_notebooks_as_they_
     for i, cell in enumerate(c for c in used["cells"] if c["cell_type"] == "code"):
         cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a figure's worth of output\n"]}]
         cell["execution_count"] = i + 1
+    used["metadata"]["language_info"] = {"name": "python", "version": "3.11.2", "pygments_lexer": "ipython3"}
     assert json.loads(strip_outputs(json.dumps(used, indent=1))) == clean
+    # the kernelspec JupyterLab saves with this .venv's kernel is the committed one
+    spec = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"], capture_output=True, text=True
+        ).stdout
+    )["kernelspecs"]["python3"]["spec"]
+    assert clean["metadata"]["kernelspec"]["display_name"] == spec["display_name"]
