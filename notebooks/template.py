@@ -58,7 +58,19 @@ training cost (FLOPs in RigL's convention, memory, wall-clock). Everything is al
 directory (`out/name`), which `esacl show`, `esacl report` and these dashboards read later.
 
 Batch use: `esacl notebook {name} -p method esacl -p sparsity 0.9 --out runs/` (papermill); any
-parameter below can be set with `-p KEY VALUE` or be an axis of `esacl sweep`."""
+parameter below can be set with `-p KEY VALUE` or be an axis of `esacl sweep`.
+
+Reading the dashboards:
+- A quick first look: `n_tasks = 3`, `epochs = 2`, `landscape = False` (the sharpness measurements
+  take most of a small run's time).
+- `esacl` trains on the stream alone, with no replay: class-IL accuracy on earlier tasks falls to
+  about 0 (the newest task's classes win every prediction), while task-IL, within each task's own
+  classes, stays high. `esacl-er`, `esacl-derpp`, `esacl-co2l` add a replay buffer.
+- Pruning jump: "as trained" scores the weights at the task end with the batch-norm running
+  statistics as training left them; "recalibrated" after those statistics are recomputed over the
+  task's batches at the final weights (docs/method.md).
+- Selections: the support set is chosen per batch and per class, so a left-out example can score
+  higher than a kept one of another batch or class."""
 
 RUN = """import esacl
 import widgets
