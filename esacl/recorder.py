@@ -12,6 +12,8 @@ It is the trainer's first callback; the dashboards are the others. Per event:
     diverged            appended; accuracy.json says so
 """
 
+import time
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -64,7 +66,9 @@ class Recorder:
             self.rundir.write_npz(f"selections/task_{t}.npz", {k: v.cpu().numpy() for k, v in selections.items()})
             event["selection"] = dict(kept=len(method.pool()), removed=len(selections["y"]) - len(method.pool()))
         if self.trainer.cfg.landscape:
+            tic = time.perf_counter()
             event["landscape"] = self.measure_landscape(t)
+            event["landscape_seconds"] = time.perf_counter() - tic
         event.update(self.efficiency(t))
 
     def save_masks(self, t: int) -> dict:

@@ -257,9 +257,11 @@ class Trainer:
             with self.meter.phase("measure.evaluation"):  # reported, not training FLOPs
                 return evaluate(self.model, self.bench, t, self.cfg.amp)
 
+        tic = time.perf_counter()
         fields, final = self.method.end_task(task, self.model, evaluate_seen, lambda: self.recalibrate_bn(x, y))
         if final is None:
-            final = evaluate_seen()
+            final = evaluate_seen()  # its host sync ends the task end's device work: the time below is whole
+        fields["task_end_seconds"] = time.perf_counter() - tic  # projection, recalibration, the learner's, evaluation
         self.emit(
             dict(
                 event="task",

@@ -229,7 +229,12 @@ def test_efficiency_bars_add_up_to_the_recorded_flops(dash, runs):
     assert list(eff.current["memory"].data[0].y) == pytest.approx(
         [memory[k] / 1e6 for k in ("model_dense", "model_sparse", "optimizer_state", "learner_state")]
     )
-    assert sum(eff.current["wall_clock"].data[0].y) == pytest.approx(record.efficiency["train_seconds"])
+    clock = {trace.name: list(trace.y) for trace in eff.current["wall_clock"].data}
+    assert sum(clock["training"]) == pytest.approx(record.efficiency["train_seconds"])
+    # beside training: the task ends' work and the sharpness measurements (this run measures it)
+    assert clock["sharpness measurement"] == [e["landscape_seconds"] for e in record.task_events]
+    assert clock["task end (recalibration, learner, evaluation)"] == [e["task_end_seconds"] for e in record.task_events]
+    assert all(s > 0 for s in clock["sharpness measurement"])
 
 
 # ----------------------------------------------------------------------------- live

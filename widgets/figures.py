@@ -798,8 +798,10 @@ def memory_breakdown(record: Record) -> go.Figure:
 
 
 def wall_clock(record: Record) -> go.Figure:
-    """Training seconds per task (evaluation and measurements excluded), with throughput."""
-    fig = figure("training wall-clock per task", "task", "seconds")
+    """Seconds per task, stacked: training (with its throughput), the task end's work (projection,
+    batch-norm recalibration, the learner's own such as EWC's Fisher or CO2L's probe, evaluation) and
+    sharpness measurement (`landscape`). Runs recorded before the last two were timed show training only."""
+    fig = figure("wall-clock per task: training, task-end work, sharpness measurement", "task", "seconds")
     rows = record.task_events
     if not rows:
         return message(fig, "no task has finished yet")
@@ -808,14 +810,31 @@ def wall_clock(record: Record) -> go.Figure:
     rate = {}
     for e in _events(record, "epoch"):
         rate.setdefault(e["task"], []).append(e["samples_per_s"])
+    tasks = [e["task"] for e in rows]
     fig.add_trace(
         go.Bar(
-            x=[e["task"] for e in rows],
+            x=tasks,
             y=seconds,
+            name="training",
             marker_color="#457b9d",
             customdata=[np.mean(rate.get(e["task"], [np.nan])) for e in rows],
-            hovertemplate="task %{x}: %{y:.2f} s, %{customdata:.0f} samples/s<extra></extra>",
+            hovertemplate="task %{x}: %{y:.2f} s training, %{customdata:.0f} samples/s<extra></extra>",
         )
     )
+    for key, name, colour in (
+        ("task_end_seconds", "task end (recalibration, learner, evaluation)", "#a8dadc"),
+        ("landscape_seconds", "sharpness measurement", "#e76f51"),
+    ):
+        if any(key in e for e in rows):
+            fig.add_trace(
+                go.Bar(
+                    x=tasks,
+                    y=[e.get(key, 0.0) for e in rows],
+                    name=name,
+                    marker_color=colour,
+                    hovertemplate="task %{x}: %{y:.2f} s " + name + "<extra></extra>",
+                )
+            )
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
     fig.update_xaxes(dtick=1)
     return fig
