@@ -30,11 +30,10 @@ import json
 import random
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from esacl.compare import DENSE_SEEDS, PAPER_LEARNERS, PAPER_SEEDS
-from esacl.config import TUNED_KEYS, RunConfig, cross, usable_cores
+from esacl.config import UNTUNED, RunConfig, cross, usable_cores
 from esacl.metrics import mean_std
 from workbench.cli import run_grid
 
@@ -68,8 +67,7 @@ SPACES = {
 
 def untuned(family: str) -> dict:
     """The family's knobs at their untuned defaults (`knob(..., tuned=)`), the same on every benchmark."""
-    declared = {f.name: f.metadata["tuned"] for f in fields(RunConfig) if f.name in TUNED_KEYS}
-    return {k: declared[k] for k in SPACES[family]}
+    return {k: UNTUNED[k] for k in SPACES[family]}
 
 
 def candidates(family: str, n: int) -> list[dict]:

@@ -53,10 +53,11 @@ NOT_SETTINGS = (
 def settings(record) -> tuple:
     """The run's resolved config without its seed and the keys that do not change training, as sorted
     (key, value) pairs: runs with equal settings are seeds of one experiment. A key the run's config
-    lacks (a knob added after the run was written) counts at its default: what the run did before."""
-    from .config import KNOB_DEFAULTS
+    lacks (a knob added after the run was written) counts at its default, a tuned knob at its untuned
+    value: what the run did before."""
+    from .config import KNOB_DEFAULTS, UNTUNED
 
-    config = KNOB_DEFAULTS | record.config | dict(threads=cpu_threads(record))
+    config = KNOB_DEFAULTS | UNTUNED | record.config | dict(threads=cpu_threads(record))
     return tuple(sorted((k, v) for k, v in config.items() if k not in NOT_SETTINGS))
 
 

@@ -216,6 +216,9 @@ PROTOCOL_KEYS = (
 )
 # Knobs whose default a method family's tuning chose per benchmark (`knob(..., tuned=untuned default)`).
 TUNED_KEYS = tuple(f.name for f in fields(RunConfig) if f.metadata["tuned"] is not None)
+# Their untuned values (`knob(..., tuned=)`): what a benchmark without a tuned value uses, and what a run
+# written before a knob existed did.
+UNTUNED = {f.name: f.metadata["tuned"] for f in fields(RunConfig) if f.name in TUNED_KEYS}
 
 
 def tuned_defaults(benchmark: str, method: str) -> dict:
@@ -224,7 +227,7 @@ def tuned_defaults(benchmark: str, method: str) -> dict:
     from .data import BENCHMARKS
     from .presets import families
 
-    values = {f.name: f.metadata["tuned"] for f in fields(RunConfig) if f.name in TUNED_KEYS}
+    values = dict(UNTUNED)
     for family in reversed(families(method)):
         values.update(BENCHMARKS[benchmark].tuned.get(family, {}))
     return values
