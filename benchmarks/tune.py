@@ -19,8 +19,9 @@ The rule, the same for every family (fixed before any run):
   Tune the base learners first: the sparsifiers' runs take the learners' values from the tables.
 
 Prints, per family, every candidate's validation accuracies (mean +- std over seeds, and the score
-on each preset where a family has several) with the untuned default and the winner marked; `--markdown` prints the table docs/method.md keeps. The chosen values
-go into the benchmark's `tuned` table (`esacl/data.py`) by hand. Runs are kept in
+on each preset where a family has several) with the untuned default and the winner marked;
+`--markdown` prints the table docs/method.md keeps. The chosen values go into the benchmark's `tuned`
+table (`esacl/data.py`) by hand. Runs are kept in
 benchmarks/out/tune-BENCHMARK/ (the same call again finishes an interrupted search); the results in
 benchmarks/out/tune-BENCHMARK.json.
 """
