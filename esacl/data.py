@@ -696,10 +696,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             class_order="seeded",
         ),
         loader=_load_split_digits,
-        tuned=dict(  # benchmarks/tune.py --benchmark split_digits (seeds 1000-1002)
-            esacl=dict(  # the untuned defaults won
-                rho=0.05, support_fraction=0.5, support_balance="class", support_bn="subset", dense_grad_every=1
-            ),
+        # benchmarks/tune.py --benchmark split_digits (seeds 1000-1002): EsaCL's untuned values won (no entry)
+        tuned=dict(
             sparcl=dict(removal_fraction=0.2, dgm_keep=0.1),
             ewc=dict(ewc_lambda=1000.0),
             derpp=dict(derpp_alpha=0.5, derpp_beta=1.0),
@@ -726,10 +724,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             class_order="seeded",
         ),
         loader=_load_fmnist,
-        tuned=dict(  # benchmarks/tune.py --benchmark split_fmnist --seeds 1000,1001
-            esacl=dict(  # the untuned defaults won
-                rho=0.05, support_fraction=0.5, support_balance="class", support_bn="subset", dense_grad_every=1
-            ),
+        # benchmarks/tune.py --benchmark split_fmnist --seeds 1000,1001: EsaCL's untuned values won (no entry)
+        tuned=dict(
             sparcl=dict(removal_fraction=0.2, dgm_keep=0.1),
             ewc=dict(ewc_lambda=30.0),
             derpp=dict(derpp_alpha=0.1, derpp_beta=1.0),
