@@ -102,6 +102,22 @@ def evaluate(model, bench, upto: int, amp: bool = False) -> dict:
     return dict(class_il=class_il + pad, task_il=task_il + pad, loss=torch.stack(losses).sum().item() / sum(counts))
 
 
+def batch_bounds(n: int, batch_size: int, drop_last: bool = False) -> list[tuple[int, int]]:
+    """`(start, end)` of each batch of an epoch over `n` examples. A last partial batch under half a
+    batch joins the batch before it (one step of up to 1.5 batches), so every step sees at least half
+    a batch: a step on a few examples, normalised by their own batch-norm statistics, can undo a task
+    (measured on Split-Digits: a last batch of 3 examples of one class took the newest task from 99.6%
+    to 50.2% training accuracy in one SAM step). `drop_last` drops a last partial batch instead."""
+    full, rest = divmod(n, batch_size)
+    ends = [batch_size * (i + 1) for i in range(full)]
+    if rest and not drop_last:
+        if 2 * rest < batch_size and ends:
+            ends[-1] = n
+        else:
+            ends.append(n)
+    return list(zip([0] + ends[:-1], ends))
+
+
 class Trainer:
     """For each task: begin_task -> epochs of steps -> end_task -> evaluate every seen task.
 
@@ -128,11 +144,12 @@ class Trainer:
         tasks = self.bench.tasks[: t + 1] if self.method.cumulative else [self.bench.tasks[t]]
         return torch.cat([k.x_train for k in tasks]), torch.cat([k.y_train for k in tasks])
 
-    def batches(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, stop: int):
-        """The step's batches over task positions `order[:stop]`: indexed, augmented on the device and
-        prepared by the method (replay drawn), as training and batch-norm recalibration see them."""
-        for start in range(0, stop, self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]  # [B] task positions
+    def batches(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, drop_last: bool):
+        """The step's batches over task positions `order`, cut by `batch_bounds`: indexed, augmented on
+        the device and prepared by the method (replay drawn), as training and batch-norm recalibration
+        see them."""
+        for start, end in batch_bounds(len(order), self.cfg.batch_size, drop_last):
+            idx = order[start:end]  # [B] task positions (up to 1.5 B in the last batch)
             x_raw = x[idx]
             augmented = self.bench.augment(x_raw) if self.bench.augment else x_raw
             yield self.method.prepare(Batch(augmented, y[idx], idx, x_raw))
@@ -142,10 +159,9 @@ class Trainer:
         and the sparsity samples (both still on the device)."""
         pool = self.method.pool()
         order = pool[torch.randperm(len(pool), device=pool.device)]
-        stop = len(order) - len(order) % self.cfg.batch_size if self.cfg.drop_last else len(order)
         loss_sum = torch.zeros((), device=y.device)
         samples, n_steps, sparsifier = [], 0, self.method.sparsifier
-        for batch in self.batches(x, y, order, stop):
+        for batch in self.batches(x, y, order, self.cfg.drop_last):
             with autocast(y.device, self.cfg.amp):
                 loss = self.method.train_step(self.model, batch)
             loss_sum += loss.total.detach()  # stays on the device: no sync in the step loop
@@ -157,7 +173,7 @@ class Trainer:
 
     def steps(self, n: int) -> int:
         """Steps of one epoch over `n` examples."""
-        return n // self.cfg.batch_size if self.cfg.drop_last else -(-n // self.cfg.batch_size)
+        return len(batch_bounds(n, self.cfg.batch_size, self.cfg.drop_last))
 
     def fit(self) -> None:
         cfg, bench, method = self.cfg, self.bench, self.method
@@ -290,7 +306,7 @@ class Trainer:
             m.momentum = None  # cumulative average
         pool = self.method.pool()
         with self.meter.phase("bn_recalibration"), autocast(y.device, self.cfg.amp):
-            for batch in self.batches(x, y, pool, len(pool)):
+            for batch in self.batches(x, y, pool, drop_last=False):
                 self.method.learner.per_sample_loss(self.model, batch)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -84,16 +84,15 @@ def test_evaluation_outside_a_step_costs_nothing():
 def test_one_task_of_every_base_learner_costs_what_a_hand_count_says(learner, tmp_path):
     """Task 1 of a two-task run: every pass the learner trains with, at its steps and at the task end,
     against a count from the data sizes; evaluation is reported apart from the total."""
-    import math
 
     from esacl.data import load_benchmark
-    from esacl.train import run
+    from esacl.train import batch_bounds, run
 
     cfg = config(method=learner, n_tasks=2, epochs=1, seed=0, out=str(tmp_path), progress=False)
     bench = load_benchmark(cfg, torch.device("cpu"))
     n0, n1 = (len(task.y_train) for task in bench.tasks[:2])
     tests = sum(len(task.y_test) for task in bench.tasks[:2])
-    steps, m = math.ceil((n0 + n1 if learner == "joint" else n1) / cfg.batch_size), cfg.minibatch_size
+    steps, m = len(batch_bounds(n0 + n1 if learner == "joint" else n1, cfg.batch_size)), cfg.minibatch_size
     events = run(cfg).task_events
     f = events[0]["flops_dense_sgd"] / (3 * n0)  # one example's dense forward
     got = {k: v - events[0]["flops"].get(k, 0) for k, v in events[1]["flops"].items()}
