@@ -165,11 +165,20 @@ class Trainer:
             with autocast(y.device, self.cfg.amp):
                 loss = self.method.train_step(self.model, batch)
             loss_sum += loss.total.detach()  # stays on the device: no sync in the step loop
-            if sparsifier.sparse and sparsifier.n_steps % self.cfg.log_every == 0:
+            if sparsifier.sparse and sparsifier.n_steps % self.sample_every(sparsifier) == 0:
                 samples.append((sparsifier.n_steps, torch.stack([m.sum() for m in sparsifier.masks.values()])))
             n_steps += 1
             bar.update(1)
         return loss_sum / max(n_steps, 1), samples
+
+    def sample_every(self, sparsifier) -> int:
+        """Steps between two sparsity samples (one small device tensor each, no sync): `log_every`, and
+        while a sparsity schedule still ramps, often enough for about 20 samples of the ramp (a short
+        run's ramp ends within its first `log_every` steps)."""
+        ramp = getattr(sparsifier, "ramp_steps", 0)
+        if ramp and sparsifier.n_steps <= ramp:
+            return max(1, min(self.cfg.log_every, ramp // 20))
+        return self.cfg.log_every
 
     def steps(self, n: int) -> int:
         """Steps of one epoch over `n` examples."""

@@ -126,6 +126,20 @@ def test_a_last_partial_batch_under_half_a_batch_joins_the_one_before():
     assert batch_bounds(227, 32, drop_last=True)[-1] == (192, 224) and batch_bounds(5, 32, drop_last=True) == []
 
 
+def test_a_short_runs_sparsity_ramp_is_sampled_step_by_step(tiny):
+    record = esacl.run(tiny(method="esacl", sparsity=0.9))
+    samples = [
+        (s, layers)
+        for e in record.events
+        if e["event"] == "epoch"
+        for s, layers in zip(e["sparsity_steps"]["step"], e["sparsity_steps"]["layers"])
+    ]
+    steps = [s for s, _ in samples]
+    ramp = [max(layers) for s, layers in samples if s <= 9]
+    assert steps[:3] == [1, 2, 3] and steps[-1] % 10 == 0  # every step on the ramp, then every log_every
+    assert ramp[0] < 0.5 and ramp == sorted(ramp) and ramp[-1] == pytest.approx(0.9, abs=1e-3)
+
+
 SPARSE = [name for name, preset in PRESETS.items() if preset.sparse]
 
 
@@ -189,7 +203,7 @@ def test_a_projection_that_changes_weights_has_a_measured_jump(tiny):
 
 def test_dense_runs_record_the_flatness_test_one_shot_pruning_without_retraining(tiny):
     from esacl.prune import jump_summary, one_shot_pruned
-    from esacl.train import batch_bounds, evaluate, load_model
+    from esacl.train import evaluate, load_model
 
     record = esacl.run(tiny(method="sgd", one_shot_sparsity=0.9))
     last = record.task_events[-1]["one_shot"]
