@@ -696,9 +696,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             class_order="seeded",
         ),
         loader=_load_split_digits,
-        # benchmarks/tune.py --benchmark split_digits (seeds 1000-1002): EsaCL's untuned values won (no entry)
+        # benchmarks/tune.py --benchmark split_digits (seeds 1000-1002): EsaCL's and SparCL's untuned values won
+        # (no entry)
         tuned=dict(
-            sparcl=dict(removal_fraction=0.2, dgm_keep=0.1),
             ewc=dict(ewc_lambda=1000.0),
             derpp=dict(derpp_alpha=0.5, derpp_beta=1.0),
             co2l=dict(co2l_temperature=0.2, co2l_distill=0.5),
