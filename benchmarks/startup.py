@@ -1,6 +1,6 @@
 """Start-up costs a researcher waits through, and the dashboards nobody watches.
 
-    .venv/bin/python benchmarks/startup.py [--repeats 7] [--threads 1] [--notebooks 3]
+    .venv/bin/python benchmarks/startup.py [--repeats 7] [--threads 1] [--notebooks 3] [--first-run-only]
 
 1. `import esacl` against `import torch`: each timed in a fresh interpreter (wall-clock of
    `python -c "import X"`, interpreter start included), the two alternating so that a change in the
@@ -16,6 +16,10 @@
 4. The same 3 points as a local sweep on one worker: a fresh worker process and kernel per point (the
    engine's former shape) against one worker that reuses its kernel (now): each point's seconds in
    `sweep.json` less its run.
+5. The split_digits notebook's first run as a person makes it: its own parameters unchanged, dashboards
+   live, a fresh kernel (as Run All in JupyterLab, less the browser's drawing); where the time goes:
+   training, the task ends' work, sharpness measurement (the run's own timings) and the rest (kernel
+   start, imports, dashboards, saving). `--first-run-only` runs this part alone.
 """
 
 import argparse
@@ -67,6 +71,27 @@ def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float,
     return wall, wall - (last - first)
 
 
+def first_run() -> dict:
+    """Seconds of the split_digits notebook executed with its own parameters, dashboards live, and
+    the run's parts of them."""
+    import json
+
+    from workbench import report
+
+    report.HEADLESS = "ESACL_HEADLESS_NOT_READ"  # live, as in JupyterLab
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_dir = report.execute_notebook("split_digits", {}, out=out)
+        total = time.perf_counter() - start
+        tasks = [e for e in map(json.loads, (Path(run_dir) / "metrics.jsonl").open()) if e.get("event") == "task"]
+    parts = dict(
+        training=tasks[-1]["train_seconds"],
+        task_ends=sum(e.get("task_end_seconds", 0.0) for e in tasks),
+        sharpness=sum(e.get("landscape_seconds", 0.0) for e in tasks),
+    )
+    return dict(total=total, **parts, rest=total - sum(parts.values()))
+
+
 def grid_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point grid (seeds 0, 1, 2)."""
     from workbench.report import Kernel
@@ -101,9 +126,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the children")
     parser.add_argument("--notebooks", type=int, default=3, help="notebook executions per setting (0: skip)")
+    parser.add_argument("--first-run-only", action="store_true", help="only part 5, the notebook's first run")
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     load = os.getloadavg()[0]
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the kernels inherit it
+    if args.first_run_only:
+        return print_first_run(load)
     wall("import torch", env)  # warm the file cache for both
     torch_s, esacl_s = [], []
     for _ in range(args.repeats):
@@ -115,7 +144,6 @@ def main():
     print(f"{'import esacl':16s}{e:7.2f} s   {e / t:.2f}x torch")
     print("slowest imports besides torch's: " + ", ".join(f"{m} {s:.2f} s" for m, s in slowest_extra_imports(env)))
     if args.notebooks:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the kernels inherit it
         runs = {True: [], False: []}
         for _ in range(args.notebooks):
             for headless in (False, True):
@@ -142,6 +170,16 @@ def main():
                 f"  {'one worker and kernel' if reuse else 'a fresh worker per point':26s}"
                 + "  ".join(f"{p:5.2f}" for p in points)
             )
+    print_first_run(load)
+
+
+def print_first_run(load: float) -> None:
+    t = first_run()
+    print(
+        f"split_digits notebook, its own parameters, dashboards live: {t['total']:.1f} s = training "
+        f"{t['training']:.1f} + task ends {t['task_ends']:.1f} + sharpness {t['sharpness']:.1f} + kernel start, "
+        f"imports, dashboards and saving {t['rest']:.1f}"
+    )
     print(f"{len(os.sched_getaffinity(0))} usable cores; load average before {load:.2f}")
 
 

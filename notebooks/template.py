@@ -47,9 +47,14 @@ TITLES = {
     ),
 }
 # What a notebook opened in JupyterLab runs unless told otherwise, where it differs from RunConfig's default:
-# EsaCL itself, sharpness measured on the CPU-sized benchmarks, runs into the repository's runs/.
+# EsaCL itself, runs into the repository's runs/, and on the CPU-sized benchmarks sharpness measured with
+# lighter settings than RunConfig's (`EXPLORE`).
 OVERRIDES = dict(method="esacl", out="../runs")
 SHARPNESS = ("split_digits", "split_fmnist")
+# Split-Digits' first run as committed, on a 2-core CPU at 1 thread (benchmarks/startup.py --first-run-only):
+# 22 s with RunConfig's settings, 11 of them measuring sharpness; these cut the measurement to about 3 s.
+# Ten power iterations found the same top eigenvalues as twenty there; the trace from 4 samples is noisier.
+EXPLORE = dict(landscape=True, landscape_batch=128, hessian_iters=10, hutchinson_samples=4, slice_steps=7)
 
 ABOUT = """One run of one method: after each task the model is evaluated on every task seen so far (class-IL and
 task-IL from the same run). The dashboards below update while it trains: accuracy, loss-landscape
@@ -61,8 +66,9 @@ Batch use: `esacl notebook {name} -p method esacl -p sparsity 0.9 --out runs/` (
 parameter below can be set with `-p KEY VALUE` or be an axis of `esacl sweep`.
 
 Reading the dashboards:
-- A quick first look: `n_tasks = 3`, `epochs = 2`, `landscape = False` (the sharpness measurements
-  take most of a small run's time).
+- As committed, a first run takes about 15 s on a laptop CPU, a few of them measuring sharpness at
+  each task end (with lighter settings than `esacl run`'s, said in the parameters cell). Quicker still:
+  `n_tasks = 3`, `epochs = 2`, `landscape = False`.
 - `esacl` trains on the stream alone, with no replay: class-IL accuracy on earlier tasks falls to
   about 0 (the newest task's classes win every prediction), while task-IL, within each task's own
   classes, stays high. `esacl-er`, `esacl-derpp`, `esacl-co2l` add a replay buffer.
@@ -85,8 +91,12 @@ record = esacl.run(config, callbacks=[dashboard.callback])"""
 
 def parameters(name: str) -> str:
     """The parameters cell: every RunConfig key in its order, its value and its help."""
-    values = dict(OVERRIDES, benchmark=name, landscape=name in SHARPNESS)
+    values = dict(OVERRIDES, benchmark=name, **(EXPLORE if name in SHARPNESS else {}))
     lines = ["# Parameters: every esacl.RunConfig key (`esacl run --help` explains each); papermill sets any of them."]
+    if name in SHARPNESS:
+        full = ", ".join(f"{k} {RunConfig.__dataclass_fields__[k].default}" for k in EXPLORE if k != "landscape")
+        lines.append("# The sharpness settings are lighter than `esacl run`'s, for a first run of seconds; its full ones:")
+        lines.append(f"# {full}.")
     for f in dataclasses.fields(RunConfig):
         value = values.get(f.name, f.default)
         literal = json.dumps(value) if isinstance(value, str) else repr(value)

@@ -129,17 +129,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(browser, tmp_path):
+# Per visible figure, what a reader cannot read: a title cut off or under the toolbar, subplot titles,
+# bar labels or legend entries running into each other, a plotting area squeezed thin. Measured from
+# the rendered SVG text boxes.
+LAYOUT_PROBLEMS = """() => {
+  const box = e => e.getBoundingClientRect();
+  const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+    && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const problems = [];
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const svg = gd.querySelector('.main-svg');
+    if (!svg || box(svg).width === 0) continue;  // in a tab not shown
+    const frame = box(svg), name = (gd.layout.title && gd.layout.title.text || '(untitled)').slice(0, 50);
+    for (const title of gd.querySelectorAll('.gtitle, .gtitle-subtitle')) {
+      if (!title.textContent) continue;
+      const t = box(title);
+      if (t.left < frame.left - 1 || t.right > frame.right + 1) problems.push(`${name}: title clipped`);
+      const bar = gd.querySelector('.modebar');
+      if (bar && box(bar).width > 0 && overlap(t, box(bar))) problems.push(`${name}: toolbar over the title`);
+    }
+    const axisTitle = e => [...e.classList].some(c => /^[xy][0-9]*title$/.test(c));
+    // titles, subplot titles, bar labels, legend entries, text traces
+    const labels = '.gtitle, .gtitle-subtitle, .annotation-text, .bartext, .legendtext, .textpoint text';
+    const texts = [...gd.querySelectorAll('text')]
+      .filter(e => (e.matches(labels) || axisTitle(e)) && e.textContent.trim() && box(e).width > 0);
+    for (const e of texts) {
+      const b = box(e);
+      if (b.left < frame.left - 1 || b.right > frame.right + 1) problems.push(`${name}: "${e.textContent}" clipped`);
+    }
+    for (let i = 0; i < texts.length; i++)
+      for (let j = i + 1; j < texts.length; j++)
+        if (overlap(box(texts[i]), box(texts[j])))
+          problems.push(`${name}: "${texts[i].textContent}" overlaps "${texts[j].textContent}"`);
+    for (const area of gd.querySelectorAll('.draglayer .nsewdrag'))
+      if (box(area).width < 120) problems.push(`${name}: a plotting area ${Math.round(box(area).width)} px wide`);
+  }
+  return problems;
+}"""
+
+# The loss curve shows a task's last epoch before that task's end is drawn (the test-loss marker is
+# the task end's): the live view did not skip the last epoch of a burst.
+LAST_EPOCH_BEFORE_TASK_END = """(epochs) => [...document.querySelectorAll('.js-plotly-plot')].some(gd => {
+  const title = gd.layout.title && gd.layout.title.text || '';
+  if (!title.startsWith('training loss')) return false;
+  const trained = gd.data.filter(t => t.name && t.name.startsWith('task '));
+  const ended = gd.data.some(t => t.name && t.name.startsWith('test loss'));
+  return trained.length === 1 && trained[0].x.length === epochs && !ended;
+})"""
+
+
+def test_jupyterlab_runs_the_split_digits_notebook_and_its_dashboards_read_at_a_laptops_width(browser, tmp_path):
     import papermill
     from workbench.report import notebook_path
 
-    # A tiny parameter set, injected as papermill would, into a copy that JupyterLab opens.
+    # The notebook's own defaults but a smaller run, injected as papermill would, into a copy that JupyterLab opens.
+    epochs = 2
     papermill.execute_notebook(
         str(notebook_path("split_digits")),
         str(tmp_path / "split_digits.ipynb"),
-        parameters=dict(epochs=1, landscape=False, out=str(tmp_path / "runs"), progress=False),
+        parameters=dict(n_tasks=2, epochs=epochs, out=str(tmp_path / "runs"), progress=False),
         prepare_only=True,
     )
+    # JupyterLab's first-start question about its news would cover the dashboards' lower right corner.
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = free_port(), secrets.token_hex(16)  # a fresh token per run: the server runs as root
     server = subprocess.Popen(
         [
@@ -147,6 +201,7 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
             "-m",
             "jupyterlab",
             "--no-browser",
+            f"--LabApp.user_settings_dir={tmp_path / 'lab-settings'}",
             f"--ServerApp.port={port}",
             "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={token}",
@@ -161,6 +216,7 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
         stderr=subprocess.PIPE,
         env=dict(os.environ, JUPYTER_PLATFORM_DIRS="1"),
     )
+    SHOTS.mkdir(parents=True, exist_ok=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -177,16 +233,24 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_shows_the_dashboards(brow
         page.get_by_text("Run All Cells", exact=True).click()
         try:
             page.wait_for_selector(".jp-OutputArea .lm-TabBar, .jp-OutputArea .widget-tab", timeout=90_000)
+            # While task 0's end is measured (seconds without an event), its last epoch is on screen.
+            page.wait_for_function(LAST_EPOCH_BEFORE_TASK_END, arg=epochs, timeout=90_000, polling=50)
         except Exception:
-            SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / "jupyterlab-failed.png"))
             raise
-        page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=90_000)
-        page.wait_for_function("document.body.innerText.includes('class-IL accuracy R[t][k]')", timeout=90_000)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "jupyterlab.png"))
-        assert visible(page, ".jp-OutputArea .js-plotly-plot") >= 1
+        page.wait_for_function("document.body.innerText.includes('class-IL accuracy R[t][k]')", timeout=120_000)
         assert list((tmp_path / "runs").iterdir())  # the run directory was written
+        dashboard = page.locator(".jp-OutputArea .widget-tab").first
+        problems = {}
+        for width in (1400, 1000):
+            page.set_viewport_size({"width": width, "height": 2400})  # tall: every figure of a tab on screen
+            for tab in ("Accuracy", "Sharpness", "Masks", "Selections", "Efficiency"):
+                dashboard.locator(".lm-TabBar-tab", has_text=tab).click()
+                page.wait_for_timeout(1500)  # plotly redraws at the tab's width
+                assert visible(page, ".jp-OutputArea .js-plotly-plot") >= 1, tab
+                dashboard.screenshot(path=str(SHOTS / f"jupyterlab-{width}-{tab.lower()}.png"))
+                problems[f"{tab} at {width} px"] = page.evaluate(LAYOUT_PROBLEMS)
+        assert {tab: found for tab, found in problems.items() if found} == {}
         page.close()
     finally:
         server.terminate()  # by its process id

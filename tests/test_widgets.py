@@ -176,7 +176,7 @@ def test_masks_overlap_sparsity_and_the_task_slider(dash, runs):
     layer = list(last)[0]
     masks.layer.value = layer
     one = np.array(plain(masks.current["overlap"].data[0].z))
-    assert layer in masks.current["overlap"].layout.title.text
+    assert layer in masks.current["overlap"].layout.title.subtitle.text
     assert one[0, 1] == pytest.approx(last[layer]["overlap"])  # consecutive tasks: the recorded overlap
     ends = {trace.name: list(trace.y) for trace in masks.current["ends"].data}
     assert ends["global"] == [e["sparsity"] for e in record.task_events]
@@ -201,7 +201,7 @@ def test_selections_thumbnails_follow_task_and_epoch(runs):
     assert second != first
     assert kept_count(second, "kept in the task") == int(np.sum(removed_at < 0))
     hist = sel_dash.current["histogram"]
-    assert "epoch 1" in hist.layout.title.text
+    assert "epoch 1" in hist.layout.title.subtitle.text
     assert hist.data[0].xbins == hist.data[1].xbins and hist.data[0].xbins.size  # kept and removed: one set of bins
     assert hist.layout.legend.orientation == "h"
     balance = sel_dash.current["balance"]
@@ -232,9 +232,9 @@ def test_efficiency_bars_add_up_to_the_recorded_flops(dash, runs):
     clock = {trace.name: list(trace.y) for trace in eff.current["wall_clock"].data}
     assert sum(clock["training"]) == pytest.approx(record.efficiency["train_seconds"])
     # beside training: the task ends' work and the sharpness measurements (this run measures it)
-    assert clock["sharpness measurement"] == [e["landscape_seconds"] for e in record.task_events]
-    assert clock["task end (recalibration, learner, evaluation)"] == [e["task_end_seconds"] for e in record.task_events]
-    assert all(s > 0 for s in clock["sharpness measurement"])
+    assert clock["sharpness"] == [e["landscape_seconds"] for e in record.task_events]
+    assert clock["task end"] == [e["task_end_seconds"] for e in record.task_events]
+    assert all(s > 0 for s in clock["sharpness"])
 
 
 # ----------------------------------------------------------------------------- live
@@ -286,6 +286,29 @@ def test_epoch_events_are_throttled_and_task_events_always_redraw(runs):
     # Only what the events announced: task 1's files are on disk already but not shown.
     assert plain(live.masks.current["overlap"].data[0].z) == [[1.0]]
     assert live.sharpness.task.max == 0 and live.selections.task.max == 0
+
+
+def test_in_a_kernel_a_live_view_draws_the_tab_on_screen_and_the_others_when_selected(runs, dash, monkeypatch):
+    from widgets import dashboards
+
+    record = runs["sparse"]
+    drawn = []
+    monkeypatch.setattr(dashboards, "_in_kernel", lambda: True)
+    monkeypatch.setattr(dashboards, "_draw", lambda output, fig: drawn.append(fig))
+    live = widgets.RunDashboard(min_interval=0.0)
+    live.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
+    for event in record.events:
+        live.callback(event)
+    assert live.accuracy.current and not live.sharpness.current and not live.masks.current
+    assert live._stale == {"Sharpness", "Masks", "Selections", "Efficiency"}
+    before = len(drawn)
+    live.selected_index = 1  # the Sharpness tab: drawn now, at the record's last state
+    assert len(drawn) > before and live._stale == {"Masks", "Selections", "Efficiency"}
+    assert live.sharpness.task.value == len(record.task_events) - 1
+    # A report's figures are every tab's, brought up to date.
+    expected = dash.figures()
+    for title, figs in live.figures().items():
+        assert [f.to_dict() for f in figs] == [f.to_dict() for f in expected[title]], title
 
 
 def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(runs, dash, monkeypatch):

@@ -57,8 +57,11 @@ def _draw(output: W.Output, fig: go.Figure) -> None:
 
 
 def _grid(children) -> W.GridBox:
+    # Two columns where each gets at least 440 px (a 1400-px JupyterLab window with its file browser
+    # open), one below that: a figure narrower than that cuts its titles and squeezes its plot.
     return W.GridBox(
-        list(children), layout=W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="8px", width="100%")
+        list(children),
+        layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(440px, 1fr))", grid_gap="8px", width="100%"),
     )
 
 
@@ -81,6 +84,7 @@ class Dashboard(W.VBox):
     `update(record)` redraws everything; a control redraws only the slots it drives."""
 
     slots: tuple[str, ...] = ()
+    wide: tuple[str, ...] = ()  # leading slots that take a whole row each (several panels side by side)
 
     def __init__(self, record: Record | None = None, controls=(), extra=()):
         self.record: Record | None = None
@@ -89,7 +93,10 @@ class Dashboard(W.VBox):
         self.controls = W.HBox(list(controls))
         self.outputs = {name: W.Output() for name in self.slots}
         self._syncing = False
-        super().__init__([self.notice, self.controls, *extra, _grid(self.outputs.values())])
+        # Above the grid, not spanning its columns: JupyterLab's output widgets do not apply a grid-column.
+        wide = [self.outputs[name] for name in self.wide]
+        rest = [output for name, output in self.outputs.items() if name not in self.wide]
+        super().__init__([self.notice, self.controls, *extra, *wide, _grid(rest)])
         self.only_notice(WAITING)
         if record is not None:
             self.update(record)
@@ -208,6 +215,7 @@ class SharpnessDashboard(Dashboard):
     the 2-D loss slice of the task on the slider; the pruning jump of sparse runs."""
 
     slots = ("sharpness", "interpolation", "slice", "jump")
+    wide = ("sharpness",)
 
     def __init__(self, record: Record | None = None):
         self.task = W.IntSlider(description="slice of task", min=0, max=0, value=0, continuous_update=False)
@@ -459,6 +467,7 @@ class EfficiencyDashboard(Dashboard):
     training wall-clock per task."""
 
     slots = ("flops", "memory", "wall_clock")
+    wide = ("flops", "memory")
 
     def refresh(self) -> None:
         r = self.record
@@ -514,6 +523,8 @@ class RunDashboard(W.Tab):
         self.events: list[dict] = []
         self.redraws = 0
         self._last_draw = -math.inf
+        self._stale: set[str] = set()  # tabs to redraw when selected
+        self.observe(lambda _: self._draw_stale(), "selected_index")
         if record is not None:
             self.update(record)
 
@@ -523,11 +534,29 @@ class RunDashboard(W.Tab):
         return cls(load_run(run_dir), **kwargs)
 
     def update(self, record: Record) -> None:
-        """Show `record` on every dashboard."""
+        """Show `record` on every dashboard. In a kernel, a live view draws the tab on screen and the
+        others when they are selected: a frontend shows one tab, and drawing all five at every task end
+        took seconds of a short run."""
         self.record = record
-        for dash in self.dashboards.values():
-            dash.update(record)
+        self._redraw_tabs(list(self.dashboards), lambda dash: dash.update(record))
+
+    def _redraw_tabs(self, titles: list[str], draw) -> None:
+        lazy = self.live and _in_kernel()
+        shown = list(self.dashboards)[self.selected_index or 0]
+        for title in titles:
+            if lazy and title != shown:
+                self._stale.add(title)
+            else:
+                draw(self.dashboards[title])
+                self._stale.discard(title)
         self._drawn()
+
+    def _draw_stale(self) -> None:
+        """Bring the tabs not drawn since the record moved on up to date (each draws the whole record)."""
+        shown = list(self.dashboards)[self.selected_index or 0]
+        if self.record is not None and shown in self._stale:
+            self.dashboards[shown].update(self.record)
+            self._stale.discard(shown)
 
     def _drawn(self) -> None:
         self.redraws += 1
@@ -562,10 +591,8 @@ class RunDashboard(W.Tab):
 
     def update_epoch(self) -> None:
         """Between task ends only the loss and the sparsity move: redraw those."""
-        self.record = self.live_record()
-        self.accuracy.update_epoch(self.record)
-        self.masks.update_epoch(self.record)
-        self._drawn()
+        self.record = record = self.live_record()
+        self._redraw_tabs(["Accuracy", "Masks"], lambda dash: dash.update_epoch(record))
 
     def _redraw(self, whole: bool) -> None:
         try:
@@ -595,6 +622,9 @@ class RunDashboard(W.Tab):
 
     def figures(self) -> dict[str, list[go.Figure]]:
         """Static figures per dashboard (tab title -> figures), for reports; no kernel needed."""
+        for title in list(self._stale):
+            self.dashboards[title].update(self.record)
+        self._stale.clear()
         return {title: dash.figures() for title, dash in self.dashboards.items()}
 
     def static(self) -> dict[str, list]:

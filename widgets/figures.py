@@ -18,6 +18,7 @@ from esacl.flops import training_components
 from esacl.record import Record, load_masks, load_selections
 
 SETTINGS = {"class_il": "class-IL", "task_il": "task-IL"}
+DASHES = ("solid", "dash", "dot", "dashdot")
 KEPT, REMOVED = "#2a9d8f", "#e76f51"
 
 # plotly_white's layout only: its per-trace defaults (4.3 KB of JSON) would be written into every
@@ -25,9 +26,20 @@ KEPT, REMOVED = "#2a9d8f", "#e76f51"
 TEMPLATE = go.layout.Template(layout=pio.templates["plotly_white"].layout)
 TEMPLATE.layout.update(
     font=dict(size=12),
-    title=dict(font=dict(size=14), x=0.02, xanchor="left"),
-    margin=dict(l=60, r=20, t=60, b=50),
-    height=380,
+    # The title row sits below the toolbar's (plotly draws its modebar over the top 30 px of a figure);
+    # a subtitle under it says what the axes do not. Titles stay short: a figure may be 440 px wide.
+    title=dict(
+        font=dict(size=14),
+        x=0.02,
+        xanchor="left",
+        yref="container",
+        y=1.0,
+        yanchor="top",
+        pad=dict(t=32),
+        subtitle=dict(font=dict(size=11, color="#666")),
+    ),
+    margin=dict(l=60, r=20, t=96, b=50),
+    height=420,
     hovermode="closest",
 )
 
@@ -35,20 +47,29 @@ TEMPLATE.layout.update(
 # ----------------------------------------------------------------------------- shared pieces
 
 
-def figure(title: str, x: str = "", y: str = "", **layout) -> go.Figure:
-    """An empty figure in the workbench's look, with its title and axis labels."""
+def figure(title: str, x: str = "", y: str = "", note: str = "", **layout) -> go.Figure:
+    """An empty figure in the workbench's look: its title (at most about 45 characters), a `note`
+    under it (about 70), and its axis labels."""
     fig = go.Figure()
-    fig.update_layout(template=TEMPLATE, title_text=title, xaxis_title=x, yaxis_title=y, **layout)
+    fig.update_layout(template=TEMPLATE, xaxis_title=x, yaxis_title=y, **layout)
+    fig.update_layout(title=dict(text=title, subtitle_text=note))
     return fig
 
 
-def subplots(title: str, titles: list[str], **kwargs) -> go.Figure:
+def subplots(title: str, titles: list[str], note: str = "", **kwargs) -> go.Figure:
     """One row of panels under one title. Keep panel titles short: they share the figure's width, and
-    the figure's title gets a taller top margin so the two lines of titles never overlap."""
-    kwargs.setdefault("horizontal_spacing", 0.1)
+    the figure gets a taller top margin so its title and the panels' never overlap."""
+    kwargs.setdefault("horizontal_spacing", 0.12)
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, **kwargs)
-    fig.update_layout(template=TEMPLATE, title_text=title, margin=dict(t=90))
+    fig.update_layout(template=TEMPLATE, margin=dict(t=120))
+    fig.update_layout(title=dict(text=title, subtitle_text=note))
     return fig
+
+
+def legend_on_top(fig: go.Figure) -> go.Figure:
+    """A one-row legend between the subtitle and the plot, for two or three short entries: beside the
+    plot a legend takes a third of a narrow figure's width."""
+    return fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
 
 
 def message(fig: go.Figure, text: str) -> go.Figure:
@@ -123,7 +144,10 @@ def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
     """Heatmap of R[t][k] (%): rows = after training task t, columns = evaluated task k."""
     R = getattr(record, setting)
     fig = figure(
-        f"{SETTINGS[setting]} accuracy (%) on task k after training task t", "evaluated task k", "after training task t"
+        f"{SETTINGS[setting]} accuracy (%)",
+        "evaluated task k",
+        "after training task t",
+        note="R[t][k]: on task k after training task t",
     )
     if not R:
         return message(fig, "no task has finished yet")
@@ -148,7 +172,11 @@ def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
 def forgetting_bars(record: Record) -> go.Figure:
     """Forgetting per old task (best past accuracy minus final accuracy), class-IL and task-IL."""
     fig = figure(
-        "forgetting per task (accuracy points): best past minus final", "task", "forgetting (points)", barmode="group"
+        "forgetting per task (points)",
+        "task",
+        "forgetting (points)",
+        note="best past accuracy minus final accuracy",
+        barmode="group",
     )
     if len(record.class_il) < 2:
         return message(fig, "forgetting needs at least two finished tasks")
@@ -163,9 +191,10 @@ def loss_curve(record: Record) -> go.Figure:
     """Mean training loss per epoch (all tasks in order, one colour per task), and the test loss
     on all seen tasks at each task end."""
     fig = figure(
-        "training loss per epoch, and test loss on the seen tasks at each task end",
+        "training loss per epoch",
         "epoch (all tasks in order)",
         "cross-entropy (nats)",
+        note="×: test loss on the seen tasks at each task end",
     )
     epochs = _events(record, "epoch")
     if not epochs:
@@ -202,9 +231,10 @@ def accuracy_curves(record: Record, setting: str = "class_il") -> go.Figure:
     """Accuracy on each task after every later task (one line per task) and their average."""
     R = getattr(record, setting)
     fig = figure(
-        f"{SETTINGS[setting]} accuracy (%) on each task as training moves on",
+        f"{SETTINGS[setting]} accuracy (%) on each task",
         "after training task t",
         "accuracy (%)",
+        note="as training moves on; dashed: the mean over the seen tasks",
         yaxis_range=[0, 102],
     )
     if not R:
@@ -239,9 +269,12 @@ def landscape_results(record: Record) -> dict[int, dict]:
 
 def sharpness_over_tasks(record: Record) -> go.Figure:
     """SAM gap, top Hessian eigenvalue and Hutchinson trace at each task end."""
+    # The panel titles name the quantities (no y-axis titles): three panels share a figure 440 px wide.
     fig = subplots(
-        "sharpness at each task end (fixed batch of the task's training data)",
+        "sharpness at each task end",
         ["SAM gap (nats)", "top Hessian eigenvalue", "Hessian trace"],
+        note="on a fixed batch of the task's training data; the trace is Hutchinson's estimate",
+        horizontal_spacing=0.08,
     )
     rows = [(e["task"], e["landscape"]) for e in record.task_events if "landscape" in e]
     if not rows:
@@ -260,17 +293,17 @@ def sharpness_over_tasks(record: Record) -> go.Figure:
             col=col,
         )
         fig.update_xaxes(title_text="task", dtick=1, row=1, col=col)
-    fig.update_yaxes(title_text="L(w+ε) − L(w)", row=1, col=1)
-    fig.update_yaxes(title_text="Hutchinson estimate", row=1, col=3)
+    fig.update_layout(margin=dict(l=50))
     return fig
 
 
 def interpolation_curves(record: Record) -> go.Figure:
     """Loss along the straight line from the weights after task t-1 to those after task t."""
     fig = figure(
-        "loss on the straight line between consecutive task endpoints",
-        "α (0: weights after task t−1, 1: after task t)",
+        "loss between consecutive task endpoints",
+        "α (0: after task t−1, 1: after task t)",
         "loss on task t's batch (nats)",
+        note="on the straight line between the two sets of weights",
     )
     curves = {t: r["interpolation"] for t, r in landscape_results(record).items() if r.get("interpolation")}
     if not curves:
@@ -288,12 +321,15 @@ def loss_slice(record: Record, task: int | None = None) -> go.Figure:
         return with_task_slider({t: loss_slice(record, t) for t in slices})
     if task is None and not slices:
         return message(
-            figure("loss around the weights (2-D filter-normalised slice)"),
+            figure("loss around the weights", note="a 2-D filter-normalised slice"),
             "no loss slice in this run (slice_steps=0, or no landscape measurement yet)",
         )
     task = next(iter(slices)) if task is None else task
     fig = figure(
-        f"loss around the weights after task {task} (2-D filter-normalised slice)", "β (direction 2)", "α (direction 1)"
+        f"loss around the weights after task {task}",
+        "β (direction 2)",
+        "α (direction 1)",
+        note="a 2-D filter-normalised slice; ×: the weights",
     )
     s = slices.get(task)
     if s is None:
@@ -332,10 +368,10 @@ def pruning_jump(record: Record) -> go.Figure:
     dense = [(e["task"], e["one_shot"]) for e in record.task_events if "one_shot" in e]
     if dense and not rows:
         fig = figure(
-            f"flatness test: class-IL accuracy (%) before and after one-shot magnitude pruning to "
-            f"{dense[0][1]['sparsity']:g}, no retraining",
+            f"one-shot pruning to {dense[0][1]['sparsity']:g}: class-IL (%)",
             "task",
             "accuracy, mean over seen tasks (%)",
+            note="the dense weights pruned by magnitude, no retraining",
             barmode="group",
         )
         series = [
@@ -345,9 +381,10 @@ def pruning_jump(record: Record) -> go.Figure:
         rows = dense
     else:
         fig = figure(
-            "pruning jump: class-IL accuracy (%) on the seen tasks around the task-end projection",
+            "pruning jump: class-IL (%)",
             "task",
             "accuracy, mean over seen tasks (%)",
+            note="around the task-end projection to the target sparsity",
             barmode="group",
         )
         if not rows:
@@ -388,10 +425,12 @@ def pruning_jump(record: Record) -> go.Figure:
 
 def sparsity_over_steps(record: Record) -> go.Figure:
     """Per-layer sparsity of the masks, sampled every `log_every` training steps."""
+    layer_scope = record.config.get("sparsity_scope") == "layer"
     fig = figure(
         "per-layer sparsity during training",
         "training step (all tasks)",
         "sparsity (fraction pruned)",
+        note="every layer follows the same schedule (sparsity_scope=layer)" if layer_scope else "",
         yaxis_range=[0, 1.02],
     )
     steps, layers, names, tasks = [], [], [], []
@@ -412,6 +451,8 @@ def sparsity_over_steps(record: Record) -> go.Figure:
                 y=values[:, i],
                 mode="lines",
                 name=name,
+                # dashed over solid: under sparsity_scope=layer the lines coincide, and one would hide the rest
+                line=dict(dash=DASHES[i % len(DASHES)], width=4 if i == 0 else 2),
                 customdata=tasks,
                 hovertemplate="step %{x} (task %{customdata}): %{y:.4f}<extra></extra>",
             )
@@ -449,9 +490,10 @@ def mask_churn(record: Record) -> go.Figure:
     Jaccard overlap of the two live sets. (A share of all weights would read as stable masks at 0.9
     sparsity, where at most 10% of the weights are live.)"""
     fig = figure(
-        "mask churn: live weights that changed since the previous task (1 − Jaccard overlap, %)",
+        "mask churn",
         "task",
         "live weights changed (%)",
+        note="live weights that changed since the previous task: 1 − Jaccard",
     )
     rows = [e for e in record.task_events if any("overlap" in m for m in e.get("masks", {}).values())]
     if not rows:
@@ -494,7 +536,7 @@ def mask_overlap(record: Record, layer: str | None = None, masks: dict[int, dict
     if masks is None:
         masks = {t: load_masks(record.path, t) for t in task_files(record, "masks", ".npz")}
     where = layer or "all prunable layers"
-    fig = figure(f"mask overlap across tasks (Jaccard of live weights, {where})", "task", "task")
+    fig = figure("mask overlap across tasks", "task", "task", note=f"Jaccard of the live weights, {where}")
     if not masks:
         return message(fig, "no masks saved yet")
     tasks = list(masks)
@@ -531,9 +573,10 @@ def mask_changes(record: Record, task: int | None = None) -> go.Figure:
             return with_task_slider({t: mask_changes(record, t) for t in changed})
         task = changed[0] if changed else max(rows, default=0)
     fig = figure(
-        f"weights regrown and pruned per layer, end of task {task - 1} → end of task {task}",
+        f"weights regrown and pruned, task {task - 1} → {task}",
         "layer",
         "weights (count)",
+        note="per layer, between the two task ends' masks",
         barmode="group",
     )
     layers = rows.get(task, {})
@@ -604,10 +647,11 @@ def selections_by_task(record: Record) -> dict[int, dict]:
     return {t: load_selections(record.path, t) for t in task_files(record, "selections", ".npz")}
 
 
-def _split_title(what: str, task: int, epoch: int | None, level: str) -> str:
+def _split_title(what: str, task: int, epoch: int | None, level: str) -> tuple[str, str]:
+    """The title and the note of a kept-versus-removed figure."""
     when = "at the task end" if epoch is None else f"at epoch {epoch}"
-    how = "support set" if level == "batch" else "elimination"
-    return f"{what}, task {task} {when} ({how})"
+    how = "support sets of the batches" if level == "batch" else "redundant example elimination"
+    return f"{what}, task {task}", f"kept and removed {when}: {how}"
 
 
 def score_histogram(
@@ -624,11 +668,9 @@ def score_histogram(
         return with_task_slider({t: score_histogram(record, t, None, level, selections) for t in selections})
     task = next(iter(selections), 0) if task is None else task
     kind = score_kind(record)
+    title, note = _split_title("selection scores", task, epoch, level)
     fig = figure(
-        _split_title("scores of kept and removed examples", task, epoch, level),
-        SCORE_LABEL["sharpness" if level == "batch" else kind],
-        "examples",
-        barmode="overlay",
+        title, SCORE_LABEL["sharpness" if level == "batch" else kind], "examples", note=note, barmode="overlay"
     )
     if task not in selections:
         return message(fig, f"no selection record for task {task}")
@@ -648,9 +690,7 @@ def score_histogram(
                 xbins=bins,
             )
         )
-    # the legend above the plot, not beside it: it took 40% of a narrow figure's width
-    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
-    return fig
+    return legend_on_top(fig)
 
 
 def class_balance(
@@ -665,12 +705,8 @@ def class_balance(
     if task is None and len(selections) > 1:
         return with_task_slider({t: class_balance(record, t, None, level, selections) for t in selections})
     task = next(iter(selections), 0) if task is None else task
-    fig = figure(
-        _split_title("class balance of kept and removed examples", task, epoch, level),
-        "class",
-        "examples",
-        barmode="group",
-    )
+    title, note = _split_title("class balance", task, epoch, level)
+    fig = figure(title, "class", "examples", note=note, barmode="group")
     if task not in selections:
         return message(fig, f"no selection record for task {task}")
     sel = selections[task]
@@ -680,12 +716,12 @@ def class_balance(
         counts = [int(np.count_nonzero(sel["y"][split[key]] == c)) for c in classes]
         fig.add_trace(go.Bar(x=[str(c) for c in classes], y=counts, name=label, marker_color=colour))
     fig.update_xaxes(type="category")
-    return fig
+    return legend_on_top(fig)
 
 
 def examples_per_epoch(record: Record) -> go.Figure:
     """Examples trained in each epoch of each task: the pool shrinking under elimination."""
-    fig = figure("examples trained per epoch (the task's pool after elimination)", "epoch", "examples")
+    fig = figure("examples trained per epoch", "epoch", "examples", note="the task's pool after elimination")
     epochs = _events(record, "epoch")
     if not epochs:
         return message(fig, "no epoch has finished yet")
@@ -707,9 +743,10 @@ def flops_by_component(record: Record) -> go.Figure:
     """Cumulative training FLOPs by component after each task (stacked), with dense SGD on the
     same examples and epochs for reference and the ratio written over each bar."""
     fig = figure(
-        "cumulative training FLOPs by component (RigL convention: 2 × MACs, backward = 2 × forward)",
+        "cumulative training FLOPs",
         "after task",
         "FLOPs",
+        note="by component; RigL's convention: 2 × MACs, backward = 2 × forward",
         barmode="stack",
     )
     rows = [e for e in record.task_events if "flops" in e]
@@ -767,7 +804,7 @@ def memory_breakdown(record: Record) -> go.Figure:
     last = rows[-1]
     memory = last["memory"]
     fig = subplots(
-        f"memory after task {last['task']} (MB)", ["model and training state", "peak"], column_widths=[0.75, 0.25]
+        f"memory after task {last['task']} (MB)", ["model and training state", "peak"], column_widths=[0.65, 0.35]
     )
     fig.add_trace(
         go.Bar(
@@ -801,7 +838,12 @@ def wall_clock(record: Record) -> go.Figure:
     """Seconds per task, stacked: training (with its throughput), the task end's work (projection,
     batch-norm recalibration, the learner's own such as EWC's Fisher or CO2L's probe, evaluation) and
     sharpness measurement (`landscape`). Runs recorded before the last two were timed show training only."""
-    fig = figure("wall-clock per task: training, task-end work, sharpness measurement", "task", "seconds")
+    fig = figure(
+        "wall-clock per task (s)",
+        "task",
+        "seconds",
+        note="task end: recalibration, the learner's own work, evaluation",
+    )
     rows = record.task_events
     if not rows:
         return message(fig, "no task has finished yet")
@@ -822,8 +864,8 @@ def wall_clock(record: Record) -> go.Figure:
         )
     )
     for key, name, colour in (
-        ("task_end_seconds", "task end (recalibration, learner, evaluation)", "#a8dadc"),
-        ("landscape_seconds", "sharpness measurement", "#e76f51"),
+        ("task_end_seconds", "task end", "#a8dadc"),  # recalibration, the learner's, evaluation
+        ("landscape_seconds", "sharpness", "#e76f51"),
     ):
         if any(key in e for e in rows):
             fig.add_trace(
@@ -835,6 +877,6 @@ def wall_clock(record: Record) -> go.Figure:
                     hovertemplate="task %{x}: %{y:.2f} s " + name + "<extra></extra>",
                 )
             )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
+    fig.update_layout(barmode="stack")
     fig.update_xaxes(dtick=1)
-    return fig
+    return legend_on_top(fig)
