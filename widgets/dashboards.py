@@ -269,11 +269,11 @@ def _is_dense(record: Record) -> bool:
 
 
 class MaskDashboard(Dashboard):
-    """Per-layer sparsity over training steps and at task ends, mask churn between tasks, the task
-    x task Jaccard overlap of the masks (all layers or one), and regrown vs pruned weights per
-    layer at the task on the slider."""
+    """Regrown vs pruned weights per layer at the task on the slider and the task x task Jaccard
+    overlap of the masks (all layers or one, on the dropdown): the two the controls drive, first, next
+    to them; then mask churn between tasks and per-layer sparsity over training steps and at task ends."""
 
-    slots = ("steps", "ends", "churn", "overlap", "changes")
+    slots = ("changes", "overlap", "churn", "steps", "ends")
 
     def __init__(self, record: Record | None = None):
         self.task = W.IntSlider(description="task", min=0, max=0, value=0, continuous_update=False)
