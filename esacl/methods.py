@@ -72,6 +72,12 @@ class EWCConfig(Section):
         "online EWC: cap each penalty weight lambda * F at 1 / (2 lr), where one SGD step "
         "on the penalty lands on the anchor (larger weights overshoot and, past 1 / lr, diverge)",
     )
+    ewc_step: str = knob(
+        "gradient",
+        "online EWC: the penalty's 'gradient' in the loss (capped by ewc_cap), or its exact 'proximal' step "
+        "after each SGD update, stable for every weight without a cap (dense update rules only)",
+        choices=lambda: ["gradient", "proximal"],
+    )
 
 
 @dataclass
@@ -217,6 +223,9 @@ class Learner:
         (A-GEM's projection). With SAM, the gradient is the second pass's, the weights back at w.
         `.grad` is already what the sparsifier applies; `applied(name, grad)` reduces another gradient
         of parameter `name` the same way (`prune.Dense.applied`)."""
+
+    def after_update(self, model) -> None:
+        """Right after the update rule changed the weights (EWC's proximal step)."""
 
     def observe(self, batch: Batch, loss: Loss) -> None:
         """After the update: remember what the learner keeps (buffer)."""
@@ -466,6 +475,11 @@ class EWC(Learner):
     lands exactly on the anchor. Past it an explicit step overshoots, and past 1 / lr it diverges:
     the Fisher accumulates over tasks, so without the cap every lambda large enough to protect a
     task eventually turns the loss into NaN (measured: docs/method.md, "EWC").
+
+    `ewc_step=proximal` leaves the penalty out of the loss and, after each SGD update, takes its exact
+    proximal step w <- (w + 2 lr k w*) / (1 + 2 lr k): stable for every k, so uncapped, and it keeps
+    the penalty's ordering of weights. Only where the update is SGD on the weights (the dense rule):
+    dual averaging recomputes the weights from its accumulator, and SparCL's masks would be undone.
     """
 
     Config = EWCConfig
@@ -479,7 +493,7 @@ class EWC(Learner):
 
     def loss(self, model, batch):
         loss = super().loss(model, batch)
-        if self.stiffness:
+        if self.stiffness and self.opts.ewc_step == "gradient":
             penalty = sum((self.stiffness[n] * (p - self.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
             loss.total = loss.total + penalty
         return loss
@@ -493,8 +507,16 @@ class EWC(Learner):
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.stiffness = self.penalty_weights()
 
+    @torch.no_grad()
+    def after_update(self, model) -> None:
+        if self.stiffness and self.opts.ewc_step == "proximal":
+            for n, p in model.named_parameters():
+                step = 2 * self.lr * self.stiffness[n]  # [same shape as p]
+                p.add_(step * self.anchor[n]).div_(1 + step)
+
     def penalty_weights(self) -> dict[str, torch.Tensor]:
-        cap = 1 / (2 * self.lr) if self.opts.ewc_cap else float("inf")
+        capped = self.opts.ewc_cap and self.opts.ewc_step == "gradient"  # the proximal step needs no cap
+        cap = 1 / (2 * self.lr) if capped else float("inf")
         return {n: (self.opts.ewc_lambda * f).clamp(max=cap) for n, f in self.fisher.items()}
 
     def state_dict(self):

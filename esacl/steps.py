@@ -10,7 +10,8 @@ support selection and every pruning rule wrap every learner without copying the 
     pass 2      gradient at w + eps on the kept examples and the whole replay draw, then w restored exactly
     gradient    the sparsifier's masks (SparCL), then the learner's own change, if any (A-GEM's
                 projection, made on the part of the gradients the update applies)
-    update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning
+    update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning; then the learner's
+                own change of the weights, if any (EWC's proximal step)
 
 With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
 update with pass 1's gradient (LookSAM-style).
@@ -222,6 +223,7 @@ class Step:
         learner.adjust_gradient(model, batch, self.pruner.applied)
         self.selector.record(batch, loss, scores, keep)
         self.pruner.update()
+        learner.after_update(model)
         return loss
 
     @torch.no_grad()

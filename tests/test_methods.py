@@ -1,9 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import stats
 
+import esacl
 from esacl import RunConfig, UserError
 from esacl.config import resolve
 from esacl.methods import EWC, Batch, DERpp, ER, LwF, ReservoirBuffer, agem_project, fisher_diagonal
@@ -161,6 +164,31 @@ def test_ewc_caps_each_penalty_weight_where_one_step_lands_on_the_anchor():
     uncapped = learner_for(EWC, method="ewc", ewc_lambda=1e9, lr=0.05, ewc_cap=False)
     uncapped.end_task(task, model)
     assert torch.equal(uncapped.stiffness["head.weight"], 1e9 * uncapped.fisher["head.weight"])
+
+
+def test_ewc_proximal_step_minimises_the_penalty_plus_the_distance_moved_and_needs_no_cap(tiny):
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 4)
+    learner = learner_for(EWC, method="ewc", ewc_lambda=1e6, lr=0.05, ewc_step="proximal")
+    task = type("T", (), {"x_train": toy_batch().x, "y_train": toy_batch().y})()
+    learner.end_task(task, model)
+    k = learner.stiffness["head.weight"]
+    assert torch.equal(k, 1e6 * learner.fisher["head.weight"]) and (k > 1 / (2 * 0.05)).any()  # uncapped
+    batch = toy_batch()
+    assert torch.allclose(learner.loss(model, batch).total, F.cross_entropy(model(batch.x), batch.y))  # not in the loss
+    with torch.no_grad():
+        model.head.weight += 0.3
+    v = model.head.weight.detach().clone()
+    learner.after_update(model)
+    w = model.head.weight.detach()
+    # w = argmin_u k (u - w*)^2 + (u - v)^2 / (2 lr): its derivative vanishes there, for every k.
+    assert torch.allclose(2 * k * (w - learner.anchor["head.weight"]), -(w - v) / 0.05, rtol=1e-4, atol=1e-4)
+    assert (w - learner.anchor["head.weight"]).abs().le((v - learner.anchor["head.weight"]).abs() + 1e-7).all()
+    # Stiff enough to diverge as a gradient, uncapped: as a proximal step the run stays finite.
+    record = esacl.run(tiny(method="ewc", ewc_step="proximal", ewc_lambda=1e6))
+    assert record.complete and all(math.isfinite(a) for row in record.task_il for a in row if a is not None)
+    with pytest.raises(UserError, match="ewc_step=proximal needs an SGD update"):
+        build_learner(resolve(RunConfig(method="esacl-ewc", ewc_step="proximal"))[0], 10)
 
 
 def test_agem_projection_by_hand():
