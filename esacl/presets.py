@@ -36,6 +36,7 @@ SPARSIFIERS = {
     "grda": (False, "dual_averaging"),
     "sdp": (True, "dual_averaging"),
     "sam-gmp": (True, "magnitude"),
+    "gmp": (False, "magnitude"),
     "sparcl": (False, "sparcl"),
 }
 
@@ -85,6 +86,12 @@ PRESETS: dict[str, Preset] = {
         "sam-gmp",
         "none",
         "ablation: SAM + gradual magnitude pruning (Zhu & Gupta 2017) instead of dual averaging",
+    ),
+    "sgd-gmp": Preset(
+        "finetune",
+        "gmp",
+        "none",
+        "ablation: plain SGD + gradual magnitude pruning (Zhu & Gupta 2017), sam-gmp without SAM",
     ),
     **{f"sparcl-{x}": Preset(x, "sparcl", "ddr", f"{_SPARCL}, on {name}") for x, name in COMPOSED.items()},
 }
