@@ -66,6 +66,12 @@ class Protocol(Section):
     )
     bn_bias: bool = knob(True, "batch-norm biases train (off: held at zero, as the official SparCL code does)")
     drop_last: bool = knob(False, "drop each epoch's last partial batch (as the official SparCL code does)")
+    stop_loss: float | None = knob(
+        None,
+        "end a task's training after the first epoch whose mean training loss is at most this, with "
+        "'epochs' the most it takes (training to a matched quality; default: every epoch)",
+        interval="(0, inf)",
+    )
 
 
 @dataclass(frozen=True)

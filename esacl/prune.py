@@ -63,6 +63,12 @@ class SparsityConfig(Section):
         "0: not measured)",
         interval="[0, 1)",
     )
+    flatness_probe: bool = knob(
+        False,
+        "at each task end, the flatness probe (esacl/flatness.py): the current task's accuracy and "
+        "training loss after one-shot magnitude pruning to 0.5-0.95 (layer and global scope), and after "
+        "0, 10 and 100 fine-tuning steps with the mask fixed; measured, the run unchanged",
+    )
     bn_recalibrate: bool = knob(
         True,
         "sparse methods: recompute batch-norm running statistics at each task end "

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig, UserError, resolve, resolve_speed
 from .data import load_benchmark
+from . import flatness
 from .flops import FlopMeter
 from .methods import Batch
 from .models import InputNorm, build_model
@@ -223,6 +224,8 @@ class Trainer:
                     removal = method.end_epoch()
                     if removal:
                         self.emit(dict(removal, task=t))
+                    if cfg.stop_loss is not None and mean_loss <= cfg.stop_loss:
+                        break  # trained to the matched quality: the task ends here
                     # The pool may have shrunk (elimination): the epochs left are shorter than planned.
                     bar.total = bar.n + (cfg.epochs - epoch - 1) * self.steps(len(method.pool()))
                     bar.refresh()
@@ -287,6 +290,13 @@ class Trainer:
         if final is None:
             final = evaluate_seen()  # its host sync ends the task end's device work: the time below is whole
         fields["task_end_seconds"] = time.perf_counter() - tic  # projection, recalibration, the learner's, evaluation
+        if self.cfg.flatness_probe:
+            tic = time.perf_counter()
+            with self.meter.phase("measure.flatness"):  # measured, not training FLOPs
+                fields["flatness"] = flatness.probe(
+                    self.model, task, self.cfg.lr, self.cfg.batch_size, self.cfg.seed * 1000 + t, self.bench.augment
+                )
+            fields["flatness_seconds"] = time.perf_counter() - tic
         self.emit(
             dict(
                 event="task",

@@ -1,0 +1,121 @@
+"""The flatness probe: what one-shot pruning costs a model as trained, and how much of it a few
+fine-tuning steps win back (docs/method.md, "Flatness").
+
+The paper argues that a flat minimum (SAM) can be pruned without retraining. The probe measures that
+claim's two quantities on the weights at a task end (config key `flatness_probe`), for each scope in
+SCOPES and sparsity in SPARSITIES:
+
+    drop      the current task's accuracy and training loss of the dense weights, against those of
+              the weights pruned to the top-k |w| (batch-norm statistics recomputed over the task's
+              training examples for both: stale statistics alone cost more than pruning, docs)
+    recovery  the same after k steps of fine-tuning with the mask fixed, k in STEPS (plain SGD at the
+              run's lr, cross-entropy on the task's own examples in a seeded order)
+
+The claim predicts a smaller drop and a smaller recovery gain after SAM than after SGD. Every weight,
+batch-norm statistic and random generator is restored afterwards: the run goes on as without the
+probe, and its FLOPs are reported as measurement ('measure.flatness'), not training.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .prune import topk_masks
+from .steps import batch_norms
+
+SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+SCOPES = ("layer", "global")
+STEPS = (0, 10, 100)
+EVAL_BATCH = 512  # examples per no-grad forward
+
+
+@torch.no_grad()
+def recalibrate(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> None:
+    """Batch-norm running statistics recomputed over `x` ([N, ...]) in batches of `batch_size`: a
+    cumulative average, as the trainer's recalibration, but over the task's examples alone."""
+    norms = batch_norms(model)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for start in range(0, len(x), batch_size):
+        model(x[start : start + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def current_task(model, x_train, y_train, x_test, y_test, classes: list[int]) -> dict:
+    """The current task's training loss and test accuracy (class-IL: over all classes; task-IL:
+    within the task's classes), in eval mode. Host sync: once per measurement."""
+    model.eval()
+    loss = sum(
+        F.cross_entropy(model(x_train[i : i + EVAL_BATCH]), y_train[i : i + EVAL_BATCH], reduction="sum")
+        for i in range(0, len(x_train), EVAL_BATCH)
+    ) / len(y_train)
+    logits = torch.cat([model(x_test[i : i + EVAL_BATCH]) for i in range(0, len(x_test), EVAL_BATCH)])
+    own = torch.tensor(classes, device=logits.device)
+    task_il = own[logits[:, own].argmax(1)]  # [N] prediction among the task's classes
+    return dict(
+        loss=loss.item(),
+        class_il=(logits.argmax(1) == y_test).float().mean().item() * 100,
+        task_il=(task_il == y_test).float().mean().item() * 100,
+    )
+
+
+def probe(model, task, lr: float, batch_size: int, seed: int, augment=None) -> dict:
+    """The probe on `model` at the end of `task` (its x_train, y_train, x_test, y_test, classes).
+
+    Returns {'as_trained': m, 'dense': m, SCOPE: {SPARSITY: {STEPS: m}}} with m = current_task(...)
+    (keys as strings, as JSON keeps them): 'as_trained' with the statistics training left, 'dense'
+    recalibrated. `model` and every RNG are as they were when it returns."""
+    from .train import rng_state, set_rng_state
+
+    rng, mode = rng_state(), model.training
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}  # dense copy: 2x model memory
+    data = task.x_train, task.y_train, task.x_test, task.y_test, task.classes
+    generator = torch.Generator(task.y_train.device).manual_seed(seed)
+    params = dict(model.named_parameters())
+    prunable = {n: params[n] for n in model.prunable()}
+    out = dict(as_trained=current_task(model, *data))
+    recalibrate(model, task.x_train, batch_size)
+    out["dense"] = current_task(model, *data)
+    for scope in SCOPES:
+        out[scope] = {}
+        for sparsity in SPARSITIES:
+            model.load_state_dict(saved)
+            masks = topk_masks({n: p.detach() for n, p in prunable.items()}, sparsity, scope)
+            with torch.no_grad():
+                for n, mask in masks.items():
+                    prunable[n].mul_(mask)
+            out[scope][str(sparsity)] = rows = {}
+            done = 0
+            for k in STEPS:
+                finetune(model, task, masks, k - done, lr, batch_size, generator, augment)
+                done = k
+                recalibrate(model, task.x_train, batch_size)
+                rows[str(k)] = current_task(model, *data)
+    model.load_state_dict(saved)
+    model.train(mode)
+    set_rng_state(rng)
+    return out
+
+
+def finetune(model, task, masks: dict, steps: int, lr: float, batch_size: int, generator, augment=None) -> None:
+    """`steps` SGD steps of cross-entropy on the task's examples (a seeded random batch each), the
+    pruned weights held at zero."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    named = dict(model.named_parameters())
+    model.train()
+    n = len(task.y_train)
+    for _ in range(steps):
+        idx = torch.randint(n, (min(batch_size, n),), generator=generator, device=task.y_train.device)  # [B]
+        x = task.x_train[idx]
+        x = augment(x) if augment else x
+        loss = F.cross_entropy(model(x), task.y_train[idx])
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(lr * g)
+            for name, mask in masks.items():
+                named[name].mul_(mask)

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+import esacl
+from esacl.flatness import SCOPES, SPARSITIES, STEPS, finetune, probe
+from esacl.prune import topk_masks
+
+
+def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny):
+    probed = esacl.run(tiny(method="sgd", flatness_probe=True, name="probed"))
+    plain = esacl.run(tiny(method="sgd", name="plain"))
+    assert probed.class_il == plain.class_il and probed.task_il == plain.task_il
+    for a, b in zip(probed.task_events, plain.task_events):
+        assert a["loss"] == b["loss"] and a["flops"]["total"] == b["flops"]["total"]  # measured, not trained
+        assert a["flops"]["measure.flatness.forward"] > 0 and "flatness" not in b
+    found = probed.task_events[-1]["flatness"]
+    assert set(found) == {"as_trained", "dense", *SCOPES}
+    for scope in SCOPES:
+        assert set(found[scope]) == {str(s) for s in SPARSITIES}
+        for rows in found[scope].values():
+            assert set(rows) == {str(k) for k in STEPS}
+    # Pruning to 0.95 costs training loss, and fine-tuning with the mask fixed wins it back.
+    rows = found["layer"]["0.95"]
+    assert rows["0"]["loss"] > found["dense"]["loss"] and rows["100"]["loss"] < rows["0"]["loss"]
+
+
+def test_fine_tuning_holds_the_pruned_weights_at_zero_and_moves_the_rest(tiny):
+    from esacl.data import load_benchmark
+    from esacl.train import build
+
+    cfg = tiny(method="sgd")
+    bench = load_benchmark(cfg, torch.device("cpu"))
+    model = build(esacl.config.resolve(cfg)[0], torch.device("cpu"), bench)[1]
+    prunable = {n: p for n, p in model.named_parameters() if n in model.prunable()}
+    masks = topk_masks({n: p.detach() for n, p in prunable.items()}, 0.9, "layer")
+    with torch.no_grad():
+        for n, mask in masks.items():
+            prunable[n].mul_(mask)
+    before = {n: p.detach().clone() for n, p in prunable.items()}
+    finetune(model, bench.tasks[0], masks, 5, 0.03, 32, torch.Generator().manual_seed(0))
+    for n, p in prunable.items():
+        assert (p[~masks[n]] == 0).all() and not torch.equal(p[masks[n]], before[n][masks[n]]), n
+
+
+def test_probe_restores_the_model_and_the_random_generators(tiny):
+    from esacl.data import load_benchmark
+    from esacl.train import build
+
+    cfg = tiny(method="sgd")
+    bench = load_benchmark(cfg, torch.device("cpu"))
+    model = build(esacl.config.resolve(cfg)[0], torch.device("cpu"), bench)[1]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    probe(model, bench.tasks[0], 0.03, 32, seed=0)
+    after = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(3))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("stop_loss, epochs_per_task", [(10.0, 1), (1e-9, 2)])
+def test_stop_loss_ends_a_task_after_the_first_epoch_that_reaches_it(tiny, stop_loss, epochs_per_task):
+    record = esacl.run(tiny(method="sam", stop_loss=stop_loss))
+    epochs = [e for e in record.events if e["event"] == "epoch"]
+    assert [e["task"] for e in epochs] == [t for t in range(2) for _ in range(epochs_per_task)]
+    assert record.complete
