@@ -119,3 +119,43 @@ def finetune(model, task, masks: dict, steps: int, lr: float, batch_size: int, g
                 p.sub_(lr * g)
             for name, mask in masks.items():
                 named[name].mul_(mask)
+
+
+# ----------------------------------------------------------------------------- the experiment's numbers
+
+MEASURES = ("drop", "recovery")  # accuracy lost by pruning (k = 0); accuracy won back by the last k
+
+
+def run_effects(record, metric: str = "class_il") -> dict[tuple[str, float, str], float]:
+    """One run's effects, each the mean over its task ends, keyed (scope, sparsity, measure): 'drop',
+    the current task's `metric` (accuracy, %) of the recalibrated dense weights minus the pruned ones'
+    before fine-tuning; 'recovery', the pruned weights' accuracy after the last fine-tuning count in
+    STEPS minus before. Also 'loss_rise' per (scope, sparsity): the training loss after pruning minus
+    the dense weights'."""
+    probes = [e["flatness"] for e in record.task_events if "flatness" in e]
+    if not probes:
+        raise ValueError(f"{record.path}: no flatness probe in this run (flatness_probe=true)")
+    out = {}
+    last = str(STEPS[-1])
+    for scope in SCOPES:
+        for sparsity in SPARSITIES:
+            rows = [(p["dense"], p[scope][str(sparsity)]) for p in probes]
+            mean = lambda values: sum(values) / len(values)  # noqa: E731
+            out[scope, sparsity, "drop"] = mean([d[metric] - r["0"][metric] for d, r in rows])
+            out[scope, sparsity, "recovery"] = mean([r[last][metric] - r["0"][metric] for d, r in rows])
+            out[scope, sparsity, "loss_rise"] = mean([r["0"]["loss"] - d["loss"] for d, r in rows])
+    return out
+
+
+def compare(reference: dict, trained: dict, metric: str = "class_il"):
+    """The claim's test: `reference` and `trained` ({seed: Record}, e.g. SGD's and SAM's runs) paired by
+    seed, per scope, sparsity and measure: reference's effect minus trained's (positive: the flat
+    training lost less to pruning, or gained less from fine-tuning, as the claim predicts). Returns
+    [(scope, sparsity, measure, Verdict)], Holm-corrected over all of them (`esacl.stats`)."""
+    from .stats import paired, verdicts
+
+    a = {seed: run_effects(r, metric) for seed, r in reference.items()}
+    b = {seed: run_effects(r, metric) for seed, r in trained.items()}
+    keys = [(scope, s, m) for scope in SCOPES for s in SPARSITIES for m in MEASURES]
+    cells = [paired({k: v[key] for k, v in a.items()}, {k: v[key] for k, v in b.items()}) for key in keys]
+    return [(*key, verdict) for key, verdict in zip(keys, verdicts(cells))]

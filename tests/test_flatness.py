@@ -6,9 +6,26 @@ from esacl.flatness import SCOPES, SPARSITIES, STEPS, finetune, probe
 from esacl.prune import topk_masks
 
 
-def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny):
-    probed = esacl.run(tiny(method="sgd", flatness_probe=True, name="probed"))
-    plain = esacl.run(tiny(method="sgd", name="plain"))
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    """Two-task split_digits runs with the probe, one epoch per task: {method: {seed: Record}}."""
+    out = tmp_path_factory.mktemp("runs")
+    return {
+        m: {
+            s: esacl.run(
+                esacl.RunConfig(
+                    method=m, seed=s, n_tasks=2, epochs=1, flatness_probe=True, progress=False, out=str(out)
+                )
+            )
+            for s in (0, 1)
+        }
+        for m in ("sgd", "sam")
+    }
+
+
+def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny, probed):
+    probed = probed["sgd"][0]
+    plain = esacl.run(tiny(method="sgd", epochs=1, name="plain"))
     assert probed.class_il == plain.class_il and probed.task_il == plain.task_il
     for a, b in zip(probed.task_events, plain.task_events):
         assert a["loss"] == b["loss"] and a["flops"]["total"] == b["flops"]["total"]  # measured, not trained
@@ -64,3 +81,21 @@ def test_stop_loss_ends_a_task_after_the_first_epoch_that_reaches_it(tiny, stop_
     epochs = [e for e in record.events if e["event"] == "epoch"]
     assert [e["task"] for e in epochs] == [t for t in range(2) for _ in range(epochs_per_task)]
     assert record.complete
+
+
+def test_the_experiment_pairs_sgd_and_sam_by_seed_over_every_scope_sparsity_and_measure(tiny, probed):
+    from esacl.flatness import MEASURES, compare, run_effects
+
+    effects = run_effects(probed["sgd"][0])
+    probes = [e["flatness"] for e in probed["sgd"][0].task_events]
+    drop = sum(p["dense"]["class_il"] - p["layer"]["0.95"]["0"]["class_il"] for p in probes) / len(probes)
+    assert effects["layer", 0.95, "drop"] == pytest.approx(drop)
+    rows = compare(probed["sgd"], probed["sam"])
+    assert [(scope, s, m) for scope, s, m, _ in rows] == [
+        (scope, s, m) for scope in SCOPES for s in SPARSITIES for m in MEASURES
+    ]
+    cell = rows[-1][3].cell  # global, 0.95, recovery: SGD's minus SAM's, seed by seed
+    recovery = {m: [run_effects(probed[m][s])["global", 0.95, "recovery"] for s in (0, 1)] for m in probed}
+    assert cell.diffs == tuple(a - b for a, b in zip(recovery["sgd"], recovery["sam"]))
+    with pytest.raises(ValueError, match="no flatness probe"):
+        run_effects(esacl.run(tiny(method="sgd", epochs=1, name="unprobed")))
