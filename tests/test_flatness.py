@@ -99,3 +99,16 @@ def test_the_experiment_pairs_sgd_and_sam_by_seed_over_every_scope_sparsity_and_
     assert cell.diffs == tuple(a - b for a, b in zip(recovery["sgd"], recovery["sam"]))
     with pytest.raises(ValueError, match="no flatness probe"):
         run_effects(esacl.run(tiny(method="sgd", epochs=1, name="unprobed")))
+
+
+def test_the_sharpness_dashboard_draws_the_probe_of_the_last_task_end(probed):
+    import widgets
+
+    record = probed["sam"][0]
+    dash = widgets.RunDashboard(record)
+    fig = dash.sharpness.current["probe"]
+    probe = record.task_events[-1]["flatness"]
+    assert fig.layout.title.text == f"flatness probe after task {len(record.task_events) - 1}"
+    traces = {t.name: list(t.y) for t in fig.data}
+    assert traces["global, 100 steps"] == [probe["global"][str(s)]["100"]["class_il"] for s in SPARSITIES]
+    assert len(traces) == len(SCOPES) * len(STEPS)

@@ -214,7 +214,7 @@ class SharpnessDashboard(Dashboard):
     """Per task: SAM gap, top Hessian eigenvalue, Hutchinson trace; the 1-D interpolation curves;
     the 2-D loss slice of the task on the slider; the pruning jump of sparse runs."""
 
-    slots = ("sharpness", "interpolation", "slice", "jump")
+    slots = ("sharpness", "interpolation", "slice", "jump", "probe")
     wide = ("sharpness",)
 
     def __init__(self, record: Record | None = None):
@@ -229,9 +229,10 @@ class SharpnessDashboard(Dashboard):
         r = self.record
         measured = any("landscape" in e for e in r.task_events)
         jumps = any("jump" in e or "one_shot" in e for e in r.task_events)
+        probed = any("flatness" in e for e in r.task_events)
         if not measured:
             line = "no landscape measurements in this run (run with landscape=True to measure sharpness)"
-            if not jumps:
+            if not jumps and not probed:
                 return self.only_notice(line)
             self.say(line)
             self.hide("sharpness", "interpolation", "slice")
@@ -251,6 +252,10 @@ class SharpnessDashboard(Dashboard):
             self.show("jump", F.pruning_jump(r))
         else:
             self.hide("jump")
+        if probed:
+            self.show("probe", F.flatness_probe(r))
+        else:
+            self.hide("probe")
 
     def static_figures(self) -> list[go.Figure]:
         r = self.record
@@ -260,6 +265,8 @@ class SharpnessDashboard(Dashboard):
             figs += [F.loss_slice(r)] if self._slice_tasks() else []
         if any("jump" in e or "one_shot" in e for e in r.task_events):
             figs.append(F.pruning_jump(r))
+        if any("flatness" in e for e in r.task_events):
+            figs.append(F.flatness_probe(r))
         return figs
 
 

@@ -420,6 +420,40 @@ def pruning_jump(record: Record) -> go.Figure:
     return fig
 
 
+def flatness_probe(record: Record, task: int | None = None) -> go.Figure:
+    """The flatness probe at the end of `task` (None: the last probed): the current task's class-IL
+    accuracy after one-shot pruning to each sparsity (layer and global scope), before fine-tuning and
+    after each count of fine-tuning steps, against the dense weights'."""
+    probes = {e["task"]: e["flatness"] for e in record.task_events if "flatness" in e}
+    fig = figure(
+        "flatness probe: pruned and fine-tuned",
+        "sparsity",
+        "current task's class-IL (%)",
+        note="one-shot pruning, batch norm recalibrated; lines: fine-tuning steps",
+    )
+    if not probes:
+        return message(fig, "no flatness probe in this run (flatness_probe=true)")
+    task = max(probes) if task is None else task
+    probe = probes[task]
+    fig.update_layout(title_text=f"flatness probe after task {task}")
+    fig.add_hline(y=probe["dense"]["class_il"], line_dash="dot", annotation_text="dense")
+    for scope, dash in (("layer", "solid"), ("global", "dash")):
+        sparsities = sorted(probe[scope], key=float)
+        for steps in probe[scope][sparsities[0]]:
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(s) for s in sparsities],
+                    y=[probe[scope][s][steps]["class_il"] for s in sparsities],
+                    mode="lines+markers",
+                    name=f"{scope}, {steps} steps",
+                    line=dict(dash=dash),
+                    customdata=[probe[scope][s][steps]["loss"] for s in sparsities],
+                    hovertemplate="sparsity %{x}: %{y:.1f}%, training loss %{customdata:.3f}<extra></extra>",
+                )
+            )
+    return fig
+
+
 # ----------------------------------------------------------------------------- masks
 
 
