@@ -95,7 +95,9 @@ def parameters(name: str) -> str:
     lines = ["# Parameters: every esacl.RunConfig key (`esacl run --help` explains each); papermill sets any of them."]
     if name in SHARPNESS:
         full = ", ".join(f"{k} {RunConfig.__dataclass_fields__[k].default}" for k in EXPLORE if k != "landscape")
-        lines.append("# The sharpness settings are lighter than `esacl run`'s, for a first run of seconds; its full ones:")
+        lines.append(
+            "# The sharpness settings are lighter than `esacl run`'s, for a first run of seconds; its full ones:"
+        )
         lines.append(f"# {full}.")
     for f in dataclasses.fields(RunConfig):
         value = values.get(f.name, f.default)
