@@ -7,7 +7,8 @@ SCOPES and sparsity in SPARSITIES:
 
     drop      the current task's accuracy and training loss of the dense weights, against those of
               the weights pruned to the top-k |w| (batch-norm statistics recomputed over the task's
-              training examples for both: stale statistics alone cost more than pruning, docs)
+              training examples for both: stale statistics alone gave 71.1% against 100% after one
+              Split-Digits task at sparsity 0.9, docs/method.md, "Batch-norm recalibration")
     recovery  the same after k steps of fine-tuning with the mask fixed, k in STEPS (plain SGD at the
               run's lr, cross-entropy on the task's own examples in a seeded order)
 
@@ -15,6 +16,8 @@ The claim predicts a smaller drop and a smaller recovery gain after SAM than aft
 batch-norm statistic and random generator is restored afterwards: the run goes on as without the
 probe, and its FLOPs are reported as measurement ('measure.flatness'), not training.
 """
+
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -140,10 +143,9 @@ def run_effects(record, metric: str = "class_il") -> dict[tuple[str, float, str]
     for scope in SCOPES:
         for sparsity in SPARSITIES:
             rows = [(p["dense"], p[scope][str(sparsity)]) for p in probes]
-            mean = lambda values: sum(values) / len(values)  # noqa: E731
-            out[scope, sparsity, "drop"] = mean([d[metric] - r["0"][metric] for d, r in rows])
-            out[scope, sparsity, "recovery"] = mean([r[last][metric] - r["0"][metric] for d, r in rows])
-            out[scope, sparsity, "loss_rise"] = mean([r["0"]["loss"] - d["loss"] for d, r in rows])
+            out[scope, sparsity, "drop"] = statistics.fmean(d[metric] - r["0"][metric] for d, r in rows)
+            out[scope, sparsity, "recovery"] = statistics.fmean(r[last][metric] - r["0"][metric] for d, r in rows)
+            out[scope, sparsity, "loss_rise"] = statistics.fmean(r["0"]["loss"] - d["loss"] for d, r in rows)
     return out
 
 
