@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .prune import topk_masks
+from .seeding import rng_state, set_rng_state
 from .steps import batch_norms
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
@@ -72,8 +73,6 @@ def probe(model, task, lr: float, batch_size: int, seed: int, augment=None) -> d
     Returns {'as_trained': m, 'dense': m, SCOPE: {SPARSITY: {STEPS: m}}} with m = current_task(...)
     (keys as strings, as JSON keeps them): 'as_trained' with the statistics training left, 'dense'
     recalibrated. `model` and every RNG are as they were when it returns."""
-    from .train import rng_state, set_rng_state
-
     rng, mode = rng_state(), model.training
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}  # dense copy: 2x model memory
     data = task.x_train, task.y_train, task.x_test, task.y_test, task.classes

@@ -7,11 +7,9 @@ For instance:
 
 import contextlib
 import math
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -19,6 +17,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig, UserError, resolve, resolve_speed
 from .data import load_benchmark
 from . import flatness
+from .seeding import rng_state, seed_everything, set_rng_state
 from .flops import FlopMeter
 from .methods import Batch
 from .models import InputNorm, build_model
@@ -43,32 +42,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"config key 'device' is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def rng_state() -> dict:
-    """Every global RNG, in types a weights-only checkpoint load accepts."""
-    _, key, pos, has_gauss, cached = np.random.get_state()
-    return dict(
-        python=random.getstate(),
-        numpy=[key.tolist(), pos, has_gauss, cached],
-        torch=torch.get_rng_state(),
-        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    )
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", np.array(key, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def autocast(device: torch.device, enabled: bool):
