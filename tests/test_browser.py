@@ -182,12 +182,23 @@ def test_jupyterlab_runs_the_split_digits_notebook_and_its_dashboards_read_at_a_
     import papermill
     from workbench.report import notebook_path
 
-    # The notebook's own defaults but a smaller run, injected as papermill would, into a copy that JupyterLab opens.
+    # A smaller run than the notebook's, injected as papermill would, into a copy that JupyterLab opens.
     epochs = 2
     papermill.execute_notebook(
         str(notebook_path("split_digits")),
         str(tmp_path / "split_digits.ipynb"),
-        parameters=dict(n_tasks=2, epochs=epochs, out=str(tmp_path / "runs"), progress=False),
+        # esacl run's full sharpness settings, not the notebook's lighter ones: task 0's end then takes
+        # seconds, not half of one, and the state the live check waits for lasts long enough to see.
+        parameters=dict(
+            n_tasks=2,
+            epochs=epochs,
+            landscape_batch=256,
+            hessian_iters=20,
+            hutchinson_samples=10,
+            slice_steps=11,
+            out=str(tmp_path / "runs"),
+            progress=False,
+        ),
         prepare_only=True,
     )
     # JupyterLab's first-start question about its news would cover the dashboards' lower right corner.
