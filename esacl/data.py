@@ -730,6 +730,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             ewc=dict(ewc_lambda=30.0),
             derpp=dict(derpp_alpha=0.1, derpp_beta=1.0),
             co2l=dict(co2l_temperature=0.2, co2l_distill=0.5),
+            lwf=dict(lwf_alpha=4.0, lwf_warmup_epochs=0),
         ),
     ),
     "split_cifar10": BenchmarkSpec(
