@@ -212,7 +212,8 @@ class AccuracyDashboard(Dashboard):
 
 class SharpnessDashboard(Dashboard):
     """Per task: SAM gap, top Hessian eigenvalue, Hutchinson trace; the 1-D interpolation curves;
-    the 2-D loss slice of the task on the slider; the pruning jump of sparse runs."""
+    the 2-D loss slice of the task on the slider; the pruning jump of sparse runs; the flatness probe
+    of the last task end where the run has one."""
 
     slots = ("sharpness", "interpolation", "slice", "jump", "probe")
     wide = ("sharpness",)
