@@ -76,12 +76,12 @@ def main():
     for mode, recs in by_mode.items():
         epochs, losses = [], []
         for r in recs.values():
-            ev = [e for e in r.events if e["event"] == "epoch"]
-            for t in range(r.config["n_tasks"] or len(r.task_events)):
-                mine = [e for e in ev if e["task"] == t]
-                if mine:
-                    epochs.append(len(mine))
-                    losses.append(mine[-1]["loss"])
+            by_task = {}  # task -> its epoch events, in order
+            for e in r.events:
+                if e["event"] == "epoch":
+                    by_task.setdefault(e["task"], []).append(e)
+            epochs += [len(rows) for rows in by_task.values()]
+            losses += [rows[-1]["loss"] for rows in by_task.values()]
         quality[mode] = dict(epochs=statistics.fmean(epochs), loss=statistics.fmean(losses))
         print(f"  {mode:5s} {quality[mode]['epochs']:5.2f} epochs, loss {quality[mode]['loss']:.4f}")
     out = dict(args=vars(args), quality=quality, tables={})
