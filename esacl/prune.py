@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UserError
 from .knobs import Section, knob
 
 
@@ -55,6 +56,12 @@ class SparsityConfig(Section):
     )
     grda_c: float = knob(0.005, "gRDA threshold scale c (with threshold 'grda')", interval="[0, inf)")
     grda_mu: float = knob(0.55, "gRDA threshold growth exponent mu (with threshold 'grda')", interval="(0, 1)")
+    project_gap: float = knob(
+        0.0,
+        "SDP and GMP: the schedule holds sparsity - gap and each task-end projection prunes to the "
+        "sparsity, so the projection moves weights (0: it keeps exactly the weights training left nonzero)",
+        interval="[0, 1)",
+    )
     reset_accumulator: bool = knob(False, "reset the dual-averaging accumulator to the weights at each task start")
     one_shot_sparsity: float = knob(
         0.0,
@@ -126,6 +133,15 @@ def topk_masks(values: dict[str, torch.Tensor], sparsity: float, scope: str) -> 
         name: part.view_as(v)
         for (name, v), part in zip(values.items(), keep.split([v.numel() for v in values.values()]))
     }
+
+
+@torch.no_grad()
+def projection_masks(prunable: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """The task-end projection's masks: the top-k |w| (`topk_masks`) that are nonzero. A weight at zero
+    is pruned whether or not top-k kept it (gRDA's threshold can zero more than the target): masks,
+    recorded sparsity, model size and FLOPs all follow w != 0."""
+    top = topk_masks(prunable, sparsity, scope)
+    return {n: top[n] & (p != 0) for n, p in prunable.items()}
 
 
 def _keep_top(magnitude: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -255,14 +271,19 @@ class _Pruner(Dense):
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
         self.n_steps = 0  # updates since the run began (gRDA's n)
         self.ramp_steps = 1
+        if self.opts.project_gap > self.opts.sparsity:
+            raise UserError(
+                f"project_gap {self.opts.project_gap} is above the sparsity {self.opts.sparsity}: "
+                "the schedule would hold a negative sparsity"
+            )
 
     def begin_task(self, task, steps_in_task):
         if task == 0:
             self.ramp_steps = max(1, round(self.opts.ramp_fraction * steps_in_task))
 
     def sparsity(self) -> float:
-        """The schedule's sparsity after the updates made so far."""
-        return cubic_sparsity(self.n_steps, self.ramp_steps, self.opts.sparsity)
+        """The schedule's sparsity after the updates made so far (`project_gap` below the target)."""
+        return cubic_sparsity(self.n_steps, self.ramp_steps, self.opts.sparsity - self.opts.project_gap)
 
     def update(self):
         sgd(self.dense_params, self.lr)
@@ -275,10 +296,7 @@ class _Pruner(Dense):
     def project(self) -> None:
         """Hard projection of the weights onto exactly the target sparsity (task end)."""
         with torch.no_grad():
-            top = topk_masks({n: p for n, p in self.prunable.items()}, self.opts.sparsity, self.opts.sparsity_scope)
-            # A weight at zero is pruned whether or not top-k kept it (gRDA's threshold can zero more than the
-            # target): masks, recorded sparsity, model size and FLOPs all follow w != 0.
-            self.masks = {n: top[n] & (p != 0) for n, p in self.prunable.items()}
+            self.masks = projection_masks(self.prunable, self.opts.sparsity, self.opts.sparsity_scope)
             for name, p in self.prunable.items():
                 p.mul_(self.masks[name])
         if self.meter is not None:
@@ -287,7 +305,8 @@ class _Pruner(Dense):
     def end_task(self, evaluate, recalibrate_bn):
         """The final projection and its pruning jump (no retraining follows it): first a one-shot
         projection of the weights as trained, with the running statistics training left; then the
-        recorded projection, after batch-norm recalibration (`bn_recalibrate`), which it keeps."""
+        recorded projection: batch-norm statistics recalibrated (`bn_recalibrate`) at the weights as
+        trained and again at the projected weights where the projection moved one, which it keeps."""
         stale, pruned = one_shot_pruned(self.prunable, evaluate, self.opts.sparsity, self.opts.sparsity_scope)
         before = stale
         if self.opts.bn_recalibrate:
@@ -296,6 +315,8 @@ class _Pruner(Dense):
         trained = {n: p.detach().clone() for n, p in self.prunable.items()}  # transient dense copy
         self.project()
         unchanged = all(torch.equal(p, trained[n]) for n, p in self.prunable.items())
+        if not unchanged and self.opts.bn_recalibrate:
+            recalibrate_bn()  # the statistics of the weights it keeps (forward passes, not retraining)
         final = before if unchanged else evaluate()
         return dict(jump=dict(jump_summary(before, final), as_trained=jump_summary(stale, pruned))), final
 
@@ -395,6 +416,8 @@ class SparCL(_Pruner):
 
     def __init__(self, model, cfg, meter=None):
         super().__init__(model, cfg, meter)
+        if self.opts.project_gap:
+            raise UserError("project_gap is for SDP and GMP; SparCL's schedule has its own gap: tdm_gap")
         self.sparcl = SparCLConfig.of(cfg)
         self.grad_masks: dict[str, torch.Tensor] = {}
         self.prepared = False  # prepare_gradient ran since the last update

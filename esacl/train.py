@@ -258,18 +258,27 @@ class Trainer:
             with self.meter.phase("measure.evaluation"):  # reported, not training FLOPs
                 return evaluate(self.model, self.bench, t, self.cfg.amp)
 
+        probed = {}
+        if self.cfg.flatness_probe:  # the weights as trained, before the projection and the learner's task end
+            tic = time.perf_counter()
+            own = (self.cfg.sparsity, self.cfg.sparsity_scope) if self.method.sparsifier.sparse else None
+            with self.meter.phase("measure.flatness"):  # measured, not training FLOPs
+                probed["flatness"] = flatness.probe(
+                    self.model,
+                    task,
+                    self.cfg.lr,
+                    self.cfg.batch_size,
+                    self.cfg.seed * 1000 + t,
+                    self.bench.augment,
+                    own,
+                )
+            probed["flatness_seconds"] = time.perf_counter() - tic
         tic = time.perf_counter()
         fields, final = self.method.end_task(task, self.model, evaluate_seen, lambda: self.recalibrate_bn(x, y))
         if final is None:
             final = evaluate_seen()  # its host sync ends the task end's device work: the time below is whole
         fields["task_end_seconds"] = time.perf_counter() - tic  # projection, recalibration, the learner's, evaluation
-        if self.cfg.flatness_probe:
-            tic = time.perf_counter()
-            with self.meter.phase("measure.flatness"):  # measured, not training FLOPs
-                fields["flatness"] = flatness.probe(
-                    self.model, task, self.cfg.lr, self.cfg.batch_size, self.cfg.seed * 1000 + t, self.bench.augment
-                )
-            fields["flatness_seconds"] = time.perf_counter() - tic
+        fields.update(probed)
         self.emit(
             dict(
                 event="task",

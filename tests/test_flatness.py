@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import esacl
-from esacl.flatness import SCOPES, SPARSITIES, STEPS, finetune, probe
+from esacl.flatness import PATH_POINTS, SCOPES, SPARSITIES, STEPS, finetune, probe, run_effects
 from esacl.prune import topk_masks
 
 
@@ -31,14 +31,36 @@ def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny,
         assert a["loss"] == b["loss"] and a["flops"]["total"] == b["flops"]["total"]  # measured, not trained
         assert a["flops"]["measure.flatness.forward"] > 0 and "flatness" not in b
     found = probed.task_events[-1]["flatness"]
-    assert set(found) == {"as_trained", "dense", *SCOPES}
+    assert set(found) == {"as_trained", "dense", "top_eigenvalue", "path", *SCOPES}
     for scope in SCOPES:
-        assert set(found[scope]) == {str(s) for s in SPARSITIES}
+        assert set(found[scope]) == set(found["path"][scope]) == {str(s) for s in SPARSITIES}
         for rows in found[scope].values():
             assert set(rows) == {str(k) for k in STEPS}
     # Pruning to 0.95 costs training loss, and fine-tuning with the mask fixed wins it back.
     rows = found["layer"]["0.95"]
     assert rows["0"]["loss"] > found["dense"]["loss"] and rows["100"]["loss"] < rows["0"]["loss"]
+    # The loss along the pruning direction rises from the weights to their projection, more the more is cut.
+    paths = found["path"]["layer"]
+    assert all(len(p) == PATH_POINTS for p in paths.values())
+    assert paths["0.95"][-1] > paths["0.5"][-1] and paths["0.95"][-1] > paths["0.95"][0]
+    assert found["top_eigenvalue"] > 0  # a trained classifier's loss curves upward somewhere
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.3])
+def test_a_sparse_run_probes_its_own_projection_and_what_retraining_would_win(tiny, gap):
+    """SDP's projection moves no weight at gap 0 (its drop and path are exactly flat); at a gap it
+    prunes weights the run trained, and the path shows it."""
+    record = esacl.run(tiny(method="grda", project_gap=gap, flatness_probe=True))
+    for event in record.task_events:
+        found = event["flatness"]
+        assert set(found) == {"as_trained", "dense", "top_eigenvalue", "path", "own", "own_sparsity"}
+        assert found["own_sparsity"] == 0.9 and set(found["own"]) == {"0.9"}
+        path, rows = found["path"]["own"]["0.9"], found["own"]["0.9"]
+        if gap == 0:
+            assert len(set(path)) == 1 and rows["0"] == found["dense"]
+        else:
+            assert path[-1] != path[0] and rows["0"]["loss"] != found["dense"]["loss"]
+    assert set(run_effects(record)) == {("own", 0.9, m) for m in ("drop", "recovery", "loss_rise")}
 
 
 def test_fine_tuning_holds_the_pruned_weights_at_zero_and_moves_the_rest(tiny):

@@ -221,13 +221,48 @@ def test_the_sparsifiers_task_end_projects_once_and_reports_its_jump(recalibrate
     recalibrations = []
     fields, final = method.sparsifier.end_task(evaluate, lambda: recalibrations.append(1))
     # the weights as trained, one-shot pruned (weights restored), [after recalibration,] projected
-    assert len(calls) == (4 if recalibrate else 3) and len(recalibrations) == int(recalibrate)
+    # the projection moved weights: their statistics are recalibrated again before the final evaluation
+    assert len(calls) == (4 if recalibrate else 3) and len(recalibrations) == 2 * int(recalibrate)
     assert final["loss"] == calls[-1] and calls[1] == calls[-1] and calls[0] > calls[1]
     jump = fields["jump"]
     assert jump["loss_before"] == calls[0] and jump["loss_after"] == calls[-1]  # the weights trained as they are
     assert jump["as_trained"]["loss_before"] == calls[0] and jump["as_trained"]["accuracy_drop"] == calls[0] - calls[1]
     for name, p in method.sparsifier.prunable.items():
         assert (p == 0).sum() == round(0.75 * p.numel()) and torch.equal(method.masks[name], p != 0)
+
+
+def test_project_gap_trains_below_the_target_and_the_projection_prunes_the_rest():
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, 8)
+    pruner = DualAveraging(model, config(method="esacl", sparsity=0.9, project_gap=0.3, ramp_fraction=0.0))
+    pruner.begin_task(0, 10)
+    for _ in random_steps(pruner, model, 5):
+        pass
+    named = dict(model.named_parameters())
+    trained = {n: named[n].detach().clone() for n in pruner.masks}
+    for name, mask in pruner.masks.items():
+        assert int((named[name] == 0).sum()) == round(0.6 * mask.numel()), name
+    pruner.project()
+    for name in pruner.masks:
+        w = named[name]
+        assert int((w == 0).sum()) == round(0.9 * w.numel()) and not torch.equal(w, trained[name])
+        assert torch.equal(w[w != 0], trained[name][w != 0])  # the kept weights are the trained ones
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(method="esacl", sparsity=0.5, project_gap=0.6), "above the sparsity"),
+        (dict(method="sparcl-er", project_gap=0.1), "tdm_gap"),
+    ],
+)
+def test_a_project_gap_the_rule_cannot_hold_is_refused(changes, message):
+    from esacl.errors import UserError
+    from esacl.prune import SparCL
+
+    rule = SparCL if changes["method"].startswith("sparcl") else DualAveraging
+    with pytest.raises(UserError, match=message):
+        rule(ConvNet(1, 10, 4), config(**changes))
 
 
 def test_a_dense_task_end_changes_nothing_and_measures_the_flatness_test_only_when_asked():
