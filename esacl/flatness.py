@@ -12,9 +12,21 @@ SCOPES and sparsity in SPARSITIES:
     recovery  the same after k steps of fine-tuning with the mask fixed, k in STEPS (plain SGD at the
               run's lr, cross-entropy on the task's own examples in a seeded order)
 
-The claim predicts a smaller drop and a smaller recovery gain after SAM than after SGD. Every weight,
-batch-norm statistic and random generator is restored afterwards: the run goes on as without the
-probe, and its FLOPs are reported as measurement ('measure.flatness'), not training.
+The claim predicts a smaller drop and a smaller recovery gain after SAM than after SGD. A sparse run
+probes its own task-end projection instead: the drop is the projection's jump on the current task,
+the recovery what retraining with its mask would win. Beside them: the top Hessian eigenvalue and the
+loss along the pruning direction. Every weight, batch-norm statistic and random generator is restored
+afterwards: the run goes on as without the probe, and its FLOPs are reported as measurement
+('measure.flatness'), not training.
+
+The experiment (`plan`, then `results`; benchmarks/flatness.py and notebooks/flatness.ipynb run it):
+- 'pruned': dense SGD, SAM and ASAM trained on the same stream to the same training loss, each task
+  end probed at every scope and sparsity; SGD's effects minus the flat training's, paired by seed.
+- 'sdp': SDP (the ascent at the benchmark's rho) and SDP without the ascent (rho 0: gRDA's form) at
+  matched steps, in variants where the projection keeps exactly the trained nonzeros ('target', the
+  main job's), prunes `project_gap` more than training held ('gap'), or cuts what gRDA's own
+  threshold left ('grda'); without the ascent's effects minus with, and each one's retraining gain
+  against 0.
 """
 
 import statistics
@@ -31,9 +43,12 @@ SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 SCOPES = ("layer", "global")
 STEPS = (0, 10, 100)
 EVAL_BATCH = 512  # examples per no-grad forward
+# Training examples (a seeded draw from the task's) that recalibration and the training loss use: on
+# Split Fashion-MNIST's 12,000 a task, the whole set made the probe as slow as the task's training.
+PROBE_EXAMPLES = 2048
 PATH_POINTS = 11  # alpha = 0, 0.1, ..., 1 along the pruning direction
-PATH_BATCH = 512  # training examples the path's loss is measured on (the first of the task's)
-HESSIAN_BATCH = 256  # training examples of the top Hessian eigenvalue (the first of the task's)
+PATH_BATCH = 512  # of the drawn examples, the first this-many: the path's loss
+HESSIAN_BATCH = 256  # of the drawn examples, the first this-many: the top Hessian eigenvalue
 HESSIAN_ITERS = 20
 
 
@@ -55,7 +70,7 @@ def recalibrate(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> Non
 
 @torch.no_grad()
 def current_task(model, x_train, y_train, x_test, y_test, classes: list[int]) -> dict:
-    """The current task's training loss and test accuracy (class-IL: over all classes; task-IL:
+    """The current task's training loss (on the examples given) and test accuracy (class-IL: over all classes; task-IL:
     within the task's classes), in eval mode. Host sync: once per measurement."""
     model.eval()
     loss = sum(
@@ -113,15 +128,20 @@ def probe(model, task, lr: float, batch_size: int, seed: int, augment=None, own=
     with its mask would win. `model` and every RNG are as they were when it returns."""
     rng, mode = rng_state(), model.training
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}  # dense copy: 2x model memory
-    data = task.x_train, task.y_train, task.x_test, task.y_test, task.classes
+    drawn = torch.randperm(len(task.y_train), generator=torch.Generator().manual_seed(seed))[:PROBE_EXAMPLES]
+    x_fit, y_fit = (
+        task.x_train[drawn.to(task.y_train.device)],
+        task.y_train[drawn.to(task.y_train.device)],
+    )  # [M, ...], [M]
+    data = x_fit, y_fit, task.x_test, task.y_test, task.classes
     generator = torch.Generator(task.y_train.device).manual_seed(seed)
     params = dict(model.named_parameters())
     prunable = {n: params[n] for n in model.prunable()}
     out = dict(as_trained=current_task(model, *data))
-    recalibrate(model, task.x_train, batch_size)
+    recalibrate(model, x_fit, batch_size)
     out["dense"] = current_task(model, *data)
     out["top_eigenvalue"] = sharpness(
-        model, task.x_train[:HESSIAN_BATCH], task.y_train[:HESSIAN_BATCH], torch.Generator().manual_seed(seed)
+        model, x_fit[:HESSIAN_BATCH], y_fit[:HESSIAN_BATCH], torch.Generator().manual_seed(seed)
     )
     if own is None:
         cuts = [(scope, s, lambda w, s=s, scope=scope: topk_masks(w, s, scope)) for scope in SCOPES for s in SPARSITIES]
@@ -129,11 +149,13 @@ def probe(model, task, lr: float, batch_size: int, seed: int, augment=None, own=
         sparsity, scope = own
         cuts = [("own", sparsity, lambda w: projection_masks(w, sparsity, scope))]
         out["own_sparsity"] = sparsity
+        zeros = sum(int((p == 0).sum()) for p in prunable.values())  # host sync
+        out["trained_sparsity"] = zeros / sum(p.numel() for p in prunable.values())  # before the projection
     out["path"] = {}
     for scope, sparsity, masks_of in cuts:
         model.load_state_dict(saved)
         masks = masks_of({n: p.detach() for n, p in prunable.items()})
-        path = pruning_path(model, prunable, masks, task.x_train[:PATH_BATCH], task.y_train[:PATH_BATCH])
+        path = pruning_path(model, prunable, masks, x_fit[:PATH_BATCH], y_fit[:PATH_BATCH])
         out["path"].setdefault(scope, {})[str(sparsity)] = path
         with torch.no_grad():
             for n, mask in masks.items():
@@ -143,7 +165,7 @@ def probe(model, task, lr: float, batch_size: int, seed: int, augment=None, own=
         for k in STEPS:
             finetune(model, task, masks, k - done, lr, batch_size, generator, augment)
             done = k
-            recalibrate(model, task.x_train, batch_size)
+            recalibrate(model, x_fit, batch_size)
             rows[str(k)] = current_task(model, *data)
     model.load_state_dict(saved)
     model.train(mode)
@@ -225,3 +247,135 @@ def compare(reference: dict, trained: dict, metric: str = "class_il", measures=M
     keys = [(scope, s, m) for scope, s in cuts(_probes(next(iter(reference.values())))[0]) for m in measures]
     cells = [paired({k: v[key] for k, v in a.items()}, {k: v[key] for k, v in b.items()}) for key in keys]
     return [(*key, verdict) for key, verdict in zip(keys, verdicts(cells))]
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+PRUNED_MODES = {"sgd": dict(method="sgd"), "sam": dict(method="sam"), "asam": dict(method="sam", asam=True, rho=0.5)}
+SDP_MODES = {"sdp": dict(method="esacl-noids"), "no ascent": dict(method="grda")}
+SDP_VARIANTS = {"target": dict(), "gap": dict(project_gap=0.2), "grda": dict(threshold="grda")}
+
+
+def plan(benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=("pruned", "sdp")) -> list[tuple]:
+    """The experiment's runs as [(part, variant, mode, seed, RunConfig)], each named for what it is
+    under `out` (run again, the same plan finds the runs already made).
+
+    'pruned' trains each task until an epoch's mean training loss is at most `stop_loss` (`epochs` at
+    most): matched quality. ASAM's rho 0.5 is Kwon et al.'s CIFAR-10 value, not tuned here. 'sdp' trains
+    the benchmark's epochs (matched steps: no data selection, so the same batches) at sparsity 0.9."""
+    from .config import RunConfig
+
+    rows = []
+    for part in parts:
+        if part == "pruned":
+            runs = [
+                ("-", mode, values, dict(epochs=epochs, stop_loss=stop_loss)) for mode, values in PRUNED_MODES.items()
+            ]
+        elif part == "sdp":
+            runs = [
+                (variant, mode, {**values, **changes}, {})
+                for variant, changes in SDP_VARIANTS.items()
+                for mode, values in SDP_MODES.items()
+            ]
+        else:
+            raise ValueError(f"unknown part {part!r}: 'pruned' or 'sdp'")
+        for variant, mode, values, budget in runs:
+            for seed in seeds:
+                slug = mode.replace(" ", "-") if part == "pruned" else f"{variant}-{mode.replace(' ', '-')}"
+                cfg = RunConfig(
+                    benchmark=benchmark,
+                    seed=seed,
+                    flatness_probe=True,
+                    out=f"{out}/{part}",
+                    name=f"{slug}-s{seed}",
+                    progress=False,
+                    **budget,
+                    **values,
+                )
+                rows.append((part, variant, mode, seed, cfg))
+    return rows
+
+
+def _cell(verdict, **fields) -> dict:
+    c = verdict.cell
+    low, high = c.interval()
+    return dict(
+        fields, a=c.a_mean, b=c.b_mean, mean=c.mean, low=low, high=high, n=c.n, word=verdict.word, text=verdict.text()
+    )
+
+
+def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
+    """The experiment's tables from `plan`'s rows and their records (in the same order; a missing or
+    diverged run is left out), JSON-ready. Each cell: a's and b's means, the mean paired difference a - b
+    with its 95% interval, the verdict word and its text (`esacl.stats`, Holm over its table).
+
+    'pruned': {'quality': {mode: {'epochs', 'loss'}}, 'sharpness': {mode: top eigenvalue},
+    'loss_rise': {mode: {scope: {sparsity: nats}}}, FLAT: [cell of SGD minus FLAT per scope, sparsity,
+    measure]} for FLAT in sam, asam.
+    'sdp': {'differences': [cell of 'no ascent' minus 'sdp' per variant and measure],
+    'gains': [cell of each mode's retraining gain against 0, per variant], 'runs': {variant: {mode:
+    {'sharpness', 'loss_rise', 'trained_sparsity', 'class_il', 'task_il'}}}}."""
+    from .stats import paired, verdicts
+
+    runs: dict[tuple, dict] = {}  # (part, variant, mode) -> {seed: Record}
+    for (part, variant, mode, seed, _), record in zip(rows, records):
+        if record is not None and not record.diverged and record.complete:
+            runs.setdefault((part, variant, mode), {})[seed] = record
+    out = {}
+    if any(key[0] == "pruned" for key in runs):
+        pruned = out["pruned"] = dict(quality={}, sharpness={}, loss_rise={})
+        for mode in PRUNED_MODES:
+            recs = runs.get(("pruned", "-", mode), {})
+            if not recs:
+                continue
+            epochs, losses = [], []
+            for r in recs.values():
+                by_task = {}  # task -> its epoch events, in order
+                for e in r.events:
+                    if e["event"] == "epoch":
+                        by_task.setdefault(e["task"], []).append(e)
+                epochs += [len(v) for v in by_task.values()]
+                losses += [v[-1]["loss"] for v in by_task.values()]
+            pruned["quality"][mode] = dict(epochs=statistics.fmean(epochs), loss=statistics.fmean(losses))
+            pruned["sharpness"][mode] = statistics.fmean(run_sharpness(r) for r in recs.values())
+            effects = [run_effects(r, metric) for r in recs.values()]
+            pruned["loss_rise"][mode] = {
+                scope: {str(s): statistics.fmean(e[scope, s, "loss_rise"] for e in effects) for s in SPARSITIES}
+                for scope in SCOPES
+            }
+        for flat in ("sam", "asam"):
+            if ("pruned", "-", "sgd") in runs and ("pruned", "-", flat) in runs:
+                table = compare(runs["pruned", "-", "sgd"], runs["pruned", "-", flat], metric)
+                pruned[flat] = [_cell(v, scope=scope, sparsity=s, measure=m) for scope, s, m, v in table]
+    variants = [v for v in SDP_VARIANTS if all(("sdp", v, m) in runs for m in SDP_MODES)]
+    if variants:
+        effects = {
+            (v, m): {seed: run_effects(r, metric) for seed, r in runs["sdp", v, m].items()}
+            for v in variants
+            for m in SDP_MODES
+        }
+
+        def effect(v, m, measure):
+            sparsity = next(iter(next(iter(effects[v, m].values()))))[1]
+            return {seed: e["own", sparsity, measure] for seed, e in effects[v, m].items()}
+
+        keys = [(v, measure) for v in variants for measure in MEASURES]
+        cells = [paired(effect(v, "no ascent", measure), effect(v, "sdp", measure)) for v, measure in keys]
+        differences = [_cell(x, variant=v, measure=m) for (v, m), x in zip(keys, verdicts(cells))]
+        keys = [(v, m) for v in variants for m in SDP_MODES]
+        cells = [paired(effect(v, m, "recovery"), {seed: 0.0 for seed in effects[v, m]}) for v, m in keys]
+        gains = [_cell(x, variant=v, mode=m) for (v, m), x in zip(keys, verdicts(cells))]
+        summary = {}
+        for v in variants:
+            for m in SDP_MODES:
+                recs = runs["sdp", v, m].values()
+                probes = [p for r in recs for p in _probes(r)]
+                summary.setdefault(v, {})[m] = dict(
+                    sharpness=statistics.fmean(run_sharpness(r) for r in recs),
+                    loss_rise=statistics.fmean(effect(v, m, "loss_rise").values()),
+                    trained_sparsity=statistics.fmean(p["trained_sparsity"] for p in probes),
+                    class_il=statistics.fmean(r.summary["class_il"]["average"] for r in recs),
+                    task_il=statistics.fmean(r.summary["task_il"]["average"] for r in recs),
+                )
+        out["sdp"] = dict(differences=differences, gains=gains, runs=summary)
+    return out
