@@ -195,7 +195,10 @@ def finetune(model, task, masks: dict, steps: int, lr: float, batch_size: int, g
 
 # ----------------------------------------------------------------------------- the experiment's numbers
 
-MEASURES = ("drop", "recovery")  # accuracy lost by pruning (k = 0); accuracy won back by the last k
+# Accuracy lost by pruning (k = 0); accuracy won back by the last k; training loss gained by pruning.
+MEASURES = ("drop", "recovery", "loss_rise")
+# Equivalence margins: 1 accuracy point; 0.01 nats of mean training loss (a 1% change of the likelihood).
+MARGINS = {"drop": 1.0, "recovery": 1.0, "loss_rise": 0.01}
 
 
 def cuts(probe: dict) -> list[tuple[str, float]]:
@@ -239,13 +242,16 @@ def compare(reference: dict, trained: dict, metric: str = "class_il", measures=M
     """The claim's test: `reference` and `trained` ({seed: Record}, e.g. SGD's and SAM's runs) paired by
     seed, per scope, sparsity and measure: reference's effect minus trained's (positive: the flat
     training lost less to pruning, or gained less from fine-tuning, as the claim predicts). Returns
-    [(scope, sparsity, measure, Verdict)], Holm-corrected over all of them (`esacl.stats`)."""
+    [(scope, sparsity, measure, Verdict)], Holm-corrected over all of them (`esacl.stats`); equivalence
+    within MARGINS."""
     from .stats import paired, verdicts
 
     a = {seed: run_effects(r, metric) for seed, r in reference.items()}
     b = {seed: run_effects(r, metric) for seed, r in trained.items()}
     keys = [(scope, s, m) for scope, s in cuts(_probes(next(iter(reference.values())))[0]) for m in measures]
-    cells = [paired({k: v[key] for k, v in a.items()}, {k: v[key] for k, v in b.items()}) for key in keys]
+    cells = [
+        paired({k: v[key] for k, v in a.items()}, {k: v[key] for k, v in b.items()}, MARGINS[key[2]]) for key in keys
+    ]
     return [(*key, verdict) for key, verdict in zip(keys, verdicts(cells))]
 
 
@@ -296,6 +302,16 @@ def plan(benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=(
     return rows
 
 
+def groups(rows: list[tuple], records: list) -> dict[tuple, dict]:
+    """`plan`'s rows and their records as {(part, variant, mode): {seed: Record}}; a missing, diverged or
+    unfinished run is left out."""
+    runs: dict[tuple, dict] = {}
+    for (part, variant, mode, seed, _), record in zip(rows, records):
+        if record is not None and not record.diverged and record.complete:
+            runs.setdefault((part, variant, mode), {})[seed] = record
+    return runs
+
+
 def _cell(verdict, **fields) -> dict:
     c = verdict.cell
     low, high = c.interval()
@@ -310,20 +326,16 @@ def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
     with its 95% interval, the verdict word and its text (`esacl.stats`, Holm over its table).
 
     'pruned': {'quality': {mode: {'epochs', 'loss'}}, 'sharpness': {mode: top eigenvalue},
-    'loss_rise': {mode: {scope: {sparsity: nats}}}, FLAT: [cell of SGD minus FLAT per scope, sparsity,
-    measure]} for FLAT in sam, asam.
+    FLAT: [cell of SGD minus FLAT per scope, sparsity, measure]} for FLAT in sam, asam.
     'sdp': {'differences': [cell of 'no ascent' minus 'sdp' per variant and measure],
     'gains': [cell of each mode's retraining gain against 0, per variant], 'runs': {variant: {mode:
     {'sharpness', 'loss_rise', 'trained_sparsity', 'class_il', 'task_il'}}}}."""
     from .stats import paired, verdicts
 
-    runs: dict[tuple, dict] = {}  # (part, variant, mode) -> {seed: Record}
-    for (part, variant, mode, seed, _), record in zip(rows, records):
-        if record is not None and not record.diverged and record.complete:
-            runs.setdefault((part, variant, mode), {})[seed] = record
+    runs = groups(rows, records)
     out = {}
     if any(key[0] == "pruned" for key in runs):
-        pruned = out["pruned"] = dict(quality={}, sharpness={}, loss_rise={})
+        pruned = out["pruned"] = dict(quality={}, sharpness={})
         for mode in PRUNED_MODES:
             recs = runs.get(("pruned", "-", mode), {})
             if not recs:
@@ -338,11 +350,6 @@ def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
                 losses += [v[-1]["loss"] for v in by_task.values()]
             pruned["quality"][mode] = dict(epochs=statistics.fmean(epochs), loss=statistics.fmean(losses))
             pruned["sharpness"][mode] = statistics.fmean(run_sharpness(r) for r in recs.values())
-            effects = [run_effects(r, metric) for r in recs.values()]
-            pruned["loss_rise"][mode] = {
-                scope: {str(s): statistics.fmean(e[scope, s, "loss_rise"] for e in effects) for s in SPARSITIES}
-                for scope in SCOPES
-            }
         for flat in ("sam", "asam"):
             if ("pruned", "-", "sgd") in runs and ("pruned", "-", flat) in runs:
                 table = compare(runs["pruned", "-", "sgd"], runs["pruned", "-", flat], metric)
@@ -360,8 +367,16 @@ def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
             return {seed: e["own", sparsity, measure] for seed, e in effects[v, m].items()}
 
         keys = [(v, measure) for v in variants for measure in MEASURES]
-        cells = [paired(effect(v, "no ascent", measure), effect(v, "sdp", measure)) for v, measure in keys]
-        differences = [_cell(x, variant=v, measure=m) for (v, m), x in zip(keys, verdicts(cells))]
+        # A projection that moved no weight in any run (variant 'target') has no drop to test: said, not tested.
+        moved = [any(any(effect(v, m, measure).values()) for m in SDP_MODES) for v, measure in keys]
+        tested = [key for key, flag in zip(keys, moved) if flag]
+        cells = [
+            paired(effect(v, "no ascent", measure), effect(v, "sdp", measure), MARGINS[measure])
+            for v, measure in tested
+        ]
+        found = {key: _cell(x, variant=key[0], measure=key[1]) for key, x in zip(tested, verdicts(cells))}
+        none = dict(a=0.0, b=0.0, mean=0.0, word="none", text="0 in every run: nothing to test")
+        differences = [found.get((v, m), dict(none, variant=v, measure=m)) for v, m in keys]
         keys = [(v, m) for v in variants for m in SDP_MODES]
         cells = [paired(effect(v, m, "recovery"), {seed: 0.0 for seed in effects[v, m]}) for v, m in keys]
         gains = [_cell(x, variant=v, mode=m) for (v, m), x in zip(keys, verdicts(cells))]
