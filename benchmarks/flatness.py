@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/flatness.py [--benchmark split_digits] [--seeds 0,1,...,9] [--parts pruned,sdp]
                                             [--stop-loss 0.05] [--epochs 20] [--workers N] [--out benchmarks/out]
+                                            [--report]
 
 The experiment is `esacl.flatness.plan` (docs/method.md, "Flatness"); each run probes its task ends
 (esacl/flatness.py): one-shot pruning, batch norm recalibrated, the current task's class-IL accuracy,
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 from esacl.config import usable_cores
-from esacl.flatness import plan, results
+from esacl.flatness import plan, results, text
 from workbench.cli import run_grid
 
 
@@ -40,6 +41,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=usable_cores())
     parser.add_argument("--out", default="benchmarks/out")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="then execute notebooks/flatness.ipynb over the runs and write it as reports/flatness-BENCHMARK.html",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = plan(
@@ -54,42 +60,41 @@ def main():
     records = run_grid([cfg for *_, cfg in rows], workers=args.workers, resumable=True)
     found = results(rows, records)
     print(f"\n{args.benchmark}, seeds {args.seeds}: {len(records)} runs in {time.perf_counter() - tic:.0f} s")
-    if "pruned" in found:
-        pruned = found["pruned"]
-        print(f"\npruned: dense training to loss {args.stop_loss} ({args.epochs} epochs at most)")
-        print("quality match (mean over seeds and tasks) and the top Hessian eigenvalue at the task ends")
-        for mode, q in pruned["quality"].items():
-            print(
-                f"  {mode:5s} {q['epochs']:5.2f} epochs, last epoch's loss {q['loss']:.4f}, "
-                f"top eigenvalue {pruned['sharpness'][mode]:8.2f}"
-            )
-        for flat in ("sam", "asam"):
-            if flat not in pruned:
-                continue
-            print(f"\nSGD minus {flat.upper()}, paired by seed (class-IL of the current task, points; loss, nats)")
-            print(f"{'scope':7s}{'sparsity':>9s}  {'measure':9s}{'SGD':>8s}{flat.upper():>8s}  difference")
-            for c in pruned[flat]:
-                print(f"{c['scope']:7s}{c['sparsity']:9g}  {c['measure']:9s}{c['a']:8.2f}{c['b']:8.2f}  {c['text']}")
-    if "sdp" in found:
-        sdp = found["sdp"]
-        print(
-            "\nsdp: without the ascent minus with it, paired by seed (class-IL of the current task, points; loss, nats)"
-        )
-        for c in sdp["differences"]:
-            print(f"  {c['variant']:7s}{c['measure']:9s}{c['a']:8.2f}{c['b']:8.2f}  {c['text']}")
-        print("retraining gain (100 steps, mask fixed) against 0")
-        for c in sdp["gains"]:
-            print(f"  {c['variant']:7s}{c['mode']:10s}{c['text']}")
-        print("per run, mean over seeds: top eigenvalue, loss rise at the projection, sparsity before it, accuracy")
-        for variant, modes in sdp["runs"].items():
-            for mode, r in modes.items():
-                print(
-                    f"  {variant:7s}{mode:10s} eigenvalue {r['sharpness']:8.2f}  loss rise {r['loss_rise']:+.4f}  "
-                    f"trained sparsity {r['trained_sparsity']:.3f}  class-IL {r['class_il']:.2f}  task-IL {r['task_il']:.2f}"
-                )
+    print(text(found))
     path = Path(args.out) / f"flatness-{args.benchmark}.json"
     path.write_text(json.dumps(dict(args=vars(args), **found), indent=1))
     print(f"\nwritten: {path}")
+    if args.report:
+        print(f"report: {report(args, seeds)}")
+
+
+def report(args, seeds: list[int]) -> Path:
+    """notebooks/flatness.ipynb executed over the runs (made already: it only reads them), as one offline
+    HTML page under reports/ (never overwriting one)."""
+    import tempfile
+
+    from esacl.record import unique_name, write_atomic
+    from workbench.report import FLATNESS_NOTEBOOK, NOTEBOOKS, export_html, papermill_run
+
+    params = dict(
+        benchmark=args.benchmark,
+        seeds=seeds,
+        parts=args.parts.split(","),
+        stop_loss=args.stop_loss,
+        epochs=args.epochs,
+        workers=args.workers,
+        out=str(Path(args.out).resolve()),
+    )
+    folder = Path("reports")
+    folder.mkdir(exist_ok=True)
+    target = folder / (unique_name(folder, f"flatness-{args.benchmark}", suffix=".html") + ".html")
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / "flatness.ipynb"
+        failure = papermill_run(NOTEBOOKS / f"{FLATNESS_NOTEBOOK}.ipynb", executed, params, progress=False)
+        if failure:
+            raise SystemExit(f"the flatness notebook failed {failure}")
+        write_atomic(target, export_html(executed).encode())
+    return target
 
 
 if __name__ == "__main__":

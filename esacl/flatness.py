@@ -207,7 +207,8 @@ def cuts(probe: dict) -> list[tuple[str, float]]:
     return [(scope, float(s)) for scope in (*SCOPES, "own") if scope in probe for s in probe[scope]]
 
 
-def _probes(record) -> list[dict]:
+def probes_of(record) -> list[dict]:
+    """The flatness probes of a run's task ends, in task order (ValueError: the run made none)."""
     probes = [e["flatness"] for e in record.task_events if "flatness" in e]
     if not probes:
         raise ValueError(f"{record.path}: no flatness probe in this run (flatness_probe=true)")
@@ -220,7 +221,7 @@ def run_effects(record, metric: str = "class_il") -> dict[tuple[str, float, str]
     before fine-tuning; 'recovery', the pruned weights' accuracy after the last fine-tuning count in
     STEPS minus before. Also 'loss_rise' per (scope, sparsity): the training loss after pruning minus
     the dense weights'."""
-    probes = _probes(record)
+    probes = probes_of(record)
     out = {}
     last = str(STEPS[-1])
     for scope, sparsity in cuts(probes[0]):
@@ -234,7 +235,7 @@ def run_effects(record, metric: str = "class_il") -> dict[tuple[str, float, str]
 def run_sharpness(record) -> float | None:
     """The top Hessian eigenvalue of the current task's training loss, mean over the run's task ends
     (None: probes made before it was measured)."""
-    values = [p["top_eigenvalue"] for p in _probes(record) if "top_eigenvalue" in p]
+    values = [p["top_eigenvalue"] for p in probes_of(record) if "top_eigenvalue" in p]
     return statistics.fmean(values) if values else None
 
 
@@ -248,7 +249,7 @@ def compare(reference: dict, trained: dict, metric: str = "class_il", measures=M
 
     a = {seed: run_effects(r, metric) for seed, r in reference.items()}
     b = {seed: run_effects(r, metric) for seed, r in trained.items()}
-    keys = [(scope, s, m) for scope, s in cuts(_probes(next(iter(reference.values())))[0]) for m in measures]
+    keys = [(scope, s, m) for scope, s in cuts(probes_of(next(iter(reference.values())))[0]) for m in measures]
     cells = [
         paired({k: v[key] for k, v in a.items()}, {k: v[key] for k, v in b.items()}, MARGINS[key[2]]) for key in keys
     ]
@@ -262,9 +263,12 @@ SDP_MODES = {"sdp": dict(method="esacl-noids"), "no ascent": dict(method="grda")
 SDP_VARIANTS = {"target": dict(), "gap": dict(project_gap=0.2), "grda": dict(threshold="grda")}
 
 
-def plan(benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=("pruned", "sdp")) -> list[tuple]:
+def plan(
+    benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=("pruned", "sdp"), **changes
+) -> list[tuple]:
     """The experiment's runs as [(part, variant, mode, seed, RunConfig)], each named for what it is
-    under `out` (run again, the same plan finds the runs already made).
+    under `out` (run again, the same plan finds the runs already made); `changes`: RunConfig keys set
+    in every run (e.g. n_tasks for a quick look).
 
     'pruned' trains each task until an epoch's mean training loss is at most `stop_loss` (`epochs` at
     most): matched quality. ASAM's rho 0.5 is Kwon et al.'s CIFAR-10 value, not tuned here. 'sdp' trains
@@ -295,8 +299,7 @@ def plan(benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=(
                     out=f"{out}/{part}",
                     name=f"{slug}-s{seed}",
                     progress=False,
-                    **budget,
-                    **values,
+                    **{**budget, **values, **changes},
                 )
                 rows.append((part, variant, mode, seed, cfg))
     return rows
@@ -384,7 +387,7 @@ def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
         for v in variants:
             for m in SDP_MODES:
                 recs = runs["sdp", v, m].values()
-                probes = [p for r in recs for p in _probes(r)]
+                probes = [p for r in recs for p in probes_of(r)]
                 summary.setdefault(v, {})[m] = dict(
                     sharpness=statistics.fmean(run_sharpness(r) for r in recs),
                     loss_rise=statistics.fmean(effect(v, m, "loss_rise").values()),
@@ -394,3 +397,51 @@ def results(rows: list[tuple], records: list, metric: str = "class_il") -> dict:
                 )
         out["sdp"] = dict(differences=differences, gains=gains, runs=summary)
     return out
+
+
+def text(found: dict) -> str:
+    """`results(...)` as the tables a terminal or a notebook prints."""
+    lines = []
+    if "pruned" in found:
+        pruned = found["pruned"]
+        lines.append(
+            "\npruned: quality match (mean over seeds and tasks) and the top Hessian eigenvalue at the task ends"
+        )
+        for mode, q in pruned["quality"].items():
+            lines.append(
+                f"  {mode:5s} {q['epochs']:5.2f} epochs, last epoch's loss {q['loss']:.4f}, "
+                f"top eigenvalue {pruned['sharpness'][mode]:8.2f}"
+            )
+        for flat in ("sam", "asam"):
+            if flat not in pruned:
+                continue
+            lines.append(
+                f"\nSGD minus {flat.upper()}, paired by seed (class-IL of the current task, points; loss, nats)"
+            )
+            lines.append(f"{'scope':7s}{'sparsity':>9s}  {'measure':10s}{'SGD':>8s}{flat.upper():>8s}  difference")
+            for c in pruned[flat]:
+                lines.append(
+                    f"{c['scope']:7s}{c['sparsity']:9g}  {c['measure']:10s}{c['a']:8.2f}{c['b']:8.2f}  {c['text']}"
+                )
+    if "sdp" in found:
+        sdp = found["sdp"]
+        lines.append(
+            "\nsdp: without the ascent minus with it, paired by seed (class-IL of the current task, points; loss, nats)"
+        )
+        lines.append(f"  {'variant':8s}{'measure':10s}{'no ascent':>10s}{'sdp':>8s}  difference")
+        for c in sdp["differences"]:
+            lines.append(f"  {c['variant']:8s}{c['measure']:10s}{c['a']:10.2f}{c['b']:8.2f}  {c['text']}")
+        lines.append("retraining gain (100 steps with the run's mask fixed) against 0")
+        for c in sdp["gains"]:
+            lines.append(f"  {c['variant']:8s}{c['mode']:10s}{c['text']}")
+        lines.append(
+            "per mode, mean over seeds: top eigenvalue, loss rise at the projection, sparsity before it, accuracy"
+        )
+        for variant, modes in sdp["runs"].items():
+            for mode, r in modes.items():
+                lines.append(
+                    f"  {variant:8s}{mode:10s} eigenvalue {r['sharpness']:8.2f}  loss rise {r['loss_rise']:+.4f}  "
+                    f"trained sparsity {r['trained_sparsity']:.3f}  class-IL {r['class_il']:.2f}  "
+                    f"task-IL {r['task_il']:.2f}"
+                )
+    return "\n".join(lines)

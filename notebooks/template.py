@@ -1,5 +1,6 @@
 """The one source of the benchmark notebooks: `python notebooks/template.py` writes notebooks/<benchmark>.ipynb
-for every benchmark; tests/test_notebooks.py checks that each committed notebook is what `render` makes.
+for every benchmark, and notebooks/flatness.ipynb (the flatness experiment); tests/test_notebooks.py checks
+that each committed notebook is what `render` (`render_flatness`) makes.
 
 Every notebook is the same four parts: what the benchmark is, a `parameters` cell declaring every
 RunConfig key (so papermill, `esacl notebook -p` and sweep axes can set any of them), one call into
@@ -109,14 +110,85 @@ def parameters(name: str) -> str:
 def render(name: str) -> str:
     """notebooks/<name>.ipynb as committed: nbformat 4.5, no outputs, cell ids derived from the name."""
     title, summary = TITLES[name]
-    cells = [
-        ("markdown", f"# {title}: EsaCL and its baselines\n\n{summary}\n\n{ABOUT.format(name=name)}", {}),
-        ("code", parameters(name), {"tags": ["parameters"]}),
-        ("markdown", "## Training, with live dashboards", {}),
-        ("code", RUN, {}),
-        ("markdown", "## Summary: accuracy matrices, forgetting, FLOPs, sparsity, memory, pruning jump", {}),
-        ("code", "print(record.text())", {}),
-    ]
+    return notebook(
+        name,
+        [
+            ("markdown", f"# {title}: EsaCL and its baselines\n\n{summary}\n\n{ABOUT.format(name=name)}", {}),
+            ("code", parameters(name), {"tags": ["parameters"]}),
+            ("markdown", "## Training, with live dashboards", {}),
+            ("code", RUN, {}),
+            ("markdown", "## Summary: accuracy matrices, forgetting, FLOPs, sparsity, memory, pruning jump", {}),
+            ("code", "print(record.text())", {}),
+        ],
+    )
+
+
+FLATNESS_ABOUT = """# Does a flat minimum make retraining after pruning unnecessary?
+
+The paper argues that training towards flat minima (SAM) lets SDP prune without hurting accuracy and
+without retraining. This notebook runs the test that can fail (`esacl.flatness`, docs/method.md,
+"Flatness") and shows its answer with intervals over paired seeds:
+
+- **pruned**: dense SGD, SAM and ASAM trained on the same task stream to the same training loss; at
+  every task end, one-shot magnitude pruning to 0.5-0.95 (per layer and global), batch norm
+  recalibrated, the current task's accuracy and training loss, then 10 and 100 fine-tuning steps with
+  the mask fixed. The claim predicts that the flat training loses less (drop, loss rise) and that
+  fine-tuning wins back less (recovery).
+- **sdp**: SDP with its ascent and without it (rho 0) at matched steps, sparsity 0.9, where the
+  task-end projection keeps the trained nonzeros (`target`, the main job's: no jump by construction),
+  prunes 0.2 more than training held (`gap`), or cuts what gRDA's threshold left (`grda`); and what
+  retraining with the run's mask would win. The claim holds if that gain is about 0 with the ascent
+  and clearly positive without.
+
+Runs go to `out/flatness-BENCHMARK/`; runs there already (from an earlier execution or from
+`benchmarks/flatness.py`, which takes the same settings and runs the grid over several processes) are
+kept, so opening this notebook after the script only reads. Batch use:
+`papermill notebooks/flatness.ipynb out.ipynb -p benchmark split_fmnist -p stop_loss 0.1 -p epochs 30`;
+`benchmarks/flatness.py --report` also writes the executed notebook as an offline HTML page.
+
+Reading the dashboard: the controls pick the measure, the scope and the sparsity. Bands and bars are
+95% t-intervals over seeds; the SDP panel colours each cell by its verdict (Holm over its cells;
+"equivalent" within 1 accuracy point or 0.01 nats)."""
+
+FLATNESS_PARAMETERS = """# Parameters (papermill; benchmarks/flatness.py sets them with its own).
+benchmark = "split_digits"         # split_digits (minutes) or split_fmnist (about an hour on 2 cores)
+seeds = list(range(10))            # paired seeds: every mode trains on each
+parts = ["pruned", "sdp"]          # which parts of the experiment (see above)
+stop_loss = 0.05                   # part pruned: a task ends once an epoch's mean training loss is at most this
+epochs = 20                        # part pruned: at most this many epochs per task
+workers = 2                        # runs at once, each on one thread
+out = "../benchmarks/out"          # runs go to OUT/flatness-BENCHMARK/"""
+
+FLATNESS_RUN = """from pathlib import Path
+
+import esacl.flatness
+import widgets
+from workbench.cli import run_grid
+
+rows = esacl.flatness.plan(benchmark, seeds, str(Path(out) / f"flatness-{benchmark}"), stop_loss, epochs, parts)
+records = run_grid([cfg for *_, cfg in rows], workers=workers, resumable=True)  # runs made already: kept
+dashboard = widgets.FlatnessDashboard(rows, records)
+dashboard.display()  # controls in JupyterLab; every figure, static, in an exported page"""
+
+
+def render_flatness() -> str:
+    """notebooks/flatness.ipynb as committed: the flatness experiment."""
+    return notebook(
+        "flatness",
+        [
+            ("markdown", FLATNESS_ABOUT, {}),
+            ("code", FLATNESS_PARAMETERS, {"tags": ["parameters"]}),
+            ("markdown", "## The runs, and the dashboard", {}),
+            ("code", FLATNESS_RUN, {}),
+            ("markdown", "## The answer, with intervals", {}),
+            ("code", "print(esacl.flatness.text(dashboard.found))", {}),
+        ],
+    )
+
+
+def notebook(name: str, cells: list[tuple[str, str, dict]]) -> str:
+    """(kind, source, metadata) cells as a notebook's JSON: nbformat 4.5, no outputs, cell ids derived
+    from `name`."""
     out = []
     for i, (kind, source, metadata) in enumerate(cells):
         cell = dict(
@@ -143,6 +215,8 @@ def main() -> None:
     for name in TITLES:
         (HERE / f"{name}.ipynb").write_text(render(name))
         print(f"wrote notebooks/{name}.ipynb")
+    (HERE / "flatness.ipynb").write_text(render_flatness())
+    print("wrote notebooks/flatness.ipynb")
 
 
 if __name__ == "__main__":

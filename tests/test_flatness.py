@@ -2,25 +2,38 @@ import pytest
 import torch
 
 import esacl
-from esacl.flatness import PATH_POINTS, SCOPES, SPARSITIES, STEPS, finetune, probe, run_effects
+from esacl.flatness import (
+    MEASURES,
+    PATH_POINTS,
+    SCOPES,
+    SDP_MODES,
+    SDP_VARIANTS,
+    SPARSITIES,
+    STEPS,
+    finetune,
+    groups,
+    plan,
+    probe,
+    results,
+    run_effects,
+    text,
+)
 from esacl.prune import topk_masks
 
 
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory):
-    """Two-task split_digits runs with the probe, one epoch per task: {method: {seed: Record}}."""
-    out = tmp_path_factory.mktemp("runs")
-    return {
-        m: {
-            s: esacl.run(
-                esacl.RunConfig(
-                    method=m, seed=s, n_tasks=2, epochs=1, flatness_probe=True, progress=False, out=str(out)
-                )
-            )
-            for s in (0, 1)
-        }
-        for m in ("sgd", "sam")
-    }
+def experiment(tmp_path_factory):
+    """The flatness experiment on two-task split_digits, seeds 0 and 1, part 'pruned' one epoch per
+    task: (plan's rows, their records)."""
+    rows = plan("split_digits", (0, 1), str(tmp_path_factory.mktemp("runs")), stop_loss=10.0, epochs=1, n_tasks=2)
+    return rows, [esacl.run(cfg) for *_, cfg in rows]
+
+
+@pytest.fixture(scope="module")
+def probed(experiment):
+    """The dense runs: {mode: {seed: Record}} for sgd and sam."""
+    runs = groups(*experiment)
+    return {m: runs["pruned", "-", m] for m in ("sgd", "sam")}
 
 
 def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny, probed):
@@ -53,9 +66,18 @@ def test_a_sparse_run_probes_its_own_projection_and_what_retraining_would_win(ti
     record = esacl.run(tiny(method="grda", project_gap=gap, flatness_probe=True))
     for event in record.task_events:
         found = event["flatness"]
-        assert set(found) == {"as_trained", "dense", "top_eigenvalue", "path", "own", "own_sparsity"}
+        assert set(found) == {
+            "as_trained",
+            "dense",
+            "top_eigenvalue",
+            "path",
+            "own",
+            "own_sparsity",
+            "trained_sparsity",
+        }
         assert found["own_sparsity"] == 0.9 and set(found["own"]) == {"0.9"}
         path, rows = found["path"]["own"]["0.9"], found["own"]["0.9"]
+        assert found["trained_sparsity"] == pytest.approx(0.9 - gap, abs=1e-3)
         if gap == 0:
             assert len(set(path)) == 1 and rows["0"] == found["dense"]
         else:
@@ -116,7 +138,7 @@ def test_the_experiment_pairs_sgd_and_sam_by_seed_over_every_scope_sparsity_and_
     assert [(scope, s, m) for scope, s, m, _ in rows] == [
         (scope, s, m) for scope in SCOPES for s in SPARSITIES for m in MEASURES
     ]
-    cell = rows[-1][3].cell  # global, 0.95, recovery: SGD's minus SAM's, seed by seed
+    cell = {(scope, s, m): v for scope, s, m, v in rows}["global", 0.95, "recovery"].cell  # SGD's minus SAM's
     recovery = {m: [run_effects(probed[m][s])["global", 0.95, "recovery"] for s in (0, 1)] for m in probed}
     assert cell.diffs == tuple(a - b for a, b in zip(recovery["sgd"], recovery["sam"]))
     with pytest.raises(ValueError, match="no flatness probe"):
@@ -134,3 +156,65 @@ def test_the_sharpness_dashboard_draws_the_probe_of_the_last_task_end(probed):
     traces = {t.name: list(t.y) for t in fig.data}
     assert traces["global, 100 steps"] == [probe["global"][str(s)]["100"]["class_il"] for s in SPARSITIES]
     assert len(traces) == len(SCOPES) * len(STEPS)
+
+
+def test_the_plan_pairs_every_mode_on_the_same_seeds_and_names_each_run_for_what_it_is(experiment):
+    rows, _ = experiment
+    names = [cfg.name for *_, cfg in rows]
+    assert len(set(names)) == len(names) == (3 + len(SDP_VARIANTS) * len(SDP_MODES)) * 2
+    for part, variant, mode, seed, cfg in rows:
+        cfg = esacl.config.resolve(cfg)[0]
+        assert cfg.seed == seed and cfg.flatness_probe and cfg.n_tasks == 2
+        if part == "pruned":
+            assert cfg.stop_loss == 10.0 and cfg.sparsity == 0 and cfg.asam == (mode == "asam")
+        else:
+            assert cfg.sparsity == 0.9 and cfg.method == SDP_MODES[mode]["method"]
+            assert (cfg.project_gap, cfg.threshold) == {
+                "target": (0.0, "target"),
+                "gap": (0.2, "target"),
+                "grda": (0.0, "grda"),
+            }[variant]
+    with pytest.raises(ValueError, match="unknown part"):
+        plan("split_digits", (0,), "x", 0.1, 1, parts=("sparse",))
+
+
+def test_the_results_pair_the_modes_by_seed_and_test_only_what_a_projection_moved(experiment):
+    found = results(*experiment)
+    pruned, sdp = found["pruned"], found["sdp"]
+    assert set(pruned) == {"quality", "sharpness", "sam", "asam"}
+    assert pruned["quality"]["sgd"]["epochs"] == 1  # stop_loss 10: every task ends after its first epoch
+    assert [(c["scope"], c["sparsity"], c["measure"]) for c in pruned["sam"]] == [
+        (scope, s, m) for scope in SCOPES for s in SPARSITIES for m in MEASURES
+    ]
+    assert all(c["n"] == 2 for c in pruned["sam"])
+    cells = {(c["variant"], c["measure"]): c for c in sdp["differences"]}
+    assert len(cells) == len(SDP_VARIANTS) * len(MEASURES)
+    # 'target': the projection keeps exactly the trained nonzeros, so there is no drop to test
+    assert cells["target", "drop"]["word"] == cells["target", "loss_rise"]["word"] == "none"
+    # 'grda': the projection cuts what gRDA's threshold left (it trains far less sparse than 0.9)
+    assert cells["grda", "loss_rise"]["word"] != "none"
+    assert all(sdp["runs"]["grda"][m]["trained_sparsity"] < 0.9 for m in SDP_MODES)
+    assert all(sdp["runs"]["target"][m]["trained_sparsity"] == pytest.approx(0.9, abs=1e-3) for m in SDP_MODES)
+    assert [(c["variant"], c["mode"]) for c in sdp["gains"]] == [(v, m) for v in SDP_VARIANTS for m in SDP_MODES]
+    lines = text(found)
+    assert "SGD minus SAM" in lines and "retraining gain" in lines
+
+
+def test_the_flatness_dashboard_draws_the_effects_with_intervals_and_follows_its_controls(experiment):
+    import widgets
+
+    rows, records = experiment
+    dash = widgets.FlatnessDashboard(rows, records)
+    assert set(dash.current) == {"effect", "path", "sharpness", "sdp", "sdp_path"}
+    # The effect against sparsity: per mode, the mean over seeds of each run's effect.
+    runs = groups(rows, records)
+    means = [
+        sum(run_effects(r)["layer", s, "drop"] for r in runs["pruned", "-", "sgd"].values()) / 2 for s in SPARSITIES
+    ]
+    sgd = [t for t in dash.current["effect"].data if t.name == "sgd" and t.mode == "lines+markers"][0]
+    assert list(sgd.y) == pytest.approx(means)
+    dash.sparsity.value = 0.95
+    assert dash.current["path"].layout.title.text.endswith("layer 0.95")
+    dash.measure.value = "loss_rise"
+    assert dash.current["effect"].layout.title.text == "loss rise against sparsity"
+    assert len(dash.figures()) == len(MEASURES) + 2 + 2 + 1 + len(SDP_VARIANTS)

@@ -47,6 +47,15 @@ def test_each_benchmark_notebook_is_what_the_template_makes(name):
     )
 
 
+def test_the_flatness_notebook_is_what_the_template_makes_and_declares_the_experiments_settings():
+    assert (NOTEBOOKS / "flatness.ipynb").read_text() == template().render_flatness(), (
+        "notebooks/flatness.ipynb differs from notebooks/template.py: run python notebooks/template.py"
+    )
+    params = papermill.inspect_notebook(str(NOTEBOOKS / "flatness.ipynb"))
+    assert list(params) == ["benchmark", "seeds", "parts", "stop_loss", "epochs", "workers", "out"]
+    assert all(spec["help"] for spec in params.values())
+
+
 @pytest.mark.parametrize("name", benchmark_notebooks())
 def test_benchmark_notebook_parameters_are_exactly_the_runconfig_keys_and_all_reach_the_run(name):
     params = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))

@@ -5,6 +5,7 @@
     record = esacl.run(cfg, callbacks=[dash.callback])
     dash = widgets.RunDashboard.from_run(run_dir)        # the same from a saved run
     dash.figures()                                       # {tab: [plotly Figure, ...]} for reports
+    widgets.FlatnessDashboard(rows, records)             # the flatness experiment (esacl.flatness)
     view = widgets.ComparisonView(run_dirs)              # mean ± std over seeds; view.table_html()
 
 Depends on esacl; esacl never imports this package. Figure builders: `widgets.figures`.
@@ -21,11 +22,13 @@ from .dashboards import (
     SelectionDashboard,
     SharpnessDashboard,
 )
+from .flatness import FlatnessDashboard
 
 __all__ = [
     "AccuracyDashboard",
     "ComparisonView",
     "EfficiencyDashboard",
+    "FlatnessDashboard",
     "MaskDashboard",
     "RunDashboard",
     "SelectionDashboard",

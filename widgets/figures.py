@@ -437,7 +437,9 @@ def flatness_probe(record: Record, task: int | None = None) -> go.Figure:
     probe = probes[task]
     fig.update_layout(title_text=f"flatness probe after task {task}")
     fig.add_hline(y=probe["dense"]["class_il"], line_dash="dot", annotation_text="dense")
-    for scope, dash in (("layer", "solid"), ("global", "dash")):
+    for scope, dash in (("layer", "solid"), ("global", "dash"), ("own", "solid")):
+        if scope not in probe:  # a sparse run probes its own projection alone
+            continue
         sparsities = sorted(probe[scope], key=float)
         for steps in probe[scope][sparsities[0]]:
             fig.add_trace(

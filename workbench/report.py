@@ -33,6 +33,7 @@ def _notebooks() -> Path:
 
 NOTEBOOKS = _notebooks()
 REPORT_NOTEBOOK = "report"
+FLATNESS_NOTEBOOK = "flatness"  # the flatness experiment (benchmarks/flatness.py --report executes it)
 PLOTLY_JS_VERSION = "4.1.1"  # the plotly.js release plotly==7.1.0 embeds; its partial bundle must be the same
 PLOTLY_CARTESIAN = ROOT / ".cache" / "plotly" / f"plotly-cartesian-{PLOTLY_JS_VERSION}.min.js"
 PLOTLY_CARTESIAN_TARBALL = (
@@ -62,7 +63,7 @@ HEADLESS = "ESACL_HEADLESS"  # read by widgets.RunDashboard in the kernels execu
 
 
 def benchmark_notebooks() -> list[str]:
-    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem != REPORT_NOTEBOOK)
+    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem not in (REPORT_NOTEBOOK, FLATNESS_NOTEBOOK))
 
 
 def notebook_path(name: str) -> Path:
