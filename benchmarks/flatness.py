@@ -1,6 +1,7 @@
 """Does a flat minimum make retraining after pruning unnecessary? The paper's hypothesis, as a test that can fail.
 
-    .venv/bin/python benchmarks/flatness.py [--benchmark split_digits] [--seeds 0,1,...,9] [--parts pruned,sdp]
+    .venv/bin/python benchmarks/flatness.py [--benchmark split_digits] [--seeds 0,1,...,9] [--sdp-seeds SEEDS]
+                                            [--parts pruned,sdp]
                                             [--stop-loss 0.05] [--epochs 20] [--workers N] [--out benchmarks/out]
                                             [--report]
 
@@ -36,6 +37,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", default="split_digits")
     parser.add_argument("--seeds", default=",".join(map(str, range(10))))
+    parser.add_argument("--sdp-seeds", help="part sdp's seeds (default: --seeds)")
     parser.add_argument("--parts", default="pruned,sdp")
     parser.add_argument("--stop-loss", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=20)
@@ -48,27 +50,22 @@ def main():
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = plan(
-        args.benchmark,
-        seeds,
-        str(Path(args.out) / f"flatness-{args.benchmark}"),
-        args.stop_loss,
-        args.epochs,
-        args.parts.split(","),
-    )
+    sdp_seeds = [int(s) for s in args.sdp_seeds.split(",")] if args.sdp_seeds else seeds
+    folder = str(Path(args.out) / f"flatness-{args.benchmark}")
+    rows = plan(args.benchmark, seeds, folder, args.stop_loss, args.epochs, args.parts.split(","), sdp_seeds)
     tic = time.perf_counter()
     records = run_grid([cfg for *_, cfg in rows], workers=args.workers, resumable=True)
     found = results(rows, records)
-    print(f"\n{args.benchmark}, seeds {args.seeds}: {len(records)} runs in {time.perf_counter() - tic:.0f} s")
+    print(f"\n{args.benchmark}: {len(records)} runs in {time.perf_counter() - tic:.0f} s")
     print(text(found))
     path = Path(args.out) / f"flatness-{args.benchmark}.json"
     path.write_text(json.dumps(dict(args=vars(args), **found), indent=1))
     print(f"\nwritten: {path}")
     if args.report:
-        print(f"report: {report(args, seeds)}")
+        print(f"report: {report(args, seeds, sdp_seeds)}")
 
 
-def report(args, seeds: list[int]) -> Path:
+def report(args, seeds: list[int], sdp_seeds: list[int]) -> Path:
     """notebooks/flatness.ipynb executed over the runs (made already: it only reads them), as one offline
     HTML page under reports/ (never overwriting one)."""
     import tempfile
@@ -79,6 +76,7 @@ def report(args, seeds: list[int]) -> Path:
     params = dict(
         benchmark=args.benchmark,
         seeds=seeds,
+        sdp_seeds=sdp_seeds,
         parts=args.parts.split(","),
         stop_loss=args.stop_loss,
         epochs=args.epochs,

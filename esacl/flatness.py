@@ -264,11 +264,18 @@ SDP_VARIANTS = {"target": dict(), "gap": dict(project_gap=0.2), "grda": dict(thr
 
 
 def plan(
-    benchmark: str, seeds, out: str, stop_loss: float, epochs: int, parts=("pruned", "sdp"), **changes
+    benchmark: str,
+    seeds,
+    out: str,
+    stop_loss: float,
+    epochs: int,
+    parts=("pruned", "sdp"),
+    sdp_seeds=None,
+    **changes,
 ) -> list[tuple]:
     """The experiment's runs as [(part, variant, mode, seed, RunConfig)], each named for what it is
-    under `out` (run again, the same plan finds the runs already made); `changes`: RunConfig keys set
-    in every run (e.g. n_tasks for a quick look).
+    under `out` (run again, the same plan finds the runs already made); part 'sdp' on `sdp_seeds` (None:
+    `seeds`); `changes`: RunConfig keys set in every run (e.g. n_tasks for a quick look).
 
     'pruned' trains each task until an epoch's mean training loss is at most `stop_loss` (`epochs` at
     most): matched quality. ASAM's rho 0.5 is Kwon et al.'s CIFAR-10 value, not tuned here. 'sdp' trains
@@ -290,7 +297,7 @@ def plan(
         else:
             raise ValueError(f"unknown part {part!r}: 'pruned' or 'sdp'")
         for variant, mode, values, budget in runs:
-            for seed in seeds:
+            for seed in (sdp_seeds or seeds) if part == "sdp" else seeds:
                 slug = mode.replace(" ", "-") if part == "pruned" else f"{variant}-{mode.replace(' ', '-')}"
                 cfg = RunConfig(
                     benchmark=benchmark,

@@ -153,6 +153,7 @@ Reading the dashboard: the controls pick the measure, the scope and the sparsity
 FLATNESS_PARAMETERS = """# Parameters (papermill; benchmarks/flatness.py sets them with its own).
 benchmark = "split_digits"         # split_digits (minutes) or split_fmnist (about an hour on 2 cores)
 seeds = list(range(10))            # paired seeds: every mode trains on each
+sdp_seeds = None                   # part sdp's seeds (None: the same)
 parts = ["pruned", "sdp"]          # which parts of the experiment (see above)
 stop_loss = 0.05                   # part pruned: a task ends once an epoch's mean training loss is at most this
 epochs = 20                        # part pruned: at most this many epochs per task
@@ -165,7 +166,8 @@ import esacl.flatness
 import widgets
 from workbench.cli import run_grid
 
-rows = esacl.flatness.plan(benchmark, seeds, str(Path(out) / f"flatness-{benchmark}"), stop_loss, epochs, parts)
+folder = str(Path(out) / f"flatness-{benchmark}")
+rows = esacl.flatness.plan(benchmark, seeds, folder, stop_loss, epochs, parts, sdp_seeds)
 records = run_grid([cfg for *_, cfg in rows], workers=workers, resumable=True)  # runs made already: kept
 dashboard = widgets.FlatnessDashboard(rows, records)
 dashboard.display()  # controls in JupyterLab; every figure, static, in an exported page"""

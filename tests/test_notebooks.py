@@ -52,7 +52,7 @@ def test_the_flatness_notebook_is_what_the_template_makes_and_declares_the_exper
         "notebooks/flatness.ipynb differs from notebooks/template.py: run python notebooks/template.py"
     )
     params = papermill.inspect_notebook(str(NOTEBOOKS / "flatness.ipynb"))
-    assert list(params) == ["benchmark", "seeds", "parts", "stop_loss", "epochs", "workers", "out"]
+    assert list(params) == ["benchmark", "seeds", "sdp_seeds", "parts", "stop_loss", "epochs", "workers", "out"]
     assert all(spec["help"] for spec in params.values())
 
 

@@ -155,10 +155,12 @@ def accuracy_against(rows: list[dict], key: str = "class_il", x: str = "flops") 
 
 
 def constant_columns(rows: list[dict], columns=TABLE) -> list[str]:
-    """The names of `columns` whose value is the same in every row (or in none): nothing to compare
-    (the pruning jump is 0 in every row where no run's last projection moved a weight)."""
+    """The names of `columns` whose value is the same in every row that has one (or in none): nothing
+    to compare. The pruning jump is 0 in every sparse row where no run's projection moved a weight (the
+    main job's settings, by construction: docs/method.md) and missing in dense rows: left out."""
     value = lambda r, n: tuple(None if math.isnan(v) else round(v, 9) for v in (r[f"{n}_mean"], r[f"{n}_std"]))
-    return [n for n, *_ in columns if len(rows) > 1 and len({value(r, n) for r in rows}) == 1]
+    missing = (None, None)
+    return [n for n, *_ in columns if len(rows) > 1 and len({value(r, n) for r in rows} - {missing}) <= 1]
 
 
 def comparison_html(rows: list[dict]) -> str:
@@ -168,7 +170,16 @@ def comparison_html(rows: list[dict]) -> str:
     table = html_table(*table_cells(rows, [c for c in TABLE if c[0] not in same]))
     if not same:
         return table
-    said = ", ".join(f"{head} is {cell(rows[0][f'{n}_mean'], None, f)}" for n, head, _, f in TABLE if n in same)
+
+    def first(n):  # the value of the first row that has one
+        return next((r[f"{n}_mean"] for r in rows if not math.isnan(r[f"{n}_mean"])), math.nan)
+
+    said = ", ".join(
+        f"{head} is {cell(first(n), None, f)}"
+        + ("" if all(not math.isnan(r[f"{n}_mean"]) for r in rows) else " where measured")
+        for n, head, _, f in TABLE
+        if n in same
+    )
     return table + f"<p>Left out, the same in every row: {html.escape(said)}.</p>"
 
 
