@@ -23,16 +23,19 @@ def learning_accuracy(R) -> float:
     return sum(R[t][t] for t in range(len(R))) / len(R)
 
 
+def forgetting_per_task(R) -> list[float]:
+    """Per old task k: its best accuracy before the last task minus its final accuracy ([] with one task)."""
+    last = len(R) - 1
+    return [max(R[t][k] for t in range(k, last)) - R[last][k] for k in range(last)]
+
+
 def forgetting(R) -> float:
     """Mean over old tasks of (best accuracy before the last task) - (final accuracy).
 
     NaN with a single task (nothing can be forgotten yet).
     """
-    last = len(R) - 1
-    if last == 0:
-        return math.nan
-    drops = [max(R[t][k] for t in range(k, last)) - R[last][k] for k in range(last)]
-    return sum(drops) / len(drops)
+    drops = forgetting_per_task(R)
+    return sum(drops) / len(drops) if drops else math.nan
 
 
 def backward_transfer(R) -> float:

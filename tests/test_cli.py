@@ -91,7 +91,7 @@ def test_python_dash_m_runs_the_same_cli():
     assert done.stderr.strip() == "esacl: error: config key 'sparsity' must be in [0, 1), got 2.0"
 
 
-def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run(capsys, tmp_path, tmpfs):
+def test_read_only_outputs_are_one_line_and_change_no_earlier_run(capsys, tmp_path, tmpfs):
     import pathlib
 
     read_only = tmpfs("1m", read_only=True)
@@ -107,12 +107,23 @@ def test_read_only_outputs_and_huge_seeds_are_one_line_and_change_no_earlier_run
             f"cannot write the sweep folder {read_only / 'sweep'}",
         ),
         (["report", str(run_dir), "--out", str(read_only / "reports")], "Read-only file system"),
-        (["run", "--seed", "4294967296"], "'seed' must be in [0, 4294967295]"),
-        (["data", "download", "split_cifar10"], "no data root"),
     ]:
         code, out, err = cli(capsys, *argv)
         assert code == 2 and err.count("\n") == 1 and err.startswith("esacl: error:") and expected in err, (argv, err)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "--seed", "4294967296"], "'seed' must be in [0, 4294967295]"),
+        (["data", "download", "split_cifar10"], "no data root"),
+    ],
+)
+def test_a_seed_beyond_the_generators_and_a_missing_data_root_are_one_line(capsys, monkeypatch, argv, expected):
+    monkeypatch.delenv("ESACL_DATA", raising=False)
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("esacl: error:") and expected in err, err
 
 
 def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_path):

@@ -25,6 +25,13 @@ def test_forgetting_uses_the_best_past_accuracy():
     assert metrics.forgetting([[90.0, None, None], [95.0, 80.0, None], [50.0, 80.0, 99.0]]) == pytest.approx(22.5)
 
 
+def test_forgetting_per_task_averages_to_the_metric():
+    R = [[90.0, None, None], [70.0, 95.0, None], [60.0, 80.0, 99.0]]
+    assert metrics.forgetting_per_task(R) == [30.0, 15.0]
+    assert sum(metrics.forgetting_per_task(R)) / 2 == metrics.forgetting(R)
+    assert metrics.forgetting_per_task(R[:1]) == []
+
+
 def test_backward_transfer_compares_final_with_just_learned():
     assert metrics.backward_transfer(R) == pytest.approx(((50 - 90) + (70 - 80)) / 2)
 

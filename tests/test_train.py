@@ -20,7 +20,8 @@ def test_two_task_run_writes_every_run_directory_file(tiny):
     events = [json.loads(line) for line in (record.path / "metrics.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["epoch", "epoch", "task", "epoch", "epoch", "task"]
     assert record.complete and len(record.class_il) == 2 and record.class_il[0][1] is None
-    assert 0 <= record.summary["class_il"]["average"] <= 100
+    # ER's buffer keeps task 0: above the 50% class-IL of a model that knows only the last task
+    assert record.summary["class_il"]["average"] > 75
 
 
 def test_same_seed_gives_identical_results(tiny):

@@ -86,12 +86,6 @@ def test_to_pixels_stretches_floats_and_upscales_small_images():
     assert thumbnails.to_pixels(colour).shape == (64, 64, 3)
 
 
-def test_forgetting_per_task_averages_to_the_metric():
-    R = [[90.0, None, None], [70.0, 95.0, None], [60.0, 80.0, 99.0]]
-    assert F.forgetting_per_task(R) == [30.0, 15.0]
-    assert np.mean(F.forgetting_per_task(R)) == metrics.forgetting(R)
-
-
 # ----------------------------------------------------------------------------- one run
 
 

@@ -15,6 +15,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from esacl.flops import training_components
+from esacl.metrics import forgetting_per_task
 from esacl.record import Record, load_masks, load_selections
 
 SETTINGS = {"class_il": "class-IL", "task_il": "task-IL"}
@@ -70,6 +71,27 @@ def legend_on_top(fig: go.Figure) -> go.Figure:
     """A one-row legend between the subtitle and the plot, for two or three short entries: beside the
     plot a legend takes a third of a narrow figure's width."""
     return fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0))
+
+
+def task_heatmap(fig, z, x, y, zmax: float, colorscale: str, text: str, unit: str, hover: str) -> go.Figure:
+    """`z` (rows `y`, columns `x`: tasks) as a heatmap from 0 to `zmax` on `fig`, each cell written
+    with `text` (a plotly texttemplate), the first row on top, one tick per task."""
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=y,
+            zmin=0,
+            zmax=zmax,
+            colorscale=colorscale,
+            texttemplate=text,
+            colorbar=dict(title=unit),
+            hovertemplate=hover + "<extra></extra>",
+        )
+    )
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(dtick=1, autorange="reversed")
+    return fig
 
 
 def message(fig: go.Figure, text: str) -> go.Figure:
@@ -133,13 +155,6 @@ def _events(record: Record, kind: str) -> list[dict]:
 # ----------------------------------------------------------------------------- accuracy
 
 
-def forgetting_per_task(R: list[list]) -> list[float]:
-    """Per old task k: best accuracy before the last task minus final accuracy (its mean is
-    `esacl.metrics.forgetting`)."""
-    last = len(R) - 1
-    return [max(R[t][k] for t in range(k, last)) - R[last][k] for k in range(last)]
-
-
 def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
     """Heatmap of R[t][k] (%): rows = after training task t, columns = evaluated task k."""
     R = getattr(record, setting)
@@ -151,22 +166,17 @@ def accuracy_matrix(record: Record, setting: str = "class_il") -> go.Figure:
     )
     if not R:
         return message(fig, "no task has finished yet")
-    fig.add_trace(
-        go.Heatmap(
-            z=R,
-            x=list(range(len(R[0]))),
-            y=list(range(len(R))),
-            zmin=0,
-            zmax=100,
-            colorscale="Viridis",
-            texttemplate="%{z:.1f}",
-            colorbar=dict(title="%"),
-            hovertemplate="after task %{y}, on task %{x}: %{z:.2f}%<extra></extra>",
-        )
+    return task_heatmap(
+        fig,
+        R,
+        list(range(len(R[0]))),
+        list(range(len(R))),
+        100,
+        "Viridis",
+        "%{z:.1f}",
+        "%",
+        "after task %{y}, on task %{x}: %{z:.2f}%",
     )
-    fig.update_xaxes(dtick=1)
-    fig.update_yaxes(dtick=1, autorange="reversed")
-    return fig
 
 
 def forgetting_bars(record: Record) -> go.Figure:
@@ -581,22 +591,7 @@ def mask_overlap(record: Record, layer: str | None = None, masks: dict[int, dict
     for i in range(len(tasks)):  # symmetric: each pair once (the masks can be large)
         for j in range(i + 1, len(tasks)):
             z[i, j] = z[j, i] = jaccard(vectors[i], vectors[j])
-    fig.add_trace(
-        go.Heatmap(
-            z=z.tolist(),
-            x=tasks,
-            y=tasks,
-            zmin=0,
-            zmax=1,
-            colorscale="Blues",
-            texttemplate="%{z:.2f}",
-            colorbar=dict(title="Jaccard"),
-            hovertemplate="tasks %{y} and %{x}: %{z:.3f}<extra></extra>",
-        )
-    )
-    fig.update_xaxes(dtick=1)
-    fig.update_yaxes(dtick=1, autorange="reversed")
-    return fig
+    return task_heatmap(fig, z.tolist(), tasks, tasks, 1, "Blues", "%{z:.2f}", "Jaccard", "tasks %{y} and %{x}: %{z:.3f}")
 
 
 def mask_changes(record: Record, task: int | None = None) -> go.Figure:

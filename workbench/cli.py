@@ -26,6 +26,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+def parameter_option(parser, help: str) -> None:
+    """`-p/--parameter KEY VALUE`, repeatable: `args.parameter` is the [KEY, VALUE] pairs given."""
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="esacl",
@@ -62,15 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     paper.add_argument("--learners", default="ewc,co2l,er,derpp", help="base learners (default ewc,co2l,er,derpp)")
     paper.add_argument("--sparsity", type=float, default=0.9, help="target sparsity of SparCL and EsaCL (default 0.9)")
-    paper.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="a RunConfig key for every run (e.g. -p epochs 1)",
-    )
+    parameter_option(paper, "a RunConfig key for every run (e.g. -p epochs 1)")
     paper.add_argument(
         "--out",
         help="folder of the run directories (default runs/paper-BENCHMARK-DATE-TIME); the same command "
@@ -107,15 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "(comma lists for " + ", ".join(GRID_KEYS) + " run a grid: a sweep of the notebook)",
     )
     notebook.add_argument("notebook", metavar="NOTEBOOK", help="split_digits, split_cifar10, ...")
-    notebook.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="a notebook parameter (a RunConfig key)",
-    )
+    parameter_option(notebook, "a notebook parameter (a RunConfig key)")
     notebook.add_argument(
         "--out",
         help="parent folder of the run directory (default runs); for a grid, the sweep's folder (default "
