@@ -591,7 +591,9 @@ def mask_overlap(record: Record, layer: str | None = None, masks: dict[int, dict
     for i in range(len(tasks)):  # symmetric: each pair once (the masks can be large)
         for j in range(i + 1, len(tasks)):
             z[i, j] = z[j, i] = jaccard(vectors[i], vectors[j])
-    return task_heatmap(fig, z.tolist(), tasks, tasks, 1, "Blues", "%{z:.2f}", "Jaccard", "tasks %{y} and %{x}: %{z:.3f}")
+    return task_heatmap(
+        fig, z.tolist(), tasks, tasks, 1, "Blues", "%{z:.2f}", "Jaccard", "tasks %{y} and %{x}: %{z:.3f}"
+    )
 
 
 def mask_changes(record: Record, task: int | None = None) -> go.Figure:
