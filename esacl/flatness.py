@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .landscape import top_hessian_eigenvalue
 from .prune import projection_masks, topk_masks
 from .seeding import rng_state, set_rng_state
-from .steps import batch_norms, frozen_bn_stats
+from .steps import batch_norms, frozen_bn_stats, perturbed
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 SCOPES = ("layer", "global")
@@ -93,17 +93,14 @@ def pruning_path(model, prunable: dict, masks: dict, x: torch.Tensor, y: torch.T
     the 1-D slice from the weights to their pruned projection P(w) = w * mask. Batch norm normalises
     with the batch's own statistics at every point (running statistics untouched): each point as if
     recalibrated, so the end is comparable to the recalibrated drop. The weights are restored."""
-    saved = {n: p.detach().clone() for n, p in prunable.items()}  # dense copy of the prunable weights
     model.train()
     losses = []
-    with frozen_bn_stats(batch_norms(model)):
+    with perturbed(list(prunable.values())) as saved, frozen_bn_stats(batch_norms(model)):
         for i in range(PATH_POINTS):
             alpha = i / (PATH_POINTS - 1)
-            for n, p in prunable.items():
-                p.copy_(saved[n] * (1 - alpha * (~masks[n])))  # exact at both ends
+            for (name, p), w in zip(prunable.items(), saved):
+                p.copy_(w * (1 - alpha * (~masks[name])))  # exact at both ends
             losses.append(F.cross_entropy(model(x), y))
-    for n, p in prunable.items():
-        p.copy_(saved[n])
     return torch.stack(losses).tolist()  # host sync: once per path
 
 

@@ -2,8 +2,8 @@
 
 Every measurement takes a loss closure `loss_of() -> 0-dim tensor` and the list of parameter
 tensors it depends on, so it works on any model and can be checked on closed-form quadratics.
-Every function that moves the parameters keeps copies and writes them back exactly (adding and
-subtracting a perturbation does not round-trip in floating point), and none writes `.grad`:
+Every function that moves the parameters does it inside `steps.perturbed`, which writes them back
+exactly (adding and subtracting a perturbation does not round-trip in floating point), and none writes `.grad`:
 gradients are taken with `torch.autograd.grad`, never `.backward()`.
 
 Random draws are made on the generator's device (the CPU when none is given) and then moved, so
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .knobs import Section, knob
+from .steps import perturbed, sam_perturbation
 
 
 @dataclass(frozen=True)
@@ -121,29 +122,6 @@ def hutchinson_trace(loss_of, params, samples=10, generator=None, tick=None, gra
     return total / samples
 
 
-@torch.no_grad()
-def sam_perturbation(params, grads, masks, rho: float, asam: bool = False) -> list[torch.Tensor]:
-    """SAM's ascent: eps = rho * d / ||d||, d = g*m (live weights only; g None counts as zero); with
-    `asam`, ASAM's eps = rho * T^2 g / ||T g||, T = |w| + 0.01. masks: a list aligned with params of
-    bool tensors (True = live) or None (all live). The one copy of the ascent: the training step
-    (`steps.Step.ascend`) and the sharpness measurement (`sam_gap`) both take it. No host sync."""
-    direction = []
-    for p, g, m in zip(params, grads, masks):
-        g = torch.zeros_like(p) if g is None else g
-        if m is not None:
-            g = g * m
-        if asam:
-            g = g * (p.abs() + 0.01) ** 2
-        direction.append(g)
-    if asam:
-        norm = torch.linalg.vector_norm(
-            torch.stack(torch._foreach_norm([d / (p.abs() + 0.01) for d, p in zip(direction, params)]))
-        )
-    else:
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
-    return torch._foreach_mul(direction, rho / (norm + 1e-12))  # a zero gradient gives eps = 0
-
-
 def sam_gap(loss_of, params, rho, masks=None, asam: bool = False) -> float:
     """L(w + eps) - L(w) with eps = `sam_perturbation` (SAM's, or ASAM's with `asam`) at w.
 
@@ -155,14 +133,10 @@ def sam_gap(loss_of, params, rho, masks=None, asam: bool = False) -> float:
     loss = loss_of()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     eps = sam_perturbation(params, grads, masks or [None] * len(params), rho, asam)
-    saved = [p.detach().clone() for p in params]
-    try:
-        with torch.no_grad():
-            torch._foreach_add_(params, eps)
-            perturbed = loss_of()
-    finally:
-        _restore(params, saved)
-    return (perturbed - loss.detach()).item()
+    with perturbed(params), torch.no_grad():
+        torch._foreach_add_(params, eps)
+        at_eps = loss_of()
+    return (at_eps - loss.detach()).item()
 
 
 def filter_normalized_direction(params, generator=None, masks=None) -> list[torch.Tensor]:
@@ -188,12 +162,6 @@ def filter_normalized_direction(params, generator=None, masks=None) -> list[torc
     return out
 
 
-def _restore(params, saved) -> None:
-    with torch.no_grad():
-        for p, s in zip(params, saved):
-            p.copy_(s)
-
-
 def _grid(lo: float, hi: float, points: int) -> list[float]:
     # Computed per point so the ends (and 0 for a symmetric odd grid) are exact.
     if points == 1:
@@ -207,16 +175,12 @@ def interpolate(loss_of, params, start, end, points=11) -> list[float]:
     start/end are lists of tensors aligned with params; params are restored exactly afterwards.
     `points` forwards under no_grad.
     """
-    saved = [p.detach().clone() for p in params]
     losses = []
-    try:
-        with torch.no_grad():
-            for a in _grid(0.0, 1.0, points):
-                for p, s, e in zip(params, start, end):
-                    p.copy_(s * (1 - a) + e * a)  # exact at both ends
-                losses.append(loss_of().item())
-    finally:
-        _restore(params, saved)
+    with perturbed(params), torch.no_grad():
+        for a in _grid(0.0, 1.0, points):
+            for p, s, e in zip(params, start, end):
+                p.copy_(s * (1 - a) + e * a)  # exact at both ends
+            losses.append(loss_of().item())
     return losses
 
 
@@ -226,20 +190,16 @@ def slice_2d(loss_of, params, d1, d2, steps=11, span=1.0) -> dict:
     Returns {'alphas', 'betas', 'loss'} with loss[i][j] at (alphas[i], betas[j]); params are
     restored exactly. steps**2 forwards under no_grad.
     """
-    saved = [p.detach().clone() for p in params]
     grid = _grid(-span, span, steps)
     losses = []
-    try:
-        with torch.no_grad():
-            for a in grid:
-                row = []
-                for b in grid:
-                    for p, w, u, v in zip(params, saved, d1, d2):
-                        p.copy_(w).add_(u, alpha=a).add_(v, alpha=b)
-                    row.append(loss_of().item())
-                losses.append(row)
-    finally:
-        _restore(params, saved)
+    with perturbed(params) as saved, torch.no_grad():
+        for a in grid:
+            row = []
+            for b in grid:
+                for p, w, u, v in zip(params, saved, d1, d2):
+                    p.copy_(w).add_(u, alpha=a).add_(v, alpha=b)
+                row.append(loss_of().item())
+            losses.append(row)
     return {"alphas": grid, "betas": list(grid), "loss": losses}
 
 

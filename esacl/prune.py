@@ -13,6 +13,7 @@ import torch
 
 from .errors import UserError
 from .knobs import Section, knob
+from .steps import perturbed
 
 
 @dataclass(frozen=True)
@@ -163,16 +164,13 @@ def one_shot_pruned(prunable: dict[str, torch.Tensor], evaluate, sparsity: float
     """`evaluate()` of the model as it is and with its `prunable` weights one-shot pruned to `sparsity`
     (top-k of |w|, no retraining); the weights are restored afterwards. Weights at that sparsity already
     (SDP's at a task end) are not evaluated twice: one host sync to find out."""
-    saved = {n: p.detach().clone() for n, p in prunable.items()}  # dense copy of the prunable weights
     before = evaluate()
-    with torch.no_grad():
-        for n, mask in topk_masks(prunable, sparsity, scope).items():
-            prunable[n].mul_(mask)
-    unchanged = all(torch.equal(prunable[n], saved[n]) for n in prunable)
-    after = before if unchanged else evaluate()
-    with torch.no_grad():
-        for n, p in prunable.items():
-            p.copy_(saved[n])
+    with perturbed(list(prunable.values())) as saved:  # dense copy of the prunable weights
+        with torch.no_grad():
+            for n, mask in topk_masks(prunable, sparsity, scope).items():
+                prunable[n].mul_(mask)
+        unchanged = all(torch.equal(p, s) for p, s in zip(prunable.values(), saved))
+        after = before if unchanged else evaluate()
     return before, after
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 from .knobs import Section, knob
-from .landscape import sam_perturbation
 from .methods import Loss
 
 
@@ -75,6 +74,42 @@ class SupportConfig(Section):
         choices=lambda: ["batch", "subset"],
         tuned="subset",
     )
+
+
+@contextlib.contextmanager
+def perturbed(params: list[torch.Tensor]):
+    """Inside, `params` may move freely; on exit (also on an error) they are written back exactly from
+    the copies taken on entry, which the context yields (adding and subtracting a perturbation does
+    not round-trip in floating point). Dense copy: 1x the parameters' memory, transient."""
+    saved = [p.detach().clone() for p in params]
+    try:
+        yield saved
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)
+
+
+@torch.no_grad()
+def sam_perturbation(params, grads, masks, rho: float, asam: bool = False) -> list[torch.Tensor]:
+    """SAM's ascent: eps = rho * d / ||d||, d = g*m (live weights only; g None counts as zero); with
+    `asam`, ASAM's eps = rho * T^2 g / ||T g||, T = |w| + 0.01. masks: a list aligned with params of
+    bool tensors (True = live) or None (all live). The one copy of the ascent: the training step
+    (`Step.ascend`) and the sharpness measurement (`landscape.sam_gap`) both take it. No host sync."""
+    direction = []
+    for p, g, m in zip(params, grads, masks):
+        g = torch.zeros_like(p) if g is None else g
+        if m is not None:
+            g = g * m
+        if asam:
+            g = g * (p.abs() + 0.01) ** 2
+        direction.append(g)
+    if asam:
+        norm = torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm([d / (p.abs() + 0.01) for d, p in zip(direction, params)]))
+        )
+    else:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
+    return torch._foreach_mul(direction, rho / (norm + 1e-12))  # a zero gradient gives eps = 0
 
 
 @contextlib.contextmanager
@@ -202,8 +237,8 @@ class Step:
             with torch.no_grad(), self._phase("scoring"), exact, self._stats():
                 at_w = learner.per_sample_loss(model, scored)  # [B] float32
         if sam:
-            saved = self.ascend()
-            with self._stats():
+            with perturbed([p for _, p in self.named]), self._stats():  # pass 2 at w + eps, then w exactly
+                self.ascend()
                 second = batch
                 if k < len(batch.y) and self.support.support_rule == "random":  # control: no scoring
                     keep = torch.randperm(len(batch.y), device=batch.y.device)[:k]
@@ -217,8 +252,6 @@ class Step:
                 model.zero_grad(set_to_none=True)
                 with self._phase("second_pass", dense_weight_grad=dense_wgrad):
                     learner.loss(model, second).total.backward()
-            with torch.no_grad():
-                torch._foreach_copy_([p for _, p in self.named], saved)  # exact restore
         self.pruner.prepare_gradient()  # what the update applies, before the learner changes it
         learner.adjust_gradient(model, batch, self.pruner.applied)
         self.selector.record(batch, loss, scores, keep)
@@ -227,15 +260,13 @@ class Step:
         return loss
 
     @torch.no_grad()
-    def ascend(self) -> list[torch.Tensor]:
-        """w <- w + eps on live weights; returns copies of w (dense copy: 1x parameter memory, transient)."""
+    def ascend(self) -> None:
+        """w <- w + eps on live weights (inside `perturbed`, which restores w)."""
         params = [p for _, p in self.named]
-        saved = [p.detach().clone() for p in params]
         masks = [self.pruner.masks.get(name) for name, _ in self.named]
         torch._foreach_add_(
             params, sam_perturbation(params, [p.grad for p in params], masks, self.ascent.rho, self.ascent.asam)
         )
-        return saved
 
     def state_dict(self) -> dict:
         return dict(pruner=self.pruner.state_dict(), n_steps=self.n_steps)

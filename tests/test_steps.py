@@ -8,7 +8,7 @@ from torch import nn
 from esacl.methods import Learner
 from esacl.prune import Dense, DualAveraging
 from esacl.selection import AllData, IDS
-from esacl.steps import Step, support_indices
+from esacl.steps import Step, perturbed, support_indices
 from helpers import config, toy_batch
 
 
@@ -127,10 +127,11 @@ def test_the_ascent_leaves_pruned_weights_at_zero_and_restores_w_exactly():
     assert (model.conv.weight[~mask] == 0).all() and (~mask).sum() == round(0.5 * model.conv.weight.numel())
     learner.loss(model, batch).total.backward()
     saved = [p.detach().clone() for p in model.parameters()]
-    copies = step.ascend()
-    assert (model.conv.weight[~mask] == 0).all()  # eps is zero on pruned weights
-    assert not torch.equal(model.conv.weight[mask], saved[0][mask])
-    assert all(torch.equal(c, s) for c, s in zip(copies, saved))
+    with perturbed(list(model.parameters())):
+        step.ascend()
+        assert (model.conv.weight[~mask] == 0).all()  # eps is zero on pruned weights
+        assert not torch.equal(model.conv.weight[mask], saved[0][mask])
+    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), saved))
 
 
 def test_class_balanced_support_keeps_each_class_in_proportion_and_its_sharpest():
@@ -254,3 +255,18 @@ def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
     Step(model, cfg, sam=False, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(model, learner, batch)
     for n, p in model.named_parameters():
         assert torch.allclose(p.double(), expected[n], atol=1e-6), n
+
+
+def test_perturbed_writes_the_weights_back_exactly_also_after_an_error():
+    params = [torch.randn(5), torch.randn(2, 3)]
+    before = [p.clone() for p in params]
+    with perturbed(params) as saved:
+        assert all(torch.equal(s, b) for s, b in zip(saved, before))
+        for p in params:
+            p.add_(0.1).sub_(0.1)  # does not round-trip in floating point
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    with pytest.raises(RuntimeError, match="mid-step"):
+        with perturbed(params):
+            params[0].mul_(3)
+            raise RuntimeError("mid-step")
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
