@@ -203,6 +203,9 @@ class Dense:
         named = dict(model.named_parameters())
         self.prunable = {name: named[name] for name in model.prunable()}
         self.masks: dict[str, torch.Tensor] = {}
+        # Updates since the run began: the run's one step counter (the step's sam_every, the sparsity
+        # schedule, gRDA's n and the trainer's sparsity samples all read it).
+        self.n_steps = 0
 
     def begin_task(self, task: int, steps_in_task: int) -> None:
         pass
@@ -221,6 +224,7 @@ class Dense:
 
     def update(self) -> None:
         sgd(self.params, self.lr)
+        self.n_steps += 1
 
     def dense_weight_grad(self) -> bool:
         """Whether the next update reads the dense gradient of the prunable layers (priced so in FLOPs)."""
@@ -247,10 +251,10 @@ class Dense:
         return dict(one_shot=dict(jump, sparsity=self.opts.one_shot_sparsity)), None
 
     def state_dict(self) -> dict:
-        return {}
+        return dict(n_steps=self.n_steps)
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.n_steps = state.get("n_steps", self.n_steps)  # a checkpoint from before it counted: the step's
 
     def state_bytes(self) -> int:
         return 0
@@ -267,7 +271,6 @@ class _Pruner(Dense):
         named = dict(model.named_parameters())
         self.dense_params = [p for n, p in named.items() if n not in self.prunable and p.requires_grad]
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
-        self.n_steps = 0  # updates since the run began (gRDA's n)
         self.ramp_steps = 1
         if self.opts.project_gap > self.opts.sparsity:
             raise UserError(
@@ -319,10 +322,11 @@ class _Pruner(Dense):
         return dict(jump=dict(jump_summary(before, final), as_trained=jump_summary(stale, pruned))), final
 
     def state_dict(self):
-        return dict(masks=self.masks, n_steps=self.n_steps, ramp_steps=self.ramp_steps)
+        return dict(super().state_dict(), masks=self.masks, ramp_steps=self.ramp_steps)
 
     def load_state_dict(self, state):
-        self.masks, self.n_steps, self.ramp_steps = dict(state["masks"]), state["n_steps"], state["ramp_steps"]
+        super().load_state_dict(state)
+        self.masks, self.ramp_steps = dict(state["masks"]), state["ramp_steps"]
         if self.meter is not None:
             self.meter.set_density(self.masks)
 

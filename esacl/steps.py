@@ -203,7 +203,6 @@ class Step:
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.norms = batch_norms(model)  # walked once, not per step
         self.batch_stats = BatchStats(model) if sam and self.support.support_bn == "batch" else None
-        self.n_steps = 0
 
     def _stats(self):
         """Batch-norm for the forwards after pass 1: pass 1's whole-batch statistics ('batch'), or each
@@ -214,8 +213,7 @@ class Step:
         return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
     def __call__(self, model, learner, batch) -> Loss:
-        sam = self.sam and self.n_steps % self.ascent.sam_every == 0
-        self.n_steps += 1
+        sam = self.sam and self.pruner.n_steps % self.ascent.sam_every == 0  # the update rule counts the steps
         dense_wgrad = self.pruner.dense_weight_grad()
         model.zero_grad(set_to_none=True)
         record = self.batch_stats.record() if sam and self.batch_stats else contextlib.nullcontext()
@@ -269,11 +267,12 @@ class Step:
         )
 
     def state_dict(self) -> dict:
-        return dict(pruner=self.pruner.state_dict(), n_steps=self.n_steps)
+        return dict(pruner=self.pruner.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
+        # Checkpoints written while the step kept its own count: a dense rule's state then lacks one.
+        self.pruner.n_steps = state.get("n_steps", 0)
         self.pruner.load_state_dict(state["pruner"])
-        self.n_steps = state.get("n_steps", 0)  # checkpoints written before sam_every: 0
 
 
 def support_size(cfg, batch: int) -> int:

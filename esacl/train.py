@@ -134,16 +134,16 @@ class Trainer:
         pool = self.method.pool()
         order = pool[torch.randperm(len(pool), device=pool.device)]
         loss_sum = torch.zeros((), device=y.device)
-        samples, n_steps, sparsifier = [], 0, self.method.sparsifier
+        samples, batches, sparsifier = [], 0, self.method.sparsifier
         for batch in self.batches(x, y, order, self.cfg.drop_last):
             with autocast(y.device, self.cfg.amp):
                 loss = self.method.train_step(self.model, batch)
             loss_sum += loss.total.detach()  # stays on the device: no sync in the step loop
             if sparsifier.sparse and sparsifier.n_steps % self.sample_every(sparsifier) == 0:
                 samples.append((sparsifier.n_steps, torch.stack([m.sum() for m in sparsifier.masks.values()])))
-            n_steps += 1
+            batches += 1
             bar.update(1)
-        return loss_sum / max(n_steps, 1), samples
+        return loss_sum / max(batches, 1), samples
 
     def sample_every(self, sparsifier) -> int:
         """Steps between two sparsity samples (one small device tensor each, no sync): `log_every`, and

@@ -223,4 +223,4 @@ def test_sam_every_k_takes_the_two_passes_on_every_k_th_step_only():
         step(model, Learner(cfg, 10, 0), toy_batch(4, seed=i))
         passes.append(meter.snapshot().get("second_pass.forward", 0) > before)
     assert passes == [True, False, False, True, False, False]
-    assert step.state_dict()["n_steps"] == 6
+    assert step.state_dict()["pruner"]["n_steps"] == 6  # the one step counter, the update rule's

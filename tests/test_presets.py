@@ -60,4 +60,4 @@ def test_a_methods_one_state_dict_carries_learner_sparsifier_and_selector(name):
         m.train_step(mod, m.prepare(batches[5]))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin_model.parameters()))
     assert all(torch.equal(method.masks[n], twin.masks[n]) for n in method.masks)
-    assert twin.step.n_steps == method.step.n_steps == 6
+    assert twin.sparsifier.n_steps == method.sparsifier.n_steps == 6

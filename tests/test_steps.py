@@ -270,3 +270,12 @@ def test_perturbed_writes_the_weights_back_exactly_also_after_an_error():
             params[0].mul_(3)
             raise RuntimeError("mid-step")
     assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+def test_a_checkpoint_from_when_the_step_kept_its_own_count_loads_into_the_one_counter():
+    torch.manual_seed(0)
+    model = Tiny()
+    cfg = config(method="sam", sam_every=2)
+    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))
+    step.load_state_dict(dict(pruner={}, n_steps=5))  # as written before the update rule counted
+    assert step.pruner.n_steps == 5 and step.state_dict() == dict(pruner=dict(n_steps=5))
