@@ -241,8 +241,8 @@ def tuned_defaults(benchmark: str, method: str) -> dict:
 
 def resolve(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     """Fill every `None` protocol knob from the benchmark, every `None` tuned knob from its tuned values for
-    the method's families (`tuned_defaults`), and `sparsity` from the method; returns the config and the
-    filled keys."""
+    the method's families (`tuned_defaults`), and `sparsity` from the method (a dense method refuses one
+    above 0); returns the config and the filled keys."""
     from .data import BENCHMARKS
     from .presets import PRESETS
 
@@ -251,6 +251,8 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     values |= {k: tuned[k] for k in TUNED_KEYS if getattr(cfg, k) is None}
     if cfg.sparsity is None:
         values["sparsity"] = 0.9 if PRESETS[cfg.method].sparse else 0.0
+    elif cfg.sparsity > 0 and not PRESETS[cfg.method].sparse:  # the dense/sparse rule: here alone
+        raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
     return dataclasses.replace(cfg, **values), list(values)
 
 

@@ -113,8 +113,6 @@ def families(method: str) -> tuple[str, ...]:
 def build_learner(cfg, n_classes: int, augment=None) -> Learner:
     """The base learner of `cfg.method`'s preset."""
     preset = PRESETS[cfg.method]
-    if cfg.sparsity > 0 and not preset.sparse:
-        raise UserError(f"method '{cfg.method}' is dense: config key 'sparsity' must be 0, got {cfg.sparsity}")
     if cfg.ewc_step == "proximal" and SPARSIFIERS[preset.sparsifier][1] != "dense":
         raise UserError(
             f"ewc_step=proximal needs an SGD update of the weights; method '{cfg.method}' updates them by "
