@@ -15,6 +15,7 @@ import statistics
 
 import ipywidgets as W
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from scipy import stats as sstats
 
 from esacl.flatness import (
@@ -33,7 +34,7 @@ from esacl.flatness import (
 from esacl.stats import paired
 
 from .dashboards import HEADLESS, _draw, _grid
-from .figures import figure, legend_on_top, message, subplots
+from .figures import TEMPLATE, figure, legend_on_top, message, subplots
 
 COLOURS = {"sgd": "#e76f51", "sam": "#2a9d8f", "asam": "#264653", "sdp": "#2a9d8f", "no ascent": "#e76f51"}
 VERDICT = {"better": "#2a9d8f", "worse": "#e76f51", "equivalent": "#1f77b4", "undecided": "#999", "none": "#ccc"}
@@ -134,8 +135,8 @@ def pruning_path(runs: dict, scope: str = "layer", sparsity: float = 0.9, part: 
 def sharpness_against_effect(runs: dict, scope: str = "layer", sparsity: float = 0.9, measure: str = "drop"):
     """Does flatter mean a smaller drop? Each dense run as a point: its mean top Hessian eigenvalue at
     the task ends (before pruning) against its `measure`; Spearman's rank correlation over all runs."""
-    title, axis = LABELS[measure]
-    fig = figure(f"sharpness against {title}, {scope} {sparsity:g}", "top Hessian eigenvalue", axis)
+    title, _ = LABELS[measure]
+    fig = figure(f"sharpness against {title}, {scope} {sparsity:g}", "top Hessian eigenvalue", title)
     xs, ys = [], []
     for mode in PRUNED_MODES:
         recs = runs.get(("pruned", "-", mode), {})
@@ -167,13 +168,17 @@ def sharpness_against_effect(runs: dict, scope: str = "layer", sparsity: float =
 
 def sdp_verdicts(found: dict) -> go.Figure:
     """SDP with and without its ascent (`esacl.flatness.results(...)['sdp']`): without minus with per
-    variant, in accuracy (drop, recovery) and in training loss, and each one's retraining gain against 0;
-    mean and 95% interval, coloured by the verdict (Holm over the differences, and over the gains)."""
-    fig = subplots(
-        "SDP without its ascent minus with it",
-        ["accuracy (points)", "loss rise (nats)", "retraining gain (points)"],
-        note="> 0 in the first two: the ascent lost less, as the claim predicts; right: 100 steps, mask fixed",
-        horizontal_spacing=0.16,
+    variant, in accuracy (drop, recovery) and in training loss, and each one's retraining gain against 0,
+    one panel above the other; mean and 95% interval, coloured by the verdict (Holm over the differences,
+    and over the gains)."""
+    panels_titles = ["jump and recovery (points)", "loss rise at the projection (nats)", "retraining gain (points)"]
+    fig = make_subplots(rows=3, cols=1, subplot_titles=panels_titles, vertical_spacing=0.12)  # one above the other
+    fig.update_layout(template=TEMPLATE, margin=dict(t=120, l=140))
+    fig.update_layout(
+        title=dict(
+            text="SDP without its ascent minus with it",
+            subtitle_text="> 0 in the first two: the ascent lost less, as the claim predicts; last: 100 steps",
+        )
     )
     sdp = found.get("sdp")
     if not sdp:
@@ -184,7 +189,7 @@ def sdp_verdicts(found: dict) -> go.Figure:
         [(f"{c['variant']} {c['mode']}", c) for c in sdp["gains"]],
     )
     seen = set()
-    for col, cells in enumerate(panels, start=1):
+    for row, cells in enumerate(panels, start=1):
         for label, c in cells:
             word = c["word"]
             fig.add_trace(
@@ -205,13 +210,13 @@ def sdp_verdicts(found: dict) -> go.Figure:
                     text=[html.escape(c["text"])],
                     hovertemplate="%{y}: %{text}<extra></extra>",
                 ),
-                row=1,
-                col=col,
+                row=row,
+                col=1,
             )
             seen.add(word)
-        fig.add_vline(x=0, line=dict(color="#444", width=1), row=1, col=col)
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_layout(height=200 + 28 * max(len(p) for p in panels), legend_title_text="verdict")
+        fig.add_vline(x=0, line=dict(color="#444", width=1), row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+    fig.update_layout(height=220 + 30 * sum(len(p) for p in panels), legend_title_text="verdict")
     return fig
 
 
@@ -224,14 +229,16 @@ class FlatnessDashboard(W.VBox):
     def __init__(self, rows: list[tuple], records: list):
         self.runs = groups(rows, records)
         self.found = results(rows, records)
-        self.measure = W.ToggleButtons(options=[(LABELS[m][0], m) for m in MEASURES], value="drop")
-        self.scope = W.ToggleButtons(options=list(SCOPES), value="layer", description="scope")
+        narrow = dict(button_width="110px")
+        self.measure = W.ToggleButtons(options=[(LABELS[m][0], m) for m in MEASURES], value="drop", style=narrow)
+        self.scope = W.ToggleButtons(options=list(SCOPES), value="layer", description="scope", style=narrow)
         self.sparsity = W.Dropdown(options=list(SPARSITIES), value=0.9, description="sparsity")
         self.outputs = {name: W.Output() for name in ("effect", "path", "sharpness", "sdp", "sdp_path")}
         self.current: dict[str, go.Figure] = {}
         controls = W.HBox([self.measure, self.scope, self.sparsity])
-        wide = [self.outputs["effect"]]
-        rest = [self.outputs[n] for n in ("path", "sharpness", "sdp", "sdp_path")]
+        # Full rows for the figures of several panels: in a grid cell their panels would be too narrow.
+        wide = [self.outputs["effect"], self.outputs["sdp"]]
+        rest = [self.outputs[n] for n in ("path", "sharpness", "sdp_path")]
         super().__init__([controls, *wide, _grid(rest)])
         for control in (self.measure, self.scope, self.sparsity):
             control.observe(lambda _: self.redraw(), "value")
