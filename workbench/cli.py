@@ -277,6 +277,7 @@ def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False
         cfg, elapsed, done = configs[i], time.perf_counter() - tic, len(finished)
         left = f", about {time_left(lanes):.0f} s left" if done < n else ""
         sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
+        sparsity += " (asam)" if cfg.asam else ""  # ASAM is method sam with asam=true
         result = (
             record.status
             if record.diverged
