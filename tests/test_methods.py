@@ -136,12 +136,6 @@ def test_online_ewc_decays_the_old_fisher_and_penalises_drift():
     assert torch.allclose(learner.loss(model, batch).total, F.cross_entropy(model(batch.x), batch.y) + drift)
 
 
-def test_dense_presets_refuse_a_sparsity():
-    cfg, _ = resolve(RunConfig(method="er", sparsity=0.9))
-    with pytest.raises(UserError, match="method 'er' is dense"):
-        build_learner(cfg, 10)
-
-
 def test_ewc_caps_each_penalty_weight_where_one_step_lands_on_the_anchor():
     torch.manual_seed(0)
     model = ConvNet(1, 10, 4)
