@@ -265,7 +265,7 @@ def plan(
     seeds,
     out: str,
     stop_loss: float,
-    epochs: int,
+    max_epochs: int,
     parts=("pruned", "sdp"),
     sdp_seeds=None,
     **changes,
@@ -274,8 +274,8 @@ def plan(
     under `out` (run again, the same plan finds the runs already made); part 'sdp' on `sdp_seeds` (None:
     `seeds`); `changes`: RunConfig keys set in every run (e.g. n_tasks for a quick look).
 
-    'pruned' trains each task until an epoch's mean training loss is at most `stop_loss` (`epochs` at
-    most): matched quality. ASAM's rho 0.5 is Kwon et al.'s CIFAR-10 value, not tuned here. 'sdp' trains
+    'pruned' trains each task until an epoch's mean training loss is at most `stop_loss` (`max_epochs`
+    at most): matched quality. ASAM's rho 0.5 is Kwon et al.'s CIFAR-10 value, not tuned here. 'sdp' trains
     the benchmark's epochs (matched steps: no data selection, so the same batches) at sparsity 0.9."""
     from .config import RunConfig
 
@@ -283,12 +283,13 @@ def plan(
     for part in parts:
         if part == "pruned":
             runs = [
-                ("-", mode, values, dict(epochs=epochs, stop_loss=stop_loss)) for mode, values in PRUNED_MODES.items()
+                ("-", mode, values, dict(epochs=max_epochs, stop_loss=stop_loss))
+                for mode, values in PRUNED_MODES.items()
             ]
         elif part == "sdp":
             runs = [
-                (variant, mode, {**values, **changes}, {})
-                for variant, changes in SDP_VARIANTS.items()
+                (variant, mode, {**values, **variant_keys}, {})
+                for variant, variant_keys in SDP_VARIANTS.items()
                 for mode, values in SDP_MODES.items()
             ]
         else:

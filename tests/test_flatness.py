@@ -23,9 +23,10 @@ from esacl.prune import topk_masks
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    """The flatness experiment on two-task split_digits, seeds 0 and 1, part 'pruned' one epoch per
-    task: (plan's rows, their records)."""
-    rows = plan("split_digits", (0, 1), str(tmp_path_factory.mktemp("runs")), stop_loss=10.0, epochs=1, n_tasks=2)
+    """The flatness experiment on two-task split_digits, seeds 0 and 1, one epoch per task: (plan's
+    rows, their records)."""
+    out = str(tmp_path_factory.mktemp("runs"))
+    rows = plan("split_digits", (0, 1), out, stop_loss=10.0, max_epochs=1, n_tasks=2, epochs=1)  # both parts
     return rows, [esacl.run(cfg) for *_, cfg in rows]
 
 
@@ -164,6 +165,7 @@ def test_the_plan_pairs_every_mode_on_the_same_seeds_and_names_each_run_for_what
     assert len(set(names)) == len(names) == (3 + len(SDP_VARIANTS) * len(SDP_MODES)) * 2
     for part, variant, mode, seed, cfg in rows:
         cfg = esacl.config.resolve(cfg)[0]
+        assert cfg.epochs == 1  # `changes` reach every run
         assert cfg.seed == seed and cfg.flatness_probe and cfg.n_tasks == 2
         if part == "pruned":
             assert cfg.stop_loss == 10.0 and cfg.sparsity == 0 and cfg.asam == (mode == "asam")
