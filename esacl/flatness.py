@@ -5,10 +5,11 @@ The paper argues that a flat minimum (SAM) can be pruned without retraining. The
 claim's two quantities on the weights at a task end (config key `flatness_probe`), for each scope in
 SCOPES and sparsity in SPARSITIES:
 
-    drop      the current task's accuracy and training loss of the dense weights, against those of
-              the weights pruned to the top-k |w| (batch-norm statistics recomputed over the task's
-              training examples for both: stale statistics alone gave 71.1% against 100% after one
-              Split-Digits task at sparsity 0.9, docs/method.md, "Batch-norm recalibration")
+    drop      the current task's test accuracy and training loss of the dense weights, against those
+              of the weights pruned to the top-k |w| (batch-norm statistics recomputed for both over
+              PROBE_EXAMPLES of the task's training examples, which the training loss also uses: stale
+              statistics alone gave 71.1% against 100% after one Split-Digits task at sparsity 0.9,
+              docs/method.md, "Batch-norm recalibration")
     recovery  the same after k steps of fine-tuning with the mask fixed, k in STEPS (plain SGD at the
               run's lr, cross-entropy on the task's own examples in a seeded order)
 
@@ -126,10 +127,8 @@ def probe(model, task, lr: float, batch_size: int, seed: int, augment=None, own=
     rng, mode = rng_state(), model.training
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}  # dense copy: 2x model memory
     drawn = torch.randperm(len(task.y_train), generator=torch.Generator().manual_seed(seed))[:PROBE_EXAMPLES]
-    x_fit, y_fit = (
-        task.x_train[drawn.to(task.y_train.device)],
-        task.y_train[drawn.to(task.y_train.device)],
-    )  # [M, ...], [M]
+    drawn = drawn.to(task.y_train.device)  # [M]: a CPU draw, the same on every device
+    x_fit, y_fit = task.x_train[drawn], task.y_train[drawn]  # [M, ...], [M]
     data = x_fit, y_fit, task.x_test, task.y_test, task.classes
     generator = torch.Generator(task.y_train.device).manual_seed(seed)
     params = dict(model.named_parameters())

@@ -26,7 +26,8 @@ def experiment(tmp_path_factory):
     """The flatness experiment on two-task split_digits, seeds 0 and 1, one epoch per task: (plan's
     rows, their records)."""
     out = str(tmp_path_factory.mktemp("runs"))
-    rows = plan("split_digits", (0, 1), out, stop_loss=10.0, max_epochs=1, n_tasks=2, epochs=1)  # both parts
+    # One epoch and half-size batches in both parts: the probe's fine-tuning steps are most of the cost.
+    rows = plan("split_digits", (0, 1), out, stop_loss=10.0, max_epochs=1, n_tasks=2, epochs=1, batch_size=16)
     return rows, [esacl.run(cfg) for *_, cfg in rows]
 
 
@@ -39,7 +40,7 @@ def probed(experiment):
 
 def test_the_probe_measures_drop_and_recovery_and_leaves_the_run_as_it_was(tiny, probed):
     probed = probed["sgd"][0]
-    plain = esacl.run(tiny(method="sgd", epochs=1, name="plain"))
+    plain = esacl.run(tiny(method="sgd", epochs=1, batch_size=16, name="plain"))  # as the fixture
     assert probed.class_il == plain.class_il and probed.task_il == plain.task_il
     for a, b in zip(probed.task_events, plain.task_events):
         assert a["loss"] == b["loss"] and a["flops"]["total"] == b["flops"]["total"]  # measured, not trained
