@@ -33,11 +33,12 @@ from esacl.flatness import (
 )
 from esacl.stats import paired
 
+from .comparison import VERDICT_COLOURS
 from .dashboards import HEADLESS, _draw, _grid
 from .figures import TEMPLATE, figure, legend_on_top, message, subplots
 
 COLOURS = {"sgd": "#e76f51", "sam": "#2a9d8f", "asam": "#264653", "sdp": "#2a9d8f", "no ascent": "#e76f51"}
-VERDICT = {"better": "#2a9d8f", "worse": "#e76f51", "equivalent": "#1f77b4", "undecided": "#999", "none": "#ccc"}
+VERDICT = {**VERDICT_COLOURS, "none": VERDICT_COLOURS["n/a"]}  # 'none': nothing to test
 LABELS = {
     "drop": ("accuracy drop", "points lost by pruning (current task, class-IL)"),
     "recovery": ("recovery", "points 100 fine-tuning steps win back"),
