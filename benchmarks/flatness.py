@@ -19,8 +19,9 @@ then 10 and 100 fine-tuning steps with the mask fixed.
   retraining gain (100 steps with its mask fixed) against 0: the claim holds if it is about 0 with the
   ascent and clearly positive without.
 
-"equivalent" is within +-1 point of accuracy, +-0.01 nats of training loss. Runs go to benchmarks/out/flatness-BENCHMARK/ (the same call again
-finishes an interrupted grid); the tables to benchmarks/out/flatness-BENCHMARK.json.
+"equivalent" is within +-1 point of accuracy, +-0.01 nats of training loss. Runs go to
+benchmarks/out/flatness-BENCHMARK/ (the same call again finishes an interrupted grid); the tables to
+benchmarks/out/flatness-BENCHMARK.json.
 """
 
 import argparse
