@@ -42,7 +42,7 @@ strip_outputs() {
 assets() {
   # The cartesian plotly.js bundle that exported reports embed (pinned, integrity-checked): fetched here,
   # at set-up, never when a report is written.
-  "$VENV/bin/python" -c "from workbench.report import fetch_plotly_cartesian; fetch_plotly_cartesian()"
+  "$VENV/bin/python" -c "from workbench.execute import fetch_plotly_cartesian; fetch_plotly_cartesian()"
 }
 
 fmnist() {

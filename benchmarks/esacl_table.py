@@ -59,7 +59,7 @@ TIMED = ["sgd", "sam", "esacl-noids", "esacl", "esacl-er", "sparcl-er"]  # prese
 
 
 def variant_config(preset: str, keys: dict, benchmark: str, seed: int, sparsity: float, out: str) -> dict:
-    sparse = esacl.presets.PRESETS[preset].sparse
+    sparse = esacl.method.PRESETS[preset].sparse
     keys = {k: (sparsity if v == "target" else v) for k, v in keys.items()}
     return dict(
         benchmark=benchmark,
@@ -106,16 +106,16 @@ def step_times(benchmark, methods, sparsity, rounds=15, steps_per_round=8):
     """Median seconds per step of each method on the same fixed batches of the first task, interleaved."""
     built = {}
     for name in methods:
-        sparse = esacl.presets.PRESETS[name].sparse
+        sparse = esacl.method.PRESETS[name].sparse
         cfg = resolve(
             esacl.RunConfig(benchmark=benchmark, method=name, sparsity=sparsity if sparse else None, progress=False)
         )[0]
         bench, model, method, _ = build(cfg, torch.device("cpu"))
         task = bench.tasks[0]
         method.selector.begin_task(0, task.y_train)
-        method.sparsifier.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
+        method.rule.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
         batches = [
-            esacl.methods.Batch(
+            esacl.learners.Batch(
                 task.x_train[i : i + 32], task.y_train[i : i + 32], torch.arange(i, i + 32), task.x_train[i : i + 32]
             )
             for i in range(0, 32 * steps_per_round, 32)

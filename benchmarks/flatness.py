@@ -55,7 +55,9 @@ def main():
     folder = str(Path(args.out) / f"flatness-{args.benchmark}")
     rows = plan(args.benchmark, seeds, folder, args.stop_loss, args.epochs, args.parts.split(","), sdp_seeds)
     tic = time.perf_counter()
-    records = run_grid([cfg for *_, cfg in rows], workers=args.workers, resumable=True)
+    records, failed = run_grid([cfg for *_, cfg in rows], workers=args.workers, resumable=True)
+    if failed:
+        raise SystemExit("failed runs (the same call again retries them):\n" + "\n".join(failed))
     found = results(rows, records)
     print(f"\n{args.benchmark}: {len(records)} runs in {time.perf_counter() - tic:.0f} s")
     print(text(found))
@@ -71,8 +73,8 @@ def report(args, seeds: list[int], sdp_seeds: list[int]) -> Path:
     HTML page under reports/ (never overwriting one)."""
     import tempfile
 
-    from esacl.record import unique_name, write_atomic
-    from workbench.report import FLATNESS_NOTEBOOK, NOTEBOOKS, export_html, papermill_run
+    from esacl.rundir import unique_name, write_atomic
+    from workbench.execute import FLATNESS_NOTEBOOK, NOTEBOOKS, export_html, papermill_run
 
     params = dict(
         benchmark=args.benchmark,

@@ -43,7 +43,7 @@ import throughput  # noqa: E402
 
 from esacl.config import RunConfig, resolve  # noqa: E402
 from esacl.data import load_benchmark  # noqa: E402
-from esacl.record import environment  # noqa: E402
+from esacl.rundir import environment  # noqa: E402
 from esacl.train import pick_device, run  # noqa: E402
 
 FMNIST_METHODS = ("er", "sparcl-er", "esacl-er")

@@ -56,13 +56,13 @@ def slowest_extra_imports(env: dict, n: int = 5) -> list[tuple[str, float]]:
 
 def notebook_seconds(headless: bool, seed: int = 0, kernel=None) -> tuple[float, float]:
     """(execution wall-clock, the part outside the run) of one split_digits esacl notebook."""
-    from workbench import report
+    from workbench import execute
 
     # Live: the kernel is not told it is headless (the variable it reads is set under another name).
-    report.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
+    execute.HEADLESS = "ESACL_HEADLESS" if headless else "ESACL_HEADLESS_NOT_READ"
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_dir = report.execute_notebook(
+        run_dir = execute.execute_notebook(
             "split_digits", dict(method="esacl", landscape=False, seed=seed), out=out, kernel=kernel
         )
         wall = time.perf_counter() - start
@@ -76,12 +76,12 @@ def first_run() -> dict:
     the run's parts of them."""
     import json
 
-    from workbench import report
+    from workbench import execute
 
-    report.HEADLESS = "ESACL_HEADLESS_NOT_READ"  # live, as in JupyterLab
+    execute.HEADLESS = "ESACL_HEADLESS_NOT_READ"  # live, as in JupyterLab
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_dir = report.execute_notebook("split_digits", {}, out=out)
+        run_dir = execute.execute_notebook("split_digits", {}, out=out)
         total = time.perf_counter() - start
         tasks = [e for e in map(json.loads, (Path(run_dir) / "metrics.jsonl").open()) if e.get("event") == "task"]
     parts = dict(
@@ -94,7 +94,7 @@ def first_run() -> dict:
 
 def grid_startup(reuse: bool) -> list[float]:
     """Each point's seconds outside its run in a 3-point grid (seeds 0, 1, 2)."""
-    from workbench.report import Kernel
+    from workbench.execute import Kernel
 
     with Kernel(reusable=reuse) as kernel:
         return [notebook_seconds(True, seed, kernel if reuse else None)[1] for seed in (0, 1, 2)]

@@ -32,7 +32,7 @@ import torch
 
 from esacl.config import RunConfig, resolve
 from esacl.data import Benchmark, Task, channel_stats, crop_flip
-from esacl.methods import Batch
+from esacl.learners import Batch
 from esacl.train import Trainer, build
 from esacl.vision import import_torchvision
 
@@ -77,7 +77,7 @@ def prepared(method, width, device, bench, settings=None):
     bench, model, method, meter = build(cfg, device, bench)
     task = bench.tasks[0]
     method.selector.begin_task(0, task.y_train)
-    method.sparsifier.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
+    method.rule.begin_task(0, 1)  # a ramp of one step: the target sparsity from the start
     method.begin_epoch(0)
     return cfg, bench, model, method, meter
 

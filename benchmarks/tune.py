@@ -21,7 +21,7 @@ The rule, the same for every family (fixed before any run):
 Prints, per family, every candidate's validation accuracies (mean +- std over seeds, and the score
 on each preset where a family has several) with the untuned default and the winner marked;
 `--markdown` prints the table docs/method.md keeps. The chosen values go into the benchmark's `tuned`
-table (`esacl/data.py`) by hand. Runs are kept in
+table (`esacl/data/benchmarks.py`) by hand. Runs are kept in
 benchmarks/out/tune-BENCHMARK/ (the same call again finishes an interrupted search); the results in
 benchmarks/out/tune-BENCHMARK.json.
 """
@@ -118,7 +118,9 @@ def main():
                     )
                     plan.append((family, i, values, preset, seed, cfg))
     tic = time.perf_counter()
-    records = run_grid([p[-1] for p in plan], workers=args.workers, resumable=True)
+    records, failed = run_grid([p[-1] for p in plan], workers=args.workers, resumable=True)
+    if failed:
+        raise SystemExit("failed runs (the same call again retries them):\n" + "\n".join(failed))
     results = {}  # family -> candidate index -> {values, runs: {(preset, seed): record}}
     for (family, i, values, preset, seed, _), record in zip(plan, records):
         row = results.setdefault(family, {}).setdefault(i, dict(values=values, runs={}))

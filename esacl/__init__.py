@@ -8,7 +8,7 @@ One run, end to end:
 """
 
 from .config import RunConfig, UserError
-from .record import Record, load_masks, load_run, load_selections
+from .rundir import Record, load_masks, load_run, load_selections
 from .train import resume, run
 
 __all__ = ["RunConfig", "Record", "UserError", "load_masks", "load_run", "load_selections", "resume", "run"]

@@ -14,7 +14,7 @@ from torch import nn
 
 from .data import random_window
 from .knobs import Section, knob
-from .methods import Loss, Replay, frozen_copy
+from .learners import Loss, Replay, frozen_copy
 
 PROJECTION_DIM = 128
 PROBE_LR, PROBE_MOMENTUM, PROBE_BATCH = 0.1, 0.9, 256

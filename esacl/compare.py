@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import metrics
-from .record import anchor
+from .rundir import anchor
 
 # (column, header, record -> value, format) of the paper-style table, each shown as mean +- std over seeds.
 COLUMNS = [
@@ -71,7 +71,7 @@ def cpu_threads(record) -> int | None:
 
 
 def _rank(key: tuple) -> tuple:
-    from .presets import PRESETS
+    from .method import PRESETS
 
     order = list(PRESETS)
     return key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2], str(key[3])
@@ -148,11 +148,11 @@ def summary_rows(records, include=lambda r: r.complete, columns=COLUMNS) -> list
 def published_row(key: tuple, runs) -> dict | None:
     """The published row (esacl/anchors.json) for a group key (benchmark, method, sparsity, ...):
     same benchmark, method, sparsity and buffer size (0 for learners without a buffer); None if absent."""
-    from .methods import Replay
-    from .presets import LEARNERS, PRESETS
+    from .learners import Replay
+    from .method import LEARNERS, PRESETS
 
     method = PRESETS.get(key[1])
-    replay = method is not None and issubclass(LEARNERS[method.learner], Replay)
+    replay = method is not None and issubclass(LEARNERS[method.learner].cls, Replay)
     return anchor(key[0], key[1], runs[0].config.get("buffer_size") if replay else 0, sparsity=key[2])
 
 
@@ -296,7 +296,7 @@ DENSE_SEEDS = tuple(range(3))
 def check_learners(learners) -> None:
     """A one-line error naming the first of `learners` that has no SparCL-X and EsaCL-X presets."""
     from .config import UserError, did_you_mean
-    from .presets import PRESETS
+    from .method import PRESETS
 
     for learner in learners:
         if not {f"sparcl-{learner}", f"esacl-{learner}", learner} <= set(PRESETS):
@@ -321,7 +321,7 @@ def paper_configs(
     `dense_seeds` (default: `seeds`); sharpness measured (`landscape`) for EsaCL-X at the first seed
     only, the runs whose dashboards a report shows. `overrides`: RunConfig keys as CLI strings."""
     from .config import RunConfig, UserError
-    from .presets import PRESETS
+    from .method import PRESETS
 
     check_learners(learners)
     fixed = dict(overrides or {})

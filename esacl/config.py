@@ -1,28 +1,24 @@
 """RunConfig: every knob of a run in one validated place, the flat form of every component's section.
 
-Each component declares its own knobs beside its code (`knobs.Section`); this module adds the run's
-own (which benchmark and method, protocol, speed, output) and puts them all together. Built from a dict (notebook parameters), from CLI strings, or directly. Every mistake is a
-`UserError` whose message is one line naming the key and what is allowed. Knobs left at `None`
-take the benchmark's protocol default (`resolve`), and the run records which ones did.
+Each component declares its own knobs beside its code (`knobs.Section`) and the method registry
+collects them (`method.knob_sections`); this module adds the run's own (which benchmark and method,
+protocol, speed, output) and puts them all together. Built from a dict (notebook parameters), from
+CLI strings, or directly. Every mistake is a `UserError` whose message is one line naming the key
+and what is allowed. Knobs left at `None` take the benchmark's protocol default (`resolve`), and the
+run records which ones did.
 """
 
 import dataclasses
 import itertools
 from dataclasses import dataclass, fields
 
-from .co2l import CO2LConfig
 from .errors import UserError, did_you_mean  # noqa: F401  (re-exported: esacl.config.UserError)
 from .knobs import RENAMED, Section, check_value, knob, parse_string, type_name
 from .landscape import LandscapeConfig
-from .methods import DERppConfig, EWCConfig, LwFConfig, ReplayConfig
-from .prune import SparCLConfig, SparsityConfig
-from .selection import RemovalConfig
-from .steps import SAMConfig, SupportConfig
+from .method import PRESETS, families, knob_sections
 
 
 def _method_names():
-    from .presets import PRESETS
-
     return sorted(PRESETS)
 
 
@@ -115,25 +111,10 @@ class Output(Section):
 
 
 @dataclass(frozen=True)
-class RunConfig(
-    Output,
-    Speed,
-    LandscapeConfig,
-    RemovalConfig,
-    SupportConfig,
-    SAMConfig,
-    SparCLConfig,
-    SparsityConfig,
-    CO2LConfig,
-    EWCConfig,
-    LwFConfig,
-    DERppConfig,
-    ReplayConfig,
-    Protocol,
-    Run,
-):
-    """One run: which benchmark, which method, and every hyper-parameter: every component's section
-    of knobs together, as flat keys (a dataclass takes its bases' fields last base first: `Run`'s lead).
+class RunConfig(Output, Speed, LandscapeConfig, *reversed(knob_sections()), Protocol, Run):
+    """One run: which benchmark, which method, and every hyper-parameter: the run's own sections and
+    every registered component's (`method.knob_sections`), as flat keys (a dataclass takes its bases'
+    fields last base first: `Run`'s lead, then the protocol's, the learners', the step's).
 
     `None` means "the benchmark's protocol default" (see `esacl benchmarks`).
     """
@@ -207,7 +188,7 @@ def _field(key: str) -> dataclasses.Field:
     raise UserError(f"unknown config key '{key}'{did_you_mean(key, KEYS)}; valid keys: {', '.join(KEYS)}")
 
 
-# Knobs whose default comes from the benchmark's protocol (data.Benchmark.protocol).
+# Knobs whose default comes from the benchmark's protocol (BenchmarkSpec.protocol in esacl/data/core.py).
 PROTOCOL_KEYS = (
     "epochs",
     "batch_size",
@@ -231,7 +212,6 @@ def tuned_defaults(benchmark: str, method: str) -> dict:
     """The tuned knobs' defaults for `method` on `benchmark`: its families' tuned values
     (`BenchmarkSpec.tuned`, the sparsifier's family before the base learner's), else the untuned ones."""
     from .data import BENCHMARKS
-    from .presets import families
 
     values = dict(UNTUNED)
     for family in reversed(families(method)):
@@ -244,7 +224,6 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     the method's families (`tuned_defaults`), and `sparsity` from the method (a dense method refuses one
     above 0); returns the config and the filled keys."""
     from .data import BENCHMARKS
-    from .presets import PRESETS
 
     protocol, tuned = BENCHMARKS[cfg.benchmark].protocol, tuned_defaults(cfg.benchmark, cfg.method)
     values = {k: protocol[k] for k in PROTOCOL_KEYS if getattr(cfg, k) is None}

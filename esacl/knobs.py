@@ -1,7 +1,7 @@
 """Knobs: a config field with its help text and allowed values, and a component's own section of them.
 
 Each component declares the knobs it reads as a `Section` beside its code (SAM in `steps.py`,
-pruning in `prune.py`, each learner's own under its prefix in `methods.py` and `co2l.py`, ...);
+pruning in `prune.py`, each learner's own under its prefix in `learners.py` and `co2l.py`, ...);
 `config.RunConfig` is all of them together, the flat `key=value` form that command lines,
 notebooks and sweeps speak. Values are checked here: every mistake is a one-line `UserError`.
 """

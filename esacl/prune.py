@@ -1,6 +1,6 @@
 """Update rules that make weights sparse: how a gradient becomes new weights and masks.
 
-`Dense` is plain SGD. `DualAveraging` is the directional-pruning half of SDP in gRDA's form
+`SGD` is the dense rule. `DualAveraging` is the directional-pruning half of SDP in gRDA's form
 (Chao et al. 2020): prunable weights are the soft-threshold of an accumulator of lr-scaled
 gradients, so a pruned weight keeps its accumulated direction and can come back; no retraining
 phase follows. `Magnitude` is gradual magnitude pruning (Zhu & Gupta 2017) for the ablation.
@@ -191,7 +191,7 @@ def jump_summary(before: dict, after: dict) -> dict:
     )
 
 
-class Dense:
+class SGD:
     """Plain SGD on every parameter: no momentum, no weight decay, constant lr."""
 
     sparse = False
@@ -215,7 +215,7 @@ class Dense:
 
     def prepare_gradient(self) -> None:
         """Before a learner changes the gradient (`Learner.adjust_gradient`): reduce `.grad` in place to
-        what this rule will apply (SparCL's masks). Dense and the other rules apply it as it is."""
+        what this rule will apply (SparCL's masks). SGD and the other rules apply it as it is."""
 
     def applied(self, name: str, grad: torch.Tensor) -> torch.Tensor:
         """The part of a gradient of parameter `name` this rule would apply: where a learner projects the
@@ -241,7 +241,7 @@ class Dense:
         weights when it made one (None: not evaluated). `evaluate()` scores the model on the tasks
         seen; `recalibrate_bn()` recomputes its batch-norm statistics over the task's batches.
 
-        Dense: the flatness test where `one_shot_sparsity` asks for it, what one-shot magnitude
+        SGD: the flatness test where `one_shot_sparsity` asks for it, what one-shot magnitude
         pruning with no retraining would cost these weights (they are left as they were)."""
         if not self.opts.one_shot_sparsity:
             return {}, None
@@ -260,7 +260,7 @@ class Dense:
         return 0
 
 
-class _Pruner(Dense):
+class _Pruning(SGD):
     """Shared by the sparse rules: the prunable set, the sparsity schedule, masks, projection."""
 
     sparse = True
@@ -331,7 +331,7 @@ class _Pruner(Dense):
             self.meter.set_density(self.masks)
 
 
-class DualAveraging(_Pruner):
+class DualAveraging(_Pruning):
     """gRDA-form directional pruning: a <- a - lr * g;  w = S_lambda(a) (or a * top-k mask).
 
     lambda is either the quantile of |a| that meets the sparsity schedule ('target', default;
@@ -389,7 +389,7 @@ def _largest_pruned(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return a.abs().masked_fill(mask, 0).max()  # 0-dim tensor, stays on the device
 
 
-class Magnitude(_Pruner):
+class Magnitude(_Pruning):
     """Gradual magnitude pruning: an SGD step, then keep the top-(1 - s_t) |w| under the schedule."""
 
     def dense_weight_grad(self):
@@ -403,7 +403,7 @@ class Magnitude(_Pruner):
             self.prunable[n].mul_(self.masks[n])
 
 
-class SparCL(_Pruner):
+class SparCL(_Pruning):
     """SparCL's sparsifier (Wang et al. NeurIPS 2022, as its official code runs it).
 
     TDM, task-aware dynamic masking (`tdm`): at epoch 0 of every task and every `tdm_every` epochs,
@@ -510,7 +510,7 @@ class SparCL(_Pruner):
         self._report()
 
 
-PRUNERS = {"dense": Dense, "dual_averaging": DualAveraging, "magnitude": Magnitude, "sparcl": SparCL}
+RULES = {"dense": SGD, "dual_averaging": DualAveraging, "magnitude": Magnitude, "sparcl": SparCL}
 
 
 def mask_sparsity(masks: dict[str, torch.Tensor]) -> dict:

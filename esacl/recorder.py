@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .flops import peak_memory_bytes, sparse_model_bytes
 from .prune import mask_sparsity
-from .record import Record, RunDir
+from .rundir import Record, RunDir
 
 
 class Recorder:
@@ -58,7 +58,7 @@ class Recorder:
     def measure_task_end(self, event: dict) -> None:
         """Masks, selections, sharpness, efficiency of the task end that `event` reports (added to it)."""
         t, method = event["task"], self.trainer.method
-        if method.sparsifier.sparse:
+        if method.rule.sparse:
             event["masks"] = self.save_masks(t)
             event["sparsity"] = mask_sparsity(method.masks)["global"]
         selections = method.selector.task_record()

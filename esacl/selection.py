@@ -18,7 +18,48 @@ import torch
 
 from .errors import UserError
 from .knobs import Section, knob
-from .steps import SupportConfig, support_size
+
+
+@dataclass(frozen=True)
+class SupportConfig(Section):
+    """IDS's batch level: which examples the SAM second pass keeps."""
+
+    support_fraction: float | None = knob(
+        None,
+        "share of each batch the SAM second pass trains on (highest sharpness scores)",
+        interval="(0, 1]",
+        tuned=0.5,
+    )
+    support_size: int | None = knob(
+        None, "absolute support size per batch (overrides support_fraction)", interval="[1, inf)"
+    )
+    support_rule: str = knob(
+        "sharpest",
+        "which examples the second pass keeps: the 'sharpest' (IDS) or a 'random' subset of the same size (control)",
+        choices=lambda: ["random", "sharpest"],
+    )
+    support_balance: str | None = knob(
+        None,
+        "'class': each class keeps its sharpest examples in proportion to its "
+        "share of the batch; 'none': the sharpest K of the whole batch",
+        choices=lambda: ["class", "none"],
+        tuned="class",
+    )
+    support_bn: str | None = knob(
+        None,
+        "batch-norm statistics of the scoring forward and the second pass: the "
+        "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
+        choices=lambda: ["batch", "subset"],
+        tuned="subset",
+    )
+
+
+def second_pass_size(cfg, batch: int) -> int:
+    """Examples a selecting SAM second pass keeps out of a batch of `batch` (knobs `support_size`, else
+    `support_fraction`)."""
+    if cfg.support_size is not None:
+        return min(cfg.support_size, batch)
+    return max(1, math.ceil(cfg.support_fraction * batch))
 
 
 @dataclass(frozen=True)
@@ -51,8 +92,7 @@ class AllData:
         self.active = torch.zeros(0, dtype=torch.long, device=device)
         self.task = self.epoch = 0
 
-    def support_size(self, batch: int) -> int:
-        return batch
+    selects_support = False  # the SAM second pass sees the whole batch (IDS: its sharpest share)
 
     def begin_task(self, task: int, y: torch.Tensor) -> None:
         self.task = task
@@ -193,8 +233,7 @@ class IDS(Elimination):
     sharpest K) + redundant example elimination per task, by the mean sharpness score so far
     (ere_score='sharpness') or by forgetting events (ere_score='forgetting')."""
 
-    def support_size(self, batch):
-        return support_size(self.support, batch)
+    selects_support = True
 
     def score(self):
         """Lowest first: the mean batch-level sharpness score so far; an example no step scored yet
@@ -219,7 +258,7 @@ def build_selector(preset, cfg, device) -> AllData:
     """The preset's selector. IDS's elimination by sharpness ranks by the batch-level scores of its
     support selection: a configuration that computes none is refused rather than ranked by position."""
     if preset.selector == "ids" and cfg.ere_score == "sharpness" and cfg.removal_fraction > 0:
-        if cfg.support_rule == "random" or support_size(cfg, cfg.batch_size) >= cfg.batch_size:
+        if cfg.support_rule == "random" or second_pass_size(cfg, cfg.batch_size) >= cfg.batch_size:
             why = "support_rule is random" if cfg.support_rule == "random" else "the support set is the whole batch"
             raise UserError(
                 f"IDS removes the examples with the lowest sharpness scores, but no step scores any "

@@ -8,9 +8,9 @@ support selection and every pruning rule wrap every learner without copying the 
     ascent      w <- w + eps, eps = rho * g*m / ||g*m||           (SAM; live weights only)
     scoring     s_i = l_i(w + eps) - l_i(w) on the stream examples, keep K of them  (IDS support selection)
     pass 2      gradient at w + eps on the kept examples and the whole replay draw, then w restored exactly
-    gradient    the sparsifier's masks (SparCL), then the learner's own change, if any (A-GEM's
+    gradient    the update rule's masks (SparCL), then the learner's own change, if any (A-GEM's
                 projection, made on the part of the gradients the update applies)
-    update      the sparsifier's rule: SGD, dual averaging (SDP), magnitude pruning; then the learner's
+    update      the update rule: SGD, dual averaging (SDP), magnitude pruning; then the learner's
                 own change of the weights, if any (EWC's proximal step)
 
 With `sam_every` K > 1, only every K-th step takes the ascent, scoring and pass 2; the others
@@ -19,13 +19,13 @@ update with pass 1's gradient (LookSAM-style).
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .knobs import Section, knob
-from .methods import Loss
+from .learners import Loss
+from .selection import SupportConfig, second_pass_size
 
 
 @dataclass(frozen=True)
@@ -39,40 +39,6 @@ class SAMConfig(Section):
         "SAM's ascent and second pass every this-many steps, a plain step on the first "
         "pass's gradient in between (LookSAM-style; 1: every step)",
         interval="[1, inf)",
-    )
-
-
-@dataclass(frozen=True)
-class SupportConfig(Section):
-    """IDS's batch level: which examples the SAM second pass keeps."""
-
-    support_fraction: float | None = knob(
-        None,
-        "share of each batch the SAM second pass trains on (highest sharpness scores)",
-        interval="(0, 1]",
-        tuned=0.5,
-    )
-    support_size: int | None = knob(
-        None, "absolute support size per batch (overrides support_fraction)", interval="[1, inf)"
-    )
-    support_rule: str = knob(
-        "sharpest",
-        "which examples the second pass keeps: the 'sharpest' (IDS) or a 'random' subset of the same size (control)",
-        choices=lambda: ["random", "sharpest"],
-    )
-    support_balance: str | None = knob(
-        None,
-        "'class': each class keeps its sharpest examples in proportion to its "
-        "share of the batch; 'none': the sharpest K of the whole batch",
-        choices=lambda: ["class", "none"],
-        tuned="class",
-    )
-    support_bn: str | None = knob(
-        None,
-        "batch-norm statistics of the scoring forward and the second pass: the "
-        "'subset' each forwards, or the whole 'batch' of the first pass (replay included)",
-        choices=lambda: ["batch", "subset"],
-        tuned="subset",
     )
 
 
@@ -196,9 +162,9 @@ def support_indices(scores: torch.Tensor, y: torch.Tensor, k: int, balance: str)
 class Step:
     """One update on one batch; see the module docstring for the passes."""
 
-    def __init__(self, model, cfg, sam: bool, pruner, selector, meter=None):
+    def __init__(self, model, cfg, sam: bool, rule, selector, meter=None):
         self.ascent, self.support = SAMConfig.of(cfg), SupportConfig.of(cfg)  # the knobs a step reads, typed
-        self.sam, self.pruner, self.selector = sam, pruner, selector
+        self.sam, self.rule, self.selector = sam, rule, selector
         self.meter = meter
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.norms = batch_norms(model)  # walked once, not per step
@@ -213,15 +179,15 @@ class Step:
         return self.meter.phase(name, dense_weight_grad) if self.meter is not None else contextlib.nullcontext()
 
     def __call__(self, model, learner, batch) -> Loss:
-        sam = self.sam and self.pruner.n_steps % self.ascent.sam_every == 0  # the update rule counts the steps
-        dense_wgrad = self.pruner.dense_weight_grad()
+        sam = self.sam and self.rule.n_steps % self.ascent.sam_every == 0  # the update rule counts the steps
+        dense_wgrad = self.rule.dense_weight_grad()
         model.zero_grad(set_to_none=True)
         record = self.batch_stats.record() if sam and self.batch_stats else contextlib.nullcontext()
         with self._phase("first_pass", dense_weight_grad=dense_wgrad and not sam), record:
             loss = learner.loss(model, batch)
             loss.total.backward()
         scores = keep = None
-        k = self.selector.support_size(len(batch.y))
+        k = second_pass_size(self.support, len(batch.y)) if self.selector.selects_support else len(batch.y)
         scoring = sam and k < len(batch.y) and self.support.support_rule != "random"
         scored = batch if learner.scores_with_replay or not batch.replay else dataclasses.replace(batch, replay={})
         at_w = loss.per_sample
@@ -250,10 +216,10 @@ class Step:
                 model.zero_grad(set_to_none=True)
                 with self._phase("second_pass", dense_weight_grad=dense_wgrad):
                     learner.loss(model, second).total.backward()
-        self.pruner.prepare_gradient()  # what the update applies, before the learner changes it
-        learner.adjust_gradient(model, batch, self.pruner.applied)
+        self.rule.prepare_gradient()  # what the update applies, before the learner changes it
+        learner.adjust_gradient(model, batch, self.rule.applied)
         self.selector.record(batch, loss, scores, keep)
-        self.pruner.update()
+        self.rule.update()
         learner.after_update(model)
         return loss
 
@@ -261,22 +227,16 @@ class Step:
     def ascend(self) -> None:
         """w <- w + eps on live weights (inside `perturbed`, which restores w)."""
         params = [p for _, p in self.named]
-        masks = [self.pruner.masks.get(name) for name, _ in self.named]
+        masks = [self.rule.masks.get(name) for name, _ in self.named]
         torch._foreach_add_(
             params, sam_perturbation(params, [p.grad for p in params], masks, self.ascent.rho, self.ascent.asam)
         )
 
     def state_dict(self) -> dict:
-        return dict(pruner=self.pruner.state_dict())
+        return dict(rule=self.rule.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
-        # Checkpoints written while the step kept its own count: a dense rule's state then lacks one.
-        self.pruner.n_steps = state.get("n_steps", 0)
-        self.pruner.load_state_dict(state["pruner"])
-
-
-def support_size(cfg, batch: int) -> int:
-    """Examples the SAM second pass keeps out of a batch of `batch`."""
-    if cfg.support_size is not None:
-        return min(cfg.support_size, batch)
-    return max(1, math.ceil(cfg.support_fraction * batch))
+        # Checkpoints written while the step kept its own count: a dense rule's state then lacks one;
+        # those written before the update rule had its name keep it under "pruner".
+        self.rule.n_steps = state.get("n_steps", 0)
+        self.rule.load_state_dict(state["rule"] if "rule" in state else state["pruner"])

@@ -19,11 +19,11 @@ from .data import load_benchmark
 from . import flatness
 from .seeding import rng_state, seed_everything, set_rng_state
 from .flops import FlopMeter
-from .methods import Batch
+from .learners import Batch
 from .models import InputNorm, build_model
-from .presets import build_method
+from .method import build_method
 from .prune import mask_sparsity
-from .record import Record, RunDir, environment, load_run
+from .rundir import Record, RunDir, environment, load_run
 from .recorder import Recorder
 from .steps import batch_norms
 
@@ -134,23 +134,23 @@ class Trainer:
         pool = self.method.pool()
         order = pool[torch.randperm(len(pool), device=pool.device)]
         loss_sum = torch.zeros((), device=y.device)
-        samples, batches, sparsifier = [], 0, self.method.sparsifier
+        samples, batches, rule = [], 0, self.method.rule
         for batch in self.batches(x, y, order, self.cfg.drop_last):
             with autocast(y.device, self.cfg.amp):
                 loss = self.method.train_step(self.model, batch)
             loss_sum += loss.total.detach()  # stays on the device: no sync in the step loop
-            if sparsifier.sparse and sparsifier.n_steps % self.sample_every(sparsifier) == 0:
-                samples.append((sparsifier.n_steps, torch.stack([m.sum() for m in sparsifier.masks.values()])))
+            if rule.sparse and rule.n_steps % self.sample_every(rule) == 0:
+                samples.append((rule.n_steps, torch.stack([m.sum() for m in rule.masks.values()])))
             batches += 1
             bar.update(1)
         return loss_sum / max(batches, 1), samples
 
-    def sample_every(self, sparsifier) -> int:
+    def sample_every(self, rule) -> int:
         """Steps between two sparsity samples (one small device tensor each, no sync): `log_every`, and
         while a sparsity schedule still ramps, often enough for about 20 samples of the ramp (a short
         run's ramp ends within its first `log_every` steps)."""
-        ramp = getattr(sparsifier, "ramp_steps", 0)
-        if ramp and sparsifier.n_steps <= ramp:
+        ramp = getattr(rule, "ramp_steps", 0)
+        if ramp and rule.n_steps <= ramp:
             return max(1, min(self.cfg.log_every, ramp // 20))
         return self.cfg.log_every
 
@@ -220,15 +220,15 @@ class Trainer:
             samples=n_trained,
             samples_per_s=n_trained / seconds,
         )
-        sparsifier = self.method.sparsifier
-        if sparsifier.sparse:
-            sizes = torch.tensor([m.numel() for m in sparsifier.masks.values()])
+        rule = self.method.rule
+        if rule.sparse:
+            sizes = torch.tensor([m.numel() for m in rule.masks.values()])
             steps = [s for s, _ in samples]
             nnz = torch.stack([k for _, k in samples]).cpu() if samples else torch.zeros(0, len(sizes))
             event.update(
-                sparsity=mask_sparsity(sparsifier.masks)["global"],
-                schedule=sparsifier.sparsity(),
-                sparsity_steps=dict(step=steps, layers=(1 - nnz / sizes).tolist(), names=list(sparsifier.masks)),
+                sparsity=mask_sparsity(rule.masks)["global"],
+                schedule=rule.sparsity(),
+                sparsity_steps=dict(step=steps, layers=(1 - nnz / sizes).tolist(), names=list(rule.masks)),
             )
         return event
 
@@ -251,7 +251,7 @@ class Trainer:
         )
 
     def end_task(self, t: int, task, x, y) -> None:
-        """The method's end of task (the sparsifier's projection and jump, then the learner's), then
+        """The method's end of task (the update rule's projection and jump, then the learner's), then
         the evaluation of every task seen: the task's event."""
 
         def evaluate_seen():
@@ -261,7 +261,7 @@ class Trainer:
         probed = {}
         if self.cfg.flatness_probe:  # the weights as trained, before the projection and the learner's task end
             tic = time.perf_counter()
-            own = (self.cfg.sparsity, self.cfg.sparsity_scope) if self.method.sparsifier.sparse else None
+            own = (self.cfg.sparsity, self.cfg.sparsity_scope) if self.method.rule.sparse else None
             with self.meter.phase("measure.flatness"):  # measured, not training FLOPs
                 probed["flatness"] = flatness.probe(
                     self.model,

@@ -4,7 +4,7 @@ import torch
 
 from esacl import RunConfig
 from esacl.config import resolve
-from esacl.methods import Batch
+from esacl.learners import Batch
 
 
 def config(**changes):

@@ -8,7 +8,7 @@ import torch
 
 import esacl
 from esacl.data import check_data
-from esacl.record import anchor
+from esacl.rundir import anchor
 
 
 @pytest.mark.gpu

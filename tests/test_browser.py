@@ -48,7 +48,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
-    from workbench.report import write_report
+    from workbench.execute import write_report
 
     out = tmp_path_factory.mktemp("runs")
     small = dict(n_tasks=2, epochs=2, progress=False, out=str(out))
@@ -180,7 +180,7 @@ LAST_EPOCH_BEFORE_TASK_END = """(epochs) => [...document.querySelectorAll('.js-p
 
 def test_jupyterlab_runs_the_split_digits_notebook_and_its_dashboards_read_at_a_laptops_width(browser, tmp_path):
     import papermill
-    from workbench.report import notebook_path
+    from workbench.execute import notebook_path
 
     # A smaller run than the notebook's, injected as papermill would, into a copy that JupyterLab opens.
     epochs = 2

@@ -156,6 +156,7 @@ def test_a_diverged_run_is_one_line_and_a_grid_goes_on_without_it(capsys, tmp_pa
 
 
 def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_order(tmp_path, capsys):
+    import esacl
     from esacl import RunConfig
     from esacl.config import UserError
     from workbench.cli import grid_workers, run_grid
@@ -168,13 +169,16 @@ def test_a_grid_over_worker_processes_gives_the_runs_of_one_process_in_the_same_
             RunConfig(method="ewc", ewc_cap=False, ewc_lambda=1e6, **base),
         ]  # diverges: kept, reported
 
-    serial = run_grid(grid(tmp_path / "serial"))
-    parallel = run_grid(grid(tmp_path / "parallel"), workers=2)
+    here = esacl.run(grid(tmp_path / "here")[0])  # in this process
+    serial, failed = run_grid(grid(tmp_path / "serial"))  # the sweep engine, one worker
+    parallel, failed_too = run_grid(grid(tmp_path / "parallel"), workers=2)
+    assert failed == failed_too == []
     assert [r.config["method"] for r in parallel] == ["esacl", "sgd", "ewc"]
-    assert [r.class_il for r in parallel] == [r.class_il for r in serial]  # same threads: same digits
+    assert [r.class_il for r in parallel] == [r.class_il for r in serial] and serial[0].class_il == here.class_il
     assert [r.status for r in parallel] == [r.status for r in serial] and parallel[2].diverged
+    assert not (tmp_path / "parallel" / "sweep.json").exists()  # new runs in a shared folder: no job files
     err = capsys.readouterr().err
-    assert err.count("[3/3]") == 2 and "split_digits ewc seed 0: diverged" in err
+    assert err.count("[3/3]") == 2 and "split_digits-ewc-s0: diverged" in err and "s left)" in err
     assert grid_workers(3, grid(tmp_path)) == 3 and grid_workers(None, grid(tmp_path)[:1]) == 1
     assert grid_workers(None, grid(tmp_path)) == min(3, len(os.sched_getaffinity(0)))  # one per usable core
     with pytest.raises(UserError, match="--workers must be at least 1"):

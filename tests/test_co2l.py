@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import esacl
 from esacl.co2l import CO2L, asymmetric_supcon, embed, relation_distillation, two_views
-from esacl.methods import Batch
+from esacl.learners import Batch
 from esacl.models import ConvNet
 from helpers import config, toy_batch
 

@@ -115,7 +115,7 @@ def test_runconfig_is_the_union_of_the_components_sections_each_key_once():
     import dataclasses
 
     from esacl.knobs import Section
-    from esacl.methods import DERpp, DERppConfig
+    from esacl.learners import DERpp, DERppConfig
     from esacl.steps import SAMConfig
 
     sections = [c for c in RunConfig.__mro__[1:] if dataclasses.is_dataclass(c) and issubclass(c, Section)]

@@ -11,7 +11,7 @@ from PIL import Image
 
 import esacl
 from esacl import RunConfig, UserError
-from esacl import data as data_module
+from esacl.data import sources as sources_module
 from esacl.data import (
     FMNIST_DEBIAN,
     FMNIST_FILES,
@@ -25,7 +25,7 @@ from esacl.data import (
     parse_idx,
     tiny_imagenet_arrays,
 )
-from esacl.presets import PRESETS
+from esacl.method import PRESETS
 from workbench.cli import main
 from helpers import write_cifar, write_idx, write_tiny_imagenet
 
@@ -440,7 +440,7 @@ def test_a_damaged_idx_file_is_one_line_naming_it(tmp_path):
 
 
 def test_fashion_mnist_missing_everywhere_names_both_places_the_package_and_the_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "FMNIST_DEBIAN", tmp_path / "debian")
+    monkeypatch.setattr(sources_module, "FMNIST_DEBIAN", tmp_path / "debian")  # read by sources.fmnist_places
     message = one_line_error(lambda: image_bench("split_fmnist", tmp_path / "root"))
     assert str(tmp_path / "root" / "fashion-mnist") in message and str(tmp_path / "debian") in message
     assert "dataset-fashion-mnist" in message

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from esacl.methods import Learner
+from esacl.learners import Learner
 from esacl.models import ConvNet, build_model
-from esacl.prune import Dense
+from esacl.prune import SGD
 from esacl.selection import AllData, IDS
 from esacl.steps import Step
 from esacl.flops import FlopMeter, dense_forward_flops, sparse_model_bytes
@@ -48,7 +48,7 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
     dense = STEM + STAGE1 + STAGE2 + HEAD
     model, meter = meter_and_model()
     cfg = config(method="sgd")
-    Step(model, cfg, False, Dense(model, cfg), AllData(cfg, "cpu"), meter)(model, Learner(cfg, 10, 0), toy_batch(32))
+    Step(model, cfg, False, SGD(model, cfg), AllData(cfg, "cpu"), meter)(model, Learner(cfg, 10, 0), toy_batch(32))
     assert meter.snapshot() == {
         "first_pass.forward": 32 * dense,
         "first_pass.backward": 64 * dense,
@@ -58,7 +58,7 @@ def test_sgd_and_sam_ids_steps_count_what_they_forward():
 
     model, meter = meter_and_model()
     cfg = config(method="ids-only", support_fraction=0.5)
-    step = Step(model, cfg, True, Dense(model, cfg), IDS(cfg, "cpu"), meter)
+    step = Step(model, cfg, True, SGD(model, cfg), IDS(cfg, "cpu"), meter)
     step.selector.begin_task(0, torch.zeros(32, dtype=torch.long))
     step(model, Learner(cfg, 10, 0), toy_batch(32))
     counts = meter.snapshot()
@@ -160,11 +160,11 @@ def test_a_dual_averaging_step_prices_the_gradient_it_consumes_as_dense():
 
     model, meter = meter_and_model()
     cfg = config(method="esacl-noids", sparsity=0.5, ramp_fraction=0.0, dense_grad_every=1)
-    pruner = DualAveraging(model, cfg, meter)
-    pruner.begin_task(0, 10)
-    step = Step(model, cfg, True, pruner, AllData(cfg, "cpu"), meter)
+    rule = DualAveraging(model, cfg, meter)
+    rule.begin_task(0, 10)
+    step = Step(model, cfg, True, rule, AllData(cfg, "cpu"), meter)
     step(model, Learner(cfg, 10, 0), toy_batch(4))  # the first update makes both layers half dense
-    assert pruner.masks["stage1.0.0.weight"].float().mean() == 0.5
+    assert rule.masks["stage1.0.0.weight"].float().mean() == 0.5
     before = meter.snapshot()
     step(model, Learner(cfg, 10, 0), toy_batch(4))
     after = meter.snapshot()
@@ -181,9 +181,9 @@ def test_dense_grad_every_k_prices_and_feeds_the_dense_gradient_every_k_th_step_
 
     model, meter = meter_and_model()
     cfg = config(method="grda", sparsity=0.5, ramp_fraction=0.0, dense_grad_every=2)
-    pruner = DualAveraging(model, cfg, meter)
-    pruner.begin_task(0, 10)
-    step = Step(model, cfg, False, pruner, AllData(cfg, "cpu"), meter)
+    rule = DualAveraging(model, cfg, meter)
+    rule.begin_task(0, 10)
+    step = Step(model, cfg, False, rule, AllData(cfg, "cpu"), meter)
     learner = Learner(cfg, 10, 0)
     step(model, learner, toy_batch(4))  # update 0: dense
     dense = STEM + STAGE1 + STAGE2 + HEAD
@@ -191,11 +191,11 @@ def test_dense_grad_every_k_prices_and_feeds_the_dense_gradient_every_k_th_step_
     costs = []
     for i in range(2):  # update 1: live only; update 2: dense
         before = meter.snapshot()["first_pass.backward"]
-        pruned = {n: (~m).clone() for n, m in pruner.masks.items()}
-        acc = {n: a.clone() for n, a in pruner.accumulator.items()}
+        pruned = {n: (~m).clone() for n, m in rule.masks.items()}
+        acc = {n: a.clone() for n, a in rule.accumulator.items()}
         step(model, learner, toy_batch(4, seed=i + 1))
         costs.append(meter.snapshot()["first_pass.backward"] - before)
-        moved = any(not torch.equal(pruner.accumulator[n][pruned[n]], acc[n][pruned[n]]) for n in acc)
+        moved = any(not torch.equal(rule.accumulator[n][pruned[n]], acc[n][pruned[n]]) for n in acc)
         assert moved == (i == 1), i  # pruned positions move on dense steps only
     assert costs == pytest.approx([4 * (forward + forward), 4 * (forward + dense)])
 
@@ -205,9 +205,9 @@ def test_dgm_without_tdm_prices_a_fifth_of_the_weight_gradients():
 
     model, meter = meter_and_model()
     cfg = config(method="sparcl-er", sparsity=0.9, tdm=False, dgm_keep=0.2)
-    pruner = SparCL(model, cfg, meter)
-    pruner.begin_task(0, 10)
-    pruner.begin_epoch(0)
+    rule = SparCL(model, cfg, meter)
+    rule.begin_task(0, 10)
+    rule.begin_epoch(0)
     dense = STEM + STAGE1 + STAGE2 + HEAD
     assert meter.forward_cost.item() == dense
     assert meter.backward_cost.item() == pytest.approx(2 * dense - 0.8 * (STAGE1 + STAGE2))
@@ -216,11 +216,11 @@ def test_dgm_without_tdm_prices_a_fifth_of_the_weight_gradients():
 def test_sam_every_k_takes_the_two_passes_on_every_k_th_step_only():
     model, meter = meter_and_model()
     cfg = config(method="sam", sam_every=3)
-    step = Step(model, cfg, True, Dense(model, cfg), AllData(cfg, "cpu"), meter)
+    step = Step(model, cfg, True, SGD(model, cfg), AllData(cfg, "cpu"), meter)
     passes = []
     for i in range(6):
         before = meter.snapshot().get("second_pass.forward", 0)
         step(model, Learner(cfg, 10, 0), toy_batch(4, seed=i))
         passes.append(meter.snapshot().get("second_pass.forward", 0) > before)
     assert passes == [True, False, False, True, False, False]
-    assert step.state_dict()["pruner"]["n_steps"] == 6  # the one step counter, the update rule's
+    assert step.state_dict()["rule"]["n_steps"] == 6  # the one step counter, the update rule's

@@ -12,7 +12,7 @@ def test_the_library_never_imports_the_dashboard_stack():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in FORBIDDEN:
         assert f"'{name}'" not in loaded and f"'{name}." not in loaded
-    for source in Path(esacl.__file__).parent.glob("*.py"):
+    for source in Path(esacl.__file__).parent.rglob("*.py"):
         for line in source.read_text().splitlines():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:

@@ -122,7 +122,7 @@ def test_filter_normalized_direction_norms_zero_biases_and_masks():
     i = names.index("stage1.0.0.weight")
     mask = torch.rand(params[i].shape) > 0.5
     with torch.no_grad():
-        params[i].mul_(mask)  # pruned as a pruner leaves it
+        params[i].mul_(mask)  # pruned as a rule leaves it
     masks = [mask if k == i else None for k in range(len(params))]
     d = filter_normalized_direction(params, torch.Generator().manual_seed(0), masks)
     for p, v in zip(params, d):

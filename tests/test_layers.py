@@ -12,16 +12,24 @@ LAYERS = ("esacl", "widgets", "workbench")
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the esacl modules it imports anywhere in its source (top level or inside functions)."""
+    """module -> the esacl modules it imports anywhere in its source (top level or inside functions), named
+    relative to the package (`config`, `data.core`; a package by its folder: `data`)."""
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+        package = parts[:-1]  # where a relative import starts
         names = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - node.level + 1]
+                if node.module:
+                    names.add(".".join((*base, node.module)))
+                else:
+                    names |= {".".join((*base, a.name)) for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esacl."):
-                names.add(node.module.split(".")[1])
-        graph[path.stem] = names - {path.stem}
+                names.add(node.module.removeprefix("esacl."))
+        graph[name] = names - {name, ""}
     return graph
 
 
@@ -49,12 +57,13 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_package_imports_without_cycles():
     graph = import_graph()
-    assert {"presets", "methods", "co2l", "config", "errors"} <= set(graph)
+    assert {"method", "learners", "co2l", "config", "errors", "data", "data.core"} <= set(graph)
     assert cycle(graph) == []
     found = cycle(dict(graph, errors={"config"}))  # the check can fail
     assert found[0] == found[-1] and {"config", "errors"} <= set(found)
     # The layers below config name errors, not config: config reads the registries, never the reverse.
-    for low in ("errors", "methods", "co2l", "presets", "data", "prune", "selection", "steps", "landscape"):
+    below = ("errors", "learners", "co2l", "method", "prune", "selection", "steps", "landscape")
+    for low in below + tuple(m for m in graph if m.split(".")[0] == "data"):
         assert "config" not in graph[low], low
 
 
@@ -111,16 +120,16 @@ def test_the_layer_check_can_fail(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "lazy.py").write_text("import esacl.config\n\n\ndef f():\n    import widgets.figures\n")
-    (lib / "names.py").write_text("from workbench.report import Kernel\nfrom . import lazy\n")
+    (lib / "names.py").write_text("from workbench.execute import Kernel\nfrom . import lazy\n")
     (lib / "runs.py").write_text(
         "import importlib, sys\nWORKER = [sys.executable, '-m', 'workbench.sweep']\n"
         "importlib.import_module('widgets')\nPRELOAD = 'import gc, widgets.dashboards'\n"
     )
     assert sorted(upward_imports(lib, ("widgets", "workbench"))) == [
         "lib/lazy.py: widgets.figures",
-        "lib/names.py: workbench.report",
+        "lib/names.py: workbench.execute",
         "lib/runs.py: widgets",
         "lib/runs.py: widgets.dashboards",
         "lib/runs.py: workbench.sweep",
     ]
-    assert upward_imports(lib, ("workbench",)) == ["lib/names.py: workbench.report", "lib/runs.py: workbench.sweep"]
+    assert upward_imports(lib, ("workbench",)) == ["lib/names.py: workbench.execute", "lib/runs.py: workbench.sweep"]

@@ -9,7 +9,7 @@ import pytest
 
 from esacl import RunConfig
 from esacl.config import KEYS
-from workbench.report import NOTEBOOKS, benchmark_notebooks
+from workbench.execute import NOTEBOOKS, benchmark_notebooks
 
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 

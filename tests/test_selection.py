@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from esacl.config import UserError
-from esacl.methods import Batch, Loss
+from esacl.learners import Batch, Loss
 from esacl.selection import IDS
 from helpers import config
 
@@ -124,7 +124,7 @@ def test_ddr_breaks_ties_at_random_not_by_position():
 
 
 def test_ids_elimination_without_scores_is_refused_in_one_line():
-    from esacl.presets import PRESETS
+    from esacl.method import PRESETS
     from esacl.selection import build_selector
 
     for changes in (dict(support_rule="random"), dict(support_fraction=1.0), dict(support_size=64)):
@@ -137,7 +137,7 @@ def test_ids_elimination_without_scores_is_refused_in_one_line():
 
 def test_ids_elimination_removes_by_score_not_by_position(tiny):
     import esacl
-    from esacl.record import load_selections
+    from esacl.rundir import load_selections
 
     record = esacl.run(tiny(method="esacl", epochs=3, removal_every=1, removal_until=2))
     for task in (0, 1):

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esacl.methods import Learner
-from esacl.prune import Dense, DualAveraging
+from esacl.learners import Learner
+from esacl.prune import SGD, DualAveraging
 from esacl.selection import AllData, IDS
 from esacl.steps import Step, perturbed, support_indices
 from helpers import config, toy_batch
@@ -63,7 +63,7 @@ def test_sam_step_equals_a_hand_written_two_pass_update(asam):
     cfg = config(method="sam", rho=0.05, lr=0.1, asam=asam)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     expected = hand_sam(model, batch.x, batch.y, 0.05, 0.1, asam=asam)
-    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))
+    step = Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=AllData(cfg, "cpu"))
     loss = step(model, Learner(cfg, 10, 0), batch)
     for n, p in model.named_parameters():
         assert torch.allclose(p, expected[n], atol=1e-6), n
@@ -77,9 +77,7 @@ def test_batch_norm_running_stats_move_once_per_step():
     reference = copy.deepcopy(model)
     reference(batch.x)  # one train-mode forward at w
     cfg = config(method="sam")
-    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(
-        model, Learner(cfg, 10, 0), batch
-    )
+    Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=AllData(cfg, "cpu"))(model, Learner(cfg, 10, 0), batch)
     assert torch.allclose(model.bn.running_mean, reference.bn.running_mean)
     assert torch.allclose(model.bn.running_var, reference.bn.running_var)
     assert int(model.bn.num_batches_tracked) == 1
@@ -95,7 +93,7 @@ def test_support_selection_keeps_exactly_k_of_the_highest_scores():
     model, batch = Tiny(), toy_batch(12)
     cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5, support_balance="none")
     selector = Recording(cfg, "cpu")
-    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)
+    step = Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=selector)
     before = copy.deepcopy(model)
     step(model, Learner(cfg, 10, 0), batch)
     scores, keep = selector.seen
@@ -118,12 +116,12 @@ def test_the_ascent_leaves_pruned_weights_at_zero_and_restores_w_exactly():
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(8)
     cfg = config(method="esacl", sparsity=0.5, ramp_fraction=1.0)
-    pruner = DualAveraging(model, cfg)
-    pruner.begin_task(0, 1)
-    step = Step(model, cfg, sam=True, pruner=pruner, selector=AllData(cfg, "cpu"))
+    rule = DualAveraging(model, cfg)
+    rule.begin_task(0, 1)
+    step = Step(model, cfg, sam=True, rule=rule, selector=AllData(cfg, "cpu"))
     learner = Learner(cfg, 10, 0)
     step(model, learner, batch)  # now half of conv.weight is pruned
-    mask = pruner.masks["conv.weight"]
+    mask = rule.masks["conv.weight"]
     assert (model.conv.weight[~mask] == 0).all() and (~mask).sum() == round(0.5 * model.conv.weight.numel())
     learner.loss(model, batch).total.backward()
     saved = [p.detach().clone() for p in model.parameters()]
@@ -157,7 +155,7 @@ def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
     cfg = config(method="ids-only", rho=0.5, lr=0.1, support_size=5, support_bn="batch", support_balance="none")
     selector = Recording(cfg, "cpu")
     before = copy.deepcopy(model)
-    Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)(model, Learner(cfg, 10, 0), batch)
+    Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=selector)(model, Learner(cfg, 10, 0), batch)
     scores, keep = selector.seen
     # By hand: batch-norm normalises every forward of the step with pass 1's batch statistics (at w).
     h = before.conv(batch.x).detach()
@@ -183,33 +181,33 @@ def test_whole_batch_statistics_normalise_the_scoring_and_the_second_pass():
 def test_agem_under_sparcl_projects_the_gradient_the_update_applies():
     # SparCL zeroes pruned weights' gradients and keeps the largest DGM share of the rest: the update
     # that is applied must still not raise the replay loss to first order (g~ . g_ref >= 0).
-    from esacl.methods import AGEM
+    from esacl.learners import AGEM
     from esacl.prune import SparCL
 
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(8)
     cfg = config(method="sparcl-agem", lr=0.1, buffer_size=20, minibatch_size=8, sparsity=0.5, dgm_keep=0.3)
-    pruner = SparCL(model, cfg)
-    pruner.begin_task(0, 10)
-    pruner.begin_epoch(0)
-    assert 0 < pruner.masks["conv.weight"].float().mean() < 1
+    rule = SparCL(model, cfg)
+    rule.begin_task(0, 10)
+    rule.begin_epoch(0)
+    assert 0 < rule.masks["conv.weight"].float().mean() < 1
     x_ref, y_ref = batch.x, (batch.y + 1) % 10  # relabelled: the replay gradient opposes the stream's
     w = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     g = torch.autograd.grad(loss_at(model, w, batch.x, batch.y), list(w.values()))
     r = torch.autograd.grad(loss_at(model, w, x_ref, y_ref), list(w.values()))
     assert sum((a * b).sum() for a, b in zip(g, r)) < 0  # the projection has work to do
     batch.replay = {"reference": dict(x=x_ref, y=y_ref)}
-    Step(model, cfg, sam=False, pruner=pruner, selector=AllData(cfg, "cpu"))(model, AGEM(cfg, 10, 0), batch)
+    Step(model, cfg, sam=False, rule=rule, selector=AllData(cfg, "cpu"))(model, AGEM(cfg, 10, 0), batch)
     applied = [(w[n].detach() - p.detach()) / 0.1 for n, p in model.named_parameters()]  # the update's g~
     assert sum((a.double() * b.double()).sum() for a, b in zip(applied, r)) >= -1e-9
-    assert (applied[0][~pruner.masks["conv.weight"]] == 0).all()  # and pruned weights stayed pruned
+    assert (applied[0][~rule.masks["conv.weight"]] == 0).all()  # and pruned weights stayed pruned
 
 
 @pytest.mark.parametrize("support_bn", ["subset", "batch"])
 def test_both_losses_of_a_replay_learners_score_come_from_one_batch_norm_regime(support_bn):
     # At a vanishing radius w + eps = w, so a score is 0 wherever l_i(w + eps) and l_i(w) are normalised
     # alike. Pass 1 normalises over stream + replay; 'subset' scoring forwards the stream alone.
-    from esacl.methods import ER
+    from esacl.learners import ER
 
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(12)
@@ -217,7 +215,7 @@ def test_both_losses_of_a_replay_learners_score_come_from_one_batch_norm_regime(
     learner = ER(cfg, 10, 0)
     learner.buffer.add(x=toy_batch(20, seed=1).x * 3 + 2, y=toy_batch(20, seed=1).y)  # statistics unlike the stream's
     selector = Recording(cfg, "cpu")
-    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=selector)
+    step = Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=selector)
     step(model, learner, learner.prepare(batch))
     scores, _ = selector.seen
     assert scores.abs().max() < 1e-5
@@ -231,7 +229,7 @@ def test_both_losses_of_a_replay_learners_score_come_from_one_batch_norm_regime(
 
 @pytest.mark.parametrize("opposed", [True, False])
 def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
-    from esacl.methods import AGEM
+    from esacl.learners import AGEM
 
     torch.manual_seed(0)
     model, batch = Tiny(), toy_batch(8)
@@ -252,7 +250,7 @@ def test_agem_projects_the_step_gradient_against_the_replay_gradient(opposed):
 
     learner = AGEM(cfg, 10, 0)
     batch.replay = {"reference": dict(x=x_ref, y=y_ref)}
-    Step(model, cfg, sam=False, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))(model, learner, batch)
+    Step(model, cfg, sam=False, rule=SGD(model, cfg), selector=AllData(cfg, "cpu"))(model, learner, batch)
     for n, p in model.named_parameters():
         assert torch.allclose(p.double(), expected[n], atol=1e-6), n
 
@@ -276,6 +274,6 @@ def test_a_checkpoint_from_when_the_step_kept_its_own_count_loads_into_the_one_c
     torch.manual_seed(0)
     model = Tiny()
     cfg = config(method="sam", sam_every=2)
-    step = Step(model, cfg, sam=True, pruner=Dense(model, cfg), selector=AllData(cfg, "cpu"))
-    step.load_state_dict(dict(pruner={}, n_steps=5))  # as written before the update rule counted
-    assert step.pruner.n_steps == 5 and step.state_dict() == dict(pruner=dict(n_steps=5))
+    step = Step(model, cfg, sam=True, rule=SGD(model, cfg), selector=AllData(cfg, "cpu"))
+    step.load_state_dict(dict(pruner={}, n_steps=5))  # as written before the update rule counted or had its name
+    assert step.rule.n_steps == 5 and step.state_dict() == dict(rule=dict(n_steps=5))

@@ -279,8 +279,8 @@ def test_a_worker_that_dies_is_a_failed_point(tmp_path, monkeypatch):
 
 COUNTING_WORKER = """
 import os, signal, sys
-from workbench import report, sweep
-start = report.Kernel.ready
+from workbench import execute, sweep
+start = execute.Kernel.ready
 
 def ready(self):                        # one line in the log per kernel started
     fresh = self.km is None or not self.km.is_alive()
@@ -295,7 +295,7 @@ def attempt(point, out, cwd=None, kernel=None):
         os.kill(os.getpid(), signal.SIGKILL)
     return run(point, out, cwd, kernel)
 
-report.Kernel.ready, run, sweep.attempt = ready, sweep.attempt, attempt
+execute.Kernel.ready, run, sweep.attempt = ready, sweep.attempt, attempt
 sys.exit(sweep._worker_main(sys.argv[1:]))
 """
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import esacl
-from esacl.presets import PRESETS
+from esacl.method import PRESETS
 from esacl.train import batch_bounds, evaluate
 
 
@@ -286,7 +286,7 @@ def test_the_official_sparcl_protocol_details_are_switches(tiny):
 
 def test_a_non_finite_loss_stops_the_run_as_diverged_and_keeps_the_last_finite_checkpoint(tiny):
     from esacl import UserError
-    from esacl.record import RunDir
+    from esacl.rundir import RunDir
     from esacl.train import Diverged
 
     # Uncapped EWC this stiff overshoots its anchor: the loss is NaN within the second task's first epoch.
@@ -353,7 +353,7 @@ SPIN = "while True: pass"
 
 STOP_AT_CHECKPOINT = """
 import os, signal, sys
-from esacl.record import RunDir
+from esacl.rundir import RunDir
 import workbench.cli
 calls, real = [], RunDir.save_checkpoint
 def save(self, state):

@@ -12,7 +12,7 @@ import torch
 import esacl
 import widgets
 from esacl import metrics
-from esacl.record import load_masks, load_selections
+from esacl.rundir import load_masks, load_selections
 from widgets import figures as F
 from widgets import thumbnails
 
@@ -307,7 +307,7 @@ def test_in_a_kernel_a_live_view_draws_the_tab_on_screen_and_the_others_when_sel
 
 def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(runs, dash, monkeypatch):
     record = runs["sparse"]
-    monkeypatch.setenv("ESACL_HEADLESS", "1")  # as workbench.report sets it for its kernels
+    monkeypatch.setenv("ESACL_HEADLESS", "1")  # as workbench.execute sets it for its kernels
     headless = widgets.RunDashboard(min_interval=0.0)
     assert not headless.live and widgets.RunDashboard(min_interval=0.0, live=True).live
     headless.callback(dict(event="start", run_dir=str(record.path), config=record.config, task=0, epoch=0))
@@ -320,11 +320,11 @@ def test_a_headless_dashboard_draws_once_at_the_end_and_matches_the_saved_run(ru
 
 
 def test_papermill_kernels_run_headless(tmp_path):
-    from workbench import report
+    from workbench import execute
     from helpers import probe_notebook, stream_text
 
     probe = probe_notebook(tmp_path / "probe.ipynb", "import widgets\nprint(widgets.RunDashboard().live)")
-    assert report.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
+    assert execute.papermill_run(probe, tmp_path / "out.ipynb", {}, progress=False) is None
     assert stream_text(tmp_path / "out.ipynb") == ["False"]
 
 

@@ -10,8 +10,8 @@ import plotly.colors
 import plotly.graph_objects as go
 
 from esacl.compare import COLUMNS, VERDICT_METRICS, Versus, cell, html_table, summary_rows, table_cells, table_versus
-from esacl.presets import PRESETS
-from esacl.record import Record, find_runs, load_run
+from esacl.method import PRESETS
+from esacl.rundir import Record, find_runs, load_run
 
 from .figures import figure, message, subplots
 

@@ -24,8 +24,8 @@ from IPython.display import clear_output, display
 
 from esacl.config import RunConfig, UserError
 from esacl.data import BENCHMARKS, load_benchmark
-from esacl.presets import PRESETS
-from esacl.record import Record, load_masks, load_run, load_selections
+from esacl.method import PRESETS
+from esacl.rundir import Record, load_masks, load_run, load_selections
 
 from . import figures as F
 from . import thumbnails
@@ -40,7 +40,7 @@ from .comparison import (
     overlay,
 )
 
-HEADLESS = "ESACL_HEADLESS"  # set for kernels no frontend watches (workbench.report's executions)
+HEADLESS = "ESACL_HEADLESS"  # set for kernels no frontend watches (workbench.execute's executions)
 WAITING = "waiting for a run: pass this dashboard's callback to esacl.run, or use from_run(run_dir)"
 
 

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from esacl.flops import training_components
 from esacl.metrics import forgetting_per_task
-from esacl.record import Record, load_masks, load_selections
+from esacl.rundir import Record, load_masks, load_selections
 
 SETTINGS = {"class_il": "class-IL", "task_il": "task-IL"}
 DASHES = ("solid", "dash", "dot", "dashdot")
@@ -626,7 +626,7 @@ def mask_changes(record: Record, task: int | None = None) -> go.Figure:
 
 def score_kind(record: Record) -> str:
     """'sharpness' when the selector ranks by the SAM loss increase, else 'forgetting' (events)."""
-    from esacl.presets import PRESETS
+    from esacl.method import PRESETS
 
     preset = PRESETS.get(record.config.get("method"))
     if (preset is not None and preset.selector == "ddr") or record.config.get("ere_score") == "forgetting":

@@ -26,6 +26,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+def engine_options(parser, what: str) -> None:
+    """--engine and --address: where a grid's points run (`workbench.sweep.run_sweep`)."""
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help=f"local worker processes (default), or one Ray task per {what}",
+    )
+    parser.add_argument(
+        "--address", help="ray engine: the cluster ('auto': the running local one; default: start a local Ray instance)"
+    )
+
+
 def parameter_option(parser, help: str) -> None:
     """`-p/--parameter KEY VALUE`, repeatable: `args.parameter` is the [KEY, VALUE] pairs given."""
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help=help)
@@ -46,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(*flags, dest=key, metavar=type_name.split()[0].upper(), help=text)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--workers", type=int, help=WORKERS_HELP)
+    engine_options(run, "run of a grid")
     run.add_argument("--quiet", action="store_true", help="no progress bars (also off when stderr is not a terminal)")
 
     paper = sub.add_parser(
@@ -80,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     paper.add_argument("--title", help="the report's title")
     paper.add_argument("--workers", type=int, help=WORKERS_HELP)
+    engine_options(paper, "run")
     paper.add_argument(
         "--frontier",
         action="store_true",
@@ -120,17 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("grid", metavar="GRID", help="a TOML grid file: notebook, [fixed], [axes] (see README)")
     sweep.add_argument("--out", help="the sweep's folder (default: sweeps/<GRID's name>)")
+    engine_options(sweep, "point")
     sweep.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local worker processes (default), or one Ray task per point",
-    )
-    sweep.add_argument(
-        "--workers", type=int, help="local engine: points at a time (default: half the cores, 1 with a GPU)"
-    )
-    sweep.add_argument(
-        "--address", help="ray engine: the cluster ('auto': the running local one; default: start a local Ray instance)"
+        "--workers", type=int, help="local engine: points at a time (default: one per usable core, 1 with a GPU)"
     )
     sweep.add_argument(
         "--status",
@@ -177,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _unknown_flag(extra: list[str]) -> UserError:
     flag = extra[0]
-    options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet", "--workers"]
+    options = [f"--{k}" for k in KEYS] + ["--resume", "--quiet", "--workers", "--engine", "--address"]
     hint = did_you_mean(flag.replace("-", "_").replace("__", "--"), options)
     return UserError(f"unknown option '{flag}'{hint}; see 'esacl run --help'")
 
@@ -219,144 +226,58 @@ def cmd_run(args) -> None:
     elif not sys.stderr.isatty():  # bars redrawn into a log file are noise
         strings.setdefault("progress", "false")
     configs = _grid(strings)
-    records = run_grid(configs, grid_workers(args.workers, configs))
+    workers = grid_workers(args.workers, configs) if args.engine == "local" else args.workers
+    records, failed = run_grid(configs, workers, engine=args.engine, address=args.address)
     if len(configs) == 1:
-        print(records[0].text())
+        if records[0] is not None:
+            print(records[0].text())
+            print(f"\nresults in {records[0].path}")
     else:
-        print("\n" + comparison(records))
-    print(f"\nresults in {Path(configs[0].out).resolve()}" if len(configs) > 1 else f"\nresults in {records[0].path}")
+        print("\n" + comparison([r for r in records if r is not None]))
+        print(f"\nresults in {Path(configs[0].out).resolve()}")
+    grid_failed(failed)
 
 
-def run_grid(configs: list[RunConfig], workers: int = 1, resumable: bool = False) -> list:
-    """Every config, in this process (`workers` 1) or over `workers` processes, longest runs first;
-    records in the order of `configs`. Each run takes its own config's thread count (the canonical single
-    thread on a CPU), so a result never depends on the worker count. With more than one config, a line per
-    run on stderr ([i/n], runs done, an estimate of the time left) and its class-IL. A diverged run is
-    reported and kept (tables leave it out); the others go on.
+def run_grid(
+    configs: list[RunConfig],
+    workers: int | None = 1,
+    resumable: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+) -> tuple[list, list[str]]:
+    """One config in this process; a grid through the sweep engine (`workbench.sweep.run_sweep`: local
+    worker processes, `workers` at a time, or Ray), each run with its own config's thread count (the
+    canonical single thread on a CPU), so a result never depends on the worker count. Returns the
+    records in the order of `configs` (a point that failed: None) and the failed points' errors.
 
-    `resumable`: every config names its run directory, and one already there is kept if complete,
-    resumed from its checkpoint if interrupted: the same call again finishes an interrupted grid."""
-    import time
-
+    `resumable`: every config names its run directory, and each `out` is a job folder of its grid's (a
+    sweep's: `sweep.json`, `logs/`, ...): the same call again keeps complete runs and resumes
+    interrupted ones. Without, the runs go into their `out` as new run directories."""
     from esacl.data import check_limits
-    from esacl.record import load_run
-    from esacl.train import Diverged
+    from esacl.rundir import load_run, unique_name
+    from esacl.train import default_name, run
 
-    from .sweep import expected_cost
+    from .sweep import config_grid, run_sweep
 
     for cfg in configs:  # what only the benchmark refuses, before anything runs
         check_limits(cfg)
-    tic, n = time.perf_counter(), len(configs)
-    seconds: dict[str, list[float]] = {}  # method -> wall-clock of its finished runs
-    finished: set[int] = set()
-    todo = list(range(n))
-    records: list = [None] * n
-    if resumable:
-        for i, cfg in enumerate(configs):
-            path = Path(cfg.out) / cfg.name
-            if (path / "config.json").is_file() and ((record := load_run(path)).complete or record.diverged):
-                records[i] = record
-                finished.add(i)
-        todo = [i for i in todo if i not in finished]
-        if finished:
-            print(f"{len(finished)} of {n} runs finished already: kept", file=sys.stderr, flush=True)
-
-    def time_left(lanes: int) -> float:
-        """The unfinished runs at their method's mean so far (the mean of all runs for a method not seen yet)."""
-        every = [s for runs in seconds.values() for s in runs]
-        guess = {m: sum(v) / len(v) for m, v in seconds.items()}
-        mean = sum(every) / len(every)
-        return sum(guess.get(configs[j].method, mean) for j in range(n) if j not in finished) / lanes
-
-    def said(i: int, record, wall: float, lanes: int) -> None:
-        records[i] = record
-        seconds.setdefault(configs[i].method, []).append(wall)
-        finished.add(i)
-        if n == 1:
-            return
-        cfg, elapsed, done = configs[i], time.perf_counter() - tic, len(finished)
-        left = f", about {time_left(lanes):.0f} s left" if done < n else ""
-        sparsity = f" sparsity {cfg.sparsity:g}" if cfg.sparsity else ""
-        sparsity += " (asam)" if cfg.asam else ""  # ASAM is method sam with asam=true
-        result = (
-            record.status
-            if record.diverged
-            else f"class-IL {record.summary['class_il']['average']:.2f}, "
-            f"task-IL {record.summary['task_il']['average']:.2f}"
-        )
-        print(
-            f"[{done}/{n}] {cfg.benchmark} {cfg.method}{sparsity} seed {cfg.seed}: {result} "
-            f"({elapsed:.0f} s so far{left})",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    todo.sort(key=lambda i: -expected_cost(configs[i].method, configs[i].landscape))  # no long run starts last
-    if workers <= 1 or len(todo) <= 1:
-        for i in todo:
-            start = time.perf_counter()
-            try:
-                record = _run_or_resume(configs[i], resumable)
-            except Diverged as err:  # one run's divergence: the others still run; tables leave it out
-                if n == 1:
-                    raise
-                record = load_run(err.path)
-            said(i, record, time.perf_counter() - start, 1)
-        return records
-
-    import concurrent.futures
-    import multiprocessing
-
-    # spawn, not fork: a forked child would inherit this process's OpenMP state (not fork-safe).
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(todo)), mp_context=context, initializer=_die_with_parent
-    ) as pool:
-        futures = {pool.submit(_run_in_worker, configs[i], resumable): i for i in todo}
-        for future in concurrent.futures.as_completed(futures):
-            path, wall = future.result()
-            said(futures[future], load_run(path), wall, workers)
-    return records
-
-
-def _run_or_resume(cfg: RunConfig, resumable: bool):
-    """Train `cfg`; where `resumable` and its run directory holds an interrupted run, resume that."""
-    from esacl.train import resume, run
-
-    path = Path(cfg.out) / cfg.name if resumable else None
-    if path is not None and (path / "config.json").is_file():
-        return resume(path, progress=cfg.progress)
-    if path is not None and path.exists():  # created, killed before its config was written: start it over
-        import shutil
-
-        shutil.rmtree(path)
-    return run(cfg)
-
-
-def _die_with_parent() -> None:
-    """A grid worker ends with the process that started it (Linux): a killed driver leaves no run
-    going on behind it, holding a run directory's lock."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # no prctl (macOS, Windows): workers end when their queue closes
-        pass
-
-
-def _run_in_worker(cfg: RunConfig, resumable: bool) -> tuple[str, float]:
-    """One run in a worker process of `run_grid`: its run directory (diverged runs included) and seconds."""
-    import time
-
-    from esacl.train import Diverged
-
-    start = time.perf_counter()
-    try:
-        path = _run_or_resume(cfg, resumable).path
-    except Diverged as err:
-        path = err.path
-    return str(path), time.perf_counter() - start
+    if len(configs) == 1 and not resumable and engine == "local":
+        return [run(configs[0])], []
+    if not resumable:  # fresh names, as `esacl run` would give each (a grid never writes into an existing run)
+        names: list[str] = []
+        for cfg in configs:
+            names.append(unique_name(Path(cfg.out), cfg.name or default_name(cfg), taken=names))
+        configs = [cfg.replace(name=name) for cfg, name in zip(configs, names)]
+    progress = sys.stderr.isatty() and all(c.progress for c in configs)
+    failed = []
+    for out in dict.fromkeys(Path(c.out) for c in configs):  # each folder's runs as one sweep
+        grid = config_grid(f"runs into {out}", [c for c in configs if Path(c.out) == out])
+        result = run_sweep(grid, out, engine, workers, address, progress, resumable)
+        failed += [f"{name}: {p['error']}" for name, p in result.points.items() if p["status"] == "failed"]
+    records = [
+        load_run(Path(c.out) / c.name) if (Path(c.out) / c.name / "config.json").is_file() else None for c in configs
+    ]
+    return records, failed
 
 
 def cmd_paper(args) -> None:
@@ -392,7 +313,7 @@ def cmd_paper(args) -> None:
         configs = [c.replace(name=default_name(c)) for c in configs]  # fixed names: a second call finds them
     for cfg in configs:  # before the folder is claimed
         check_limits(cfg)
-    workers = grid_workers(args.workers, configs)
+    workers = grid_workers(args.workers, configs) if args.engine == "local" else args.workers
     again = claim_grid(out, configs)
     what = (
         f"SparCL-X and EsaCL-X at their cost points for X in {', '.join(learners)}, seeds {_seed_text(seeds)}"
@@ -404,12 +325,12 @@ def cmd_paper(args) -> None:
         f"{len(configs)} runs: {args.benchmark}, {what}"
         + f"; into {out}"
         + (" (continuing)" if again else "")
-        + f"; {workers} at once",
+        + (f"; {workers} at once" if args.engine == "local" else "; on Ray"),
         file=sys.stderr,
         flush=True,
     )
     try:
-        records = run_grid(configs, workers, resumable=True)
+        records, failed = run_grid(configs, workers, resumable=True, engine=args.engine, address=args.address)
     except KeyboardInterrupt:
         raise Interrupted(
             f"run the same command again with --out {out} to finish the job (complete runs are kept, "
@@ -418,12 +339,13 @@ def cmd_paper(args) -> None:
     if args.frontier:
         from esacl.frontier import frontier_text
 
-        print(frontier_text(records, learners))
+        print(frontier_text([r for r in records if r is not None], learners))
     else:
-        print(paper_text(records, learners))
+        print(paper_text([r for r in records if r is not None], learners))
     print(f"\nresults in {out.resolve()}")
+    grid_failed(failed, f"the same command again runs them again (logs: {out / 'logs'})")
     if args.report:
-        from .report import write_report
+        from .execute import write_report
 
         detail = [str(r.path) for r in records if r.config["landscape"]]
         title = args.title or f"{args.benchmark}: EsaCL against SparCL on each base learner"
@@ -434,13 +356,22 @@ def cmd_paper(args) -> None:
 GRID_FILE = "grid.json"  # a job folder's list of runs: the same command again continues it, another is refused
 
 
+def grid_failed(failed: list[str], then: str = "") -> None:
+    """The grid's failed runs, one line each, and exit status 1 (after its table: the rest is kept)."""
+    if failed:
+        print(f"{len(failed)} run(s) failed" + (f"; {then}" if then else "") + ":", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def claim_grid(out: Path, configs: list[RunConfig]) -> bool:
     """Make `out` the folder of this grid (its configs in `grid.json`, written atomically); True where it
     holds this same grid already (the job continues). A folder holding other files or another grid is a
     `UserError`: runs are never overwritten."""
     import json
 
-    from esacl.record import write_atomic
+    from esacl.rundir import write_atomic
 
     # `out` is this folder however it was spelled (runs/x, ./runs/x); `progress` changes nothing computed
     wanted = [{k: v for k, v in c.to_dict().items() if k not in ("out", "progress")} for c in configs]
@@ -501,7 +432,7 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def cmd_notebook(args) -> None:
-    from .report import check_parameters, execute_notebook, notebook_path, write_report
+    from .execute import check_parameters, execute_notebook, notebook_path, write_report
 
     path = notebook_path(args.notebook)
     given = dict(args.parameter)
@@ -518,7 +449,7 @@ def cmd_notebook(args) -> None:
     print(f"{args.notebook} " + " ".join(f"{k}={v}" for k, v in checked[0].items()), file=sys.stderr, flush=True)
     run_dir = execute_notebook(args.notebook, checked[0], out=args.out or "runs")
     print(f"  executed notebook: {run_dir / 'notebook.ipynb'}", file=sys.stderr)
-    from esacl.record import load_run
+    from esacl.rundir import load_run
 
     print(load_run(run_dir).text())
     if args.report:
@@ -531,7 +462,7 @@ def notebook_grid(args, points: list[dict], axes: list[str]) -> None:
     usable core, or --workers; the same call again finishes an interrupted grid) into its own folder."""
     import datetime
 
-    from .report import write_report
+    from .execute import write_report
     from .sweep import run_sweep
 
     out = Path(args.out or Path("runs") / f"notebook-{args.notebook}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
@@ -549,8 +480,8 @@ def notebook_grid(args, points: list[dict], axes: list[str]) -> None:
 
 
 def cmd_report(args) -> None:
-    from esacl.record import find_runs
-    from .report import write_report
+    from esacl.rundir import find_runs
+    from .execute import write_report
 
     runs = [str(p) for p in find_runs(args.paths)]
     Path(args.out).mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before any progress line
@@ -559,14 +490,14 @@ def cmd_report(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from esacl.record import load_run
+    from esacl.rundir import load_run
 
     for i, path in enumerate(args.run_dirs):
         print(("\n" if i else "") + load_run(path).text())
 
 
 def cmd_compare(args) -> None:
-    from esacl.record import find_runs, load_run
+    from esacl.rundir import find_runs, load_run
     from .sweep import is_sweep, write_summary
 
     for folder in [f for f in args.folders if is_sweep(f)]:
@@ -601,7 +532,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_methods(args) -> None:
-    from esacl.presets import PRESETS
+    from esacl.method import PRESETS
 
     rows = [("method", "learner", "sparsifier", "selector", "source")]
     rows += [(name, p.learner, p.sparsifier, p.selector, p.source) for name, p in PRESETS.items()]

@@ -37,7 +37,7 @@ from pathlib import Path
 from esacl.config import RunConfig, UserError, cross, did_you_mean, usable_cores
 from esacl.knobs import renamed
 from esacl.compare import summary_csv, summary_html, summary_rows, summary_text, table_notes
-from esacl.record import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
+from esacl.rundir import exclusive_lock, find_runs, load_run, lock_holder, write_atomic
 
 GRID_KEYS = ("notebook", "fixed", "axes")
 SET_BY_SWEEP = ("out", "name", "progress")  # notebook parameters the sweep itself decides
@@ -49,10 +49,11 @@ POLL_SECONDS = 0.5  # how often the driver looks at its workers (points take min
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point: its run directory's name, the notebook to execute and its typed parameters."""
+    """One grid point: its run directory's name, the notebook to execute (None: a plain `esacl.run`, as
+    `esacl paper` and `esacl run` grids make) and its typed parameters."""
 
     name: str
-    notebook: str
+    notebook: str | None
     params: dict
 
 
@@ -110,9 +111,23 @@ def load_grid(source) -> Grid:
     return grid
 
 
+def config_grid(source: str, configs: list[RunConfig]) -> Grid:
+    """A grid of plain runs, one point per config (`esacl paper`, `esacl run` grids): named by the config's
+    `name`, its parameters the keys it sets away from their defaults (the sweep sets out and progress)."""
+    from esacl.config import KNOB_DEFAULTS
+
+    points = []
+    for cfg in configs:
+        params = {k: v for k, v in cfg.to_dict().items() if k not in SET_BY_SWEEP and v != KNOB_DEFAULTS[k]}
+        points.append(Point(cfg.name, None, params))
+    if len({p.name for p in points}) < len(points):
+        raise UserError(f"{source}: two runs share a run directory name")
+    return Grid(source, None, {}, {}, points)
+
+
 def _expand(grid: Grid) -> list[Point]:
-    from esacl.presets import PRESETS
-    from .report import check_declared, notebook_parameters, notebook_path, parameter_value
+    from esacl.method import PRESETS
+    from .execute import check_declared, notebook_parameters, notebook_path, parameter_value
 
     declared: dict[str, dict] = {}  # notebook -> its parameters and their defaults (one inspection each)
     points, names = [], {}
@@ -183,15 +198,16 @@ def point_name(notebook: str, params: dict, defaults: dict, axes: list[str]) -> 
 FINAL = ("complete", "diverged")  # a point in either state is never run again
 
 
-def point_status(run_dir: Path, failure: Path | None = None) -> tuple[str, str]:
+def point_status(run_dir: Path, failure: Path | None = None, notebook: bool = True) -> tuple[str, str]:
     """(status, detail) of one point from disk: 'complete', 'diverged', 'failed', 'incomplete' or
     'not started'.
 
     A complete `accuracy.json` decides 'complete', a diverged one 'diverged' (final: a re-run would
-    repeat the same steps); a failure file without either, 'failed'."""
+    repeat the same steps); a failure file without either, 'failed'. `notebook`: the point executes one
+    (a complete point without its executed notebook says so)."""
     acc = _read_json(run_dir / "accuracy.json")
     if acc.get("complete"):
-        if (run_dir / "notebook.ipynb").is_file():
+        if not notebook or (run_dir / "notebook.ipynb").is_file():
             return "complete", ""
         return "complete", "no executed notebook (resumed from its checkpoint, or its kernel stopped answering)"
     if acc.get("diverged"):
@@ -219,7 +235,10 @@ def _read_json(path: Path) -> dict:
 def sweep_status(grid: Grid, out) -> dict[str, tuple[str, str]]:
     """Every point's (status, detail), from disk only: nothing runs."""
     out = Path(out)
-    return {p.name: point_status(out / p.name, out / "failures" / f"{p.name}.txt") for p in grid.points}
+    return {
+        p.name: point_status(out / p.name, out / "failures" / f"{p.name}.txt", p.notebook is not None)
+        for p in grid.points
+    }
 
 
 def status_text(grid: Grid, out) -> str:
@@ -320,9 +339,10 @@ def _alive(pid: int) -> bool:
 
 def run_point(point: Point, out, kernel=None) -> Path:
     """Bring one point to completion and return its run directory: nothing if complete, a resume
-    from the checkpoint if partial, else a fresh notebook execution (a folder with neither a
-    checkpoint nor a complete record holds nothing worth keeping and is removed first) on `kernel`
-    (a reusable `report.Kernel`; default: a fresh kernel)."""
+    from the checkpoint if partial, else a fresh run (a folder with neither a checkpoint nor a complete
+    record holds nothing worth keeping and is removed first): its notebook executed on `kernel` (a
+    reusable `execute.Kernel`; default: a fresh kernel), or, for a point without one, `esacl.run`. The
+    one place a grid resumes: sweeps, `esacl notebook` grids, `esacl paper` and `esacl run` grids."""
     out = Path(out).resolve()
     run_dir = out / point.name
     acc = _read_json(run_dir / "accuracy.json")
@@ -335,7 +355,15 @@ def run_point(point: Point, out, kernel=None) -> Path:
         return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    from .report import execute_notebook
+    if point.notebook is None:
+        from esacl.train import Diverged, run
+
+        try:
+            run(RunConfig.from_dict(dict(point.params, name=point.name, out=str(out), progress=False)))
+        except Diverged:  # finished: its accuracy.json says where (`point_status`)
+            pass
+        return run_dir
+    from .execute import execute_notebook
 
     return execute_notebook(
         point.notebook, dict(point.params, name=point.name), out=str(out), progress=False, kernel=kernel
@@ -395,7 +423,7 @@ def attempt(point: Point, out, cwd: str | None = None, kernel=None) -> dict:
 
 
 # An idle kernel while papermill waits for its reply is a hang (seen now and then with kernels over
-# loopback TCP, at the end of the training cell; report.py now talks to kernels over IPC). A safety net:
+# loopback TCP, at the end of the training cell; execute.py now talks to kernels over IPC). A safety net:
 # without it a sweep would wait forever. The cost: a stall is noticed this late, and a cell that
 # legitimately idles this long (the benchmark notebooks have none) is stopped.
 STALL_SECONDS = 60
@@ -467,7 +495,7 @@ def expected_cost(method: str, landscape: bool = False) -> float:
     (longest first, so that no long run starts last): EsaCL's two passes per step, each replay learner's
     extra batch, joint's growing data, CO2L's contrastive views and the sharpness measurements (measured
     on the split_digits main job)."""
-    from esacl.presets import PRESETS
+    from esacl.method import PRESETS
 
     preset = PRESETS.get(method)
     if preset is None:
@@ -491,14 +519,25 @@ def default_workers(n_points: int) -> int:
 
 
 def run_sweep(
-    grid, out, engine: str = "local", workers: int | None = None, address: str | None = None, progress: bool = True
+    grid,
+    out,
+    engine: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    job: bool = True,
 ) -> SweepResult:
-    """Run every point of `grid` (a `Grid`, a TOML path or a dict) not yet complete under `out`.
+    """Run every point of `grid` (a `Grid`, a TOML path or a dict) not yet complete under `out`: the one
+    grid runner (sweeps, `esacl notebook` grids, `esacl paper`, `esacl run` grids).
 
     engine 'local': each point in its own worker process, `workers` at a time (`default_workers`).
     engine 'ray': each point a Ray task on the cluster at `address` (None: a local Ray instance;
     'auto': the running local cluster), one GPU per point when it trains on CUDA, else one CPU.
-    Writes `sweep.json` as points start and end, then `summary.csv` / `summary.html`."""
+    A line per finished point: its accuracies, the time so far and an estimate of the time left.
+    `job`: `out` is the grid's own folder: locked, `sweep.json` written as points start and end, each
+    point's output in `logs/`, failures in `failures/`, then `summary.csv` / `summary.html`. Without
+    (an `esacl run` grid into a shared folder) only the run directories are written; the points'
+    output goes to this process's."""
     if engine not in ("local", "ray"):
         raise UserError(f"engine must be 'local' or 'ray', got {engine!r}")
     if workers is not None and (engine != "local" or workers < 1):
@@ -511,6 +550,9 @@ def run_sweep(
         raise UserError("--address is for --engine ray")
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out).resolve()
+    if not job:
+        out.mkdir(parents=True, exist_ok=True)
+        return _drive(grid, out, engine, workers, address, progress, None)
     lock = SweepLock(out).acquire()
     try:
         return _drive(grid, out, engine, workers, address, progress, lock)
@@ -518,14 +560,15 @@ def run_sweep(
         lock.release()
 
 
-def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: SweepLock) -> SweepResult:
+def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: SweepLock | None) -> SweepResult:
     from tqdm.auto import tqdm
 
-    previous = _read_json(out / "sweep.json").get("points", {})
+    job = lock is not None
+    previous = _read_json(out / "sweep.json").get("points", {}) if job else {}
     state = {}
     for p in grid.points:
         _check_same_point(p, out / p.name)
-        status, detail = point_status(out / p.name)
+        status, detail = point_status(out / p.name, notebook=p.notebook is not None)
         old = previous.get(p.name, {})
         state[p.name] = dict(
             notebook=p.notebook,
@@ -540,9 +583,13 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
     meta = dict(
         grid=grid.to_dict(), source=grid.source, engine=engine, driver_pid=os.getpid(), started=_now(), points=state
     )
-    save = lambda: write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
+
+    def save() -> None:
+        if job:
+            write_atomic(out / "sweep.json", (json.dumps(dict(meta, updated=_now()), indent=1) + "\n").encode())
+
     save()
-    print(f"sweep of {len(grid.points)} points into {out} ({engine} engine)", file=sys.stderr, flush=True)
+    print(f"{len(grid.points)} points into {out} ({engine} engine)", file=sys.stderr, flush=True)
     pending = [p for p in grid.points if state[p.name]["status"] not in FINAL]
     skipped = len(grid.points) - len(pending)
     bar = tqdm(
@@ -554,6 +601,18 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         dynamic_ncols=True,
     )
     counts = dict(running=0, failed=0, skipped=skipped)
+    ended = [0]  # points finished in this call (the bar counts none when disabled)
+    tic, seconds = time.perf_counter(), {}  # method -> wall-clock of its finished points
+    lanes = (workers or default_workers(len(pending))) if engine == "local" else 1
+
+    def time_left() -> str:
+        """The unfinished points at their method's mean so far (a method not seen yet: the mean of all)."""
+        rest = [p for p in pending if state[p.name]["status"] in ("running", "not started", "incomplete")]
+        if not rest:
+            return ""
+        every = [x for runs in seconds.values() for x in runs]
+        guess, mean = {m: sum(v) / len(v) for m, v in seconds.items()}, sum(every) / len(every)
+        return f", about {sum(guess.get(p.params.get('method'), mean) for p in rest) / lanes:.0f} s left"
 
     def started(point: Point) -> None:
         state[point.name].update(status="running", attempts=state[point.name]["attempts"] + 1)
@@ -564,7 +623,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
     def finished(point: Point, result: dict) -> None:
         entry = state[point.name]
         counts["running"] -= 1
-        status, detail = point_status(out / point.name)
+        status, detail = point_status(out / point.name, notebook=point.notebook is not None)
         if status == "diverged":  # a finished point, left out of the table
             entry.update(status="diverged", error=detail, seconds=round(result["seconds"], 2))
             (out / "failures" / f"{point.name}.txt").unlink(missing_ok=True)
@@ -576,12 +635,21 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         else:
             counts["failed"] += 1
             entry.update(status="failed", error=result["error"], seconds=round(result["seconds"], 2))
-            if result.get("traceback") is not None:  # a local worker wrote its own failure file
+            if job and result.get("traceback") is not None:  # a local worker wrote its own failure file
                 _write_failure(out, point.name, result["error"], result["traceback"])
         save()
+        seconds.setdefault(point.params.get("method"), []).append(result["seconds"])
+        ended[0] += 1
         bar.update(1)
         bar.set_postfix(counts, refresh=True)
-        line = f"{point.name}: {entry['status']} in {entry['seconds']:.1f} s"
+        what = entry["status"]
+        if what == "complete":  # its averages, as `esacl show` gives them
+            summary = load_run(out / point.name).summary
+            what = f"class-IL {summary['class_il']['average']:.2f}, task-IL {summary['task_il']['average']:.2f}"
+        line = (
+            f"[{ended[0]}/{len(pending)}] {point.name}: {what} in {entry['seconds']:.0f} s "
+            f"({time.perf_counter() - tic:.0f} s so far{time_left()})"
+        )
         bar.write(line + (f" ({entry['error']})" if entry["error"] else ""), file=sys.stderr)
 
     if skipped:
@@ -597,7 +665,7 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
             if entry["status"] == "running":  # interrupted: the next call resumes it
                 entry["status"] = "incomplete"
         save()
-    table, *_ = write_summary(out)
+    table = write_summary(out)[0] if job else ""
     return SweepResult(out, state, table)
 
 
@@ -631,26 +699,28 @@ class _Worker:
     """One local worker process: points go in as JSON lines on its stdin, each answered by a JSON
     line on its result pipe. Its own output goes to `logs/workers.log`, a point's to `logs/<point>.log`."""
 
-    def __init__(self, out: Path, env: dict, lock_fd: int):
+    def __init__(self, out: Path, env: dict, lock_fd: int | None):
         read, write = os.pipe()
-        with open(out / "logs" / "workers.log", "ab") as log:
+        logs = lock_fd is not None  # a job folder's worker logs there; another writes to our stderr
+        with open(out / "logs" / "workers.log", "ab") if logs else contextlib.nullcontext(2) as log:
             self.proc = subprocess.Popen(
                 WORKER + [str(write)],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                pass_fds=(lock_fd, write),
+                pass_fds=(lock_fd, write) if logs else (write,),
             )
         os.close(write)
         self.results = os.fdopen(read, "r")
         self.point: Point | None = None  # the point it is running
         self.since = 0.0
 
-    def give(self, point: Point, out: Path) -> None:
+    def give(self, point: Point, out: Path, logs: bool) -> None:
         self.point, self.since = point, time.perf_counter()
         try:
-            self.proc.stdin.write((json.dumps(dict(point=point.__dict__, out=str(out))) + "\n").encode())
+            spec = dict(point=point.__dict__, out=str(out), logs=logs)
+            self.proc.stdin.write((json.dumps(spec) + "\n").encode())
             self.proc.stdin.flush()
         except BrokenPipeError:  # it died already: its result pipe says so
             pass
@@ -664,23 +734,24 @@ class _Worker:
 
 
 def _local(
-    points: list[Point], out: Path, workers: int, lock: SweepLock, started, finished, reuse: bool = True
+    points: list[Point], out: Path, workers: int, lock: SweepLock | None, started, finished, reuse: bool = True
 ) -> None:
     """Run `points` over `workers` worker processes (`reuse` False: a fresh worker and kernel per point,
-    the engine's former cost, kept for `benchmarks/startup.py`)."""
+    the engine's former cost, kept for `benchmarks/startup.py`). `lock` None: not a job folder (no logs)."""
     import selectors
 
     env = dict(os.environ)
     # Each point's run sets its own thread count (the canonical single thread on a CPU); the kernel's other
     # libraries (numpy's BLAS) take one thread too, so parallel points never oversubscribe the cores.
     env.setdefault("OMP_NUM_THREADS", "1")
-    (out / "logs").mkdir(exist_ok=True)
+    if lock is not None:
+        (out / "logs").mkdir(exist_ok=True)
     longest_first = sorted(points, key=lambda p: -expected_cost(p.params.get("method", ""), p.params.get("landscape")))
     queue, pool, retired, selector = longest_first, [], [], selectors.DefaultSelector()
 
     def start(worker: _Worker) -> None:
         point = queue.pop(0)
-        worker.give(point, out)
+        worker.give(point, out, logs=lock is not None)
         started(point)
 
     def drop(worker: _Worker) -> None:
@@ -697,7 +768,7 @@ def _local(
                 else:  # nothing left for it: free its memory now
                     drop(worker)
             while queue and len(pool) < workers:
-                pool.append(_Worker(out, env, lock.fd))
+                pool.append(_Worker(out, env, lock.fd if lock is not None else None))
                 selector.register(pool[-1].results, selectors.EVENT_READ, pool[-1])
                 start(pool[-1])
             for key, _ in selector.select(timeout=POLL_SECONDS):
@@ -762,17 +833,17 @@ def _worker_main(argv: list[str]) -> int:
     threading.Thread(target=watch, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: _stop(143))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us with SIGTERM
-    from .report import Kernel
+    from .execute import Kernel
 
     with Kernel(reusable=True) as kernel:
         for line in sys.stdin:
             spec = json.loads(line)
-            point, out = Point(**spec["point"]), Path(spec["out"])
-            with _output_to(out / "logs" / f"{point.name}.log"):
+            point, out, logs = Point(**spec["point"]), Path(spec["out"]), spec["logs"]
+            with _output_to(out / "logs" / f"{point.name}.log") if logs else contextlib.nullcontext():
                 result = attempt(point, out, kernel=kernel)
                 if result["note"]:
                     print(result["note"], flush=True)
-            if not result["ok"]:
+            if logs and not result["ok"]:
                 _write_failure(out, point.name, result["error"], result["traceback"])
             results.write(json.dumps(dict(ok=result["ok"], error=result["error"], note=result["note"])) + "\n")
             results.flush()

@@ -55,11 +55,12 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode()
 
 
-def unique_name(parent: Path, base: str, suffix: str = "") -> str:
-    """`base`, else `base-1`, `base-2`, ...: the first name not taken under `parent` (with `suffix`)."""
+def unique_name(parent: Path, base: str, suffix: str = "", taken=()) -> str:
+    """`base`, else `base-1`, `base-2`, ...: the first name not taken under `parent` (with `suffix`) nor
+    in `taken` (names given out already, not made yet)."""
     parent = Path(parent)
     for candidate in [base] + [f"{base}-{i}" for i in range(1, 10000)]:
-        if not (parent / (candidate + suffix)).exists():
+        if candidate not in taken and not (parent / (candidate + suffix)).exists():
             return candidate
     raise UserError(f"no free name for {base} under {parent}")
 

@@ -6,9 +6,9 @@ import io
 import pytest
 
 from esacl import UserError
-from esacl.presets import LEARNERS, PRESETS, SPARSIFIERS, build_learner
+from esacl.method import LEARNERS, PRESETS, SPARSIFIERS, build_learner
 from esacl.selection import SELECTORS
-from esacl.methods import Batch
+from esacl.learners import Batch
 from helpers import config
 
 
@@ -25,14 +25,14 @@ def test_every_preset_is_one_choice_on_each_axis():
 
 
 def test_a_dense_preset_refuses_a_sparsity_when_its_config_is_resolved():
-    assert type(build_learner(config(method="agem"), 10)) is LEARNERS["agem"]
+    assert type(build_learner(config(method="agem"), 10)) is LEARNERS["agem"].cls
     assert config(method="lwf", sparsity=0.0).sparsity == 0.0
     with pytest.raises(UserError, match="method 'lwf' is dense: config key 'sparsity' must be 0"):
         config(method="lwf", sparsity=0.5)
 
 
 @pytest.mark.parametrize("name", ["esacl-derpp", "sparcl-er", "lwf"])
-def test_a_methods_one_state_dict_carries_learner_sparsifier_and_selector(name):
+def test_a_methods_one_state_dict_carries_learner_rule_and_selector(name):
     """A method restored from another's state_dict takes the same next step: buffer, masks and
     accumulator, selector scores, step count all travel in the one dict."""
     import torch
@@ -61,4 +61,4 @@ def test_a_methods_one_state_dict_carries_learner_sparsifier_and_selector(name):
         m.train_step(mod, m.prepare(batches[5]))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin_model.parameters()))
     assert all(torch.equal(method.masks[n], twin.masks[n]) for n in method.masks)
-    assert twin.sparsifier.n_steps == method.sparsifier.n_steps == 6
+    assert twin.rule.n_steps == method.rule.n_steps == 6

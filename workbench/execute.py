@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from esacl.config import RunConfig, UserError, did_you_mean
-from esacl.record import RunDir, unique_name, write_atomic
+from esacl.rundir import RunDir, unique_name, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -337,7 +337,7 @@ def write_report(
 
 def default_title(runs) -> str:
     """What the runs are, as a report's heading: benchmarks, methods (the first six), run count, seeds."""
-    from esacl.record import load_run
+    from esacl.rundir import load_run
 
     records = [r if hasattr(r, "config") else load_run(r) for r in runs]
     benchmarks = ", ".join(dict.fromkeys(r.config["benchmark"] for r in records))
@@ -350,8 +350,8 @@ def default_title(runs) -> str:
 
 def default_detail(runs: list[str]) -> list[str]:
     """One run per method (its lowest seed): the sparse methods' if there are any, at most four."""
-    from esacl.presets import PRESETS
-    from esacl.record import load_run
+    from esacl.method import PRESETS
+    from esacl.rundir import load_run
 
     records = [load_run(r) for r in runs]
     if len(records) == 1:

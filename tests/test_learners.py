@@ -9,8 +9,8 @@ from scipy import stats
 import esacl
 from esacl import RunConfig, UserError
 from esacl.config import resolve
-from esacl.methods import EWC, Batch, DERpp, ER, LwF, ReservoirBuffer, agem_project, fisher_diagonal
-from esacl.presets import build_learner
+from esacl.learners import EWC, Batch, DERpp, ER, LwF, ReservoirBuffer, agem_project, fisher_diagonal
+from esacl.method import build_learner
 from esacl.models import ConvNet
 
 
@@ -232,7 +232,7 @@ def test_lwf_adds_the_distillation_to_the_last_task_ends_model_by_hand():
 def test_lwf_warm_up_moves_only_the_new_classes_outputs_then_everything():
     from types import SimpleNamespace
 
-    from esacl.prune import Dense
+    from esacl.prune import SGD
     from esacl.selection import AllData
     from esacl.steps import Step
     from helpers import config
@@ -242,7 +242,7 @@ def test_lwf_warm_up_moves_only_the_new_classes_outputs_then_everything():
     model = ConvNet(1, 10, width=4)
     learner = LwF(cfg, 10, 0)
     learner.attach(model)
-    step = Step(model, cfg, False, Dense(model, cfg), AllData(cfg, "cpu"))
+    step = Step(model, cfg, False, SGD(model, cfg), AllData(cfg, "cpu"))
     learner.end_task(SimpleNamespace(classes=[0, 1]), model)  # task 0 ends: a teacher exists
     learner.begin_task(SimpleNamespace(classes=[2, 3]), model)
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([2, 3, 2, 3, 2, 3])

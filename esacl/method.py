@@ -1,35 +1,56 @@
 """The registries: base learners, sparsifiers, the method presets that compose them, and `Method`.
 
-A method is one choice on each axis: base learner (the loss, `methods.py`, `co2l.py`) x sparsifier
+A method is one choice on each axis: base learner (the loss, `learners.py`, `co2l.py`) x sparsifier
 (the step's passes and update rule, `steps.py`, `prune.py`) x data selector (`selection.py`).
 `build_method` puts a preset's three parts together as one `Method`, the only thing the trainer
-drives. Adding a base learner is a class (its own knobs, if any, a `knobs.Section` added to
-`config.RunConfig`'s bases), a line in `LEARNERS`, its dense preset, and a line in `COMPOSED` for
-its `esacl-X` and `sparcl-X` presets.
+drives. Adding a base learner is a class (its own knobs, if any, a `knobs.Section` as its `Config`)
+and its line in `LEARNERS`: that line makes its dense preset and, where it names the learner as
+sources do, its `esacl-X` and `sparcl-X` presets, and `config.RunConfig` takes its knobs from it.
 """
 
 from dataclasses import dataclass
 
 from .co2l import CO2L
 from .errors import UserError
-from .methods import AGEM, Batch, DERpp, ER, EWC, Joint, Learner, Loss, LwF
-from .prune import PRUNERS
-from .selection import build_selector
-from .steps import Step
+from .knobs import Section
+from .learners import AGEM, Batch, DERpp, ER, EWC, Joint, Learner, Loss, LwF
+from .prune import RULES, SparCLConfig, SparsityConfig
+from .selection import RemovalConfig, SupportConfig, build_selector
+from .steps import SAMConfig, Step
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A base learner's registry line: its class, where it comes from (the dense preset's source), and
+    its name as sources write it where SparCL and EsaCL compose with it (None: a bound, not composed)."""
+
+    cls: type[Learner]
+    source: str
+    composed: str | None = None
+
 
 LEARNERS = {
-    "finetune": Learner,
-    "joint": Joint,
-    "er": ER,
-    "derpp": DERpp,
-    "ewc": EWC,
-    "co2l": CO2L,
-    "lwf": LwF,
-    "agem": AGEM,
+    "finetune": Registered(Learner, "fine-tuning with SGD; lower bound"),
+    "joint": Registered(Joint, "trains on all data seen so far; upper bound"),
+    "er": Registered(ER, "experience replay, reservoir buffer (Mammoth)", "ER"),
+    "derpp": Registered(DERpp, "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)", "DER++"),
+    "ewc": Registered(
+        EWC,
+        "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on, plus a stiffness cap: ewc_cap)",
+        "online EWC",
+    ),
+    "co2l": Registered(
+        CO2L,
+        "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer",
+        "CO2L",
+    ),
+    "lwf": Registered(LwF, "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model", "LwF"),
+    "agem": Registered(AGEM, "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)", "A-GEM"),
 }
+DENSE_PRESET = {"finetune": "sgd"}  # a learner's dense preset is named for it, but for fine-tuning's
 
 
-# Sparsifier axis -> (SAM two-pass step?, update rule of prune.PRUNERS).
+# Sparsifier axis -> (SAM two-pass step?, update rule of prune.RULES).
 SPARSIFIERS = {
     "none": (False, "dense"),
     "sam": (True, "dense"),
@@ -39,6 +60,15 @@ SPARSIFIERS = {
     "gmp": (False, "magnitude"),
     "sparcl": (False, "sparcl"),
 }
+# The knob sections of the step, its update rules and its selectors: one set for every method.
+STEP_SECTIONS = (SparsityConfig, SparCLConfig, SAMConfig, SupportConfig, RemovalConfig)
+
+
+def knob_sections() -> list[type[Section]]:
+    """Every component's knob section once: the registered learners' (each class's `Config` and its
+    bases'), then the step's; `config.RunConfig` is made of them."""
+    learners = [k.__dict__["Config"] for r in LEARNERS.values() for k in r.cls.__mro__ if k.__dict__.get("Config")]
+    return list(dict.fromkeys([*learners, *STEP_SECTIONS]))
 
 
 @dataclass(frozen=True)
@@ -57,24 +87,9 @@ class Preset:
 
 _ESACL = "EsaCL (Ren & Honavar SDM 2024), reconstruction: docs/method.md"
 _SPARCL = "SparCL (Wang et al. NeurIPS 2022), official code's settings"
-# The base learners that SparCL and EsaCL compose with (presets sparcl-X and esacl-X), as sources name them.
-COMPOSED = {"er": "ER", "derpp": "DER++", "ewc": "online EWC", "co2l": "CO2L", "lwf": "LwF", "agem": "A-GEM"}
+COMPOSED = {x: r.composed for x, r in LEARNERS.items() if r.composed}  # the learners SparCL and EsaCL compose with
 PRESETS: dict[str, Preset] = {
-    "sgd": Preset("finetune", "none", "none", "fine-tuning with SGD; lower bound"),
-    "joint": Preset("joint", "none", "none", "trains on all data seen so far; upper bound"),
-    "er": Preset("er", "none", "none", "experience replay, reservoir buffer (Mammoth)"),
-    "derpp": Preset("derpp", "none", "none", "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)"),
-    "ewc": Preset(
-        "ewc", "none", "none", "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on, plus a stiffness cap: ewc_cap)"
-    ),
-    "co2l": Preset(
-        "co2l",
-        "none",
-        "none",
-        "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer",
-    ),
-    "lwf": Preset("lwf", "none", "none", "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model"),
-    "agem": Preset("agem", "none", "none", "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)"),
+    **{DENSE_PRESET.get(x, x): Preset(x, "none", "none", r.source) for x, r in LEARNERS.items()},
     "esacl": Preset("finetune", "sdp", "ids", _ESACL),
     **{f"esacl-{x}": Preset(x, "sdp", "ids", f"{_ESACL}, on {name}") for x, name in COMPOSED.items()},
     "esacl-noids": Preset("finetune", "sdp", "none", "ablation: SDP without data selection"),
@@ -118,7 +133,7 @@ def build_learner(cfg, n_classes: int, augment=None) -> Learner:
             f"ewc_step=proximal needs an SGD update of the weights; method '{cfg.method}' updates them by "
             f"{SPARSIFIERS[preset.sparsifier][1].replace('_', ' ')}: use ewc_step=gradient"
         )
-    return LEARNERS[preset.learner](cfg, n_classes, cfg.seed, augment)
+    return LEARNERS[preset.learner].cls(cfg, n_classes, cfg.seed, augment)
 
 
 class Method:
@@ -133,24 +148,24 @@ class Method:
 
     def __init__(self, learner: Learner, step: Step):
         self.learner, self.step = learner, step
-        self.sparsifier, self.selector = step.pruner, step.selector
+        self.rule, self.selector = step.rule, step.selector
         self.cumulative = learner.cumulative  # each task trains on every task's data seen so far
 
     @property
     def masks(self) -> dict:
         """name -> bool mask of each prunable weight ({} for dense methods)."""
-        return self.sparsifier.masks
+        return self.rule.masks
 
     def begin_task(self, t: int, task, y, model, steps_in_task: int) -> None:
         """Task `t` starts: `y` ([N]) the labels it trains on, `steps_in_task` its planned updates."""
         self.learner.begin_task(task, model)
         self.selector.begin_task(t, y)
-        self.sparsifier.begin_task(t, steps_in_task)
+        self.rule.begin_task(t, steps_in_task)
 
     def begin_epoch(self, epoch: int) -> None:
         self.learner.begin_epoch(epoch)
         self.selector.begin_epoch(epoch)
-        self.sparsifier.begin_epoch(epoch)
+        self.rule.begin_epoch(epoch)
 
     def pool(self):
         """[N'] positions of the task's examples this epoch trains on (the selector's)."""
@@ -171,17 +186,17 @@ class Method:
         return self.selector.end_epoch()
 
     def end_task(self, task, model, evaluate, recalibrate_bn) -> tuple[dict, dict | None]:
-        """The sparsifier's end of task (projection and its jump, batch-norm recalibration; see
-        `prune.Dense.end_task`), then the learner's (after the projection: EWC anchors the final
+        """The update rule's end of task (projection and its jump, batch-norm recalibration; see
+        `prune.SGD.end_task`), then the learner's (after the projection: EWC anchors the final
         weights). Returns fields for the task's event and `evaluate()` of the final weights, or
         None where that is still to be made (also when the learner trains at its task end)."""
-        fields, final = self.sparsifier.end_task(evaluate, recalibrate_bn)
+        fields, final = self.rule.end_task(evaluate, recalibrate_bn)
         self.learner.end_task(task, model)
         return fields, None if self.learner.trains_at_task_end else final
 
     def state_bytes(self) -> dict:
-        """Memory the method keeps besides the model: the sparsifier's state and the learner's."""
-        return dict(optimizer_state=self.sparsifier.state_bytes(), learner_state=self.learner.memory_bytes())
+        """Memory the method keeps besides the model: the update rule's state and the learner's."""
+        return dict(optimizer_state=self.rule.state_bytes(), learner_state=self.learner.memory_bytes())
 
     def state_dict(self) -> dict:
         return dict(step=self.step.state_dict(), learner=self.learner.state_dict(), selector=self.selector.state_dict())
@@ -201,5 +216,5 @@ def build_method(cfg, model, n_classes: int, augment, device, meter=None) -> Met
     learner.meter = meter  # before attach: a part it adds is metered too
     learner.attach(model)
     sam, rule = SPARSIFIERS[preset.sparsifier]
-    step = Step(model, cfg, sam, PRUNERS[rule](model, cfg, meter), build_selector(preset, cfg, device), meter)
+    step = Step(model, cfg, sam, RULES[rule](model, cfg, meter), build_selector(preset, cfg, device), meter)
     return Method(learner, step)

@@ -1,6 +1,6 @@
 """Base learners: what the loss is and what a learner remembers between steps.
 
-Methods are compositions of a base learner, a sparsifier and a data selector (`presets.py`). A base
+Methods are compositions of a base learner, a sparsifier and a data selector (`method.py`). A base
 learner only says what the loss is (`Learner.loss`), what to remember between steps (buffer, Fisher,
 a past model) and, if anything, how to change the gradient before the update (`adjust_gradient`).
 How the loss becomes a weight update (plain SGD, SAM, sharpness-aware pruning) is the step's business
@@ -222,7 +222,7 @@ class Learner:
         """Between the step's last backward and the update: change the parameters' `.grad` in place
         (A-GEM's projection). With SAM, the gradient is the second pass's, the weights back at w.
         `.grad` is already what the sparsifier applies; `applied(name, grad)` reduces another gradient
-        of parameter `name` the same way (`prune.Dense.applied`)."""
+        of parameter `name` the same way (`prune.SGD.applied`)."""
 
     def after_update(self, model) -> None:
         """Right after the update rule changed the weights (EWC's proximal step)."""
@@ -251,6 +251,8 @@ class Joint(Learner):
 
 class Replay(Learner):
     """Shared by replay learners: a reservoir buffer of raw stream inputs and labels."""
+
+    Config = ReplayConfig  # a subclass's own Config replaces it as `self.opts`; `replay_opts` stays
 
     def __init__(self, cfg, n_classes, seed, augment=None):
         super().__init__(cfg, n_classes, seed, augment)

@@ -5,7 +5,7 @@ import pytest
 
 import esacl
 from esacl import UserError
-from esacl.record import RunDir, write_atomic
+from esacl.rundir import RunDir, write_atomic
 
 
 def test_write_atomic_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
@@ -78,7 +78,7 @@ def test_resuming_a_complete_run_is_refused(tiny):
 
 
 def test_published_anchors_ship_with_the_package():
-    from esacl.record import anchor, anchors
+    from esacl.rundir import anchor, anchors
 
     table = anchors()
     assert {"sources", "results", "claims"} <= set(table)
@@ -89,7 +89,7 @@ def test_published_anchors_ship_with_the_package():
 
 
 def test_anchor_lookup_by_sparsity_treats_rows_without_one_as_dense():
-    from esacl.record import anchor
+    from esacl.rundir import anchor
 
     assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.75)["class_il"] == [43.74, 2.91]
     assert anchor("split_cifar10", "sparcl-er", 50, sparsity=0.9) is None
@@ -215,7 +215,7 @@ def test_a_run_name_cannot_leave_its_out_folder(tmp_path, capsys):
 
 KILL_AT_CHECKPOINT = """
 import os, signal, sys
-from esacl.record import RunDir
+from esacl.rundir import RunDir
 import workbench.cli
 calls = []
 real = RunDir.save_checkpoint
@@ -262,7 +262,7 @@ def test_kill_9_in_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(ti
 
 
 def test_find_runs_takes_run_directories_and_folders_at_any_depth_and_names_a_bad_path(tmp_path):
-    from esacl.record import find_runs
+    from esacl.rundir import find_runs
 
     for run in ("a/r1", "a/deep/r2", "b/r3"):
         (tmp_path / run).mkdir(parents=True)
@@ -302,9 +302,9 @@ def test_a_run_records_the_commit_of_the_code_it_imported_not_the_checkouts_head
 
     import torch
 
-    from esacl import record
+    from esacl import rundir
 
-    assert record.CODE_COMMIT == record.git_commit()  # this checkout has not moved during the tests
+    assert rundir.CODE_COMMIT == rundir.git_commit()  # this checkout has not moved during the tests
 
     run = subprocess.run
 
@@ -313,4 +313,4 @@ def test_a_run_records_the_commit_of_the_code_it_imported_not_the_checkouts_head
         return run(command, *args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", no_git)
-    assert record.environment(torch.device("cpu"))["git_commit"] == record.CODE_COMMIT
+    assert rundir.environment(torch.device("cpu"))["git_commit"] == rundir.CODE_COMMIT
