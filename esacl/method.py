@@ -21,19 +21,23 @@ from .steps import SAMConfig, Step
 
 @dataclass(frozen=True)
 class Registered:
-    """A base learner's registry line: its class, where it comes from (the dense preset's source), and
-    its name as sources write it where SparCL and EsaCL compose with it (None: a bound, not composed)."""
+    """A base learner's registry line: its class, where it comes from (the dense preset's source), its
+    name as sources write it where SparCL and EsaCL compose with it (None: a bound, not composed), and
+    whether its loss trains on old classes' labelled examples (replayed or all the data), so that its
+    class-IL should stay above the floor of a model that knows only the last task (the tests hold every
+    preset of it to that)."""
 
     cls: type[Learner]
     source: str
     composed: str | None = None
+    replays_labels: bool = False
 
 
 LEARNERS = {
     "finetune": Registered(Learner, "fine-tuning with SGD; lower bound"),
-    "joint": Registered(Joint, "trains on all data seen so far; upper bound"),
-    "er": Registered(ER, "experience replay, reservoir buffer (Mammoth)", "ER"),
-    "derpp": Registered(DERpp, "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)", "DER++"),
+    "joint": Registered(Joint, "trains on all data seen so far; upper bound", replays_labels=True),
+    "er": Registered(ER, "experience replay, reservoir buffer (Mammoth)", "ER", replays_labels=True),
+    "derpp": Registered(DERpp, "DER++, Buzzega et al. NeurIPS 2020 (Mammoth)", "DER++", replays_labels=True),
     "ewc": Registered(
         EWC,
         "online EWC, Schwarz et al. ICML 2018 (Mammoth's ewc_on, plus a stiffness cap: ewc_cap)",
@@ -43,6 +47,7 @@ LEARNERS = {
         CO2L,
         "CO2L, Cha et al. ICCV 2021: asymmetric SupCon + relation distillation, linear probe on buffer",
         "CO2L",
+        replays_labels=True,
     ),
     "lwf": Registered(LwF, "LwF, Li & Hoiem TPAMI 2017: distillation to the last task end's model", "LwF"),
     "agem": Registered(AGEM, "A-GEM, Chaudhry et al. ICLR 2019, reservoir buffer (Mammoth's agem_r)", "A-GEM"),

@@ -313,6 +313,7 @@ def test_one_epoch_of_er_on_a_tiny_cifar10_runs_end_to_end(tmp_path):
 def test_every_method_trains_on_uint8_cifar_images(tmp_path, method):
     # The image path end to end for each learner x sparsifier x selector: uint8 stream and buffer,
     # crop/flip, InputNorm, and each method's own consumers of x (views, Fisher, SAM, DDR, probes).
+    # Two images a class learn nothing to test: what each preset learns is test_train's floors.
     write_cifar(tmp_path / "data", per_class=2, test_per_class=1)
     record = esacl.run(
         RunConfig(
