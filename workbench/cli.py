@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    for add in (_run_command, _paper_command, _notebook_commands, _run_dir_commands):
+        add(sub)
+    return parser
+
+
+def _run_command(sub) -> None:
+    """`esacl run`: every RunConfig key a flag."""
     run = sub.add_parser(
         "run", help="train and evaluate one run (or a grid: comma lists for " + ", ".join(GRID_KEYS) + ")"
     )
@@ -62,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     engine_options(run, "run of a grid")
     run.add_argument("--quiet", action="store_true", help="no progress bars (also off when stderr is not a terminal)")
 
+
+def _paper_command(sub) -> None:
+    """`esacl paper`: the main job, and its --frontier variant."""
     paper = sub.add_parser(
         "paper",
         help="the paper's question: the bounds (sgd, joint) and, for each base learner X, "
@@ -103,16 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default folder runs/frontier-BENCHMARK-DATE-TIME)",
     )
 
-    show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
-    show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
 
-    compare = sub.add_parser(
-        "compare",
-        help="mean +- std over seeds of every run found under the folders (a sweep "
-        "folder: the paper-style table, also written there as summary.csv and summary.html)",
-    )
-    compare.add_argument("folders", nargs="+", metavar="FOLDER")
-
+def _notebook_commands(sub) -> None:
+    """`esacl notebook` and `esacl sweep`."""
     notebook = sub.add_parser(
         "notebook",
         help="execute a benchmark notebook with papermill into a run directory "
@@ -145,6 +148,19 @@ def _parser() -> argparse.ArgumentParser:
         help="which points are complete, incomplete, failed, not started (from disk; runs nothing)",
     )
     sweep.add_argument("--quiet", action="store_true", help="no progress bar (also off when stderr is not a terminal)")
+
+
+def _run_dir_commands(sub) -> None:
+    """What reads run directories and lists the registries: show, compare, report, data, methods, benchmarks."""
+    show = sub.add_parser("show", help="print a run's accuracy matrices and summary from disk")
+    show.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+
+    compare = sub.add_parser(
+        "compare",
+        help="mean +- std over seeds of every run found under the folders (a sweep "
+        "folder: the paper-style table, also written there as summary.csv and summary.html)",
+    )
+    compare.add_argument("folders", nargs="+", metavar="FOLDER")
 
     report = sub.add_parser("report", help="write a self-contained HTML report of runs (one, or a comparison)")
     report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_FOLDER")
@@ -179,7 +195,6 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the method presets and their composition")
     sub.add_parser("benchmarks", help="list the benchmarks and their protocol defaults")
-    return parser
 
 
 def _unknown_flag(extra: list[str]) -> UserError:

@@ -601,18 +601,8 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         dynamic_ncols=True,
     )
     counts = dict(running=0, failed=0, skipped=skipped)
-    ended = [0]  # points finished in this call (the bar counts none when disabled)
-    tic, seconds = time.perf_counter(), {}  # method -> wall-clock of its finished points
     lanes = (workers or default_workers(len(pending))) if engine == "local" else 1
-
-    def time_left() -> str:
-        """The unfinished points at their method's mean so far (a method not seen yet: the mean of all)."""
-        rest = [p for p in pending if state[p.name]["status"] in ("running", "not started", "incomplete")]
-        if not rest:
-            return ""
-        every = [x for runs in seconds.values() for x in runs]
-        guess, mean = {m: sum(v) / len(v) for m, v in seconds.items()}, sum(every) / len(every)
-        return f", about {sum(guess.get(p.params.get('method'), mean) for p in rest) / lanes:.0f} s left"
+    tally = _Tally(len(pending), lanes)
 
     def started(point: Point) -> None:
         state[point.name].update(status="running", attempts=state[point.name]["attempts"] + 1)
@@ -638,19 +628,10 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
             if job and result.get("traceback") is not None:  # a local worker wrote its own failure file
                 _write_failure(out, point.name, result["error"], result["traceback"])
         save()
-        seconds.setdefault(point.params.get("method"), []).append(result["seconds"])
-        ended[0] += 1
         bar.update(1)
         bar.set_postfix(counts, refresh=True)
-        what = entry["status"]
-        if what == "complete":  # its averages, as `esacl show` gives them
-            summary = load_run(out / point.name).summary
-            what = f"class-IL {summary['class_il']['average']:.2f}, task-IL {summary['task_il']['average']:.2f}"
-        line = (
-            f"[{ended[0]}/{len(pending)}] {point.name}: {what} in {entry['seconds']:.0f} s "
-            f"({time.perf_counter() - tic:.0f} s so far{time_left()})"
-        )
-        bar.write(line + (f" ({entry['error']})" if entry["error"] else ""), file=sys.stderr)
+        rest = [p for p in pending if state[p.name]["status"] in ("running", "not started", "incomplete")]
+        bar.write(tally.line(point, entry, out / point.name, rest), file=sys.stderr)
 
     if skipped:
         bar.write(f"{skipped} of {len(grid.points)} points already complete or diverged: skipped", file=sys.stderr)
@@ -667,6 +648,34 @@ def _drive(grid: Grid, out: Path, engine, workers, address, progress, lock: Swee
         save()
     table = write_summary(out)[0] if job else ""
     return SweepResult(out, state, table)
+
+
+class _Tally:
+    """Each finished point's progress line: [k/n], its accuracies (as `esacl show` gives them) or its
+    state, its seconds, the time so far and an estimate of the time left: the unfinished points at their
+    method's mean so far (a method not seen yet: the mean of all), over the points run at once."""
+
+    def __init__(self, n: int, lanes: int):
+        self.n, self.lanes, self.done = n, lanes, 0
+        self.tic, self.seconds = time.perf_counter(), {}  # method -> wall-clock of its finished points
+
+    def line(self, point: Point, entry: dict, run_dir: Path, rest: list[Point]) -> str:
+        self.done += 1
+        self.seconds.setdefault(point.params.get("method"), []).append(entry["seconds"])
+        what = entry["status"]
+        if what == "complete":
+            summary = load_run(run_dir).summary
+            what = f"class-IL {summary['class_il']['average']:.2f}, task-IL {summary['task_il']['average']:.2f}"
+        left = ""
+        if rest:
+            every = [x for runs in self.seconds.values() for x in runs]
+            guess, mean = {m: sum(v) / len(v) for m, v in self.seconds.items()}, sum(every) / len(every)
+            left = f", about {sum(guess.get(p.params.get('method'), mean) for p in rest) / self.lanes:.0f} s left"
+        line = (
+            f"[{self.done}/{self.n}] {point.name}: {what} in {entry['seconds']:.1f} s "
+            f"({time.perf_counter() - self.tic:.0f} s so far{left})"
+        )
+        return line + (f" ({entry['error']})" if entry["error"] else "")
 
 
 def _check_same_point(point: Point, run_dir: Path) -> None:
