@@ -6,6 +6,7 @@ import pytest
 
 import esacl
 from esacl import load_run
+from esacl.rundir import find_runs
 from esacl.compare import PAPER_LEARNERS, Versus, paper_configs, paper_methods, paper_rows, paper_text, versus
 from workbench.cli import main
 
@@ -23,7 +24,7 @@ def paper_runs(tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert main(argv) == 0
-    records = [load_run(p) for p in sorted(out.iterdir()) if p.is_dir()]
+    records = [load_run(p) for p in find_runs([out])]  # the job folder also holds grid.json, sweep.json, logs/
     return records, stdout.getvalue(), stderr.getvalue()
 
 
@@ -68,8 +69,8 @@ def test_paper_prints_the_groups_the_marks_and_one_verdict_per_learner(paper_run
     assert sorted((r.config["method"], r.config["seed"]) for r in records) == sorted(
         (m, s) for m in paper_methods(("er",)) for s in (0, 1)
     )
-    assert all(r.complete for r in records) and "[10/10] split_digits " in err
-    assert "] split_digits esacl-er sparsity 0.9 seed 1: class-IL" in err
+    assert all(r.complete for r in records) and "[10/10] split_digits-" in err
+    assert "] split_digits-esacl-er-sp0.9-s1: class-IL" in err
     groups = paper_rows(records, ("er",))
     assert [g for g, _ in groups] == ["bounds", "er"]
     assert [r["method"] for r in groups[1][1]] == ["er", "sparcl-er", "esacl-er"]
@@ -164,7 +165,8 @@ def test_a_killed_paper_job_run_again_beside_a_busy_process_prints_the_same_tabl
         spinner.kill()
         spinner.wait()
     again, err = capsys.readouterr()
-    assert f"{len(kept)} of {len(records)} runs finished already: kept" in err and "(continuing)" in err
+    assert f"{len(kept)} of {len(records)} points already complete or diverged: skipped" in err
+    assert "(continuing)" in err
     assert {n: (out / n / "accuracy.json").stat().st_mtime_ns for n in kept} == kept  # untouched
     for r in records:
         assert (out / r.path.name / "accuracy.json").read_bytes() == (r.path / "accuracy.json").read_bytes()

@@ -351,21 +351,22 @@ def cmd_paper(args) -> None:
             f"run the same command again with --out {out} to finish the job (complete runs are kept, "
             "interrupted ones resume from their checkpoints)"
         ) from None
+    done = [r for r in records if r is not None]  # a failed run has no record
     if args.frontier:
         from esacl.frontier import frontier_text
 
-        print(frontier_text([r for r in records if r is not None], learners))
+        print(frontier_text(done, learners))
     else:
-        print(paper_text([r for r in records if r is not None], learners))
+        print(paper_text(done, learners))
     print(f"\nresults in {out.resolve()}")
-    grid_failed(failed, f"the same command again runs them again (logs: {out / 'logs'})")
-    if args.report:
+    if args.report:  # over the runs that finished, failures or not
         from .execute import write_report
 
-        detail = [str(r.path) for r in records if r.config["landscape"]]
+        detail = [str(r.path) for r in done if r.config["landscape"]]
         title = args.title or f"{args.benchmark}: EsaCL against SparCL on each base learner"
         print("writing the report ...", file=sys.stderr, flush=True)
-        print(f"report: {write_report([r.path for r in records], detail=detail, title=title)}")
+        print(f"report: {write_report([r.path for r in done], detail=detail, title=title)}")
+    grid_failed(failed, f"the same command again runs them again (logs: {out / 'logs'})")
 
 
 GRID_FILE = "grid.json"  # a job folder's list of runs: the same command again continues it, another is refused
