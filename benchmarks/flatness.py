@@ -31,7 +31,7 @@ from pathlib import Path
 
 from esacl.config import usable_cores
 from esacl.flatness import plan, results, text
-from workbench.cli import run_grid
+from workbench.cli import grid_failed, run_grid
 
 
 def main():
@@ -56,8 +56,7 @@ def main():
     rows = plan(args.benchmark, seeds, folder, args.stop_loss, args.epochs, args.parts.split(","), sdp_seeds)
     tic = time.perf_counter()
     records, failed = run_grid([cfg for *_, cfg in rows], workers=args.workers, resumable=True)
-    if failed:
-        raise SystemExit("failed runs (the same call again retries them):\n" + "\n".join(failed))
+    grid_failed(failed, "the same call again retries them")
     found = results(rows, records)
     print(f"\n{args.benchmark}: {len(records)} runs in {time.perf_counter() - tic:.0f} s")
     print(text(found))

@@ -36,7 +36,7 @@ from pathlib import Path
 from esacl.compare import DENSE_SEEDS, PAPER_LEARNERS, PAPER_SEEDS
 from esacl.config import UNTUNED, RunConfig, cross, usable_cores
 from esacl.metrics import mean_std
-from workbench.cli import run_grid
+from workbench.cli import grid_failed, run_grid
 
 # family -> the presets it is tuned on.
 PRESETS = {
@@ -119,8 +119,7 @@ def main():
                     plan.append((family, i, values, preset, seed, cfg))
     tic = time.perf_counter()
     records, failed = run_grid([p[-1] for p in plan], workers=args.workers, resumable=True)
-    if failed:
-        raise SystemExit("failed runs (the same call again retries them):\n" + "\n".join(failed))
+    grid_failed(failed, "the same call again retries them")
     results = {}  # family -> candidate index -> {values, runs: {(preset, seed): record}}
     for (family, i, values, preset, seed, _), record in zip(plan, records):
         row = results.setdefault(family, {}).setdefault(i, dict(values=values, runs={}))
